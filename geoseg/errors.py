@@ -1,0 +1,80 @@
+"""Error hierarchy: every geoseg error is a GeoSegError *and* the builtin a caller would expect.
+
+Messages say what was received, what is valid, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class GeoSegError(Exception):
+    """Root of all geoseg errors."""
+
+
+class InputNotFoundError(GeoSegError, FileNotFoundError):
+    """An input path does not exist."""
+
+
+class NotARasterError(GeoSegError, ValueError):
+    """A path exists but GDAL cannot read it as a raster."""
+
+
+class BandSelectionError(GeoSegError, LookupError):
+    """Requested bands do not exist in the raster or do not match the model contract."""
+
+
+class InvalidParameterError(GeoSegError, ValueError):
+    """An option has an invalid value (tile size, overlap, stitch method, ...)."""
+
+
+class UnsupportedRasterError(GeoSegError, ValueError):
+    """A raster is readable but cannot be processed (dtype, shape, ...)."""
+
+
+class ModelContractError(GeoSegError, ValueError):
+    """A raster or option contradicts the contract stored with a model."""
+
+
+class UnknownModelError(GeoSegError, LookupError):
+    """No architecture is registered under the requested name."""
+
+
+class CheckpointError(GeoSegError, ValueError):
+    """A checkpoint file is missing, malformed, unsafe or for another architecture."""
+
+
+class OutputExistsError(GeoSegError, FileExistsError):
+    """An output already exists and overwrite was not requested."""
+
+
+class OutputError(GeoSegError, OSError):
+    """An output cannot be written (directory missing, read-only, disk full, same as input)."""
+
+
+class MissingDependencyError(GeoSegError, ImportError):
+    """An optional dependency needed for this feature is not installed."""
+
+
+class CancelledError(GeoSegError, RuntimeError):
+    """The progress callback asked to stop; no partial output was left behind."""
+
+
+class NotGeoreferencedWarning(UserWarning):
+    """The input has no CRS or geotransform; outputs use pixel coordinates."""
+
+
+__all__ = [
+    "BandSelectionError",
+    "CancelledError",
+    "CheckpointError",
+    "GeoSegError",
+    "InputNotFoundError",
+    "InvalidParameterError",
+    "MissingDependencyError",
+    "ModelContractError",
+    "NotARasterError",
+    "NotGeoreferencedWarning",
+    "OutputError",
+    "OutputExistsError",
+    "UnknownModelError",
+    "UnsupportedRasterError",
+]

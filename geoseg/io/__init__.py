@@ -1,0 +1,24 @@
+"""Raster input/output: the only package that opens paths."""
+
+from geoseg.io.bands import parse_band_spec, resolve_bands
+from geoseg.io.normalize import NORMALIZATION_METHODS, Normalization, compute_normalization
+from geoseg.io.read import RasterSource, open_dataset, open_raster, reflect_pad
+from geoseg.io.write import RowBandWriter, atomic_path, check_output_path, geotiff_profile
+from geoseg.io.xarray_view import open_dataarray
+
+__all__ = [
+    "NORMALIZATION_METHODS",
+    "Normalization",
+    "RasterSource",
+    "RowBandWriter",
+    "atomic_path",
+    "check_output_path",
+    "compute_normalization",
+    "geotiff_profile",
+    "open_dataarray",
+    "open_dataset",
+    "open_raster",
+    "parse_band_spec",
+    "reflect_pad",
+    "resolve_bands",
+]

@@ -1,0 +1,83 @@
+"""Band selection: 1-based indexes, ranges and band names (descriptions), in any order."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from geoseg.errors import BandSelectionError
+
+BandSpec = str | int | Sequence[int | str] | None
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_band_spec(spec: BandSpec) -> list[int | str] | None:
+    """Turn ``"1,3,5-8"``, ``"B04,B03,B02"``, ``[4, 3, 2]`` or ``"red,nir"`` into a list of indexes and names.
+
+    Integers (and all-digit strings) are 1-based band indexes; ``a-b`` is an inclusive range; anything else is a
+    band name matched against the raster's band descriptions.
+    """
+    if spec is None:
+        return None
+    items: list[int | str] = []
+    parts: Sequence[int | str] = spec.split(",") if isinstance(spec, str) else ([spec] if isinstance(spec, int) else spec)
+    for part in parts:
+        if isinstance(part, bool):
+            raise BandSelectionError(f"band selection item {part!r} is not a band index or name")
+        if isinstance(part, int):
+            items.append(part)
+            continue
+        text = str(part).strip()
+        if not text:
+            raise BandSelectionError(f"empty item in band selection {spec!r}; write e.g. '1,2,3' or '2-5' or 'B04,B08'")
+        m = _RANGE.match(text)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            if b < a:
+                raise BandSelectionError(f"band range {text!r} is descending; write it as '{b}-{a}' or list the bands")
+            items.extend(range(a, b + 1))
+        elif text.isdigit():
+            items.append(int(text))
+        else:
+            items.append(text)
+    if not items:
+        raise BandSelectionError(f"band selection {spec!r} selects no band")
+    return items
+
+
+def default_band_name(index: int, description: str | None) -> str:
+    """The name a band is known by: its description, or its 1-based index as text."""
+    return description if description else str(index)
+
+
+def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: str = "raster") -> list[int]:
+    """Resolve a band selection against a raster's band descriptions; return 1-based indexes."""
+    count = len(descriptions)
+    items = parse_band_spec(spec)
+    if items is None:
+        return list(range(1, count + 1))
+    by_name: dict[str, int] = {}
+    for i, d in enumerate(descriptions, start=1):
+        if d:
+            by_name.setdefault(d, i)
+            by_name.setdefault(d.lower(), i)
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, int):
+            if not 1 <= item <= count:
+                raise BandSelectionError(
+                    f"band index {item} is out of range: {path} has {count} band(s), valid indexes are 1..{count} "
+                    f"(band indexes are 1-based)"
+                )
+            out.append(item)
+        else:
+            idx = by_name.get(item, by_name.get(item.lower()))
+            if idx is None:
+                named = [d for d in descriptions if d]
+                hint = f"its bands are named {', '.join(named)}" if named else "its bands have no names (descriptions)"
+                raise BandSelectionError(
+                    f"no band named {item!r} in {path}: {hint}; select bands by 1-based index instead, e.g. --bands 1,2,3"
+                )
+            out.append(idx)
+    return out

@@ -1,0 +1,236 @@
+"""RasterSource: windowed, thread-safe reading of any GDAL raster with band selection, scale/offset and nodata."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import MaskFlags
+from rasterio.errors import NotGeoreferencedWarning as _RioNotGeoreferenced
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from geoseg.errors import InputNotFoundError, InvalidParameterError, NotARasterError, UnsupportedRasterError
+from geoseg.io.bands import BandSpec, default_band_name, resolve_bands
+
+NODATA_POLICIES = ("any", "all")
+
+
+def open_dataset(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
+    """Open ``path`` with rasterio, turning GDAL failures into errors that say what to do."""
+    p = str(path)
+    is_gdal_vsi = p.startswith("/vsi") or "://" in p
+    if not is_gdal_vsi:
+        if not os.path.exists(p):
+            raise InputNotFoundError(f"input raster not found: {p}; check the path (relative to {os.getcwd()})")
+        if os.path.isdir(p) and not p.lower().endswith((".zarr", ".gdb")):
+            raise NotARasterError(f"{p} is a directory, not a raster file; pass the path of a GeoTIFF/VRT/ENVI file")
+        if os.path.getsize(p) == 0:
+            raise NotARasterError(f"{p} is an empty (0-byte) file, not a raster; re-export or re-download it")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", _RioNotGeoreferenced)
+            ds = rasterio.open(p)
+    except RasterioIOError as exc:
+        raise NotARasterError(
+            f"{p} is not a raster GDAL can read ({exc}); geoseg reads GeoTIFF/COG, ENVI, VRT and any other GDAL "
+            f"raster format: check the file is complete and not corrupt"
+        ) from exc
+    if ds.count < 1:
+        ds.close()
+        raise NotARasterError(f"{p} has no raster bands (is it a vector file or a multi-subdataset container?)")
+    kinds = {np.dtype(dt).kind for dt in ds.dtypes}
+    if "c" in kinds:
+        ds.close()
+        raise UnsupportedRasterError(
+            f"{p} holds complex numbers ({ds.dtypes[0]}); convert to amplitude/intensity first, e.g. "
+            f"gdal_translate with a VRT pixel function"
+        )
+    return ds
+
+
+class RasterSource:
+    """A raster opened for windowed reads of selected bands, as float32, with a validity mask.
+
+    * ``bands``: 1-based indexes, ranges or band names in any order (see :func:`geoseg.io.bands.parse_band_spec`).
+    * ``nodata``: override the nodata value stored in the file.
+    * ``apply_scale_offset``: return physical values ``raw * scale + offset`` when the file declares them.
+    * ``nodata_policy``: a pixel is nodata when ``"any"`` (default) or ``"all"`` selected bands are nodata.
+
+    Each thread gets its own GDAL handle, so one RasterSource can be read from a pool of threads.
+    The raster is never read whole.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        bands: BandSpec = None,
+        nodata: float | None = None,
+        apply_scale_offset: bool = True,
+        nodata_policy: str = "any",
+    ) -> None:
+        if nodata_policy not in NODATA_POLICIES:
+            raise InvalidParameterError(f"nodata_policy must be one of {NODATA_POLICIES}, got {nodata_policy!r}")
+        self.path = str(path)
+        self._local = threading.local()
+        self._handles: list[rasterio.DatasetReader] = []
+        self._lock = threading.Lock()
+        ds = self._dataset()
+        self.width: int = ds.width
+        self.height: int = ds.height
+        self.crs = ds.crs
+        self.transform: Affine = ds.transform
+        self.descriptions: list[str | None] = list(ds.descriptions)
+        self.band_indexes: list[int] = resolve_bands(bands, self.descriptions, path=self.path)
+        self.band_names: list[str] = [default_band_name(i, self.descriptions[i - 1]) for i in self.band_indexes]
+        self.dtypes = [ds.dtypes[i - 1] for i in self.band_indexes]
+        self.block_shapes = [ds.block_shapes[i - 1] for i in self.band_indexes]
+        file_nodata = [ds.nodatavals[i - 1] for i in self.band_indexes]
+        self.nodata: list[float | None] = [nodata] * len(self.band_indexes) if nodata is not None else file_nodata
+        flags = [set(ds.mask_flag_enums[i - 1]) for i in self.band_indexes]
+        self._gdal_mask = nodata is None and any(
+            MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags
+        )
+        scales = [ds.scales[i - 1] for i in self.band_indexes]
+        offsets = [ds.offsets[i - 1] for i in self.band_indexes]
+        self._scale_offset = apply_scale_offset and any(s != 1 or o != 0 for s, o in zip(scales, offsets))
+        self._scales = np.asarray(scales, dtype=np.float32)[:, None, None]
+        self._offsets = np.asarray(offsets, dtype=np.float32)[:, None, None]
+        self.nodata_policy = nodata_policy
+        self.profile: dict[str, Any] = dict(ds.profile)
+
+    # --- handles -------------------------------------------------------------------------------------------------
+    def _dataset(self) -> rasterio.DatasetReader:
+        ds = getattr(self._local, "ds", None)
+        if ds is None or ds.closed:
+            ds = open_dataset(self.path)
+            self._local.ds = ds
+            with self._lock:
+                self._handles.append(ds)
+        return ds
+
+    def close(self) -> None:
+        """Close every handle opened by any thread."""
+        with self._lock:
+            for ds in self._handles:
+                ds.close()
+            self._handles.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- metadata ------------------------------------------------------------------------------------------------
+    @property
+    def count(self) -> int:
+        """Number of selected bands."""
+        return len(self.band_indexes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def is_georeferenced(self) -> bool:
+        return self.crs is not None or self.transform != Affine.identity()
+
+    @property
+    def has_nodata(self) -> bool:
+        """Whether any pixel can be nodata (nodata value, mask/alpha band, or float data that may hold NaN)."""
+        return self._gdal_mask or any(v is not None for v in self.nodata) or self._floating
+
+    @property
+    def _floating(self) -> bool:
+        return any(np.dtype(d).kind == "f" for d in self.dtypes)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data summary used by ``geoseg info``."""
+        return {
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "bands": [
+                {"index": i, "name": n, "dtype": d, "nodata": nd}
+                for i, n, d, nd in zip(self.band_indexes, self.band_names, self.dtypes, self.nodata)
+            ],
+            "crs": self.crs.to_string() if self.crs else None,
+            "transform": list(self.transform)[:6],
+            "georeferenced": self.is_georeferenced,
+            "mask": "internal mask/alpha" if self._gdal_mask else ("nodata value" if any(
+                v is not None for v in self.nodata) else ("NaN" if self._floating else "none")),
+        }
+
+    # --- reading -------------------------------------------------------------------------------------------------
+    def read(self, window: Window, *, pad: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+        """Read selected bands in ``window`` as float32 ``(bands, rows, cols)`` plus a boolean validity mask.
+
+        ``pad`` = (bottom, right) extra rows/cols filled by reflection (numpy, never a boundless GDAL read).
+        Invalid pixels (nodata, masked, NaN/inf) are set to 0 in the returned data.
+        """
+        ds = self._dataset()
+        raw = ds.read(self.band_indexes, window=window)
+        data = raw.astype(np.float32, copy=raw.dtype != np.float32)
+        invalid = self._invalid(ds, raw, window)
+        if self._scale_offset:
+            data *= self._scales
+            data += self._offsets
+        if self._floating:
+            bad = ~np.isfinite(data)
+            if bad.any():
+                invalid |= bad.any(axis=0) if self.nodata_policy == "any" else bad.all(axis=0)
+        if invalid.any():
+            data[:, invalid] = 0.0
+        valid = ~invalid
+        if pad[0] or pad[1]:
+            data = reflect_pad(data, pad)
+            valid = np.pad(valid, ((0, pad[0]), (0, pad[1])), mode="constant", constant_values=False)
+        return data, valid
+
+    def _invalid(self, ds: rasterio.DatasetReader, raw: np.ndarray, window: Window) -> np.ndarray:
+        shape = raw.shape[1:]
+        if self._gdal_mask:
+            m = ds.read_masks(self.band_indexes[0], window=window)
+            return m == 0
+        per_band = []
+        for b, nd in enumerate(self.nodata):
+            if nd is None:
+                continue
+            per_band.append(np.isnan(raw[b]) if np.isnan(nd) else raw[b] == nd)
+        if not per_band:
+            return np.zeros(shape, dtype=bool)
+        stack = np.stack(per_band)
+        return stack.any(axis=0) if self.nodata_policy == "any" else stack.all(axis=0)
+
+    def read_window(self, window: Window) -> np.ndarray:
+        """Selected bands in ``window`` as float32 with NaN where invalid (convenience for analysis)."""
+        data, valid = self.read(window)
+        data[:, ~valid] = np.nan
+        return data
+
+
+def reflect_pad(data: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
+    """Pad a (bands, rows, cols) array at the bottom/right by reflection (symmetric when too small to reflect)."""
+    rows, cols = data.shape[-2:]
+    out = data
+    if pad[0]:
+        mode = "reflect" if rows > 1 else "edge"
+        out = np.pad(out, ((0, 0), (0, pad[0]), (0, 0)), mode=mode)
+    if pad[1]:
+        mode = "reflect" if cols > 1 else "edge"
+        out = np.pad(out, ((0, 0), (0, 0), (0, pad[1])), mode=mode)
+    return out
+
+
+def open_raster(path: str | os.PathLike[str] | Path, **kwargs: Any) -> RasterSource:
+    """Open a raster for windowed reading; keyword options as in :class:`RasterSource`."""
+    return RasterSource(path, **kwargs)

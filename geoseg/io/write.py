@@ -1,0 +1,191 @@
+"""Windowed raster writing: atomic outputs, block-aligned row bands, colormaps, nodata."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+from geoseg.errors import InvalidParameterError, OutputError, OutputExistsError
+
+DEFAULT_BLOCK = 256
+
+
+def check_output_path(
+    dst: str | os.PathLike[str], *, overwrite: bool = False, inputs: Sequence[str | os.PathLike[str]] = ()
+) -> Path:
+    """Validate an output path before any work starts; return it as a Path.
+
+    Refuses an existing file without ``overwrite``, a path equal to an input, a missing or unwritable directory.
+    """
+    path = Path(dst)
+    for src in inputs:
+        if src and os.path.exists(src) and path.exists() and os.path.samefile(src, path):
+            raise OutputError(f"output {path} is the input raster; choose another output path (inputs are never overwritten)")
+        if src and Path(src).resolve() == path.resolve():
+            raise OutputError(f"output {path} is the input raster; choose another output path (inputs are never overwritten)")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a directory; give a file name, e.g. {path / 'classes.tif'}")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output directory {parent} does not exist; create it first (mkdir -p {parent})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory {parent} is not writable; choose another output path or fix permissions")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``dst``; rename it to ``dst`` only if the block completes without error.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched.
+    """
+    path = Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent or ".")
+    os.close(fd)
+    os.unlink(tmp)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"output {path} appeared while writing; pass overwrite=True to replace it")
+        os.replace(tmp_path, path)
+    except BaseException:
+        for p in (tmp_path, Path(str(tmp_path) + ".aux.xml"), Path(str(tmp_path) + ".msk")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        raise
+    aux = Path(str(tmp_path) + ".aux.xml")
+    if aux.exists():
+        os.replace(aux, Path(str(path) + ".aux.xml"))
+
+
+def _oserror_to_output(exc: BaseException, path: Path) -> OutputError:
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in text:
+        return OutputError(f"disk full while writing {path}; free space or write elsewhere (nothing was left behind)")
+    return OutputError(f"could not write {path}: {text}")
+
+
+def geotiff_profile(
+    *,
+    width: int,
+    height: int,
+    count: int,
+    dtype: str,
+    crs: Any,
+    transform: Affine,
+    nodata: float | None,
+    block: int = DEFAULT_BLOCK,
+    compress: str = "deflate",
+) -> dict[str, Any]:
+    """A tiled, compressed GeoTIFF profile (BigTIFF when needed)."""
+    block = max(16, block // 16 * 16)
+    prof: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": compress,
+        "BIGTIFF": "IF_SAFER",
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+    }
+    if compress in ("deflate", "lzw", "zstd") and np.dtype(dtype).kind == "f":
+        prof["predictor"] = 3  # floating-point predictor: probabilities compress far better
+    return prof
+
+
+class RowBandWriter:
+    """Write a raster top to bottom in full-width row bands, buffering to whole block rows.
+
+    Rows arrive in order via :meth:`write`; they are written only in multiples of the block height, so no block is
+    compressed twice. :meth:`close` flushes the rest. Memory: one block row of the full width.
+    """
+
+    def __init__(self, path: Path, profile: dict[str, Any]) -> None:
+        self.path = path
+        self.profile = profile
+        self.height = profile["height"]
+        self.block_h = profile.get("blockysize", DEFAULT_BLOCK) if profile.get("tiled") else 1
+        try:
+            self._ds = rasterio.open(path, "w", **profile)
+        except (rasterio.errors.RasterioIOError, OSError) as exc:
+            raise _oserror_to_output(exc, path) from exc
+        self._next = 0
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+
+    @property
+    def dataset(self) -> rasterio.io.DatasetWriter:
+        return self._ds
+
+    def write(self, row_start: int, data: np.ndarray) -> None:
+        """Queue rows ``[row_start, row_start + data.shape[-2])``; ``data`` is (bands, rows, width)."""
+        if row_start != self._next + self._pending_rows:
+            raise InvalidParameterError(
+                f"rows must arrive in order: expected row {self._next + self._pending_rows}, got {row_start}"
+            )
+        self._pending.append(data)
+        self._pending_rows += data.shape[-2]
+        full = (self._pending_rows // self.block_h) * self.block_h
+        if self._next + self._pending_rows >= self.height:
+            full = self._pending_rows
+        if full:
+            self._flush(full)
+
+    def _flush(self, nrows: int) -> None:
+        buf = np.concatenate(self._pending, axis=-2) if len(self._pending) > 1 else self._pending[0]
+        out, rest = buf[..., :nrows, :], buf[..., nrows:, :]
+        try:
+            self._ds.write(out, window=Window(0, self._next, out.shape[-1], nrows))
+        except (rasterio.errors.RasterioIOError, OSError) as exc:
+            raise _oserror_to_output(exc, self.path) from exc
+        self._next += nrows
+        self._pending = [rest] if rest.shape[-2] else []
+        self._pending_rows = rest.shape[-2]
+
+    def close(self) -> None:
+        """Flush remaining rows and close the file (raises if rows are missing)."""
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        try:
+            self._ds.close()
+        except (rasterio.errors.RasterioIOError, OSError) as exc:
+            raise _oserror_to_output(exc, self.path) from exc
+        if self._next != self.height:
+            raise OutputError(f"{self.path}: only {self._next} of {self.height} rows were written")
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ds.close()
+
+
+def write_class_metadata(
+    ds: rasterio.io.DatasetWriter, *, classes: Sequence[str], colors: Sequence[Sequence[int]] | None, nodata: int
+) -> None:
+    """Store class names (tags + band description) and a color table on a class raster."""
+    import json
+
+    ds.update_tags(geoseg_classes=json.dumps(list(classes)))
+    ds.set_band_description(1, "class")
+    if colors and np.dtype(ds.dtypes[0]) == np.uint8:
+        cmap = {i: tuple(int(v) for v in (list(c) + [255])[:4]) for i, c in enumerate(colors)}
+        cmap[nodata] = (0, 0, 0, 0)
+        ds.write_colormap(1, cmap)

@@ -1,0 +1,33 @@
+"""Lazy xarray.DataArray view of a raster (rioxarray + dask), for users who compute on it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from geoseg.errors import MissingDependencyError
+from geoseg.io.bands import BandSpec
+from geoseg.io.read import RasterSource
+
+
+def open_dataarray(
+    path: str | os.PathLike[str], *, bands: BandSpec = None, chunks: int | dict[str, int] | str = 1024
+) -> Any:
+    """Open ``path`` as a lazy, dask-backed ``xarray.DataArray`` (band, y, x) with nodata masked as NaN.
+
+    Band selection follows :class:`RasterSource` (indexes, ranges, names); band names become the ``band`` labels.
+    Nothing is read until the array is computed. This view is for analysis: ``predict_raster`` streams windows
+    directly and never builds a per-tile dask graph.
+    """
+    try:
+        import rioxarray  # noqa: F401  (registers the engine)
+        from rioxarray import open_rasterio
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise MissingDependencyError("the xarray view needs rioxarray and dask: pip install 'geoseg[xarray]'") from exc
+    with RasterSource(path, bands=bands) as src:
+        indexes, names = src.band_indexes, src.band_names
+    if isinstance(chunks, int):
+        chunks = {"band": -1, "y": chunks, "x": chunks}
+    da = open_rasterio(path, chunks=chunks, masked=True, lock=False)
+    da = da.sel(band=indexes)
+    return da.assign_coords(band=names)

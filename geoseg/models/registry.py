@@ -1,0 +1,136 @@
+"""Model registry: names -> factories, extended by third parties through the ``geoseg.models`` entry-point group."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from torch import nn
+
+from geoseg.errors import InvalidParameterError, UnknownModelError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "geoseg.models"
+
+Factory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture.
+
+    ``output_stride`` is the default total downsampling factor: inputs are padded to, and tiles aligned on,
+    multiples of it. A built model may override it with an ``output_stride`` attribute (e.g. DeepLab at 8 or 16).
+    ``global_context`` marks models whose output depends on the whole input (image pooling): tiled and whole-image
+    predictions then differ slightly even with a large overlap.
+    """
+
+    name: str
+    factory: Factory
+    output_stride: int
+    description: str = ""
+    family: str = ""
+    global_context: bool = False
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+_entry_points_loaded = False
+
+
+def register_model(
+    name: str,
+    *,
+    output_stride: int,
+    description: str = "",
+    family: str = "",
+    global_context: bool = False,
+    overwrite: bool = False,
+    **defaults: Any,
+) -> Callable[[Factory], Factory]:
+    """Decorator registering ``factory(in_channels, num_classes, **kwargs) -> nn.Module`` under ``name``."""
+
+    def deco(factory: Factory) -> Factory:
+        if name in _REGISTRY and not overwrite:
+            raise InvalidParameterError(f"model {name!r} is already registered; pass overwrite=True to replace it")
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            factory=factory,
+            output_stride=output_stride,
+            description=description or _first_line(factory.__doc__),
+            family=family,
+            global_context=global_context,
+            defaults=tuple(sorted(defaults.items())),
+        )
+        return factory
+
+    return deco
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj) and ep.name not in _REGISTRY:
+                obj()  # a registration hook
+        except Exception as exc:  # a broken plugin must not break geoseg
+            log.warning("could not load geoseg model plugin %s: %s", ep.name, exc)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """Look up a registered architecture, with a did-you-mean hint."""
+    _load_entry_points()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"no model architecture named {name!r}.{hint} Available: {', '.join(sorted(_REGISTRY))} "
+            f"(see `geoseg models`)"
+        ) from None
+
+
+def list_models() -> list[ModelSpec]:
+    """All registered architectures, sorted by name."""
+    _load_entry_points()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def model_stride(model: nn.Module, name: str | None = None) -> int:
+    """Alignment a built model needs: its ``output_stride`` attribute, else the registered default."""
+    stride = getattr(model, "output_stride", None)
+    if stride is None and name is not None:
+        stride = get_model_spec(name).output_stride
+    return int(stride or 1)
+
+
+def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build an untrained model for ``in_channels`` input bands and ``num_classes`` classes."""
+    spec = get_model_spec(name)
+    if in_channels < 1:
+        raise InvalidParameterError(f"in_channels must be >= 1, got {in_channels}")
+    if num_classes < 2:
+        raise InvalidParameterError(f"num_classes must be >= 2 (background counts as a class), got {num_classes}")
+    opts = dict(spec.defaults)
+    opts.update(kwargs)
+    try:
+        return spec.factory(in_channels, num_classes, **opts)
+    except TypeError as exc:
+        raise InvalidParameterError(f"invalid options for model {name!r}: {exc}") from exc

@@ -1,0 +1,61 @@
+"""One progress/cancel protocol for every long-running function.
+
+A callback receives ``(done, total, message)`` and returns ``True`` to ask the work to stop. The same function
+drives a tqdm bar in the CLI, ``QgsProcessingFeedback`` in QGIS, JSON lines for subprocess backends, or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Protocol
+
+from geoseg.errors import CancelledError
+
+
+class ProgressCallback(Protocol):
+    def __call__(self, done: int, total: int, message: str = "", /) -> bool | None: ...
+
+
+def report(callback: ProgressCallback | None, done: int, total: int, message: str = "") -> None:
+    """Call ``callback`` and raise :class:`CancelledError` if it asks to stop."""
+    if callback is not None and callback(done, total, message):
+        raise CancelledError(f"cancelled at {done}/{total} {message}".strip())
+
+
+class TqdmProgress:
+    """A tqdm progress bar as a callback (CLI)."""
+
+    def __init__(self, desc: str = "", unit: str = "tile", disable: bool = False) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=0, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int, message: str = "", /) -> bool:
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.n = done
+        if message:
+            self._bar.set_postfix_str(message, refresh=False)
+        self._bar.refresh()
+        return False
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class JsonLinesProgress:
+    """Writes one JSON object per update (``{"progress": 0.42, "done": .., "total": .., "message": ..}``)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._last = -1.0
+
+    def __call__(self, done: int, total: int, message: str = "", /) -> bool:
+        frac = done / total if total else 1.0
+        if frac - self._last >= 0.005 or done == total:
+            self._last = frac
+            line = {"progress": round(frac, 4), "done": done, "total": total, "message": message}
+            self.stream.write(json.dumps(line) + "\n")
+            self.stream.flush()
+        return False

@@ -1,0 +1,191 @@
+"""Pure window math for tiled prediction. No I/O.
+
+A raster of ``height x width`` pixels is cut into *core* windows that cover every pixel exactly once. Each core is
+predicted from a larger *read* window (core plus a halo of context on every side). Read windows are placed so that
+
+* they start on multiples of the model's ``align`` (its total downsampling factor), so the pooling grid of every tile
+  lines up with the grid of a whole-image pass;
+* they lie inside the raster padded (by reflection, at the bottom/right only) up to the next multiple of ``align``,
+  exactly the padding a whole-image pass would use;
+* every tile has the same shape, so tiles batch together.
+
+Consequence: with center-crop stitching and a halo at least the model's receptive-field radius, tiled prediction
+equals whole-image prediction pixel for pixel (see ``tests/test_seams.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from affine import Affine
+from rasterio.windows import Window
+
+from geoseg.errors import InvalidParameterError
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One unit of prediction.
+
+    ``read`` is the in-bounds window to read from the raster; ``pad`` is (bottom, right) reflection padding that
+    brings it to the tile shape; ``core`` is the window of output pixels this tile decides; ``core_in_tile`` gives
+    the core's offset (row, col) inside the padded tile array.
+    """
+
+    index: tuple[int, int]
+    core: Window
+    read: Window
+    pad: tuple[int, int]
+    core_in_tile: tuple[int, int]
+    transform: Affine
+
+    @property
+    def core_slices(self) -> tuple[slice, slice]:
+        """Slices of the core inside the padded tile array."""
+        r, c = self.core_in_tile
+        return slice(r, r + int(self.core.height)), slice(c, c + int(self.core.width))
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """Tiling along one axis."""
+
+    size: int
+    tile: int  # effective tile length (<= requested, never beyond the padded size)
+    halo: int
+    core: int
+    padded: int  # size rounded up to the alignment
+
+    @classmethod
+    def build(cls, size: int, tile: int, overlap: int, align: int) -> _Axis:
+        padded = _round_up(size, align)
+        halo = _round_up(int(math.ceil(overlap / 2)), align) if overlap > 0 else 0
+        if tile >= padded:  # one tile covers the whole axis: no seams along it
+            return cls(size=size, tile=padded, halo=halo, core=size, padded=padded)
+        core = tile - 2 * halo
+        if core <= 0:
+            raise InvalidParameterError(
+                f"overlap {overlap} leaves no core in a {tile}-px tile (halo {halo} px per side after aligning to "
+                f"{align}); use an overlap below {tile - align} or a larger tile"
+            )
+        return cls(size=size, tile=tile, halo=halo, core=core, padded=padded)
+
+    def count(self) -> int:
+        return max(1, int(math.ceil(self.size / self.core)))
+
+    def span(self, i: int) -> tuple[int, int, int, int, int]:
+        """(core_start, core_len, read_start, read_len, pad_after) for tile i."""
+        core_start = i * self.core
+        core_len = min(self.core, self.size - core_start)
+        start = min(max(core_start - self.halo, 0), self.padded - self.tile)
+        read_len = min(self.tile, self.size - start)
+        return core_start, core_len, start, read_len, self.tile - read_len
+
+
+class TileGrid:
+    """Cut a ``(height, width)`` raster into overlapping, stride-aligned tiles.
+
+    Args:
+        shape: raster (height, width) in pixels.
+        tile: tile edge in pixels (int or (rows, cols)); must be a multiple of ``align``.
+        overlap: pixels shared by neighbouring read windows (halo = overlap/2 per side, rounded up to ``align``).
+        align: model's total downsampling factor (output stride); tiles start on multiples of it.
+        transform: raster geotransform, used to give each tile its own transform.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        tile: int | tuple[int, int] = 512,
+        overlap: int = 64,
+        *,
+        align: int = 1,
+        transform: Affine | None = None,
+    ) -> None:
+        height, width = (int(v) for v in shape)
+        th, tw = (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+        if height < 1 or width < 1:
+            raise InvalidParameterError(f"raster shape must be at least 1x1 pixels, got {height}x{width}")
+        if align < 1:
+            raise InvalidParameterError(f"align must be >= 1, got {align}")
+        if overlap < 0:
+            raise InvalidParameterError(f"overlap must be >= 0 pixels, got {overlap}")
+        for t in (th, tw):
+            if t < align:
+                raise InvalidParameterError(
+                    f"tile {t} px is smaller than the model stride {align}; use a tile of at least {align} px "
+                    f"(a multiple of {align}, e.g. {max(align, 256 // align * align)})"
+                )
+            if t % align:
+                raise InvalidParameterError(
+                    f"tile {t} px is not a multiple of the model stride {align}; use {t // align * align} or "
+                    f"{_round_up(t, align)}"
+                )
+        self.shape = (height, width)
+        self.align = align
+        self.overlap = overlap
+        self.transform = transform or Affine.identity()
+        self._rows = _Axis.build(height, th, overlap, align)
+        self._cols = _Axis.build(width, tw, overlap, align)
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """Shape (rows, cols) of every padded tile array fed to the model."""
+        return self._rows.tile, self._cols.tile
+
+    @property
+    def halo(self) -> tuple[int, int]:
+        return self._rows.halo, self._cols.halo
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Number of tiles along (rows, cols)."""
+        return self._rows.count(), self._cols.count()
+
+    def __len__(self) -> int:
+        r, c = self.grid_shape
+        return r * c
+
+    def tile(self, i: int, j: int) -> Tile:
+        cr0, crn, rr0, rrn, rpad = self._rows.span(i)
+        cc0, ccn, rc0, rcn, cpad = self._cols.span(j)
+        return Tile(
+            index=(i, j),
+            core=Window(cc0, cr0, ccn, crn),
+            read=Window(rc0, rr0, rcn, rrn),
+            pad=(rpad, cpad),
+            core_in_tile=(cr0 - rr0, cc0 - rc0),
+            transform=self.transform * Affine.translation(rc0, rr0),
+        )
+
+    def row(self, i: int) -> list[Tile]:
+        """All tiles of tile-row ``i``, left to right."""
+        return [self.tile(i, j) for j in range(self.grid_shape[1])]
+
+    def row_span(self, i: int) -> tuple[int, int]:
+        """Raster rows [start, stop) whose output is decided by tile-row ``i``."""
+        start, length, *_ = self._rows.span(i)
+        return start, start + length
+
+    def read_row_span(self, i: int) -> tuple[int, int]:
+        """Raster rows [start, stop) read by tile-row ``i`` (before padding)."""
+        _, _, start, length, _ = self._rows.span(i)
+        return start, start + length
+
+    def __iter__(self) -> Iterator[Tile]:
+        nr, nc = self.grid_shape
+        for i in range(nr):
+            for j in range(nc):
+                yield self.tile(i, j)
+
+    def __repr__(self) -> str:
+        return (
+            f"TileGrid(shape={self.shape}, tile={self.tile_shape}, overlap={self.overlap}, align={self.align}, "
+            f"grid={self.grid_shape})"
+        )
