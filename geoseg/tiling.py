@@ -161,7 +161,7 @@ class TileGrid:
             read=Window(rc0, rr0, rcn, rrn),
             pad=(rpad, cpad),
             core_in_tile=(cr0 - rr0, cc0 - rc0),
-            transform=self.transform * Affine.translation(rc0, rr0),
+            transform=self.transform @ Affine.translation(rc0, rr0),
         )
 
     def row(self, i: int) -> list[Tile]:

@@ -51,7 +51,9 @@ def write_raster(
     return path
 
 
-def class_scene(rows: int, cols: int, *, bands: int = 4, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def class_scene(
+    rows: int, cols: int, *, bands: int = 4, classes: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A blocky labelled scene: labels (rows, cols) uint8 and float32 bands whose spectra depend on the class."""
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, classes, size=(rows // 8 + 2, cols // 8 + 2))

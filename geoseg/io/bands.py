@@ -21,7 +21,9 @@ def parse_band_spec(spec: BandSpec) -> list[int | str] | None:
     if spec is None:
         return None
     items: list[int | str] = []
-    parts: Sequence[int | str] = spec.split(",") if isinstance(spec, str) else ([spec] if isinstance(spec, int) else spec)
+    parts: Sequence[int | str] = (
+        spec.split(",") if isinstance(spec, str) else ([spec] if isinstance(spec, int) else spec)
+    )
     for part in parts:
         if isinstance(part, bool):
             raise BandSelectionError(f"band selection item {part!r} is not a band index or name")
@@ -77,7 +79,8 @@ def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: s
                 named = [d for d in descriptions if d]
                 hint = f"its bands are named {', '.join(named)}" if named else "its bands have no names (descriptions)"
                 raise BandSelectionError(
-                    f"no band named {item!r} in {path}: {hint}; select bands by 1-based index instead, e.g. --bands 1,2,3"
+                    f"no band named {item!r} in {path}: {hint}; "
+                    f"select bands by 1-based index instead, e.g. --bands 1,2,3"
                 )
             out.append(idx)
     return out

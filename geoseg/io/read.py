@@ -95,9 +95,7 @@ class RasterSource:
         file_nodata = [ds.nodatavals[i - 1] for i in self.band_indexes]
         self.nodata: list[float | None] = [nodata] * len(self.band_indexes) if nodata is not None else file_nodata
         flags = [set(ds.mask_flag_enums[i - 1]) for i in self.band_indexes]
-        self._gdal_mask = nodata is None and any(
-            MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags
-        )
+        self._gdal_mask = nodata is None and any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags)
         scales = [ds.scales[i - 1] for i in self.band_indexes]
         offsets = [ds.offsets[i - 1] for i in self.band_indexes]
         self._scale_offset = apply_scale_offset and any(s != 1 or o != 0 for s, o in zip(scales, offsets))
@@ -166,8 +164,9 @@ class RasterSource:
             "crs": self.crs.to_string() if self.crs else None,
             "transform": list(self.transform)[:6],
             "georeferenced": self.is_georeferenced,
-            "mask": "internal mask/alpha" if self._gdal_mask else ("nodata value" if any(
-                v is not None for v in self.nodata) else ("NaN" if self._floating else "none")),
+            "mask": "internal mask/alpha"
+            if self._gdal_mask
+            else ("nodata value" if any(v is not None for v in self.nodata) else ("NaN" if self._floating else "none")),
         }
 
     # --- reading -------------------------------------------------------------------------------------------------

@@ -30,9 +30,13 @@ def check_output_path(
     path = Path(dst)
     for src in inputs:
         if src and os.path.exists(src) and path.exists() and os.path.samefile(src, path):
-            raise OutputError(f"output {path} is the input raster; choose another output path (inputs are never overwritten)")
+            raise OutputError(
+                f"output {path} is the input raster; choose another output path (inputs are never overwritten)"
+            )
         if src and Path(src).resolve() == path.resolve():
-            raise OutputError(f"output {path} is the input raster; choose another output path (inputs are never overwritten)")
+            raise OutputError(
+                f"output {path} is the input raster; choose another output path (inputs are never overwritten)"
+            )
     if path.is_dir():
         raise OutputError(f"output {path} is a directory; give a file name, e.g. {path / 'classes.tif'}")
     if path.exists() and not overwrite:

@@ -1,0 +1,63 @@
+"""Shared CLI plumbing: error reporting, progress bars, option types."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from geoseg.errors import GeoSegError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Turn GeoSegErrors into ``Error: <message>`` on stderr and exit status 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
+        except GeoSegError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: no partial output was left behind.", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    click.echo(f"Warning: {message}", err=True)
+
+
+def make_progress(kind: str, desc: str, unit: str = "tile") -> Any:
+    """A progress callback for ``--progress bar|json|none``."""
+    from geoseg.progress import JsonLinesProgress, TqdmProgress
+
+    if kind == "json":
+        return JsonLinesProgress(sys.stderr)
+    return TqdmProgress(desc=desc, unit=unit, disable=kind == "none")
+
+
+progress_option = click.option(
+    "--progress",
+    "progress_kind",
+    type=click.Choice(["bar", "json", "none"]),
+    default="bar",
+    show_default=True,
+    help="Progress display: a bar, JSON lines on stderr (for other programs), or nothing.",
+)
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))

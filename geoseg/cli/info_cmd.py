@@ -1,0 +1,72 @@
+"""`geoseg info` and `geoseg models`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from geoseg.cli.common import echo_json, handle_errors
+
+
+def _is_checkpoint(path: str) -> bool:
+    return path.endswith((".safetensors", ".pt", ".pth", ".ckpt"))
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def info_command(path: str, as_json: bool) -> None:
+    """Describe a raster (bands, CRS, nodata) or a model checkpoint (its contract)."""
+    if _is_checkpoint(path):
+        from geoseg.models import read_config
+
+        cfg = read_config(path)
+        data = json.loads(cfg.to_json())
+        if as_json:
+            echo_json(data)
+            return
+        click.echo(f"model     {cfg.arch} {cfg.arch_kwargs or ''}")
+        click.echo(f"bands     {len(cfg.bands)}: {', '.join(cfg.bands)}")
+        click.echo(f"classes   {len(cfg.classes)}: {', '.join(cfg.classes)}")
+        click.echo(f"normalize {cfg.normalization.get('method', 'none')}")
+        click.echo(f"tiling    tile {cfg.tile}, overlap {cfg.overlap}, output stride {cfg.output_stride}")
+        val = cfg.extra.get("validation")
+        if val:
+            click.echo(f"val mIoU  {val.get('miou')}")
+        return
+    from geoseg.io.read import RasterSource
+
+    with RasterSource(path) as src:
+        d = src.describe()
+    if as_json:
+        echo_json(d)
+        return
+    click.echo(f"{d['path']}: {d['width']} x {d['height']} px, {len(d['bands'])} band(s)")
+    click.echo(f"CRS       {d['crs'] or 'none (not georeferenced)'}")
+    click.echo(f"transform {d['transform']}")
+    click.echo(f"mask      {d['mask']}")
+    for b in d["bands"]:
+        click.echo(f"  band {b['index']:>3}  {b['name']:<16} {b['dtype']:<8} nodata={b['nodata']}")
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def models_command(as_json: bool) -> None:
+    """List the registered model architectures."""
+    from geoseg.models import list_models
+
+    specs = list_models()
+    if as_json:
+        echo_json(
+            [
+                {"name": s.name, "family": s.family, "output_stride": s.output_stride, "description": s.description}
+                for s in specs
+            ]
+        )
+        return
+    w = max(len(s.name) for s in specs)
+    for s in specs:
+        click.echo(f"{s.name:<{w}}  stride {s.output_stride:>2}  {s.description}")

@@ -1,0 +1,103 @@
+"""`geoseg predict`."""
+
+from __future__ import annotations
+
+import click
+
+from geoseg.cli.common import handle_errors, make_progress, progress_option
+
+STITCH_CHOICES = ["center", "mean", "gaussian"]
+
+
+@click.command("predict")
+@click.argument("raster", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("-m", "--model", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Model checkpoint.")
+@click.option(
+    "--bands", default=None, help="Raster bands for the model inputs, in model order: '1,2,3', '2-5', 'B04,B08'."
+)
+@click.option("--tile", type=int, default=None, help="Tile size in pixels (default: the model's).")
+@click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels (default: the model's).")
+@click.option("--batch-size", type=int, default=None, help="Tiles per forward pass (default: from free GPU memory).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--stitch", type=click.Choice(STITCH_CHOICES), default="center", show_default=True)
+@click.option("--probabilities", type=click.Path(dir_okay=False), default=None, help="Also write class probabilities.")
+@click.option("--prob-dtype", type=click.Choice(["uint8", "float32"]), default="uint8", show_default=True)
+@click.option("--nodata", type=float, default=None, help="Override the input nodata value.")
+@click.option("--workers", type=int, default=None, help="Reader threads.")
+@click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
+@click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Also vectorize classes to this file.")
+@click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Ground truth raster/vector to evaluate.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Report directory.")
+@click.option("--class-field", default=None, help="Class attribute of vector ground truth.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@progress_option
+@handle_errors
+def predict_command(
+    raster: str,
+    output: str,
+    checkpoint: str,
+    bands: str | None,
+    tile: int | None,
+    overlap: int | None,
+    batch_size: int | None,
+    device: str,
+    stitch: str,
+    probabilities: str | None,
+    prob_dtype: str,
+    nodata: float | None,
+    workers: int | None,
+    no_amp: bool,
+    vector: str | None,
+    truth: str | None,
+    report_dir: str | None,
+    class_field: str | None,
+    overwrite: bool,
+    progress_kind: str,
+) -> None:
+    """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid)."""
+    from geoseg.inference.predict import predict_raster
+
+    progress = make_progress(progress_kind, "predict")
+    try:
+        result = predict_raster(
+            raster,
+            output,
+            model=checkpoint,
+            bands=bands,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+            stitch=stitch,
+            probabilities=probabilities,
+            prob_dtype=prob_dtype,
+            nodata=nodata,
+            workers=workers,
+            amp=not no_amp,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    finally:
+        close = getattr(progress, "close", None)
+        if close:
+            close()
+    click.echo(
+        f"wrote {result.output} ({result.tiles} tiles, {result.tiles_skipped} all-nodata skipped, "
+        f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
+    )
+    if result.probabilities:
+        click.echo(f"wrote {result.probabilities}")
+    if vector or truth:
+        from geoseg.cli.postprocess import vectorize_and_evaluate
+
+        vectorize_and_evaluate(
+            result.output,
+            vector=vector,
+            truth=truth,
+            report_dir=report_dir,
+            class_field=class_field,
+            probabilities=result.probabilities,
+            overwrite=overwrite,
+            progress_kind=progress_kind,
+        )

@@ -1,0 +1,246 @@
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from model_utils import random_tiny, tiny_checkpoint
+from rasters import TRANSFORM, UTM, class_scene, write_raster
+
+from geoseg.errors import (
+    CancelledError,
+    InvalidParameterError,
+    ModelContractError,
+    NotGeoreferencedWarning,
+    OutputError,
+    OutputExistsError,
+)
+from geoseg.inference import predict_array, predict_raster
+from geoseg.models import ModelConfig
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1), ds.profile, ds
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir() if ".partial" in p.name)
+
+
+def test_tiled_center_crop_equals_whole_image_prediction(tmp_path):
+    """Seam test: tiles of 32 px with a 16-px halo (>= the tiny model's receptive-field radius of 7)."""
+    data, _ = class_scene(200, 136, bands=4, classes=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    net = random_tiny(4, 3)
+    cfg = ModelConfig(arch="tiny", bands=["1", "2", "3", "4"], classes=["a", "b", "c"], arch_kwargs={"width": 8})
+    whole = predict_array(net, data, stride=2)
+    assert len(np.unique(whole)) >= 2, "the test model must not be constant"
+    disagreement = {}
+    for stitch in ("center", "mean", "gaussian"):
+        out = predict_raster(
+            src, tmp_path / f"{stitch}.tif", model=(net, cfg), tile=48, overlap=32, stitch=stitch, device="cpu"
+        )
+        assert out.tiles > 20
+        tiled, _, _ = _read(out.output)
+        disagreement[stitch] = float((tiled != whole).mean())
+    print("disagreement with whole-image prediction:", disagreement)
+    assert disagreement["center"] == 0.0
+    # blending also averages predictions made near tile borders: close to, but not exactly, the whole-image map
+    assert disagreement["mean"] < 0.15 and disagreement["gaussian"] < 0.15
+
+
+def test_no_overlap_shows_seams_that_overlap_removes(tmp_path):
+    data, _ = class_scene(96, 96, bands=3, classes=3, seed=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    net = random_tiny(3, 3, seed=3)
+    cfg = ModelConfig(arch="tiny", bands=["1", "2", "3"], classes=["a", "b", "c"], arch_kwargs={"width": 8})
+    whole = predict_array(net, data, stride=2)
+    seams = predict_raster(src, tmp_path / "o0.tif", model=(net, cfg), tile=16, overlap=0, device="cpu")
+    assert (_read(seams.output)[0] != whole).sum() > 0
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (5, 3), (33, 17), (130, 7), (7, 130), (64, 64)])
+def test_odd_small_and_non_square_rasters_are_predicted(tmp_path, h, w):
+    data = np.random.default_rng(h * w).normal(size=(2, h, w)).astype(np.float32)
+    src = write_raster(tmp_path / "in.tif", data)
+    net = random_tiny(2, 3)
+    cfg = ModelConfig(arch="tiny", bands=["1", "2"], classes=["a", "b", "c"], arch_kwargs={"width": 8})
+    out = predict_raster(src, tmp_path / "out.tif", model=(net, cfg), tile=32, overlap=16, device="cpu")
+    arr, prof, _ = _read(out.output)
+    assert arr.shape == (h, w)
+    assert (arr < 3).all()
+    np.testing.assert_array_equal(arr, predict_array(net, data, stride=2))
+
+
+def test_outputs_georeferenced_with_nodata_colormap_and_probabilities(tmp_path):
+    data, _ = class_scene(100, 120, bands=4, classes=3)
+    data = (np.clip(data, 0, None) * 1000).astype(np.int16)
+    data[:, :40, :60] = -1  # an all-nodata corner bigger than a tile
+    data[:, 50, 50] = -1
+    src = write_raster(tmp_path / "in.tif", data, nodata=-1)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2", "3", "4"], tile=32, overlap=8)
+    res = predict_raster(src, tmp_path / "c.tif", model=ck, probabilities=tmp_path / "p.tif", device="cpu")
+    assert res.tiles_skipped >= 2
+    with rasterio.open(res.output) as ds:
+        arr = ds.read(1)
+        assert ds.crs == UTM and ds.transform == TRANSFORM
+        assert ds.nodata == 255 and ds.dtypes[0] == "uint8"
+        assert ds.profile["tiled"] and ds.profile["compress"] == "deflate"
+        assert ds.colormap(1)[0][:3] == (31, 119, 180)
+        assert "geoseg_classes" in ds.tags()
+    assert (arr[:40, :60] == 255).all() and arr[50, 50] == 255
+    assert (arr[40:, 60:] < 3).all()
+    assert sum(res.class_counts.values()) == int((arr != 255).sum())
+    with rasterio.open(res.probabilities) as ds:
+        p = ds.read()
+        assert ds.count == 3 and ds.descriptions == ("p(a)", "p(b)", "p(c)")
+        assert ds.scales[0] == pytest.approx(1 / 254)
+    valid = arr != 255
+    assert (p[:, ~valid] == 255).all()
+    assert np.allclose(p[:, valid].sum(0) / 254, 1, atol=0.02)
+    np.testing.assert_array_equal(p[:, valid].argmax(0), arr[valid])
+
+
+def test_bands_matched_by_name_in_model_order(tmp_path):
+    data, _ = class_scene(40, 40, bands=3, classes=3)
+    src = write_raster(tmp_path / "in.tif", data, descriptions=["red", "green", "nir"])
+    reordered = write_raster(tmp_path / "re.tif", data[[2, 0, 1]], descriptions=["nir", "red", "green"])
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["nir", "red", "green"])
+    a = predict_raster(src, tmp_path / "a.tif", model=ck, device="cpu")
+    b = predict_raster(reordered, tmp_path / "b.tif", model=ck, device="cpu")
+    c = predict_raster(src, tmp_path / "c.tif", model=ck, bands="3,1,2", device="cpu")
+    np.testing.assert_array_equal(_read(a.output)[0], _read(b.output)[0])
+    np.testing.assert_array_equal(_read(a.output)[0], _read(c.output)[0])
+
+
+def test_band_contract_errors(tmp_path):
+    data, _ = class_scene(40, 40, bands=4, classes=3)
+    src = write_raster(tmp_path / "in.tif", data, descriptions=["B2", "B3", "B4", "B8"])
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["B2", "B3", "B4", "B8", "B11"])
+    with pytest.raises(ModelContractError, match=r"model expects 5 band\(s\) B2,B3,B4,B8,B11.*lacks B11.*--bands"):
+        predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
+    with pytest.raises(ModelContractError, match="gives 2"):
+        predict_raster(src, tmp_path / "o.tif", model=ck, bands="1,2", device="cpu")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_output_path_rules(tmp_path):
+    data, _ = class_scene(40, 40, bands=2, classes=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
+    predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
+    before = (tmp_path / "o.tif").read_bytes()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
+    assert (tmp_path / "o.tif").read_bytes() == before
+    predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu", overwrite=True)
+    with pytest.raises(OutputError, match="is the input raster"):
+        predict_raster(src, src, model=ck, device="cpu", overwrite=True)
+    with pytest.raises(OutputError, match="does not exist"):
+        predict_raster(src, tmp_path / "missing" / "o.tif", model=ck, device="cpu")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        import os
+
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user that ignores directory permissions")
+        with pytest.raises(OutputError, match="not writable"):
+            predict_raster(src, ro / "o.tif", model=ck, device="cpu")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_read_only_directory_refused_even_for_root(tmp_path):
+    """Root ignores permission bits; the check must still not leave partial files in a read-only mount."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("root-specific")
+    data, _ = class_scene(20, 20, bands=2, classes=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
+    out = predict_raster(src, tmp_path / "x.tif", model=ck, device="cpu")
+    assert out.output.exists() and _leftovers(tmp_path) == []
+
+
+def test_tile_smaller_than_stride(tmp_path):
+    data, _ = class_scene(40, 40, bands=2, classes=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    from geoseg.models import create_model
+
+    net = create_model("unet", in_channels=2, num_classes=3, width=4)
+    cfg = ModelConfig(arch="unet", bands=["1", "2"], classes=["a", "b", "c"], arch_kwargs={"width": 4})
+    with pytest.raises(InvalidParameterError, match="smaller than the model stride 16"):
+        predict_raster(src, tmp_path / "o.tif", model=(net, cfg), tile=8, device="cpu")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_non_georeferenced_input_warns_and_predicts(tmp_path):
+    data, _ = class_scene(30, 30, bands=2, classes=3)
+    src = write_raster(tmp_path / "in.tif", data, crs=None, transform=None)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
+    with pytest.warns(NotGeoreferencedWarning, match="no CRS"):
+        out = predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
+    assert _read(out.output)[0].shape == (30, 30)
+
+
+def test_cancel_leaves_no_output(tmp_path):
+    data, _ = class_scene(128, 128, bands=2, classes=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
+    calls = []
+
+    def progress(done, total, message=""):
+        calls.append((done, total))
+        return done >= total // 2
+
+    with pytest.raises(CancelledError):
+        predict_raster(src, tmp_path / "o.tif", model=ck, probabilities=tmp_path / "p.tif", device="cpu",
+                       batch_size=2, progress=progress)
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "p.tif").exists()
+    assert _leftovers(tmp_path) == []
+    assert calls[0] == (0, calls[0][1])
+
+
+def test_failure_in_writer_leaves_no_output(tmp_path, monkeypatch):
+    """A write error (e.g. disk full) surfaces as an error and removes temporary files."""
+    from geoseg.io import write as write_mod
+
+    data, _ = class_scene(64, 64, bands=2, classes=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
+
+    def failing(self, nrows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(write_mod.RowBandWriter, "_flush", failing)
+    with pytest.raises(OSError, match="No space left"):
+        predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu", batch_size=1)
+    assert not (tmp_path / "o.tif").exists() and _leftovers(tmp_path) == []
+
+
+def test_two_predictions_in_threads_match_sequential(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data, _ = class_scene(96, 80, bands=2, classes=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
+    ref = _read(predict_raster(src, tmp_path / "ref.tif", model=ck, device="cpu").output)[0]
+    with warnings.catch_warnings(), ThreadPoolExecutor(2) as pool:
+        futs = [pool.submit(predict_raster, src, tmp_path / f"t{i}.tif", model=ck, device="cpu") for i in range(2)]
+        outs = [f.result() for f in futs]
+    for o in outs:
+        np.testing.assert_array_equal(_read(o.output)[0], ref)
+
+
+def test_cuda_requested_without_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    data, _ = class_scene(16, 16, bands=2, classes=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
+    with pytest.raises(InvalidParameterError, match="CUDA is not available"):
+        predict_raster(src, tmp_path / "o.tif", model=ck, device="cuda")
