@@ -133,6 +133,7 @@ class TileGrid:
         self.transform = transform or Affine.identity()
         self._rows = _Axis.build(height, th, overlap, align)
         self._cols = _Axis.build(width, tw, overlap, align)
+        self._sub: tuple[range, range] | None = None  # set by restrict()
 
     @property
     def tile_shape(self) -> tuple[int, int]:
@@ -146,22 +147,66 @@ class TileGrid:
     @property
     def grid_shape(self) -> tuple[int, int]:
         """Number of tiles along (rows, cols)."""
+        if self._sub is not None:
+            return len(self._sub[0]), len(self._sub[1])
         return self._rows.count(), self._cols.count()
+
+    @property
+    def full_grid_shape(self) -> tuple[int, int]:
+        """Number of tiles of the whole raster (ignores :meth:`restrict`)."""
+        return self._rows.count(), self._cols.count()
+
+    def restrict(self, rows: range, cols: range) -> TileGrid:
+        """The same tiles, limited to tile rows ``rows`` and tile columns ``cols`` of the full grid.
+
+        The restricted grid describes a *region*: its ``shape`` is the union of those cores, tile cores and indexes
+        are relative to the region origin (``origin``), read windows stay in raster coordinates. Predicting a region
+        this way gives exactly the pixels a full-raster prediction gives there (same tiles, same reads).
+        """
+        nr, nc = self.full_grid_shape
+        if (
+            not (0 <= rows.start < rows.stop <= nr and 0 <= cols.start < cols.stop <= nc)
+            or rows.step != 1
+            or cols.step != 1
+        ):
+            raise InvalidParameterError(f"tile ranges {rows}, {cols} are outside the {nr}x{nc} tile grid")
+        sub = object.__new__(TileGrid)
+        sub.__dict__.update(self.__dict__)
+        sub._sub = (rows, cols)
+        r0, r1 = self._rows.span(rows.start)[0], self._row_end(rows.stop - 1)
+        c0, c1 = self._cols.span(cols.start)[0], self._col_end(cols.stop - 1)
+        sub.shape = (r1 - r0, c1 - c0)
+        sub.origin = (r0, c0)
+        sub.transform = self.transform @ Affine.translation(c0, r0)
+        return sub
+
+    def _row_end(self, i: int) -> int:
+        s, n, *_ = self._rows.span(i)
+        return s + n
+
+    def _col_end(self, j: int) -> int:
+        s, n, *_ = self._cols.span(j)
+        return s + n
 
     def __len__(self) -> int:
         r, c = self.grid_shape
         return r * c
 
+    origin: tuple[int, int] = (0, 0)
+
     def tile(self, i: int, j: int) -> Tile:
-        cr0, crn, rr0, rrn, rpad = self._rows.span(i)
-        cc0, ccn, rc0, rcn, cpad = self._cols.span(j)
+        """Tile ``(i, j)``; in a restricted grid, indexes and core are relative to the region."""
+        gi, gj = (i, j) if self._sub is None else (i + self._sub[0].start, j + self._sub[1].start)
+        cr0, crn, rr0, rrn, rpad = self._rows.span(gi)
+        cc0, ccn, rc0, rcn, cpad = self._cols.span(gj)
+        o_r, o_c = self.origin
         return Tile(
             index=(i, j),
-            core=Window(cc0, cr0, ccn, crn),
+            core=Window(cc0 - o_c, cr0 - o_r, ccn, crn),
             read=Window(rc0, rr0, rcn, rrn),
             pad=(rpad, cpad),
             core_in_tile=(cr0 - rr0, cc0 - rc0),
-            transform=self.transform @ Affine.translation(rc0, rr0),
+            transform=self.transform @ Affine.translation(rc0 - o_c, rr0 - o_r),
         )
 
     def row(self, i: int) -> list[Tile]:
@@ -169,14 +214,19 @@ class TileGrid:
         return [self.tile(i, j) for j in range(self.grid_shape[1])]
 
     def row_span(self, i: int) -> tuple[int, int]:
-        """Raster rows [start, stop) whose output is decided by tile-row ``i``."""
-        start, length, *_ = self._rows.span(i)
-        return start, start + length
+        """Output rows [start, stop) decided by tile-row ``i`` (relative to ``origin``)."""
+        gi = i if self._sub is None else i + self._sub[0].start
+        start, length, *_ = self._rows.span(gi)
+        return start - self.origin[0], start - self.origin[0] + length
 
     def read_row_span(self, i: int) -> tuple[int, int]:
-        """Raster rows [start, stop) read by tile-row ``i`` (before padding)."""
+        """Raster rows [start, stop) read by tile-row ``i`` (before padding; whole grids only)."""
         _, _, start, length, _ = self._rows.span(i)
         return start, start + length
+
+    @property
+    def is_region(self) -> bool:
+        return self._sub is not None
 
     def __iter__(self) -> Iterator[Tile]:
         nr, nc = self.grid_shape

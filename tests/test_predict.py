@@ -198,8 +198,15 @@ def test_cancel_leaves_no_output(tmp_path):
         return done >= total // 2
 
     with pytest.raises(CancelledError):
-        predict_raster(src, tmp_path / "o.tif", model=ck, probabilities=tmp_path / "p.tif", device="cpu",
-                       batch_size=2, progress=progress)
+        predict_raster(
+            src,
+            tmp_path / "o.tif",
+            model=ck,
+            probabilities=tmp_path / "p.tif",
+            device="cpu",
+            batch_size=2,
+            progress=progress,
+        )
     assert not (tmp_path / "o.tif").exists() and not (tmp_path / "p.tif").exists()
     assert _leftovers(tmp_path) == []
     assert calls[0] == (0, calls[0][1])
@@ -244,3 +251,28 @@ def test_cuda_requested_without_cuda(tmp_path):
     ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
     with pytest.raises(InvalidParameterError, match="CUDA is not available"):
         predict_raster(src, tmp_path / "o.tif", model=ck, device="cuda")
+
+
+def test_regions_of_the_tile_grid_reassemble_the_full_prediction(tmp_path):
+    """Regions (as run_batch uses them) give exactly the full prediction, even with a small overlap."""
+    from geoseg.inference.predict import plan_grid
+
+    data, _ = class_scene(150, 110, bands=2, classes=3, seed=5)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=4)
+    full = _read(predict_raster(src, tmp_path / "full.tif", model=ck, device="cpu").output)[0]
+    grid = plan_grid(src, model=ck)
+    nr, nc = grid.grid_shape
+    mosaic = np.full_like(full, 99)
+    for rows in (range(0, 2), range(2, nr)):
+        for cols in (range(0, 3), range(3, nc)):
+            out = tmp_path / f"r{rows.start}_{cols.start}.tif"
+            predict_raster(src, out, model=ck, device="cpu", tiles=(rows, cols))
+            sub = grid.restrict(rows, cols)
+            with rasterio.open(out) as ds:
+                assert ds.transform == sub.transform and (ds.height, ds.width) == sub.shape
+                r0, c0 = sub.origin
+                mosaic[r0 : r0 + ds.height, c0 : c0 + ds.width] = ds.read(1)
+    np.testing.assert_array_equal(mosaic, full)
+    with pytest.raises(InvalidParameterError, match="center"):
+        predict_raster(src, tmp_path / "x.tif", model=ck, device="cpu", tiles=(range(0, 1), range(0, 1)), stitch="mean")

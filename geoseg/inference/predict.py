@@ -220,6 +220,7 @@ def predict_raster(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     compile: bool = False,
+    tiles: tuple[range, range] | None = None,
 ) -> PredictResult:
     """Segment ``src`` into a class raster at ``dst`` (tiled GeoTIFF, same grid, CRS and transform as the input).
 
@@ -234,6 +235,8 @@ def predict_raster(
         probabilities: optional path for a per-class probability raster (``prob_dtype`` uint8 = p*254, or float32).
         nodata: override the input nodata value. Output nodata is 255 (uint8 classes) or 65535 (uint16).
         progress: ``(done, total, message) -> bool`` callback; returning True cancels (no output is left).
+        tiles: (tile rows, tile cols) of the full tile grid (see :func:`plan_grid`): predict only that region; the
+            output covers the union of their cores and equals the full prediction there (used by run_batch).
     """
     t_start = time.perf_counter()
     if prob_dtype not in PROB_DTYPES:
@@ -270,6 +273,12 @@ def predict_raster(
             align=stride,
             transform=source.transform,
         )
+        if tiles is not None:
+            if stitch != "center":
+                raise InvalidParameterError(
+                    f"region prediction (tiles=...) supports stitch='center' only, got {stitch!r}"
+                )
+            grid = grid.restrict(*tiles)
         if compile and dev.type == "cuda":
             net = torch.compile(net)
         if dev.type == "cuda":
@@ -281,8 +290,8 @@ def predict_raster(
         out_dtype, out_nodata = ("uint8", 255) if n_classes < 255 else ("uint16", 65535)
         stitcher = make_stitcher(stitch, grid, n_classes, keep_probs=prob_path is not None)
         need_probs = stitcher.needs_probs or prob_path is not None
-        h, w = source.shape
-        common = {"width": w, "height": h, "crs": source.crs, "transform": source.transform}
+        h, w = grid.shape
+        common = {"width": w, "height": h, "crs": source.crs, "transform": grid.transform}
         class_tmp = stack.enter_context(atomic_path(dst_path, overwrite=overwrite))
         class_writer = RowBandWriter(class_tmp, geotiff_profile(count=1, dtype=out_dtype, nodata=out_nodata, **common))
         stack.callback(class_writer.abort)
@@ -360,6 +369,21 @@ def predict_raster(
     )
 
 
+def plan_grid(
+    src: str | os.PathLike[str], *, model: ModelLike, tile: int | None = None, overlap: int | None = None
+) -> TileGrid:
+    """The tile grid ``predict_raster`` would use for ``src`` (to split a scene into regions)."""
+    net, config = load_model(model, torch.device("cpu"))
+    with RasterSource(src) as source:
+        return TileGrid(
+            source.shape,
+            tile or config.tile,
+            config.overlap if overlap is None else overlap,
+            align=model_stride(net, config.arch),
+            transform=source.transform,
+        )
+
+
 def predict_array(net: nn.Module, data: np.ndarray, *, stride: int, device: str = "cpu") -> np.ndarray:
     """Whole-image prediction of a small (bands, rows, cols) array, reflect-padded to ``stride`` (reference path)."""
     h, w = data.shape[-2:]
@@ -370,4 +394,4 @@ def predict_array(net: nn.Module, data: np.ndarray, *, stride: int, device: str 
     return classes[0, :h, :w]
 
 
-__all__ = ["PredictResult", "predict_array", "predict_raster"]
+__all__ = ["PredictResult", "plan_grid", "predict_array", "predict_raster"]
