@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create ./.venv with geoseg and everything it needs (CPU torch). `--dev` adds test tools and, as root on Debian,
+# QGIS 3.40 LTR for the plugin tests. Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=0
+[[ "${1:-}" == "--dev" ]] && DEV=1
+PY=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch pinned to 2.13.0: the CPU wheel available offline here; an unpinned torch makes pip resolve a multi-GB CUDA
+# build. On a GPU machine install the CUDA torch you want first; this line is then a no-op if it satisfies >=2.1.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+if [[ $DEV == 1 ]]; then
+  .venv/bin/python -m pip install -q -e ".[all,dev]"
+  if [[ -x plugins/qgis/ci_setup.sh ]] || [[ -f plugins/qgis/ci_setup.sh ]]; then
+    if [[ $(id -u) == 0 ]]; then
+      bash plugins/qgis/ci_setup.sh
+    else
+      echo "setup: not root, skipping the QGIS install (plugin tests need QGIS 3.40; see plugins/qgis/ci_setup.sh)"
+    fi
+  fi
+else
+  .venv/bin/python -m pip install -q -e ".[all]"
+fi
+echo "setup: ready ($(.venv/bin/python -c 'import torch, geoseg; print("geoseg", geoseg.__version__, "torch", torch.__version__)'))"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Lint, then the whole test suite (library, CLI, Dask, real-data tests when ../shared/data exists), then the QGIS
+# plugin tests in a real headless QGIS. Any failure, or a pytest run that collects no test (exit 5), fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check geoseg tests plugins benchmarks scripts sample_data
+.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+if [[ -f plugins/qgis/run_tests.sh ]]; then
+  if command -v qgis_process >/dev/null 2>&1; then
+    bash plugins/qgis/run_tests.sh
+  elif [[ "${CI:-}" == "true" ]]; then
+    echo "test: QGIS is not installed, but CI must run the plugin tests (run scripts/setup.sh --dev as root)" >&2
+    exit 1
+  else
+    echo "test: QGIS not installed here; skipping the plugin tests (CI runs them)"
+  fi
+fi

@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import rasterio
+from click.testing import CliRunner
+from model_utils import tiny_checkpoint
+from rasters import class_scene, write_raster
+
+from geoseg.cli.main import cli
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_models_and_info(tmp_path):
+    res = _run("models")
+    assert res.exit_code == 0 and "unet" in res.output and "deeplabv3" in res.output and "fcn8s" in res.output
+    data, _ = class_scene(20, 30, bands=3)
+    src = write_raster(tmp_path / "in.tif", data, descriptions=["red", "green", "nir"], nodata=-1)
+    res = _run("info", src)
+    assert res.exit_code == 0 and "30 x 20 px, 3 band(s)" in res.output and "EPSG:32633" in res.output
+    assert "nir" in res.output
+    info = json.loads(_run("info", src, "--json").output)
+    assert info["bands"][2]["name"] == "nir" and info["crs"] == "EPSG:32633"
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["red", "green", "nir"])
+    res = _run("info", ck)
+    assert "bands     3: red, green, nir" in res.output and "classes   3: a, b, c" in res.output
+
+
+def test_predict_writes_class_map_and_reports(tmp_path):
+    data, _ = class_scene(64, 48, bands=2)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
+    out = tmp_path / "out.tif"
+    res = _run("predict", src, out, "-m", ck, "--device", "cpu", "--progress", "none", "--probabilities",
+               tmp_path / "p.tif")
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and out.exists() and (tmp_path / "p.tif").exists()
+    with rasterio.open(out) as ds:
+        assert ds.shape == (64, 48) and set(np.unique(ds.read(1))) <= {0, 1, 2}
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path):
+    data, _ = class_scene(16, 16, bands=2)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
+    runner = CliRunner()
+    res = runner.invoke(cli, ["predict", str(tmp_path / "missing.tif"), str(tmp_path / "o.tif"), "-m", str(ck)])
+    assert res.exit_code == 2 and "Error: input raster not found" in res.output
+    res = runner.invoke(cli, ["predict", str(src), str(tmp_path / "o.tif"), "-m", str(ck), "--bands", "1,2,3"])
+    assert res.exit_code == 2 and "band index 3 is out of range" in res.output or "model expects 2" in res.output
+    (tmp_path / "exists.tif").write_bytes(b"x")
+    res = runner.invoke(cli, ["predict", str(src), str(tmp_path / "exists.tif"), "-m", str(ck), "--device", "cpu"])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert (tmp_path / "exists.tif").read_bytes() == b"x"
+    res = runner.invoke(cli, ["predict", str(src), str(tmp_path / "o.tif"), "-m", str(ck), "--tile", "7"])
+    assert res.exit_code == 2 and "multiple of the model stride 2" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_json_progress_lines(tmp_path):
+    data, _ = class_scene(64, 64, bands=2)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
+    res = CliRunner().invoke(
+        cli, ["predict", str(src), str(tmp_path / "o.tif"), "-m", str(ck), "--device", "cpu", "--progress", "json"]
+    )
+    assert res.exit_code == 0
+    lines = [json.loads(x) for x in res.stderr.splitlines() if x.startswith("{")]
+    assert lines[0]["done"] == 0 and lines[-1]["progress"] == 1.0
