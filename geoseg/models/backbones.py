@@ -1,4 +1,9 @@
-"""Native encoders that accept any number of input bands."""
+"""Native encoders that accept any number of input bands: ResNet-10/18/34 and MobileNetV2.
+
+Every encoder has the same interface: ``stem`` (stride 2 or 4), ``layers`` (four stages ending at strides 4, 8, 16
+and 32, or less where ``dilate`` keeps a stage's resolution), ``channels`` (per stage), ``strides`` and
+``output_stride``; ``forward(x)`` returns the four stage outputs. Use :func:`build_encoder` to pick one by name.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+Dilate = tuple[bool, bool, bool]
 
 
 class BasicBlock(nn.Module):
@@ -30,21 +37,26 @@ class BasicBlock(nn.Module):
 RESNET_DEPTHS: dict[str, Sequence[int]] = {"resnet10": (1, 1, 1, 1), "resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 
-class ResNetEncoder(nn.Module):
-    """ResNet-18/34-style encoder for N input bands.
+class _Encoder(nn.Module):
+    stem: nn.Module
+    layers: nn.ModuleList
+    channels: list[int]
+    strides: list[int]
+    output_stride: int
 
-    Returns features at strides 4, 8, 16, 32 (or less with ``dilate``: layers listed there keep their resolution
-    and use dilated convolutions instead, as DeepLab does for output stride 8/16).
-    """
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
 
-    def __init__(
-        self,
-        in_channels: int,
-        *,
-        depth: str = "resnet18",
-        width: int = 64,
-        dilate: tuple[bool, bool, bool] = (False, False, False),
-    ) -> None:
+
+class ResNetEncoder(_Encoder):
+    """ResNet-10/18/34-style encoder for N input bands (basic blocks; ``width`` = stem channels, default 64)."""
+
+    def __init__(self, in_channels: int, *, depth: str = "resnet18", width: int = 64, dilate: Dilate = (False,) * 3):
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise ValueError(f"unknown encoder depth {depth!r}; choose one of {', '.join(RESNET_DEPTHS)}")
@@ -74,10 +86,96 @@ class ResNetEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.output_stride = stride_total
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        feats = []
-        for layer in self.layers:
-            x = layer(x)
-            feats.append(x)
-        return feats
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expansion, depthwise 3x3, linear 1x1 projection; residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, *, stride: int = 1, expand: int = 6, dilation: int = 1) -> None:
+        super().__init__()
+        hidden = cin * expand
+        mods: list[nn.Module] = []
+        if expand != 1:
+            mods += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
+        mods += [
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=dilation, dilation=dilation, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*mods)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return x + y if self.residual else y
+
+
+# (expansion, channels at width 32, repeats, stride) per MobileNetV2 stage, grouped into the four encoder stages.
+_MBV2_STAGES: tuple[tuple[tuple[int, int, int, int], ...], ...] = (
+    ((6, 24, 2, 2),),
+    ((6, 32, 3, 2),),
+    ((6, 64, 4, 2), (6, 96, 3, 1)),
+    ((6, 160, 3, 2), (6, 320, 1, 1)),
+)
+
+
+def _scaled(c: int, mult: float, divisor: int = 4) -> int:
+    return max(divisor, int(c * mult + divisor / 2) // divisor * divisor)
+
+
+class MobileNetV2Encoder(_Encoder):
+    """MobileNetV2 encoder (inverted residuals, depthwise-separable convolutions) for N input bands.
+
+    ``width`` is the stem width (32 in the paper); every stage scales with ``width / 32``.
+    """
+
+    def __init__(self, in_channels: int, *, width: int = 32, dilate: Dilate = (False,) * 3) -> None:
+        super().__init__()
+        mult = width / 32
+        c0, c1 = _scaled(32, mult), _scaled(16, mult)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c0, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c0),
+            nn.ReLU6(inplace=True),
+            InvertedResidual(c0, c1, expand=1),
+        )
+        cin, dilation, stride_total = c1, 1, 2
+        layers, self.channels, self.strides = [], [], []
+        for i, stage in enumerate(_MBV2_STAGES):
+            mods: list[nn.Module] = []
+            for t, c, n, s in stage:
+                cout = _scaled(c, mult)
+                for j in range(n):
+                    stride = s if j == 0 else 1
+                    block_dilation = dilation
+                    if stride == 2 and i > 0 and dilate[i - 1]:
+                        stride, dilation = 1, dilation * 2
+                    stride_total *= stride
+                    mods.append(InvertedResidual(cin, cout, stride=stride, expand=t, dilation=block_dilation))
+                    cin = cout
+            layers.append(nn.Sequential(*mods))
+            self.channels.append(cin)
+            self.strides.append(stride_total)
+        self.layers = nn.ModuleList(layers)
+        self.output_stride = stride_total
+
+
+ENCODERS = (*RESNET_DEPTHS, "mobilenetv2")
+
+
+def build_encoder(
+    name: str, in_channels: int, *, width: int | None = None, dilate: Dilate = (False, False, False)
+) -> _Encoder:
+    """Encoder ``name`` (one of :data:`ENCODERS`) for ``in_channels`` bands; ``width`` None = the encoder default.
+
+    ``dilate[i]`` replaces the stride of stage ``i + 1`` by dilation (DeepLab output stride 16: ``(F, F, T)``,
+    8: ``(F, T, T)``).
+    """
+    if width is not None and (not isinstance(width, int) or width < 1):
+        raise ValueError(f"encoder width must be a positive integer, got {width!r}")
+    if name in RESNET_DEPTHS:
+        return ResNetEncoder(in_channels, depth=name, width=width or 64, dilate=dilate)
+    if name == "mobilenetv2":
+        return MobileNetV2Encoder(in_channels, width=width or 32, dilate=dilate)
+    raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")

@@ -18,7 +18,9 @@ from geoseg.models.registry import create_model, model_stride
 CONFIG_KEY = "geoseg_config"
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, config: ModelConfig, *, overwrite: bool = True) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, config: ModelConfig, *, overwrite: bool = True
+) -> Path:
     """Write ``model`` weights and ``config`` to a ``.safetensors`` file atomically."""
     from safetensors.torch import save_file
 
@@ -42,7 +44,9 @@ def load_checkpoint(
     """Rebuild the model described by a checkpoint and load its weights; model is in eval mode on ``device``."""
     p = Path(path)
     state, config = _read(p, header_only=False)
-    model = create_model(config.arch, in_channels=config.in_channels, num_classes=config.num_classes, **config.arch_kwargs)
+    model = create_model(
+        config.arch, in_channels=config.in_channels, num_classes=config.num_classes, **config.arch_kwargs
+    )
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
@@ -61,7 +65,9 @@ def _read(p: Path, *, header_only: bool) -> tuple[dict[str, torch.Tensor], Model
         raise CheckpointError(f"{p} is not a checkpoint file (empty or a directory)")
     with open(p, "rb") as fh:
         head = fh.read(8)
-    if p.suffix == ".safetensors" or (len(head) == 8 and int.from_bytes(head, "little") < 100_000_000 and head[:2] != b"PK"):
+    if p.suffix == ".safetensors" or (
+        len(head) == 8 and int.from_bytes(head, "little") < 100_000_000 and head[:2] != b"PK"
+    ):
         return _read_safetensors(p, header_only=header_only)
     return _read_torch(p)
 

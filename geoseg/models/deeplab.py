@@ -1,4 +1,4 @@
-"""DeepLab v3 (ASPP with image pooling) and v3+ (encoder-decoder, separable convolutions) on a dilated ResNet."""
+"""DeepLab v2 (ASPP-L, LargeFOV), v3 (ASPP with image pooling) and v3+ (encoder-decoder) on a dilated encoder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geoseg.models.backbones import ResNetEncoder
+from geoseg.models.backbones import build_encoder
 from geoseg.models.layers import conv_bn_relu, resize_to, separable_conv_bn_relu
 from geoseg.models.registry import register_model
 
@@ -18,8 +18,10 @@ class ASPP(nn.Module):
 
     def __init__(self, cin: int, cout: int, rates: tuple[int, int, int], *, separable: bool = False) -> None:
         super().__init__()
-        branch = (lambda r: separable_conv_bn_relu(cin, cout, dilation=r)) if separable else (
-            lambda r: conv_bn_relu(cin, cout, dilation=r)
+        branch = (
+            (lambda r: separable_conv_bn_relu(cin, cout, dilation=r))
+            if separable
+            else (lambda r: conv_bn_relu(cin, cout, dilation=r))
         )
         self.branches = nn.ModuleList([conv_bn_relu(cin, cout, k=1)] + [branch(r) for r in rates])
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.ReLU(inplace=True))
@@ -42,13 +44,13 @@ class DeepLabV3(nn.Module):
         plus: bool = False,
         output_stride: int = 16,
         encoder: str = "resnet18",
-        width: int = 64,
+        width: int | None = None,
         aspp_channels: int = 128,
     ) -> None:
         super().__init__()
         if output_stride not in _DILATE:
             raise ValueError(f"DeepLab output_stride must be 8 or 16, got {output_stride}")
-        self.encoder = ResNetEncoder(in_channels, depth=encoder, width=width, dilate=_DILATE[output_stride])
+        self.encoder = build_encoder(encoder, in_channels, width=width, dilate=_DILATE[output_stride])
         self.output_stride = output_stride
         rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
         c = self.encoder.channels
@@ -71,7 +73,10 @@ class DeepLabV3(nn.Module):
 
 
 @register_model(
-    "deeplabv3", output_stride=16, family="deeplab", global_context=True,
+    "deeplabv3",
+    output_stride=16,
+    family="deeplab",
+    global_context=True,
     description="DeepLab v3: dilated ResNet-18 + ASPP with image pooling (output stride 16 or 8)",
 )
 def deeplabv3(in_channels: int, num_classes: int, **kw: object) -> nn.Module:
@@ -79,8 +84,81 @@ def deeplabv3(in_channels: int, num_classes: int, **kw: object) -> nn.Module:
 
 
 @register_model(
-    "deeplabv3plus", output_stride=16, family="deeplab", global_context=True,
+    "deeplabv3plus",
+    output_stride=16,
+    family="deeplab",
+    global_context=True,
     description="DeepLab v3+: ASPP encoder + stride-4 decoder, depthwise-separable convolutions",
 )
 def deeplabv3plus(in_channels: int, num_classes: int, **kw: object) -> nn.Module:
     return DeepLabV3(in_channels, num_classes, plus=True, **kw)  # type: ignore[arg-type]
+
+
+class _V2Branch(nn.Sequential):
+    """One DeepLab v2 branch: dilated 3x3 ("fc6"), 1x1 ("fc7"), 1x1 classifier, with dropout."""
+
+    def __init__(self, cin: int, hidden: int, num_classes: int, rate: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, hidden, 3, padding=rate, dilation=rate),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.5),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.5),
+            nn.Conv2d(hidden, num_classes, 1),
+        )
+
+
+class DeepLabV2(nn.Module):
+    """DeepLab v2 ASPP (class scores of dilated 3x3 branches summed, no image pooling) or LargeFOV (one branch).
+
+    Rates are those of the paper at output stride 8 (ASPP-L 6/12/18/24, LargeFOV 12) and halved at 16 so the field
+    of view in input pixels stays the same.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        rates: tuple[int, ...] = (6, 12, 18, 24),
+        output_stride: int = 8,
+        encoder: str = "resnet18",
+        width: int | None = None,
+        head_channels: int = 256,
+    ) -> None:
+        super().__init__()
+        if output_stride not in _DILATE:
+            raise ValueError(f"DeepLab output_stride must be 8 or 16, got {output_stride}")
+        self.encoder = build_encoder(encoder, in_channels, width=width, dilate=_DILATE[output_stride])
+        self.output_stride = output_stride
+        cin = self.encoder.channels[3]
+        self.rates = tuple(r if output_stride == 8 else max(1, r // 2) for r in rates)
+        self.branches = nn.ModuleList(_V2Branch(cin, head_channels, num_classes, r) for r in self.rates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.encoder(x)[-1]
+        y = self.branches[0](f)
+        for branch in self.branches[1:]:
+            y = y + branch(f)
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@register_model(
+    "deeplabv2",
+    output_stride=8,
+    family="deeplab",
+    description="DeepLab v2: dilated ResNet-18 + ASPP-L (sum of rate 6/12/18/24 branches, output stride 8 or 16)",
+)
+def deeplabv2(in_channels: int, num_classes: int, **kw: object) -> nn.Module:
+    return DeepLabV2(in_channels, num_classes, rates=(6, 12, 18, 24), **kw)  # type: ignore[arg-type]
+
+
+@register_model(
+    "deeplab_largefov",
+    output_stride=8,
+    family="deeplab",
+    description="DeepLab LargeFOV: dilated ResNet-18 + one rate-12 3x3 head (output stride 8 or 16)",
+)
+def deeplab_largefov(in_channels: int, num_classes: int, **kw: object) -> nn.Module:
+    return DeepLabV2(in_channels, num_classes, rates=(12,), **kw)  # type: ignore[arg-type]

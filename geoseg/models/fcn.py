@@ -1,11 +1,11 @@
-"""FCN-32s/16s/8s (Long et al. 2015) on a ResNet encoder, with learned transposed-convolution upsampling."""
+"""FCN-32s/16s/8s (Long et al. 2015) on a ResNet or MobileNetV2 encoder, learned transposed-conv upsampling."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from geoseg.models.backbones import ResNetEncoder
+from geoseg.models.backbones import build_encoder
 from geoseg.models.layers import bilinear_kernel
 from geoseg.models.registry import register_model
 
@@ -20,6 +20,8 @@ def _upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
 class FCN(nn.Module):
     """FCN with skip connections: 32s (none), 16s (stride-16 skip), 8s (stride-16 and stride-8 skips).
 
+    ``encoder`` is any :func:`~geoseg.models.backbones.build_encoder` name (resnet18, resnet34, mobilenetv2, ...).
+
     Scores at stride 32 are upsampled by learned transposed convolutions (initialised bilinear) and summed with
     1x1 score layers on the shallower features, then upsampled to the input size.
     """
@@ -27,13 +29,19 @@ class FCN(nn.Module):
     output_stride = 32
 
     def __init__(
-        self, in_channels: int, num_classes: int, *, variant: str = "8s", encoder: str = "resnet18", width: int = 64
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        variant: str = "8s",
+        encoder: str = "resnet18",
+        width: int | None = None,
     ) -> None:
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
             raise ValueError(f"FCN variant must be 32s, 16s or 8s, got {variant!r}")
         self.variant = variant
-        self.encoder = ResNetEncoder(in_channels, depth=encoder, width=width)
+        self.encoder = build_encoder(encoder, in_channels, width=width)
         c = self.encoder.channels
         self.score32 = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c[3], num_classes, 1))
         if variant in ("16s", "8s"):
@@ -64,5 +72,5 @@ for _v in ("32s", "16s", "8s"):
         f"fcn{_v}",
         output_stride=32,
         family="fcn",
-        description=f"FCN-{_v} on a ResNet-18 encoder, learned transposed-conv upsampling",
+        description=f"FCN-{_v} on a ResNet-18 (or MobileNetV2) encoder, learned transposed-conv upsampling",
     )(_factory)

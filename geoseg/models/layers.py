@@ -46,3 +46,21 @@ def bilinear_kernel(channels: int, kernel: int) -> torch.Tensor:
     for c in range(channels):
         weight[c, c] = w2d
     return weight
+
+
+def auxiliary_outputs(model: nn.Module) -> list[tuple[float, torch.Tensor]]:
+    """``(weight, logits)`` pairs of the auxiliary heads from ``model``'s last train-mode forward (else ``[]``).
+
+    Models with deep supervision (PSPNet, ICNet) keep ``forward`` returning one logits tensor, so every model has the
+    same contract, and set ``aux_outputs`` (logits at input size) and ``aux_weights`` during a train-mode forward.
+    Training adds them to the loss::
+
+        logits = model(x)
+        loss = criterion(logits, y) + sum(w * criterion(a, y) for w, a in auxiliary_outputs(model))
+
+    Eval-mode forwards clear them, so no graph is kept alive during inference. Wrappers (the spectral stem) forward
+    the attributes of the model they wrap.
+    """
+    outs = getattr(model, "aux_outputs", None) or []
+    weights = getattr(model, "aux_weights", ()) or ()
+    return [(float(w), o) for w, o in zip(weights, outs)]

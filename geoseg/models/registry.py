@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from geoseg.errors import InvalidParameterError, UnknownModelError
+from geoseg.errors import GeoSegError, InvalidParameterError, UnknownModelError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,12 @@ def model_stride(model: nn.Module, name: str | None = None) -> int:
 
 
 def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build an untrained model for ``in_channels`` input bands and ``num_classes`` classes."""
+    """Build an untrained model for ``in_channels`` input bands and ``num_classes`` classes.
+
+    Generic options for every architecture: ``spectral_reduction=K`` puts a 1x1 spectral stem (N bands -> K
+    channels) in front of the model (:mod:`geoseg.models.spectral`); ``spectral_init`` ("random" or "pca") records
+    how the stem was initialised. Bad options raise :class:`~geoseg.errors.InvalidParameterError`.
+    """
     spec = get_model_spec(name)
     if in_channels < 1:
         raise InvalidParameterError(f"in_channels must be >= 1, got {in_channels}")
@@ -130,7 +135,21 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
         raise InvalidParameterError(f"num_classes must be >= 2 (background counts as a class), got {num_classes}")
     opts = dict(spec.defaults)
     opts.update(kwargs)
+    reduction = opts.pop("spectral_reduction", None)
+    spectral_init = opts.pop("spectral_init", "random")
+    inner_channels = in_channels
+    if reduction is not None:
+        if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+            raise InvalidParameterError(f"spectral_reduction must be a positive integer (channels), got {reduction!r}")
+        inner_channels = reduction
     try:
-        return spec.factory(in_channels, num_classes, **opts)
-    except TypeError as exc:
+        model = spec.factory(inner_channels, num_classes, **opts)
+    except GeoSegError:
+        raise
+    except (TypeError, ValueError) as exc:
         raise InvalidParameterError(f"invalid options for model {name!r}: {exc}") from exc
+    if reduction is None:
+        return model
+    from geoseg.models.spectral import SpectralStem, SpectralStemModel
+
+    return SpectralStemModel(SpectralStem(in_channels, reduction, init=spectral_init), model)

@@ -25,7 +25,9 @@ class UNet(nn.Module):
         self.inc = _double(in_channels, widths[0])
         self.down = nn.ModuleList(_double(widths[i], widths[i + 1]) for i in range(depth))
         self.pool = nn.MaxPool2d(2)
-        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth)))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+        )
         self.dec = nn.ModuleList(_double(widths[i] * 2, widths[i]) for i in reversed(range(depth)))
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
