@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -10,61 +11,67 @@ from geoseg.cli.common import handle_errors, make_progress, progress_option
 
 
 @click.command("train")
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.argument("labels", type=click.Path(dir_okay=False))
-@click.argument("output", type=click.Path(dir_okay=False))
-@click.option("--arch", default="unet", show_default=True, help="Architecture (see `geoseg models`).")
-@click.option("--arch-kwargs", default="{}", help="Architecture options as JSON, e.g. '{\"width\": 16}'.")
+@click.argument("image", required=False, type=click.Path(dir_okay=False))
+@click.argument("labels", required=False, type=click.Path(dir_okay=False))
+@click.argument("output", required=False, type=click.Path(dir_okay=False))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML/TOML file of train options.")
+@click.option("--arch", default=None, help="Architecture (see `geoseg models`). [default: unet]")
+@click.option("--arch-kwargs", default=None, help="Architecture options as JSON, e.g. '{\"width\": 16}'.")
 @click.option("--bands", default=None, help="Input bands: '1,2,3', '2-5', 'B04,B08'.")
 @click.option("--classes", default=None, help="Comma-separated class names for ids 0..K-1.")
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--chip", type=int, default=128, show_default=True, help="Training chip size in pixels.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--chips-per-epoch", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--loss", type=click.Choice(["ce", "weighted_ce", "dice", "ce_dice"]), default="ce", show_default=True)
-@click.option("--normalization", type=click.Choice(["meanstd", "percentile", "minmax", "none"]), default="meanstd")
-@click.option("--val-fraction", type=float, default=0.2, show_default=True)
-@click.option("--block", type=int, default=None, help="Validation block size in pixels (default 4 x chip).")
-@click.option("--patience", type=int, default=5, show_default=True, help="Early stopping patience (epochs).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--class-field", default=None, help="Class attribute of vector labels (ids or names).")
+@click.option("--background", type=int, default=None, help="Class id for pixels outside label polygons.")
+@click.option("--epochs", type=int, default=None, help="[default: 20]")
+@click.option("--chip", type=int, default=None, help="Training chip size in pixels. [default: 128]")
+@click.option("--batch-size", type=int, default=None, help="[default: 8]")
+@click.option("--chips-per-epoch", type=int, default=None, help="[default: 256]")
+@click.option("--sampling", type=click.Choice(["random", "grid", "balanced"]), default=None)
+@click.option("--lr", type=float, default=None, help="[default: 0.002]")
+@click.option("--loss", type=click.Choice(["ce", "weighted_ce", "dice", "ce_dice", "focal"]), default=None)
+@click.option("--normalization", type=click.Choice(["meanstd", "percentile", "minmax", "none"]), default=None)
+@click.option("--augment", default=None, help="Comma-separated: flip,rot90,crop,spectral,blur,elastic; 'none'.")
+@click.option("--val-fraction", type=float, default=None, help="[default: 0.2]")
+@click.option("--block", type=int, default=None, help="Validation block size in pixels. [default: 4 x chip]")
+@click.option("--patience", type=int, default=None, help="Early stopping patience (epochs). [default: 5]")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--device", default=None, help="auto, cpu, cuda. [default: auto]")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this much wall time.")
-@click.option("--overwrite", is_flag=True)
+@click.option("--encoder-weights", type=click.Path(dir_okay=False), default=None, help="Local pretrained encoder.")
+@click.option("--adapt", type=click.Choice(["repeat", "mean", "random"]), default=None)
+@click.option("--resume", is_flag=True, default=None, help="Continue from OUTPUT's saved training state.")
+@click.option("--overwrite", is_flag=True, default=None)
 @progress_option
 @handle_errors
 def train_command(
-    image: str,
-    labels: str,
-    output: str,
-    arch: str,
-    arch_kwargs: str,
-    bands: str | None,
-    classes: str | None,
-    progress_kind: str,
-    **opts: object,
+    image: str | None, labels: str | None, output: str | None, config_file: str | None, progress_kind: str, **flags: Any
 ) -> None:
-    """Train a model on IMAGE with integer LABELS (same grid) and write the best checkpoint to OUTPUT."""
+    """Train a model on IMAGE with LABELS (class raster on the grid, or polygons) and write the best checkpoint
+    to OUTPUT. Options come from --config, overridden by flags."""
     from geoseg.errors import InvalidParameterError
-    from geoseg.train import train_model
+    from geoseg.train import load_train_config, train_model
 
-    try:
-        kwargs = json.loads(arch_kwargs)
-    except json.JSONDecodeError as exc:
-        raise InvalidParameterError(f"--arch-kwargs is not valid JSON ({exc}); e.g. '{{\"width\": 16}}'") from exc
+    opts: dict[str, Any] = load_train_config(config_file) if config_file else {}
+    for key, value in flags.items():
+        if value is not None:
+            opts[key] = value
+    for key, value in (("image", image), ("labels", labels), ("out", output)):
+        if value is not None:
+            opts[key] = value
+    missing = [k for k in ("image", "labels", "out") if k not in opts]
+    if missing:
+        raise InvalidParameterError(f"missing {', '.join(missing)}: pass IMAGE LABELS OUTPUT or set them in --config")
+    if isinstance(opts.get("arch_kwargs"), str):
+        try:
+            opts["arch_kwargs"] = json.loads(opts["arch_kwargs"])
+        except json.JSONDecodeError as exc:
+            raise InvalidParameterError(f"--arch-kwargs is not valid JSON ({exc}); e.g. '{{\"width\": 16}}'") from exc
+    if isinstance(opts.get("classes"), str):
+        opts["classes"] = opts["classes"].split(",")
+    if opts.get("augment") == "none":
+        opts["augment"] = False
     progress = make_progress(progress_kind, "train", unit="epoch")
     try:
-        result = train_model(
-            image,
-            labels,
-            output,
-            arch=arch,
-            arch_kwargs=kwargs,
-            bands=bands,
-            classes=classes.split(",") if classes else None,
-            progress=progress,
-            **opts,
-        )  # type: ignore[arg-type]
+        result = train_model(opts.pop("image"), opts.pop("labels"), opts.pop("out"), progress=progress, **opts)
     finally:
         getattr(progress, "close", lambda: None)()
     click.echo(f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}")

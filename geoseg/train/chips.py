@@ -1,18 +1,18 @@
-"""Training chips from an image raster and an aligned label raster, with a spatially separated validation split."""
+"""Training chips: a spatially separated block split, and random / grid / class-balanced chip sampling."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
-from geoseg.errors import InvalidParameterError, ModelContractError
+from geoseg.errors import InvalidParameterError
 from geoseg.io.normalize import Normalization
-from geoseg.io.read import RasterSource, open_dataset, reflect_pad
+from geoseg.io.read import RasterSource, reflect_pad
+from geoseg.train.labels import IGNORE_INDEX, LabelSource
 
-IGNORE_INDEX = 255
+SAMPLING_MODES = ("random", "grid", "balanced")
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,14 @@ class BlockSplit:
 
 
 def block_split(shape: tuple[int, int], block: int, val_fraction: float, seed: int) -> BlockSplit:
-    """Assign whole blocks to validation at random (seeded); at least one block each when possible."""
+    """Assign whole blocks to validation at random (seeded); at least one block each when possible.
+
+    Blocks tile the raster from the top-left; the last row/column of blocks absorbs the remainder.
+    """
     if not 0 <= val_fraction < 1:
         raise InvalidParameterError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if block < 1:
+        raise InvalidParameterError(f"block must be >= 1 px, got {block}")
     h, w = shape
     origins = [(r, c) for r in range(0, max(h - block, 0) + 1, block) for c in range(0, max(w - block, 0) + 1, block)]
     rng = np.random.default_rng(seed)
@@ -40,56 +45,19 @@ def block_split(shape: tuple[int, int], block: int, val_fraction: float, seed: i
     return BlockSplit(block, train, val)
 
 
-class LabelRaster:
-    """Windowed reads of an integer label raster aligned with the image; nodata/out-of-range -> IGNORE_INDEX."""
-
-    def __init__(self, path: str, image: RasterSource, num_classes: int) -> None:
-        self.path = path
-        ds = open_dataset(path)
-        self._ds = ds
-        if (ds.height, ds.width) != image.shape:
-            ds.close()
-            raise ModelContractError(
-                f"label raster {path} is {ds.height}x{ds.width} but the image is {image.height}x{image.width}; "
-                f"labels must be on the image grid (rasterize or resample them onto it)"
-            )
-        if image.crs and ds.crs and ds.crs != image.crs:
-            ds.close()
-            raise ModelContractError(f"label raster CRS {ds.crs} differs from image CRS {image.crs}; reproject it")
-        self.nodata = ds.nodata
-        self.num_classes = num_classes
-
-    def read(self, window: Window) -> np.ndarray:
-        lab = self._ds.read(1, window=window).astype(np.int64)
-        bad = (lab < 0) | (lab >= self.num_classes)
-        if self.nodata is not None:
-            bad |= lab == self.nodata
-        lab[bad] = IGNORE_INDEX
-        return lab
-
-    def class_ids(self, max_pixels: int = 4_000_000) -> np.ndarray:
-        """Distinct label values (sampled by decimated read for big rasters)."""
-        ds = self._ds
-        step = max(1, int(np.sqrt(ds.width * ds.height / max_pixels)))
-        arr = ds.read(
-            1,
-            out_shape=(max(1, ds.height // step), max(1, ds.width // step)),
-            resampling=rasterio.enums.Resampling.nearest,
-        )
-        vals = np.unique(arr)
-        if self.nodata is not None:
-            vals = vals[vals != self.nodata]
-        return vals
-
-    def close(self) -> None:
-        self._ds.close()
-
-
 class ChipReader:
     """Reads normalized (image, label) chips; invalid image pixels get the ignore label."""
 
-    def __init__(self, image: RasterSource, labels: LabelRaster, norm: Normalization, chip: int) -> None:
-        self.image, self.labels, self.norm, self.chip = image, labels, norm, chip
+    def __init__(self, image: RasterSource, labels: LabelSource, norm: Normalization, chip: int, block: int) -> None:
+        self.image, self.labels, self.norm, self.chip, self.block = image, labels, norm, chip, block
+        self._hist: dict[tuple[int, int], np.ndarray] = {}
+
+    def _extent(self, r0: int, c0: int) -> tuple[int, int]:
+        """Block size at origin (r0, c0): the last block row/column extends to the raster edge."""
+        h, w = self.image.shape
+        bh = h - r0 if r0 + 2 * self.block > h else self.block
+        bw = w - c0 if c0 + 2 * self.block > w else self.block
+        return bh, bw
 
     def read(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
         h = min(self.chip, self.image.height - row)
@@ -103,27 +71,59 @@ class ChipReader:
         y[~valid] = IGNORE_INDEX
         return reflect_pad(x, pad), np.pad(y, ((0, pad[0]), (0, pad[1])), constant_values=IGNORE_INDEX)
 
-    def random_origins(self, blocks: list[tuple[int, int]], block: int, n: int, rng: np.random.Generator) -> list:
+    def _random_in_block(self, r0: int, c0: int, rng: np.random.Generator) -> tuple[int, int]:
+        bh, bw = self._extent(r0, c0)
+        r = r0 + int(rng.integers(0, max(bh - self.chip, 0) + 1))
+        c = c0 + int(rng.integers(0, max(bw - self.chip, 0) + 1))
+        return r, c
+
+    def random_origins(self, blocks: list[tuple[int, int]], n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
         """``n`` random chip origins, each chip inside one of ``blocks``."""
         if not blocks:
             return []
-        out = []
-        for k in rng.integers(0, len(blocks), n):
-            r0, c0 = blocks[k]
-            bh = min(block, self.image.height - r0)
-            bw = min(block, self.image.width - c0)
-            r = r0 + int(rng.integers(0, max(bh - self.chip, 0) + 1))
-            c = c0 + int(rng.integers(0, max(bw - self.chip, 0) + 1))
-            out.append((r, c))
-        return out
+        return [self._random_in_block(*blocks[k], rng) for k in rng.integers(0, len(blocks), n)]
 
-    def grid_origins(self, blocks: list[tuple[int, int]], block: int) -> list[tuple[int, int]]:
-        """Non-overlapping chips covering each block (for validation)."""
+    def grid_origins(self, blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Non-overlapping chips covering each block."""
         out = []
         for r0, c0 in blocks:
-            bh = min(block, self.image.height - r0)
-            bw = min(block, self.image.width - c0)
-            for r in range(r0, r0 + bh, self.chip):
-                for c in range(c0, c0 + bw, self.chip):
-                    out.append((r, c))
+            bh, bw = self._extent(r0, c0)
+            out += [(r, c) for r in range(r0, r0 + bh, self.chip) for c in range(c0, c0 + bw, self.chip)]
         return out
+
+    def block_histogram(self, r0: int, c0: int) -> np.ndarray:
+        """Pixel count per class in a block (cached; read once)."""
+        key = (r0, c0)
+        if key not in self._hist:
+            bh, bw = self._extent(r0, c0)
+            y = self.labels.read(Window(c0, r0, bw, bh))
+            n = len(self.labels.classes)
+            self._hist[key] = np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=n)[:n]
+        return self._hist[key]
+
+    def balanced_origins(
+        self, blocks: list[tuple[int, int]], n: int, rng: np.random.Generator
+    ) -> list[tuple[int, int]]:
+        """Chips drawn so every class present is equally likely to be sampled: pick a class uniformly, then a block
+        in proportion to that class's pixels in it, then a random chip inside the block."""
+        if not blocks:
+            return []
+        hists = np.stack([self.block_histogram(*b) for b in blocks]).astype(np.float64)
+        present = np.flatnonzero(hists.sum(0) > 0)
+        if present.size == 0:
+            return self.random_origins(blocks, n, rng)
+        out = []
+        for cls in rng.choice(present, size=n):
+            p = hists[:, cls] / hists[:, cls].sum()
+            out.append(self._random_in_block(*blocks[int(rng.choice(len(blocks), p=p))], rng))
+        return out
+
+    def origins(self, mode: str, blocks: list[tuple[int, int]], n: int, rng: np.random.Generator) -> list:
+        if mode == "random":
+            return self.random_origins(blocks, n, rng)
+        if mode == "balanced":
+            return self.balanced_origins(blocks, n, rng)
+        if mode == "grid":
+            grid = self.grid_origins(blocks)
+            return [grid[i] for i in rng.permutation(len(grid))]
+        raise InvalidParameterError(f"unknown sampling {mode!r}; choose one of {', '.join(SAMPLING_MODES)}")

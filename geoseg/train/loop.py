@@ -1,4 +1,4 @@
-"""train_model: fit a registered architecture on an image raster and a label raster; keep the best checkpoint."""
+"""train_model: fit a registered architecture on an image raster and labels; keep the best checkpoint; resume."""
 
 from __future__ import annotations
 
@@ -12,20 +12,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from geoseg.errors import InvalidParameterError
+from geoseg.errors import CheckpointError, InvalidParameterError
 from geoseg.inference.predict import resolve_device
 from geoseg.io.bands import BandSpec
-from geoseg.io.normalize import compute_normalization
+from geoseg.io.normalize import compute_normalization, sample_pixels
 from geoseg.io.read import RasterSource
-from geoseg.io.write import check_output_path
+from geoseg.io.write import atomic_path, check_output_path
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
 from geoseg.models.checkpoint import save_checkpoint
 from geoseg.models.config import ModelConfig
+from geoseg.models.layers import auxiliary_outputs
 from geoseg.models.registry import create_model, model_stride
 from geoseg.progress import ProgressCallback, report
-from geoseg.train.augment import flips_rot90, spectral_jitter
-from geoseg.train.chips import IGNORE_INDEX, ChipReader, LabelRaster, block_split
-from geoseg.train.losses import class_weights, make_loss
+from geoseg.train.augment import augment as apply_augmentations
+from geoseg.train.augment import check_augmentations
+from geoseg.train.chips import SAMPLING_MODES, ChipReader, block_split
+from geoseg.train.labels import IGNORE_INDEX, open_labels
+from geoseg.train.losses import LOSSES, class_weights, make_loss
 
 
 @dataclass
@@ -39,6 +42,7 @@ class TrainResult:
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     report: SegmentationReport | None = None
+    state: Path | None = None
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -46,6 +50,12 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def state_path(checkpoint: str | os.PathLike[str]) -> Path:
+    """Where the resumable training state of ``checkpoint`` lives (weights of the last epoch, optimizer, RNGs)."""
+    p = Path(checkpoint)
+    return p.with_name(p.name + ".train-state.pt")
 
 
 def _batches(items: list, size: int) -> list[list]:
@@ -62,10 +72,13 @@ def train_model(
     bands: BandSpec = None,
     classes: list[str] | None = None,
     colors: list[list[int]] | None = None,
+    class_field: str | None = None,
+    background: int | None = None,
     epochs: int = 20,
     chip: int = 128,
     batch_size: int = 8,
     chips_per_epoch: int = 256,
+    sampling: str = "random",
     lr: float = 2e-3,
     loss: str = "ce",
     normalization: str = "meanstd",
@@ -74,49 +87,96 @@ def train_model(
     patience: int = 5,
     seed: int = 0,
     device: str | None = "auto",
+    amp: bool = True,
     max_seconds: float | None = None,
     tile: int = 512,
     overlap: int = 64,
-    augment: bool = True,
+    augment: bool | str | list[str] = True,
+    encoder_weights: str | os.PathLike[str] | None = None,
+    adapt: str = "repeat",
+    resume: bool = False,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> TrainResult:
-    """Train ``arch`` on ``image`` + ``labels`` (integer class raster on the image grid; nodata ignored).
+    """Train ``arch`` on ``image`` + ``labels`` and write the best checkpoint to ``out``.
 
-    Validation uses whole blocks of ``block`` px held out at random (``val_fraction``), so no validation pixel has
-    a training neighbour. The checkpoint with the best validation mIoU is written to ``out`` (safetensors +
-    ModelConfig), directly usable by ``predict_raster``.
+    Labels are an integer class raster on the image grid (nodata ignored) or polygons (GeoPackage/GeoJSON/
+    Shapefile/FlatGeobuf/GeoParquet) with a ``class_field`` of ids or names, rasterized window by window onto the
+    image grid (reprojected when CRSs differ); pixels outside polygons get ``background`` or are ignored.
+
+    Validation holds out whole ``block``-px blocks at random (``val_fraction``), so no validation pixel has a
+    training neighbour. Chips are sampled ``random``ly, on a ``grid``, or class-``balanced``. ``augment`` is True
+    (flip, rot90, spectral), False, or names from :data:`geoseg.train.augment.AUGMENTATIONS`. The checkpoint with
+    the best validation mIoU is written to ``out`` (safetensors + ModelConfig), directly usable by
+    ``predict_raster``; the last epoch's state goes to ``out + ".train-state.pt"`` so ``resume=True`` continues an
+    interrupted run and ends exactly where an uninterrupted one would.
+
+    ``arch_kwargs`` may hold ``spectral_reduction=K`` (1x1 spectral stem for many bands) with
+    ``spectral_init="pca"`` (initialised from the training raster's principal components); ``encoder_weights`` is a
+    local file of pretrained encoder weights whose first layer is adapted to the band count by ``adapt``.
     """
     t0 = time.perf_counter()
-    out_path = check_output_path(out, overwrite=overwrite, inputs=[image, labels])
-    if epochs < 1 or chip < 8 or batch_size < 1:
-        raise InvalidParameterError("epochs >= 1, chip >= 8 and batch_size >= 1 are required")
+    if loss not in LOSSES:
+        raise InvalidParameterError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if sampling not in SAMPLING_MODES:
+        raise InvalidParameterError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
+    if epochs < 1 or chip < 8 or batch_size < 1 or chips_per_epoch < 1:
+        raise InvalidParameterError("epochs >= 1, chip >= 8, batch_size >= 1 and chips_per_epoch >= 1 are required")
+    augmentations = check_augmentations(augment)
+    state_file = state_path(out)
+    if resume:
+        if not state_file.exists():
+            raise CheckpointError(f"cannot resume: no training state {state_file}; train without resume first")
+        out_path = Path(out)
+    else:
+        out_path = check_output_path(out, overwrite=overwrite, inputs=[image, labels])
     gen = seed_everything(seed)
     dev = resolve_device(device)
     src = RasterSource(image, bands=bands)
     lab = None
     try:
-        ids = LabelRaster(labels, src, num_classes=10**9).class_ids()
-        n_classes = len(classes) if classes else int(ids.max()) + 1 if ids.size else 0
-        if n_classes < 2:
-            raise InvalidParameterError(
-                f"labels in {labels} hold {ids.tolist()}: need at least 2 classes (ids 0..K-1; nodata ignored)"
-            )
-        if classes and ids.size and int(ids.max()) >= n_classes:
-            raise InvalidParameterError(
-                f"label ids {sorted(int(i) for i in ids if i >= n_classes)} exceed the {n_classes} class names given; "
-                f"give one name per class id 0..{int(ids.max())}"
-            )
-        names = list(classes) if classes else [f"class_{i}" for i in range(n_classes)]
-        lab = LabelRaster(labels, src, num_classes=n_classes)
+        lab = open_labels(labels, src, classes=classes, class_field=class_field, background=background)
+        names = lab.classes
+        n_classes = len(names)
         norm = compute_normalization(src, normalization, seed=seed)
         kwargs = dict(arch_kwargs or {})
         net = create_model(arch, in_channels=src.count, num_classes=n_classes, **kwargs)
         stride = model_stride(net, arch)
         chip = max(stride, chip // stride * stride)
-        blk = block or max(chip, 4 * chip)
+        blk = block or 4 * chip
+        if blk < chip:
+            raise InvalidParameterError(f"block ({blk} px) must be at least the chip size ({chip} px)")
         split = block_split(src.shape, blk, val_fraction, seed)
-        reader = ChipReader(src, lab, norm, chip)
+        if not split.train:
+            raise InvalidParameterError(
+                f"the {src.height}x{src.width} raster holds no full {blk}-px block; use a smaller block/chip"
+            )
+        reader = ChipReader(src, lab, norm, chip, blk)
+        extra: dict[str, Any] = {
+            "training": {
+                "image": str(image),
+                "labels": str(labels),
+                "seed": seed,
+                "loss": loss,
+                "chip": chip,
+                "block": blk,
+                "val_fraction": val_fraction,
+                "sampling": sampling,
+                "augment": list(augmentations),
+                "epochs": epochs,
+                "lr": lr,
+            }
+        }
+        if kwargs.get("spectral_init") == "pca" and not resume:
+            from geoseg.models.spectral import pca_init
+
+            px = sample_pixels(src, seed=seed)
+            px = (px - np.asarray(norm.shift or 0.0)) / np.asarray(norm.scale or 1.0)
+            extra["spectral_pca_explained"] = float(np.sum(pca_init(net, px.astype(np.float32))))
+        if encoder_weights is not None and not resume:
+            from geoseg.models.adapt import load_encoder_weights
+
+            extra["encoder_weights"] = load_encoder_weights(net, encoder_weights, strategy=adapt)
         config = ModelConfig(
             arch=arch,
             bands=src.band_names,
@@ -127,47 +187,47 @@ def train_model(
             tile=max(tile // stride * stride, stride),
             overlap=overlap,
             output_stride=stride,
-            extra={
-                "training": {
-                    "image": str(image),
-                    "labels": str(labels),
-                    "seed": seed,
-                    "loss": loss,
-                    "chip": chip,
-                    "block": blk,
-                    "val_fraction": val_fraction,
-                }
-            },
+            extra=extra,
         )
-        counts = np.zeros(n_classes, np.int64)
         rng = np.random.default_rng(seed)
-        for r, c in reader.random_origins(split.train, blk, 32, rng):
-            y = reader.read(r, c)[1]
-            counts += np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=n_classes)[:n_classes]
+        counts = np.zeros(n_classes, np.int64)
+        for b in split.train[:64]:
+            counts += reader.block_histogram(*b)
         criterion = make_loss(loss, weights=class_weights(counts) if loss == "weighted_ce" else None)
         net = net.to(dev)
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+        steps_per_epoch = max(1, -(-chips_per_epoch // batch_size))
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=epochs * max(1, -(-chips_per_epoch // batch_size)), pct_start=0.15
+            opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
         )
-        val_origins = reader.grid_origins(split.val or split.train, blk)
-        val_chips = [reader.read(r, c) for r, c in val_origins]
-        best, best_epoch, history, best_report, stale = -1.0, 0, [], None, 0
-        total_steps = epochs
-        for epoch in range(1, epochs + 1):
+        val_chips = [reader.read(r, c) for r, c in reader.grid_origins(split.val or split.train)]
+        best, best_epoch, history, best_report, stale, start = -1.0, 0, [], None, 0, 1
+        if resume:
+            st = _load_state(state_file)
+            net.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            gen.set_state(st["torch_gen"])
+            torch.set_rng_state(st["torch_rng"])
+            rng.bit_generator.state = st["numpy_rng"]
+            best, best_epoch, stale, start = st["best"], st["best_epoch"], st["stale"], st["epoch"] + 1
+            history = list(st["history"])
+            config = ModelConfig.from_json(st["config"])
+        use_amp = amp and dev.type == "cuda"
+        for epoch in range(start, epochs + 1):
             net.train()
             losses = []
-            for group in _batches(reader.random_origins(split.train, blk, chips_per_epoch, rng), batch_size):
+            for group in _batches(reader.origins(sampling, split.train, chips_per_epoch, rng), batch_size):
                 xs, ys = zip(*(reader.read(r, c) for r, c in group))
-                x = torch.from_numpy(np.stack(xs))
-                y = torch.from_numpy(np.stack(ys))
-                if augment:
-                    x, y = flips_rot90(x, y, gen)
-                    x = spectral_jitter(x, gen)
+                x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+                x, y = apply_augmentations(x, y, augmentations, gen)
                 x, y = x.to(dev), y.to(dev)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = net(x)
+                    aux = auxiliary_outputs(net)
                 lval = criterion(logits.float(), y)
+                for w, a in aux:
+                    lval = lval + w * criterion(a.float(), y)
                 opt.zero_grad(set_to_none=True)
                 lval.backward()
                 opt.step()
@@ -182,27 +242,70 @@ def train_model(
                     "per_class_iou": {c.name: c.iou for c in rep.classes},
                 }
             )
-            improved = rep.miou > best + 1e-6
-            if improved:
+            if rep.miou > best + 1e-6:
                 best, best_epoch, best_report, stale = rep.miou, epoch, rep, 0
                 config.extra["validation"] = rep.to_dict()
                 config.extra["training"]["best_epoch"] = epoch
                 save_checkpoint(out_path, net, config, overwrite=True)
             else:
                 stale += 1
-            report(progress, epoch, total_steps, f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f}")
-            if stale >= patience:
-                break
-            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            _save_state(
+                state_file,
+                net,
+                opt,
+                sched,
+                gen,
+                rng,
+                config,
+                epoch=epoch,
+                best=best,
+                best_epoch=best_epoch,
+                stale=stale,
+                history=history,
+            )
+            per_class = " ".join(f"{k}={v:.2f}" for k, v in history[-1]["per_class_iou"].items() if v == v)
+            report(progress, epoch, epochs, f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]")
+            if stale >= patience or (max_seconds is not None and time.perf_counter() - t0 > max_seconds):
                 break
     finally:
         src.close()
         if lab is not None:
             lab.close()
-    return TrainResult(out_path, best, best_epoch, len(history), time.perf_counter() - t0, history, best_report)
+    if best_report is None and out_path.exists():
+        from geoseg.models.checkpoint import read_config
+
+        val = read_config(out_path).extra.get("validation")
+        best_report = SegmentationReport.from_matrix(np.asarray(val["confusion_matrix"]), names) if val else None
+    return TrainResult(
+        out_path, best, best_epoch, len(history), time.perf_counter() - t0, history, best_report, state_file
+    )
 
 
-def _validate(net: torch.nn.Module, chips: list, n_classes: int, names: list[str], dev: torch.device, bs: int):
+def _save_state(path: Path, net, opt, sched, gen, rng, config: ModelConfig, **info: Any) -> None:
+    state = {
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "torch_gen": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": rng.bit_generator.state,
+        "config": config.to_json(),
+        **info,
+    }
+    with atomic_path(path, overwrite=True) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot resume from {path}: not a readable training state ({exc})") from exc
+
+
+def _validate(
+    net: torch.nn.Module, chips: list, n_classes: int, names: list[str], dev: torch.device, bs: int
+) -> SegmentationReport:
     net.eval()
     cm = ConfusionMatrix(n_classes)
     with torch.inference_mode():

@@ -54,7 +54,21 @@ def make_loss(name: str, *, weights: torch.Tensor | None = None, ignore_index: i
         return lambda lo, t: soft_dice(lo, t, ignore_index)
     if name == "ce_dice":
         return lambda lo, t: ce(lo, t) + soft_dice(lo, t, ignore_index)
+    if name == "focal":
+        return lambda lo, t: focal(lo, t, ignore_index)
     raise InvalidParameterError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
-LOSSES = ("ce", "weighted_ce", "dice", "ce_dice")
+LOSSES = ("ce", "weighted_ce", "dice", "ce_dice", "focal")
+
+
+def focal(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE, gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017): cross entropy down-weighting well-classified pixels."""
+    valid = target != ignore_index
+    if not valid.any():
+        return logits.sum() * 0.0
+    logp = F.log_softmax(logits, 1)
+    t = torch.where(valid, target, 0)
+    lp = logp.gather(1, t[:, None])[:, 0]
+    loss = -((1 - lp.exp()) ** gamma) * lp
+    return loss[valid].mean()

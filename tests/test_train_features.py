@@ -1,0 +1,180 @@
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+from rasterio.features import rasterize
+from rasterio.windows import Window
+from rasters import TRANSFORM, UTM, class_scene, write_raster
+from shapely.geometry import box
+
+from geoseg.cli.main import cli
+from geoseg.errors import CancelledError, CheckpointError, InvalidParameterError
+from geoseg.inference import predict_raster
+from geoseg.io import RasterSource
+from geoseg.models import load_checkpoint, read_config
+from geoseg.train import load_train_config, train_model
+from geoseg.train.augment import AUGMENTATIONS, augment, check_augmentations
+from geoseg.train.chips import ChipReader
+from geoseg.train.labels import IGNORE_INDEX, LabelVector
+
+FAST = {"arch": "tiny", "arch_kwargs": {"width": 8}, "chip": 32, "batch_size": 8, "chips_per_epoch": 32,
+        "block": 32, "device": "cpu"}
+
+
+@pytest.fixture
+def scene(tmp_path):
+    data, labels = class_scene(96, 96, bands=3, classes=3, seed=4)
+    return write_raster(tmp_path / "img.tif", data), write_raster(tmp_path / "lab.tif", labels), labels
+
+
+def _polygons(tmp_path, crs="EPSG:4326"):
+    """Three class rectangles in the image's UTM grid, stored in another CRS."""
+    x0, y0 = TRANSFORM.c, TRANSFORM.f
+    rects = [box(x0, y0 - 400, x0 + 500, y0), box(x0 + 500, y0 - 960, x0 + 960, y0 - 300),
+             box(x0 + 100, y0 - 900, x0 + 400, y0 - 500)]
+    gdf = gpd.GeoDataFrame({"landcover": ["water", "forest", "urban"], "code": [0, 1, 2]}, geometry=rects, crs=UTM)
+    path = tmp_path / "labels.geojson"
+    gdf.to_crs(crs).to_file(path)
+    return path, gdf
+
+
+def test_vector_labels_are_reprojected_and_rasterized_per_window(tmp_path, scene):
+    img, _, _ = scene
+    path, gdf = _polygons(tmp_path)
+    with RasterSource(img) as src:
+        lv = LabelVector(path, src, class_field="landcover", classes=["water", "forest", "urban"])
+        full = lv.read(Window(0, 0, 96, 96))
+        part = lv.read(Window(40, 30, 20, 50))
+    ref = rasterize(((g, i) for g, i in zip(gdf.geometry, gdf.code)), out_shape=(96, 96), transform=TRANSFORM,
+                    fill=IGNORE_INDEX)
+    assert (full == ref).mean() > 0.995  # reprojection round trip may move a border pixel
+    np.testing.assert_array_equal(part, full[30:80, 40:60])
+    with RasterSource(img) as src:
+        with pytest.raises(InvalidParameterError, match="no attribute 'cls'.*landcover, code"):
+            LabelVector(path, src, class_field="cls")
+        with pytest.raises(InvalidParameterError, match=r"not among the classes"):
+            LabelVector(path, src, class_field="landcover", classes=["water", "forest"])
+        names = LabelVector(path, src, class_field="landcover", background=None)
+        assert names.classes == ["forest", "urban", "water"]
+
+
+def test_train_from_polygons_with_background(tmp_path, scene):
+    img, _, _ = scene
+    path, _ = _polygons(tmp_path, crs=UTM)
+    res = train_model(img, path, tmp_path / "m.safetensors", class_field="code", classes=["bg", "a", "b"],
+                      background=0, epochs=1, val_fraction=0.0, **FAST)
+    assert read_config(res.checkpoint).classes == ["bg", "a", "b"]
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, scene):
+    img, lab, _ = scene
+    opts = dict(FAST, epochs=4, seed=3, patience=10)
+    full = train_model(img, lab, tmp_path / "full.safetensors", **opts)
+
+    def stop_at_two(done, total, message=""):
+        return done == 2
+
+    with pytest.raises(CancelledError):
+        train_model(img, lab, tmp_path / "cut.safetensors", progress=stop_at_two, **opts)
+    resumed = train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **opts)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    a = torch.load(full.state, weights_only=True)["model"]
+    b = torch.load(resumed.state, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CheckpointError, match="no training state"):
+        train_model(img, lab, tmp_path / "never.safetensors", resume=True, **opts)
+
+
+def test_balanced_sampling_evens_out_rare_classes(tmp_path):
+    data, labels = class_scene(128, 128, bands=2, classes=2, seed=1)
+    labels[:] = 0
+    labels[100:116, 100:116] = 1  # a rare class in one corner
+    img = write_raster(tmp_path / "i.tif", data)
+    lab_path = write_raster(tmp_path / "l.tif", labels)
+    from geoseg.io import Normalization
+    from geoseg.train.labels import LabelRaster
+
+    with RasterSource(img) as src:
+        reader = ChipReader(src, LabelRaster(lab_path, src, None), Normalization(), 16, 32)
+        blocks = [(r, c) for r in range(0, 128, 32) for c in range(0, 128, 32)]
+        rng = np.random.default_rng(0)
+
+        def rare_share(mode):
+            origins = reader.origins(mode, blocks, 200, rng)
+            return np.mean([(reader.read(r, c)[1] == 1).any() for r, c in origins])
+
+        assert rare_share("balanced") > 0.35 > 0.15 > rare_share("random")
+
+
+def test_augmentations_keep_image_and_labels_aligned():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (4, 32, 32))
+    x = y[:, None].float().repeat(1, 2, 1, 1)
+    for name in AUGMENTATIONS:
+        xa, ya = augment(x.clone(), y.clone(), [name], gen)
+        assert xa.shape == x.shape and ya.shape == y.shape and ya.dtype == torch.long
+        assert set(ya.unique().tolist()) <= {0, 1, 2, IGNORE_INDEX}
+        if name in ("flip", "rot90"):
+            assert torch.equal(xa[:, 0].round().long(), ya)
+    with pytest.raises(InvalidParameterError, match="unknown augmentation"):
+        check_augmentations(["flip", "mixup"])
+
+
+def test_hyperspectral_pca_stem_and_aux_loss(tmp_path):
+    rng = np.random.default_rng(0)
+    _, labels = class_scene(64, 64, bands=1, classes=3, seed=2)
+    spectra = rng.uniform(0, 1, (3, 40))
+    data = (spectra[labels].transpose(2, 0, 1) + rng.normal(0, 0.05, (40, 64, 64))).astype(np.float32)
+    img = write_raster(tmp_path / "hsi.tif", data)
+    lab = write_raster(tmp_path / "lab.tif", labels)
+    res = train_model(img, lab, tmp_path / "m.safetensors", arch="pspnet",
+                      arch_kwargs={"width": 8, "spectral_reduction": 6, "spectral_init": "pca"}, epochs=1, chip=32,
+                      batch_size=4, chips_per_epoch=8, block=32, device="cpu")
+    cfg = read_config(res.checkpoint)
+    assert cfg.arch_kwargs["spectral_reduction"] == 6 and 0.5 < cfg.extra["spectral_pca_explained"] <= 1.0
+    net, _ = load_checkpoint(res.checkpoint)
+    assert net.stem.init == "pca"
+    out = predict_raster(img, tmp_path / "p.tif", model=res.checkpoint, device="cpu")
+    assert out.output.exists()
+
+
+def test_encoder_weights_adapted_from_rgb(tmp_path, scene):
+    from safetensors.torch import save_file
+
+    from geoseg.models import create_model
+
+    rgb = create_model("fcn8s", in_channels=3, num_classes=2, width=8)
+    save_file({k: v.contiguous() for k, v in rgb.encoder.state_dict().items()}, str(tmp_path / "enc.safetensors"))
+    data, labels = class_scene(64, 64, bands=5, classes=2, seed=1)
+    img = write_raster(tmp_path / "i5.tif", data)
+    lab = write_raster(tmp_path / "l.tif", labels)
+    res = train_model(img, lab, tmp_path / "m.safetensors", arch="fcn8s", arch_kwargs={"width": 8},
+                      encoder_weights=tmp_path / "enc.safetensors", adapt="mean", epochs=1, chip=32, batch_size=4,
+                      chips_per_epoch=4, block=32, device="cpu")
+    assert read_config(res.checkpoint).extra["encoder_weights"]["strategy"] == "mean"
+
+
+def test_config_files_and_cli(tmp_path, scene):
+    img, lab, _ = scene
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"image: {img}\nlabels: {lab}\nout: {tmp_path / 'm.safetensors'}\narch: tiny\n"
+                   f"arch_kwargs: {{width: 8}}\nepochs: 1\nchip: 32\nchips-per-epoch: 16\nblock: 32\ndevice: cpu\n")
+    assert load_train_config(cfg)["chips_per_epoch"] == 16
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--epochs", "2", "--progress", "none"])
+    assert res.exit_code == 0, res.output
+    assert "best validation mIoU" in res.output and "class_0" in res.output
+    assert len(json.loads(json.dumps(read_config(tmp_path / "m.safetensors").extra))["training"]) > 3
+    toml = tmp_path / "t.toml"
+    toml.write_text('arch = "tiny"\nepochz = 3\n')
+    with pytest.raises(InvalidParameterError, match=r"unknown option\(s\) \['epochz'\]"):
+        load_train_config(toml)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1, 2\n")
+    with pytest.raises(InvalidParameterError, match="malformed"):
+        load_train_config(bad)
+    res = CliRunner().invoke(cli, ["train", "--config", str(bad)])
+    assert res.exit_code == 2 and "malformed" in res.output
