@@ -24,10 +24,18 @@ class BlockSplit:
     val: list[tuple[int, int]]
 
 
-def block_split(shape: tuple[int, int], block: int, val_fraction: float, seed: int) -> BlockSplit:
+def block_split(
+    shape: tuple[int, int],
+    block: int,
+    val_fraction: float,
+    seed: int,
+    histograms: dict[tuple[int, int], np.ndarray] | None = None,
+) -> BlockSplit:
     """Assign whole blocks to validation at random (seeded); at least one block each when possible.
 
-    Blocks tile the raster from the top-left; the last row/column of blocks absorbs the remainder.
+    Blocks tile the raster from the top-left; the last row/column of blocks absorbs the remainder. With per-block
+    class ``histograms`` the split is stratified: validation blocks are drawn so that every class with pixels in at
+    least two blocks appears in both train and validation, then filled up at random.
     """
     if not 0 <= val_fraction < 1:
         raise InvalidParameterError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -40,9 +48,34 @@ def block_split(shape: tuple[int, int], block: int, val_fraction: float, seed: i
     n_val = int(round(val_fraction * len(origins)))
     if val_fraction > 0 and len(origins) > 1:
         n_val = min(max(n_val, 1), len(origins) - 1)
+    if histograms is not None and n_val:
+        chosen = _stratified(origins, histograms, n_val, rng)
+        val = sorted(chosen)
+        train = [o for o in origins if o not in chosen]
+        return BlockSplit(block, train, val)
     val = [origins[i] for i in sorted(order[:n_val])]
     train = [origins[i] for i in sorted(order[n_val:])]
     return BlockSplit(block, train, val)
+
+
+def _stratified(
+    origins: list[tuple[int, int]], hist: dict[tuple[int, int], np.ndarray], n_val: int, rng: np.random.Generator
+) -> set[tuple[int, int]]:
+    """Greedy stratified choice of ``n_val`` validation blocks (rarest class first)."""
+    h = np.stack([hist[o] for o in origins]).astype(np.float64)
+    chosen: set[int] = set()
+    for c in np.argsort(h.sum(0)):
+        holders = np.flatnonzero(h[:, c] > 0)
+        if len(holders) < 2 or any(i in chosen for i in holders) or len(chosen) >= n_val:
+            continue
+        candidates = [i for i in holders if i not in chosen]
+        # keep at least one block holding this class for training
+        if len(candidates) < 2:
+            continue
+        chosen.add(int(rng.choice(candidates)))
+    rest = [i for i in rng.permutation(len(origins)) if i not in chosen]
+    chosen.update(int(i) for i in rest[: max(0, n_val - len(chosen))])
+    return {origins[i] for i in chosen}
 
 
 class ChipReader:

@@ -84,6 +84,7 @@ def train_model(
     normalization: str = "meanstd",
     val_fraction: float = 0.2,
     block: int | None = None,
+    stratify: bool = True,
     patience: int = 5,
     seed: int = 0,
     device: str | None = "auto",
@@ -105,8 +106,9 @@ def train_model(
     image grid (reprojected when CRSs differ); pixels outside polygons get ``background`` or are ignored.
 
     Validation holds out whole ``block``-px blocks at random (``val_fraction``), so no validation pixel has a
-    training neighbour. Chips are sampled ``random``ly, on a ``grid``, or class-``balanced``. ``augment`` is True
-    (flip, rot90, spectral), False, or names from :data:`geoseg.train.augment.AUGMENTATIONS`. The checkpoint with
+    training neighbour; with ``stratify`` every class found in two or more blocks is in both sets. Chips are
+    sampled ``random``ly, on a ``grid``, or class-``balanced``. ``augment`` is True (flip, rot90, spectral),
+    False, or names from :data:`geoseg.train.augment.AUGMENTATIONS`. The checkpoint with
     the best validation mIoU is written to ``out`` (safetensors + ModelConfig), directly usable by
     ``predict_raster``; the last epoch's state goes to ``out + ".train-state.pt"`` so ``resume=True`` continues an
     interrupted run and ends exactly where an uninterrupted one would.
@@ -146,12 +148,15 @@ def train_model(
         blk = block or 4 * chip
         if blk < chip:
             raise InvalidParameterError(f"block ({blk} px) must be at least the chip size ({chip} px)")
-        split = block_split(src.shape, blk, val_fraction, seed)
+        reader = ChipReader(src, lab, norm, chip, blk)
+        hists = None
+        if stratify and val_fraction > 0:
+            hists = {o: reader.block_histogram(*o) for o in block_split(src.shape, blk, 0.0, seed).train}
+        split = block_split(src.shape, blk, val_fraction, seed, histograms=hists)
         if not split.train:
             raise InvalidParameterError(
                 f"the {src.height}x{src.width} raster holds no full {blk}-px block; use a smaller block/chip"
             )
-        reader = ChipReader(src, lab, norm, chip, blk)
         extra: dict[str, Any] = {
             "training": {
                 "image": str(image),

@@ -1,0 +1,80 @@
+"""Convert public hyperspectral benchmark scenes (MATLAB .mat files) into GeoTIFF image + label rasters.
+
+The scenes have no georeference: outputs use pixel coordinates (no CRS). Requires scipy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from geoseg.errors import InputNotFoundError, MissingDependencyError
+
+LABEL_NODATA = 255
+SALINAS_A_CLASSES = {
+    1: "brocoli_green_weeds_1",
+    10: "corn_senesced_green_weeds",
+    11: "lettuce_romaine_4wk",
+    12: "lettuce_romaine_5wk",
+    13: "lettuce_romaine_6wk",
+    14: "lettuce_romaine_7wk",
+}
+SAMSON_CLASSES = ["rock", "tree", "water"]
+
+
+def _loadmat(path: Path) -> dict:
+    try:
+        from scipy.io import loadmat
+    except ImportError as exc:  # pragma: no cover
+        raise MissingDependencyError("reading .mat scenes needs scipy: pip install scipy") from exc
+    if not path.exists():
+        raise InputNotFoundError(f"dataset file not found: {path}")
+    return loadmat(path)
+
+
+def _write(path: Path, data: np.ndarray, nodata: float | None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if data.ndim == 2:
+        data = data[None]
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype.name,
+        nodata=nodata,
+        compress="deflate",
+        tiled=True,
+    ) as ds:
+        ds.write(data)
+    return path
+
+
+def salinas_a(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Path, Path, list[str]]:
+    """Salinas-A (AVIRIS, 83 x 86 px, 204 bands): image (int16), labels remapped to 0..5 (255 = unlabelled)."""
+    folder, out = Path(folder), Path(out_dir)
+    cube = _loadmat(folder / "SalinasA_corrected.mat")["salinasA_corrected"]
+    gt = _loadmat(folder / "SalinasA_gt.mat")["salinasA_gt"]
+    labels = np.full(gt.shape, LABEL_NODATA, np.uint8)
+    for new, old in enumerate(SALINAS_A_CLASSES):
+        labels[gt == old] = new
+    img = _write(out / "salinas_a.tif", cube.transpose(2, 0, 1).astype(np.int16), None)
+    lab = _write(out / "salinas_a_labels.tif", labels, LABEL_NODATA)
+    return img, lab, list(SALINAS_A_CLASSES.values())
+
+
+def samson(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Path, Path, list[str]]:
+    """Samson (95 x 95 px, 156 bands): image (float32 reflectance), labels = dominant abundance (rock/tree/water)."""
+    folder, out = Path(folder), Path(out_dir)
+    y = _loadmat(folder / "Samson.mat")["Y"]
+    a = _loadmat(folder / "_EndSamson.mat")["A"]
+    cube = y.reshape(156, 95, 95, order="F").astype(np.float32)
+    labels = a.argmax(0).reshape(95, 95, order="F").astype(np.uint8)
+    img = _write(out / "samson.tif", cube, None)
+    lab = _write(out / "samson_labels.tif", labels, LABEL_NODATA)
+    return img, lab, SAMSON_CLASSES
