@@ -149,10 +149,14 @@ def train_model(
         if blk < chip:
             raise InvalidParameterError(f"block ({blk} px) must be at least the chip size ({chip} px)")
         reader = ChipReader(src, lab, norm, chip, blk)
-        hists = None
-        if stratify and val_fraction > 0:
-            hists = {o: reader.block_histogram(*o) for o in block_split(src.shape, blk, 0.0, seed).train}
-        split = block_split(src.shape, blk, val_fraction, seed, histograms=hists)
+        all_blocks = block_split(src.shape, blk, 0.0, seed).train
+        hists = {o: reader.block_histogram(*o) for o in all_blocks}  # one pass over the labels, cached
+        if sum(int(h.sum()) for h in hists.values()) == 0:
+            raise InvalidParameterError(
+                f"labels {labels} cover no pixel of the image {image} (every label pixel is nodata or outside it); "
+                f"check that labels and image overlap (extent, CRS) and that class values are 0..K-1"
+            )
+        split = block_split(src.shape, blk, val_fraction, seed, histograms=hists if stratify else None)
         if not split.train:
             raise InvalidParameterError(
                 f"the {src.height}x{src.width} raster holds no full {blk}-px block; use a smaller block/chip"
