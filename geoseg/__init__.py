@@ -28,6 +28,8 @@ _LAZY = {
     "save_checkpoint": "geoseg.models",
     "read_config": "geoseg.models",
     "train_model": "geoseg.train",
+    "run_batch": "geoseg.distributed",
+    "BatchResult": "geoseg.distributed",
 }
 
 __all__ = [

@@ -1,0 +1,147 @@
+"""`geoseg batch`: many rasters (or huge ones, in regions) on a Dask cluster, resumable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from geoseg.cli.common import echo_json, handle_errors, make_progress, progress_option
+
+CLUSTER_CHOICES = ["local", "slurm", "pbs", "cuda"]
+
+
+def _parse_cluster_options(items: tuple[str, ...]) -> dict[str, Any]:
+    from geoseg.errors import InvalidParameterError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidParameterError(f"--cluster-option expects KEY=VALUE (e.g. memory=32GB), got {item!r}")
+        parsed: Any = value
+        for conv in (int, float):
+            try:
+                parsed = conv(value)
+                break
+            except ValueError:
+                continue
+        out[key.replace("-", "_")] = parsed
+    return out
+
+
+@click.command("batch")
+@click.argument("inputs", nargs=-1)
+@click.option("-m", "--model", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Model checkpoint.")
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--manifest",
+    "manifests",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Text/CSV list of rasters ('raster[,truth]' per line); repeatable.",
+)
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://HOST:8786).")
+@click.option(
+    "--cluster",
+    type=click.Choice(CLUSTER_CHOICES),
+    default="local",
+    show_default=True,
+    help="Cluster to start when no --scheduler is given.",
+)
+@click.option("--workers", type=int, default=None, help="Worker processes (local) or jobs (slurm/pbs).")
+@click.option(
+    "--cluster-option",
+    "cluster_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra cluster argument, e.g. cores=8, memory=32GB, queue=gpu, walltime=04:00:00; repeatable.",
+)
+@click.option("--region-size", type=int, default=4096, show_default=True, help="Region edge in pixels (one task).")
+@click.option("--tile", type=int, default=None, help="Tile size in pixels (default: the model's).")
+@click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels (default: the model's).")
+@click.option("--batch-size", type=int, default=None, help="Tiles per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (on the workers).")
+@click.option("--bands", default=None, help="Raster bands for the model inputs, in model order.")
+@click.option(
+    "--truth-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of truth rasters (same file name or stem as each input): per-class IoU report.",
+)
+@click.option("--cog", is_flag=True, help="Also write one Cloud-Optimized GeoTIFF per scene.")
+@click.option("--retries", type=int, default=3, show_default=True, help="Attempts per failed task.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--overwrite", is_flag=True, help="Recompute everything (default: resume from the manifest).")
+@progress_option
+@handle_errors
+def batch_command(
+    inputs: tuple[str, ...],
+    checkpoint: str,
+    out_dir: str,
+    manifests: tuple[str, ...],
+    scheduler: str | None,
+    cluster: str,
+    workers: int | None,
+    cluster_options: tuple[str, ...],
+    region_size: int,
+    tile: int | None,
+    overlap: int | None,
+    batch_size: int | None,
+    device: str,
+    bands: str | None,
+    truth_dir: str | None,
+    cog: bool,
+    retries: int,
+    as_json: bool,
+    overwrite: bool,
+    progress_kind: str,
+) -> None:
+    """Segment INPUTS (files, quoted globs or .txt/.csv manifests) into OUT_DIR on a Dask cluster.
+
+    Each scene is cut into regions of whole tiles (one task each); outputs are one file per region, a VRT mosaic per
+    scene (and a COG with --cog). Re-running the same command resumes after a crash.
+    """
+    from geoseg.distributed import NoInputsError, run_batch
+
+    jobs = [*inputs, *manifests]
+    if not jobs:
+        raise NoInputsError("no inputs: give raster paths, a quoted glob ('scenes/*.tif') or --manifest FILE")
+
+    def show_dashboard(client: Any) -> None:
+        link = getattr(client, "dashboard_link", None)
+        if link:
+            click.echo(f"Dask dashboard: {link}", err=True)
+
+    progress = make_progress(progress_kind, "batch", unit="task")
+    try:
+        result = run_batch(
+            jobs,
+            model=checkpoint,
+            out_dir=out_dir,
+            scheduler=scheduler,
+            cluster=cluster,
+            workers=workers,
+            cluster_kwargs=_parse_cluster_options(cluster_options),
+            region_size=region_size,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+            bands=bands,
+            truth=truth_dir,
+            cog=cog,
+            retries=retries,
+            overwrite=overwrite,
+            progress=progress,
+            on_client=show_dashboard,
+        )
+    finally:
+        close = getattr(progress, "close", None)
+        if close:
+            close()
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.format_summary())
+        click.echo(f"summary: {result.summary}")

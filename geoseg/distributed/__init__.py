@@ -1,0 +1,34 @@
+"""Batch prediction on a Dask cluster: many scenes, or huge scenes split into regions; resumable.
+
+``run_batch`` plans block-aligned regions (whole tiles of :func:`geoseg.inference.predict.plan_grid`), runs one task
+per region on Dask workers (model loaded once per worker by a WorkerPlugin), records finished tasks with checksums
+in a manifest, and builds a VRT mosaic (and optionally a COG) per scene. Requires ``dask[distributed]``.
+"""
+
+from __future__ import annotations
+
+from geoseg.distributed.cluster import CLUSTERS, ClientHandle, make_client
+from geoseg.distributed.errors import BatchTaskError, ManifestError, NoInputsError, SchedulerUnreachableError
+from geoseg.distributed.jobs import Job, read_jobs_manifest, resolve_jobs
+from geoseg.distributed.mosaic import build_cog, build_vrt
+from geoseg.distributed.report import WorkerStats
+from geoseg.distributed.run import BatchResult, SceneResult, run_batch
+
+__all__ = [
+    "CLUSTERS",
+    "BatchResult",
+    "BatchTaskError",
+    "ClientHandle",
+    "Job",
+    "ManifestError",
+    "NoInputsError",
+    "SceneResult",
+    "SchedulerUnreachableError",
+    "WorkerStats",
+    "build_cog",
+    "build_vrt",
+    "make_client",
+    "read_jobs_manifest",
+    "resolve_jobs",
+    "run_batch",
+]
