@@ -29,6 +29,10 @@ _LAZY = {
     "read_config": "geoseg.models",
     "train_model": "geoseg.train",
     "run_batch": "geoseg.distributed",
+    "vectorize": "geoseg.vectorize",
+    "VectorizeResult": "geoseg.vectorize",
+    "evaluate": "geoseg.evaluate",
+    "write_report": "geoseg.report",
     "BatchResult": "geoseg.distributed",
 }
 

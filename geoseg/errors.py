@@ -78,3 +78,18 @@ __all__ = [
     "UnknownModelError",
     "UnsupportedRasterError",
 ]
+
+
+class NoOverlapError(GeoSegError, ValueError):
+    """Two inputs (prediction, truth, area of interest) do not overlap, or share no valid pixel."""
+
+
+class UnknownClassError(GeoSegError, LookupError):
+    """Labels hold class ids or names the class list does not know, or lack the class attribute."""
+
+
+class GridMismatchWarning(UserWarning):
+    """An input was resampled onto another grid (e.g. ground truth onto the prediction grid)."""
+
+
+__all__ += ["GridMismatchWarning", "NoOverlapError", "UnknownClassError"]

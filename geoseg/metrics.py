@@ -48,6 +48,9 @@ class ClassScores:
     recall: float
     f1: float
     support: int
+    predicted: int = 0
+    support_area: float = float("nan")
+    support_m2: float = float("nan")
 
 
 @dataclass
@@ -89,10 +92,17 @@ class SegmentationReport:
         miou = float(np.nanmean(iou)) if present.any() else float("nan")
         fwiou = float(np.nansum(truth / total * np.nan_to_num(iou))) if total else float("nan")
         scores = [
-            ClassScores(names[i], float(iou[i]), float(precision[i]), float(recall[i]), float(f1[i]), int(truth[i]))
+            ClassScores(names[i], float(iou[i]), float(precision[i]), float(recall[i]), float(f1[i]), int(truth[i]),
+                        int(pred[i]))
             for i in range(n)
         ]
         return cls(scores, np.asarray(matrix, dtype=np.int64), miou, fwiou, oa, float(kappa), int(total))
+
+    def set_support_area(self, area: Sequence[float], area_m2: Sequence[float] | None = None) -> None:
+        """Attach each class's truth support as an area (map units) and in m² (NaN when unknown)."""
+        for i, c in enumerate(self.classes):
+            c.support_area = float(area[i])
+            c.support_m2 = float(area_m2[i]) if area_m2 is not None else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         def f(x: float) -> float | None:
@@ -106,7 +116,8 @@ class SegmentationReport:
             "pixels": self.pixels,
             "classes": [
                 {"id": i, "name": c.name, "iou": f(c.iou), "precision": f(c.precision), "recall": f(c.recall),
-                 "f1": f(c.f1), "support": c.support}
+                 "f1": f(c.f1), "support": c.support, "predicted": c.predicted,
+                 "support_area": f(c.support_area), "support_m2": f(c.support_m2)}
                 for i, c in enumerate(self.classes)
             ],
             "confusion_matrix": self.matrix.tolist(),

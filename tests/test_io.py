@@ -94,12 +94,14 @@ def test_nan_is_nodata_for_float_rasters(tmp_path):
 def test_internal_mask_and_alpha_band(tmp_path):
     data = np.full((3, 8, 8), 100, np.uint8)
     p = tmp_path / "masked.tif"
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        with rasterio.open(p, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8") as ds:
-            ds.write(data)
-            m = np.full((8, 8), 255, np.uint8)
-            m[:4] = 0
-            ds.write_mask(m)
+    with (
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        rasterio.open(p, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8") as ds,
+    ):
+        ds.write(data)
+        m = np.full((8, 8), 255, np.uint8)
+        m[:4] = 0
+        ds.write_mask(m)
     with RasterSource(p) as src:
         _, valid = src.read(Window(0, 0, 8, 8))
     assert valid[4:].all() and not valid[:4].any()

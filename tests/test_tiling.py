@@ -38,8 +38,8 @@ def test_cores_cover_every_pixel_exactly_once(params):
         r0, c0 = int(t.core.row_off), int(t.core.col_off)
         cover[r0 : r0 + int(t.core.height), c0 : c0 + int(t.core.width)] += 1
         # read windows in bounds, padding only below the stride, one tile shape for all
-        assert 0 <= t.read.row_off and t.read.row_off + t.read.height <= shape[0]
-        assert 0 <= t.read.col_off and t.read.col_off + t.read.width <= shape[1]
+        assert t.read.row_off >= 0 and t.read.row_off + t.read.height <= shape[0]
+        assert t.read.col_off >= 0 and t.read.col_off + t.read.width <= shape[1]
         assert (t.read.height + t.pad[0], t.read.width + t.pad[1]) == (th, tw)
         assert 0 <= t.pad[0] < align and 0 <= t.pad[1] < align
         # reads start on the model's stride grid

@@ -3,7 +3,6 @@ import json
 import geopandas as gpd
 import numpy as np
 import pytest
-import rasterio
 import torch
 from click.testing import CliRunner
 from rasterio.features import rasterize

@@ -89,7 +89,7 @@ def predict_command(
     if result.probabilities:
         click.echo(f"wrote {result.probabilities}")
     if vector or truth:
-        from geoseg.cli.postprocess import vectorize_and_evaluate
+        from geoseg.cli.evaluate_cmd import vectorize_and_evaluate
 
         vectorize_and_evaluate(
             result.output,
