@@ -93,3 +93,14 @@ class GridMismatchWarning(UserWarning):
 
 
 __all__ += ["GridMismatchWarning", "NoOverlapError", "UnknownClassError"]
+
+
+class RasterReadError(GeoSegError, OSError):
+    """Reading pixels failed part-way (a truncated or corrupt file, a vanished network share)."""
+
+
+class NoValidDataError(GeoSegError, ValueError):
+    """An input holds no valid pixel (all nodata, masked, NaN or inf)."""
+
+
+__all__ += ["NoValidDataError", "RasterReadError"]

@@ -16,7 +16,13 @@ from rasterio.errors import NotGeoreferencedWarning as _RioNotGeoreferenced
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.errors import InputNotFoundError, InvalidParameterError, NotARasterError, UnsupportedRasterError
+from geoseg.errors import (
+    InputNotFoundError,
+    InvalidParameterError,
+    NotARasterError,
+    RasterReadError,
+    UnsupportedRasterError,
+)
 from geoseg.io.bands import BandSpec, default_band_name, resolve_bands
 
 NODATA_POLICIES = ("any", "all")
@@ -177,9 +183,16 @@ class RasterSource:
         Invalid pixels (nodata, masked, NaN/inf) are set to 0 in the returned data.
         """
         ds = self._dataset()
-        raw = ds.read(self.band_indexes, window=window)
+        try:
+            raw = ds.read(self.band_indexes, window=window)
+            invalid = self._invalid(ds, raw, window)
+        except RasterioIOError as exc:
+            raise RasterReadError(
+                f"{self.path}: reading rows {int(window.row_off)}..{int(window.row_off + window.height)}, columns "
+                f"{int(window.col_off)}..{int(window.col_off + window.width)} failed ({exc}); the file is truncated or "
+                f"corrupt: re-export or re-download it (gdalinfo -checksum finds the damaged part)"
+            ) from exc
         data = raw.astype(np.float32, copy=raw.dtype != np.float32)
-        invalid = self._invalid(ds, raw, window)
         if self._scale_offset:
             data *= self._scales
             data += self._offsets

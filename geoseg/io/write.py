@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -75,10 +76,21 @@ def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
         os.replace(aux, Path(str(path) + ".aux.xml"))
 
 
+def _disk_nearly_full(path: Path, margin: int = 4 << 20) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < margin
+    except OSError:
+        return False
+
+
 def _oserror_to_output(exc: BaseException, path: Path) -> OutputError:
+    """An OutputError naming the cause; GDAL reports ENOSPC only as "Write failed", so check free space too."""
     text = str(exc)
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in text:
-        return OutputError(f"disk full while writing {path}; free space or write elsewhere (nothing was left behind)")
+    enospc = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if enospc or "No space left" in text or _disk_nearly_full(path):
+        return OutputError(
+            f"disk full while writing {path.parent}: free space or write elsewhere (the partial file is removed)"
+        )
     return OutputError(f"could not write {path}: {text}")
 
 
