@@ -7,6 +7,7 @@ per-parcel spectral variation, textured noise and a nodata corner (value 0). UTM
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,6 @@ def write_sample(out_dir: str | Path, *, size: int = 320, seed: int = 7) -> tupl
     lab = out / "labels.tif"
     with rasterio.open(lab, "w", count=1, dtype="uint8", nodata=LABEL_NODATA, **common) as ds:
         ds.write(labels, 1)
-        ds.update_tags(geoseg_classes=",".join(CLASSES))
+        ds.update_tags(geoseg_classes=json.dumps(CLASSES))
         ds.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(COLORS)})
     return scene, lab

@@ -1,0 +1,126 @@
+"""Class colors on outputs: a paletted renderer for class rasters, a categorized one for polygons, .qml sidecars."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsPalettedRasterRenderer,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterLayer,
+    QgsRendererCategory,
+    QgsSymbol,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtGui import QColor
+
+Palette = list[tuple[int, tuple[int, int, int], str]]  # (class id, RGB, name)
+
+_KEEP: list[QgsProcessingLayerPostProcessorInterface] = []  # post-processors must outlive the algorithm call
+
+
+def palette_from_config(classes: Sequence[str], colors: Sequence[Sequence[int]]) -> Palette:
+    """(id, RGB, name) per class from a model contract."""
+    return [(i, (int(c[0]), int(c[1]), int(c[2])), str(n)) for i, (n, c) in enumerate(zip(classes, colors))]
+
+
+def palette_from_raster(path: str) -> Palette:
+    """Class names (geoseg_classes tag) and the color table of a geoseg class raster; empty when it has neither."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    if ds is None:
+        return []
+    band = ds.GetRasterBand(1)
+    nodata = band.GetNoDataValue()
+    raw = ds.GetMetadataItem("geoseg_classes") or ""
+    try:
+        names = json.loads(raw) if raw.startswith("[") else [n for n in raw.split(",") if n]
+    except ValueError:
+        names = []
+    table = band.GetColorTable()
+    n = len(names) or (table.GetCount() if table is not None else 0)
+    palette: Palette = []
+    for i in range(n):
+        if nodata is not None and i == int(nodata):
+            continue
+        if table is not None and i < table.GetCount():
+            r, g, b = table.GetColorEntry(i)[:3]
+        else:
+            r, g, b = (31 * i) % 256, (97 * i) % 256, (151 * i) % 256
+        palette.append((i, (r, g, b), names[i] if i < len(names) else str(i)))
+    if not names and table is not None:  # a plain color table: keep only the entries that are not black/empty
+        palette = [p for p in palette if p[1] != (0, 0, 0)]
+    return palette
+
+
+def class_names(path: str) -> list[str]:
+    """Class names stored on a geoseg class/label raster (empty when none)."""
+    return [name for _, _, name in palette_from_raster(path)] if _has_names(path) else []
+
+
+def _has_names(path: str) -> bool:
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    return bool(ds is not None and ds.GetMetadataItem("geoseg_classes"))
+
+
+def raster_renderer(layer: QgsRasterLayer, palette: Palette) -> QgsPalettedRasterRenderer:
+    classes = [QgsPalettedRasterRenderer.Class(v, QColor(*rgb), name) for v, rgb, name in palette]
+    return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
+
+
+def vector_renderer(layer: QgsVectorLayer, palette: Palette, field: str = "class_id") -> QgsCategorizedSymbolRenderer:
+    cats = []
+    for v, rgb, name in palette:
+        sym = QgsSymbol.defaultSymbol(layer.geometryType() if layer.isValid() else QgsWkbTypes.PolygonGeometry)
+        sym.setColor(QColor(*rgb))
+        cats.append(QgsRendererCategory(v, sym, name))
+    return QgsCategorizedSymbolRenderer(field, cats)
+
+
+def style_layer(layer: object, palette: Palette) -> None:
+    """Apply the class palette to a raster or vector layer."""
+    if not palette:
+        return
+    if isinstance(layer, QgsRasterLayer):
+        layer.setRenderer(raster_renderer(layer, palette))
+    elif isinstance(layer, QgsVectorLayer):
+        layer.setRenderer(vector_renderer(layer, palette))
+    layer.triggerRepaint()
+
+
+def write_qml(path: str, palette: Palette, *, vector: bool = False) -> str | None:
+    """Save the class style as ``<output>.qml`` (QGIS loads it with the layer); returns its path."""
+    if not palette:
+        return None
+    layer = QgsVectorLayer(path, "classes", "ogr") if vector else QgsRasterLayer(path, "classes", "gdal")
+    if not layer.isValid():
+        return None
+    style_layer(layer, palette)
+    qml = str(Path(path).with_suffix(".qml"))
+    _, ok = layer.saveNamedStyle(qml)
+    return qml if ok else None
+
+
+class ClassStyler(QgsProcessingLayerPostProcessorInterface):
+    """Applies the class palette when Processing loads an output into the project."""
+
+    def __init__(self, palette: Palette) -> None:
+        super().__init__()
+        self.palette = palette
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802, ANN001
+        style_layer(layer, self.palette)
+
+    @classmethod
+    def create(cls, palette: Palette) -> ClassStyler:
+        styler = cls(palette)
+        _KEEP.append(styler)
+        del _KEEP[:-32]
+        return styler
