@@ -187,10 +187,34 @@ class RowBandWriter:
             raise _oserror_to_output(exc, self.path) from exc
         if self._next != self.height:
             raise OutputError(f"{self.path}: only {self._next} of {self.height} rows were written")
+        verify_complete(self.path)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._ds.close()
+
+
+def verify_complete(path: Path) -> None:
+    """Check that every block of a just-written GeoTIFF reached the disk.
+
+    GDAL flushes blocks lazily and only *logs* write failures (a full disk, a vanished share), so a file can close
+    "successfully" with blocks missing. Every block of a non-sparse GeoTIFF has a non-zero byte count; a missing one
+    (or an unreadable header) means the write failed.
+    """
+    size = os.path.getsize(path)
+    try:
+        with rasterio.open(path) as ds:
+            rows = -(-ds.height // ds.block_shapes[0][0])
+            cols = -(-ds.width // ds.block_shapes[0][1])
+            for b in range(1, ds.count + 1):
+                for i in range(rows):
+                    for j in range(cols):
+                        offset = ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b)
+                        nbytes = ds.block_size(b, i, j)
+                        if not nbytes or offset is None or int(offset) + nbytes > size:
+                            raise OSError(f"block ({i}, {j}) of band {b} never reached the disk")
+    except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError, OSError) as exc:
+        raise _oserror_to_output(exc, path) from exc
 
 
 def write_class_metadata(
