@@ -1,15 +1,23 @@
 """predict_raster: stream a raster through a model into a georeferenced class map (and optional probabilities).
 
-Pipeline (one process): reader threads (own GDAL handle each) read, pad and normalize tiles ahead of the model; the
-main thread batches tiles to the device (bf16 autocast and channels_last on GPU) and takes argmax/softmax there;
-a stitcher turns tiles into finished row bands; a writer thread writes block-aligned bands to temporary files that
-are renamed into place only when complete. Memory is bounded by a few bands of tiles, whatever the raster height.
+Pipeline (one process): tiles are grouped in grid order into batches of ``batch_size``; each batch has a slot (a
+host buffer, pinned on CUDA) that reader threads (own GDAL handle each) fill in place with normalized, padded tiles.
+On CUDA the host->device copy of batch k+1 runs on a copy stream while batch k computes (bf16 autocast,
+channels_last); argmax runs on the device and only uint8 class ids come back (softmax only when a strategy or the
+probability output needs it); the main thread stitches batch k-1 while batch k runs. On CPU the forward runs straight
+on the host buffer while the readers fill the next slot. A stitcher turns tiles into finished row bands; a writer
+thread writes block-aligned bands (multi-threaded DEFLATE) to temporary files that are renamed into place only when
+complete. Memory is bounded by the slots, one band of tiles and a width-bounded GDAL block cache, whatever the
+raster height.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -19,12 +27,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from geoseg.errors import InvalidParameterError, ModelContractError, NotGeoreferencedWarning
+from geoseg.errors import InvalidParameterError, ModelContractError, NotGeoreferencedWarning, NoValidDataError
 from geoseg.inference.bands import match_bands
 from geoseg.inference.stitch import RowBand, TileResult, make_stitcher
 from geoseg.io.bands import BandSpec
@@ -71,19 +80,25 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_model(model: ModelLike, device: torch.device) -> tuple[nn.Module, ModelConfig]:
-    """A (module, config) pair from a checkpoint path or an existing pair, in eval mode on ``device``."""
+    """A (module, config) pair from a checkpoint (``.safetensors``/``.pt``), an exported ``.onnx`` model (run with
+    onnxruntime), or an existing pair, in eval mode on ``device``."""
     if isinstance(model, tuple):
         net, config = model
         if not isinstance(config, ModelConfig):
             raise InvalidParameterError("model must be a checkpoint path or a (torch.nn.Module, ModelConfig) pair")
         return net.to(device).eval(), config
+    if str(model).lower().endswith(".onnx"):
+        from geoseg.models.onnx import load_onnx
+
+        return load_onnx(model)  # type: ignore[return-value]  # called like a module: model(x) -> logits
     return load_checkpoint(model, device=device)
 
 
 def auto_batch_size(net: nn.Module, channels: int, tile: tuple[int, int], device: torch.device, *, amp: bool) -> int:
-    """Batch size from free GPU memory (measured with one tile); 4 on CPU."""
+    """Batch size from free GPU memory (measured with one tile); 4 on CPU; either capped so the pipeline's host batch
+    buffers (3 x batch x tile, float32) stay within :data:`HOST_BATCH_BUDGET` bytes (hyperspectral tiles are big)."""
     if device.type != "cuda":
-        return 4
+        return _cap_batch(4, channels, tile)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
@@ -92,36 +107,221 @@ def auto_batch_size(net: nn.Module, channels: int, tile: tuple[int, int], device
         net(x)
     per_tile = max(torch.cuda.max_memory_allocated(device) - base, 1)
     free, _ = torch.cuda.mem_get_info(device)
-    return int(max(1, min(64, 0.5 * free // per_tile)))
+    return _cap_batch(int(max(1, min(64, 0.5 * free // per_tile))), channels, tile)
+
+
+HOST_BATCH_BUDGET = 4 * 2**30  # bytes of host batch buffers an automatic batch size may use
+
+
+def _cap_batch(batch: int, channels: int, tile: tuple[int, int], budget: int = HOST_BATCH_BUDGET) -> int:
+    """Limit an automatic batch size so 3 batch buffers (float32) fit ``budget`` bytes."""
+    per_tile = 3 * channels * tile[0] * tile[1] * 4
+    return max(1, min(batch, budget // per_tile))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+_allocator_tuned: bool | None = None
+
+
+def configure_cpu_allocator() -> bool:
+    """Make glibc keep large freed blocks for reuse instead of unmapping them (once per process; Linux/glibc only).
+
+    CPU inference allocates activations of tens to hundreds of MB per layer; by default glibc serves each with a fresh
+    ``mmap`` and returns it with ``munmap``, so every forward pass page-faults all of its memory again (measured: half
+    the CPU time of a U-Net forward on 1024-px tiles). Serving them from the heap and not trimming it removes that;
+    the process keeps its peak working set instead of returning it between passes. Set ``GEOSEG_MALLOC_TUNING=0`` to
+    leave the allocator alone. Returns whether the tuning is active.
+    """
+    global _allocator_tuned
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    _allocator_tuned = False
+    if os.environ.get("GEOSEG_MALLOC_TUNING", "1") != "0" and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            if hasattr(libc, "mallopt"):
+                _allocator_tuned = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
+                    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+                )
+        except OSError:  # not glibc (musl, ...)
+            pass
+    return _allocator_tuned
+
+
+def class_ids(logits: torch.Tensor) -> torch.Tensor:
+    """Argmax over the class axis (dim 1). On CPU ``max(1).indices`` (same result, first maximum, NaN counts as the
+    maximum) is about 10x faster than ``argmax(1)`` on NCHW tensors."""
+    return logits.argmax(1) if logits.is_cuda else logits.max(1).indices
+
+
+SMALL_CACHE = 128 * 2**20  # overlap rows are always kept when they fit this
+
+
+def bounded_gdal_cache(
+    source: RasterSource, grid: TileGrid, *, keep_overlap_rows: bool = True
+) -> contextlib.AbstractContextManager[Any]:
+    """A rasterio.Env sizing GDAL's block cache for one pass of tile reads, unless GDAL_CACHEMAX is set.
+
+    GDAL's default cache (5% of RAM) fills with blocks a one-pass read never revisits, so peak RSS would grow with the
+    raster. Neighbouring tiles of a row share a column of blocks; consecutive tile rows share the blocks under their
+    overlap. ``keep_overlap_rows`` (GPU: decode is the bound) keeps two rows of blocks across the width so no block is
+    decoded twice; without it (CPU: the model is the bound) those blocks are decoded again when keeping them would take
+    more than :data:`SMALL_CACHE`, so the cache no longer grows with the raster width. Striped files always keep a
+    tile row of strips (every tile of the row reads them).
+    """
+    import rasterio.env
+
+    if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()):
+        return contextlib.nullcontext()
+    bh, bw = source.block_shapes[0]
+    th, tw = grid.tile_shape
+    per_px = int(source.profile.get("count", source.count)) * max(np.dtype(d).itemsize for d in source.dtypes) + 1
+    if bw >= source.width:
+        need = (th + bh) * source.width * per_px
+    else:
+        need = 2 * bh * source.width * per_px
+        if not keep_overlap_rows and need > SMALL_CACHE:
+            need = 0
+        # at least the blocks two neighbouring tiles read (hyperspectral blocks are ~100 MB each)
+        need = max(need, min(th + 2 * bh, source.height) * min(tw + 2 * bw, source.width) * per_px)
+    return rasterio.Env(GDAL_CACHEMAX=max(16, int(need * 1.25 / 2**20) + 1))
+
+
+def _class_dtype(n_classes: int) -> tuple[torch.dtype, type[np.integer]]:
+    """Smallest dtype for class ids on device and host (argmax is transferred in it)."""
+    return (torch.uint8, np.uint8) if n_classes <= 256 else (torch.int32, np.int32)
+
+
+def _chunks(tiles: Iterator[Tile], n: int) -> Iterator[list[Tile]]:
+    chunk: list[Tile] = []
+    for t in tiles:
+        chunk.append(t)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _default_workers(device: torch.device) -> int:
+    """Reader threads: up to 8 beside a GPU; on CPU the model already uses every core, so half of them."""
+    cores = os.cpu_count() or 2
+    return min(8, max(2, cores)) if device.type == "cuda" else max(1, cores // 2)
+
+
+class _Engine:
+    """Batch slots (host buffers the readers fill in place) and the model run on them.
+
+    On CUDA each slot owns a pinned host buffer, a device buffer and pinned output buffers; :meth:`launch` queues the
+    host->device copy on a copy stream (overlapping the previous forward), the forward, argmax (and softmax) and the
+    device->host copy of uint8 class ids on the compute stream, and returns at once; :meth:`collect` waits for it. On
+    CPU :meth:`launch` runs the forward directly on the host buffer (no copy).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        device: torch.device,
+        *,
+        slots: int,
+        batch: int,
+        channels: int,
+        tile: tuple[int, int],
+        n_classes: int,
+        amp: bool,
+        need_probs: bool,
+    ) -> None:
+        self.net, self.device, self.need_probs = net, device, need_probs
+        self.cuda = device.type == "cuda"
+        self.amp = amp and self.cuda
+        self.cls_torch, self.cls_np = _class_dtype(n_classes)
+        shape = (batch, channels, *tile)
+        self.host = [torch.empty(shape, dtype=torch.float32, pin_memory=self.cuda) for _ in range(slots)]
+        self.host_np = [h.numpy() for h in self.host]
+        self.launched: list[tuple[int, int, list[int]] | None] = [None] * slots
+        if self.cuda:
+            self.dev_in = [torch.empty(shape, dtype=torch.float32, device=device) for _ in range(slots)]
+            self.out_cls = [torch.empty((batch, *tile), dtype=self.cls_torch, pin_memory=True) for _ in range(slots)]
+            self.out_probs = [
+                torch.empty((batch, n_classes, *tile), dtype=torch.float32, pin_memory=True) if need_probs else None
+                for _ in range(slots)
+            ]
+            self.copy_stream = torch.cuda.Stream(device)
+            self.done = [torch.cuda.Event() for _ in range(slots)]
+        self.cpu_results: list[tuple[np.ndarray, np.ndarray | None] | None] = [None] * slots
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.net(x).float()
+            classes = class_ids(logits).to(self.cls_torch)
+            probs = torch.softmax(logits, 1) if self.need_probs else None
+        return classes, probs
+
+    def launch(self, slot: int, n: int, keep: list[int]) -> None:
+        """Run the model on tiles ``keep`` (indexes < n) of slot ``slot``."""
+        self.launched[slot] = (n, len(keep), keep)
+        if not keep:
+            return
+        sel = None if len(keep) == n else torch.tensor(keep)
+        if not self.cuda:
+            x = torch.from_numpy(self.host_np[slot][:n])
+            classes, probs = self._run(x if sel is None else x[sel])
+            self.cpu_results[slot] = (classes.numpy(), probs.numpy() if probs is not None else None)
+            return
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.copy_stream):
+            self.copy_stream.wait_event(self.done[slot])  # the previous forward on this device buffer has finished
+            self.dev_in[slot][:n].copy_(self.host[slot][:n], non_blocking=True)
+        compute.wait_stream(self.copy_stream)
+        x = self.dev_in[slot][:n]
+        if sel is not None:
+            x = x[sel.to(self.device, non_blocking=True)]
+        classes, probs = self._run(x.contiguous(memory_format=torch.channels_last))
+        k = len(keep)
+        self.out_cls[slot][:k].copy_(classes, non_blocking=True)
+        out_probs = self.out_probs[slot]
+        if probs is not None and out_probs is not None:
+            out_probs[:k].copy_(probs, non_blocking=True)
+        self.done[slot].record(compute)
+
+    def collect(self, slot: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Class ids (k, h, w) and probabilities (k, C, h, w) of the tiles launched on ``slot`` (views, reused)."""
+        launched = self.launched[slot]
+        if launched is None or launched[1] == 0:
+            return None, None
+        k = launched[1]
+        if not self.cuda:
+            res = self.cpu_results[slot]
+            self.cpu_results[slot] = None
+            assert res is not None
+            return res
+        self.done[slot].synchronize()
+        out_probs = self.out_probs[slot]
+        return self.out_cls[slot][:k].numpy(), (out_probs[:k].numpy() if out_probs is not None else None)
 
 
 class _TileReader:
-    """Reads, normalizes and validity-checks tiles on a thread pool, yielding them in order with bounded look-ahead."""
+    """Reads, normalizes and validity-checks tiles on a thread pool, straight into the engine's batch slots."""
 
-    def __init__(self, source: RasterSource, norm: Normalization, workers: int, lookahead: int) -> None:
+    def __init__(self, source: RasterSource, norm: Normalization, workers: int) -> None:
         self.source, self.norm = source, norm
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoseg-read")
-        self.lookahead = lookahead
 
-    def _read(self, tile: Tile) -> tuple[Tile, np.ndarray | None, np.ndarray]:
+    def _read(self, tile: Tile, out: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Fill ``out`` (C, th, tw) with the normalized, padded tile; (padded validity, whether the core has data)."""
         data, valid = self.source.read(tile.read)
         rs, cs = tile.core_slices
         padded_valid = np.pad(valid, ((0, tile.pad[0]), (0, tile.pad[1])), constant_values=False)
         if not padded_valid[rs, cs].any():
-            return tile, None, padded_valid  # all-nodata core: skip the model
+            return padded_valid, False  # all-nodata core: skip the model
         self.norm.apply(data)
         if not valid.all():
             data[:, ~valid] = 0.0  # nodata -> band mean after normalization; masked again on output
-        return tile, reflect_pad(data, tile.pad), padded_valid
+        out[...] = reflect_pad(data, tile.pad) if tile.pad[0] or tile.pad[1] else data
+        return padded_valid, True
 
-    def __call__(self, tiles: Iterator[Tile]) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray]]:
-        pending: deque[Future[tuple[Tile, np.ndarray | None, np.ndarray]]] = deque()
-        for t in tiles:
-            pending.append(self.pool.submit(self._read, t))
-            if len(pending) >= self.lookahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    def submit(self, tiles: list[Tile], buf: np.ndarray) -> list[Future[tuple[np.ndarray, bool]]]:
+        return [self.pool.submit(self._read, t, buf[k]) for k, t in enumerate(tiles)]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -133,11 +333,18 @@ class _Writer:
     def __init__(self, class_writer: RowBandWriter, prob_writer: RowBandWriter | None, *, nodata: int, prob_dtype: str):
         self.cw, self.pw = class_writer, prob_writer
         self.nodata, self.prob_dtype = nodata, prob_dtype
-        self.q: queue.Queue[RowBand | None] = queue.Queue(maxsize=4)
+        self.q: queue.Queue[RowBand | None] = queue.Queue(maxsize=1)  # double buffering: one queued, one written
         self.error: BaseException | None = None
-        self.counts: np.ndarray | None = None
+        self.hist = np.zeros(nodata + 1, np.int64)
         self.thread = threading.Thread(target=self._run, name="geoseg-write", daemon=True)
         self.thread.start()
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Pixels per class id over valid pixels, up to the largest id seen (at least one entry)."""
+        h = self.hist[: self.nodata]
+        nz = np.flatnonzero(h)
+        return h[: max(1, int(nz[-1]) + 1 if len(nz) else 1)].copy()
 
     def put(self, band: RowBand) -> None:
         while True:
@@ -161,21 +368,19 @@ class _Writer:
     def _write(self, band: RowBand) -> None:
         dtype = self.cw.profile["dtype"]
         classes = band.classes.astype(dtype)
-        classes[~band.valid] = self.nodata
-        counts = np.bincount(band.classes[band.valid].ravel(), minlength=1)
-        if self.counts is None or len(counts) > len(self.counts):
-            counts[: 0 if self.counts is None else len(self.counts)] += 0 if self.counts is None else self.counts
-            self.counts = counts
-        else:
-            self.counts[: len(counts)] += counts
+        invalid = ~band.valid
+        classes[invalid] = self.nodata
+        flat = classes.ravel()
+        for i in range(0, flat.size, 1 << 20):  # bincount makes an int64 copy: keep it small
+            self.hist += np.bincount(flat[i : i + (1 << 20)], minlength=self.nodata + 1)[: self.nodata + 1]
         self.cw.write(band.row_start, classes[None])
         if self.pw is not None and band.probs is not None:
             if self.prob_dtype == "uint8":
                 p = np.rint(band.probs * PROB_SCALE).astype(np.uint8)
-                p[:, ~band.valid] = 255
+                p[:, invalid] = 255
             else:
                 p = band.probs.astype(np.float32)
-                p[:, ~band.valid] = np.nan
+                p[:, invalid] = np.nan
             self.pw.write(band.row_start, p)
 
     def finish(self) -> None:
@@ -188,6 +393,7 @@ class _Writer:
 def _forward(
     net: nn.Module, batch: list[np.ndarray], device: torch.device, *, amp: bool, need_probs: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Synchronous forward of a list of tiles (reference path)."""
     x = torch.from_numpy(np.stack(batch))
     if device.type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -283,17 +489,24 @@ def predict_raster(
             net = torch.compile(net)
         if dev.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
+        if dev.type == "cpu":
+            configure_cpu_allocator()
         bs = batch_size or auto_batch_size(net, source.count, grid.tile_shape, dev, amp=amp)
         if bs < 1:
             raise InvalidParameterError(f"batch_size must be >= 1, got {bs}")
         n_classes = config.num_classes
         out_dtype, out_nodata = ("uint8", 255) if n_classes < 255 else ("uint16", 65535)
         stitcher = make_stitcher(stitch, grid, n_classes, keep_probs=prob_path is not None)
+        stitcher.classes_dtype = _class_dtype(n_classes)[1]
         need_probs = stitcher.needs_probs or prob_path is not None
         h, w = grid.shape
+        # GDAL compresses the blocks of each written row band on several threads
         common = {"width": w, "height": h, "crs": source.crs, "transform": grid.transform}
+        threads = {"num_threads": str(min(8, os.cpu_count() or 1))}
         class_tmp = stack.enter_context(atomic_path(dst_path, overwrite=overwrite))
-        class_writer = RowBandWriter(class_tmp, geotiff_profile(count=1, dtype=out_dtype, nodata=out_nodata, **common))
+        class_writer = RowBandWriter(
+            class_tmp, geotiff_profile(count=1, dtype=out_dtype, nodata=out_nodata, **common) | threads
+        )
         stack.callback(class_writer.abort)
         write_class_metadata(class_writer.dataset, classes=config.classes, colors=config.colors, nodata=out_nodata)
         class_writer.dataset.update_tags(geoseg_model=config.arch, geoseg_bands=",".join(config.bands))
@@ -302,7 +515,7 @@ def predict_raster(
             prob_tmp = stack.enter_context(atomic_path(prob_path, overwrite=overwrite))
             pnd = 255 if prob_dtype == "uint8" else float("nan")
             prob_writer = RowBandWriter(
-                prob_tmp, geotiff_profile(count=n_classes, dtype=prob_dtype, nodata=pnd, **common)
+                prob_tmp, geotiff_profile(count=n_classes, dtype=prob_dtype, nodata=pnd, **common) | threads
             )
             stack.callback(prob_writer.abort)
             for k, name in enumerate(config.classes, start=1):
@@ -310,42 +523,76 @@ def predict_raster(
             if prob_dtype == "uint8":
                 prob_writer.dataset.scales = [1 / PROB_SCALE] * n_classes
         writer = _Writer(class_writer, prob_writer, nodata=out_nodata, prob_dtype=prob_dtype)
-        n_workers = workers or min(8, max(2, os.cpu_count() or 2))
-        reader = _TileReader(
-            source, Normalization.from_dict(config.normalization), n_workers, lookahead=2 * bs + n_workers
+        n_workers = workers or _default_workers(dev)
+        slots = 3 if dev.type == "cuda" else 2
+        engine = _Engine(
+            net,
+            dev,
+            slots=slots,
+            batch=bs,
+            channels=source.count,
+            tile=grid.tile_shape,
+            n_classes=n_classes,
+            amp=amp,
+            need_probs=need_probs,
         )
+        stack.enter_context(bounded_gdal_cache(source, grid, keep_overlap_rows=dev.type == "cuda"))
+        reader = _TileReader(source, Normalization.from_dict(config.normalization), n_workers)
         stack.callback(reader.close)
+        if dev.type == "cuda":
+            stack.callback(torch.cuda.synchronize, dev)  # no copy may still read a buffer when it is freed
         total, done, skipped = len(grid), 0, 0
         report(progress, 0, total, "predicting")
-        pending: list[tuple[Tile, np.ndarray | None, np.ndarray]] = []
+        chunks = _chunks(iter(grid), bs)
+        free = deque(range(slots))
+        reading: deque[tuple[list[Tile], list[Future[tuple[np.ndarray, bool]]], int]] = deque()
+        running: tuple[list[Tile], list[tuple[np.ndarray, bool]], int] | None = None
 
-        def flush() -> None:
+        def fill() -> None:
+            while free and (chunk := next(chunks, None)) is not None:
+                slot = free.popleft()
+                reading.append((chunk, reader.submit(chunk, engine.host_np[slot]), slot))
+
+        def finish(item: tuple[list[Tile], list[tuple[np.ndarray, bool]], int]) -> None:
             nonlocal done
-            datas = [d for _, d, _ in pending if d is not None]
-            classes, probs = (None, None)
-            if datas:
-                classes, probs = _forward(net, datas, dev, amp=amp, need_probs=need_probs)
+            chunk, read, slot = item
+            classes, probs = engine.collect(slot)
             k = 0
-            for t, d, valid in pending:
+            for t, (valid, has_data) in zip(chunk, read):
                 res = TileResult(t, valid, None, None)
-                if d is not None:
+                if has_data:
+                    assert classes is not None
                     res.classes = classes[k]
                     res.probs = probs[k] if probs is not None else None
                     k += 1
                 for band in stitcher.add(res):
                     writer.put(band)
-            done += len(pending)
-            pending.clear()
+            free.append(slot)
+            done += len(chunk)
             report(progress, done, total, "predicting")
 
         try:
-            for item in reader(iter(grid)):
-                pending.append(item)
-                if item[1] is None:
-                    skipped += 1
-                if sum(1 for _, d, _ in pending if d is not None) >= bs:
-                    flush()
-            flush()
+            fill()
+            while reading:
+                chunk, futures, slot = reading.popleft()
+                read = [f.result() for f in futures]
+                keep = [k for k, (_, has_data) in enumerate(read) if has_data]
+                skipped += len(chunk) - len(keep)
+                engine.launch(slot, len(chunk), keep)  # returns at once on CUDA
+                if running is not None:
+                    finish(running)  # stitch and write the previous batch while this one runs
+                running = (chunk, read, slot)
+                if dev.type != "cuda":
+                    finish(running)
+                    running = None
+                fill()
+            if running is not None:
+                finish(running)
+            if skipped == total and not grid.is_region:  # a region of a scene may legitimately be empty
+                raise NoValidDataError(
+                    f"{source.path} has no valid pixel in bands {source.band_names} (all nodata/masked/NaN); check "
+                    f"the nodata value (override with nodata=..., CLI --nodata) and the band selection"
+                )
         except BaseException:
             writer.error = writer.error or RuntimeError("aborted")
             writer.q.put(None) if writer.thread.is_alive() else None
@@ -355,7 +602,7 @@ def predict_raster(
         class_writer.close()
         if prob_writer is not None:
             prob_writer.close()
-        counts = writer.counts if writer.counts is not None else np.zeros(0, np.int64)
+        counts = writer.counts
         class_counts = {config.classes[i]: int(c) for i, c in enumerate(counts) if i < n_classes}
     return PredictResult(
         output=dst_path,

@@ -26,7 +26,7 @@ class RowBand:
     """Finished output rows ``[row_start, row_start + classes.shape[0])``: class ids, validity, optional probs."""
 
     row_start: int
-    classes: np.ndarray  # (rows, width) int64 class ids
+    classes: np.ndarray  # (rows, width) class ids (integer)
     valid: np.ndarray  # (rows, width) bool
     probs: np.ndarray | None  # (C, rows, width) float32 or None
 
@@ -45,6 +45,7 @@ class Stitcher:
     """Base class; subclasses set ``needs_probs`` and implement :meth:`add`."""
 
     needs_probs = False
+    classes_dtype: type[np.integer] = np.int64  # dtype of emitted class ids (the pipeline sets the smallest that fits)
 
     def __init__(self, grid: TileGrid, num_classes: int, *, keep_probs: bool = False) -> None:
         self.grid = grid
@@ -71,7 +72,7 @@ class CenterStitcher(Stitcher):
             r0, r1 = self.grid.row_span(i)
             w = self.grid.shape[1]
             probs = np.zeros((self.num_classes, r1 - r0, w), np.float32) if self.keep_probs else None
-            self._band = RowBand(r0, np.zeros((r1 - r0, w), np.int64), np.zeros((r1 - r0, w), bool), probs)
+            self._band = RowBand(r0, np.zeros((r1 - r0, w), self.classes_dtype), np.zeros((r1 - r0, w), bool), probs)
             self._row = i
         band = self._band
         rs, cs = t.core_slices
