@@ -40,9 +40,19 @@ def generate(path: Path, size: int, window: int = 2048) -> None:
     from rasterio.windows import Window
 
     prof = {
-        "driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "uint8", "nodata": 255,
-        "crs": "EPSG:32633", "transform": Affine(1.0, 0, 500000.0, 0, -1.0, 4600000.0), "tiled": True,
-        "blockxsize": 512, "blockysize": 512, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 1,
+        "dtype": "uint8",
+        "nodata": 255,
+        "crs": "EPSG:32633",
+        "transform": Affine(1.0, 0, 500000.0, 0, -1.0, 4600000.0),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
     }
     with rasterio.open(path, "w", **prof) as ds:
         for r0 in range(0, size, window):
@@ -70,7 +80,9 @@ def measure(size: int, window: int, tmp: Path) -> dict[str, float]:
     out = tmp / f"polygons_{size}.gpkg"
     proc = subprocess.run(
         [sys.executable, __file__, "--child", str(raster), str(out), "--window", str(window)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["generate_seconds"] = gen_s
@@ -110,9 +122,11 @@ def main() -> None:
                 flush=True,
             )
     small, large = rows[args.small]["peak_rss_mib"], rows[args.large]["peak_rss_mib"]
-    print(f"peak RSS ratio {args.large}² / {args.small}²: {large / small:.3f} "
-          f"({(large / small - 1) * 100:+.1f}%; {(args.large / args.small) ** 2:.0f}x the pixels), "
-          f"window {args.window}")
+    print(
+        f"peak RSS ratio {args.large}² / {args.small}²: {large / small:.3f} "
+        f"({(large / small - 1) * 100:+.1f}%; {(args.large / args.small) ** 2:.0f}x the pixels), "
+        f"window {args.window}"
+    )
 
 
 if __name__ == "__main__":
