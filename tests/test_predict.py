@@ -276,3 +276,20 @@ def test_regions_of_the_tile_grid_reassemble_the_full_prediction(tmp_path):
     np.testing.assert_array_equal(mosaic, full)
     with pytest.raises(InvalidParameterError, match="center"):
         predict_raster(src, tmp_path / "x.tif", model=ck, device="cpu", tiles=(range(0, 1), range(0, 1)), stitch="mean")
+
+
+def test_crf_refinement_option(tmp_path):
+    """crf=True runs the CRF on each tile's probabilities; it smooths but keeps the map's classes and nodata."""
+    data, _ = class_scene(64, 64, bands=2, classes=3)
+    data[:, :8, :8] = np.nan
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=16)
+    plain = _read(predict_raster(src, tmp_path / "a.tif", model=ck, device="cpu").output)[0]
+    refined = _read(predict_raster(src, tmp_path / "b.tif", model=ck, device="cpu", crf={"iterations": 3}).output)[0]
+    assert (refined[:8, :8] == 255).all() and (refined[8:] < 3).all()
+    assert 0.5 < (plain == refined).mean() < 1.0  # it changes some pixels, not the whole map
+
+    def edges(a):
+        return int((a[1:] != a[:-1]).sum() + (a[:, 1:] != a[:, :-1]).sum())
+
+    assert edges(refined) < edges(plain)  # smoother: fewer class boundaries

@@ -26,6 +26,7 @@ STITCH_CHOICES = ["center", "mean", "gaussian"]
 @click.option("--nodata", type=float, default=None, help="Override the input nodata value.")
 @click.option("--workers", type=int, default=None, help="Reader threads.")
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
+@click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")
 @click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Also vectorize classes to this file.")
 @click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Ground truth raster/vector to evaluate.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Report directory.")
@@ -48,6 +49,7 @@ def predict_command(
     nodata: float | None,
     workers: int | None,
     no_amp: bool,
+    crf: bool,
     vector: str | None,
     truth: str | None,
     report_dir: str | None,

@@ -230,8 +230,9 @@ class _Engine:
         n_classes: int,
         amp: bool,
         need_probs: bool,
+        crf: dict[str, Any] | None = None,
     ) -> None:
-        self.net, self.device, self.need_probs = net, device, need_probs
+        self.net, self.device, self.need_probs, self.crf = net, device, need_probs, crf
         self.cuda = device.type == "cuda"
         self.amp = amp and self.cuda
         self.cls_torch, self.cls_np = _class_dtype(n_classes)
@@ -253,6 +254,11 @@ class _Engine:
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.net(x).float()
+            if self.crf is not None:
+                from geoseg.inference.crf import crf_refine
+
+                refined = crf_refine(torch.softmax(logits, 1), x.float(), **self.crf)
+                return class_ids(refined).to(self.cls_torch), (refined if self.need_probs else None)
             classes = class_ids(logits).to(self.cls_torch)
             probs = torch.softmax(logits, 1) if self.need_probs else None
         return classes, probs
@@ -427,6 +433,7 @@ def predict_raster(
     progress: ProgressCallback | None = None,
     compile: bool = False,
     tiles: tuple[range, range] | None = None,
+    crf: bool | dict[str, Any] = False,
 ) -> PredictResult:
     """Segment ``src`` into a class raster at ``dst`` (tiled GeoTIFF, same grid, CRS and transform as the input).
 
@@ -441,6 +448,8 @@ def predict_raster(
         probabilities: optional path for a per-class probability raster (``prob_dtype`` uint8 = p*254, or float32).
         nodata: override the input nodata value. Output nodata is 255 (uint8 classes) or 65535 (uint16).
         progress: ``(done, total, message) -> bool`` callback; returning True cancels (no output is left).
+        crf: refine each tile's probabilities with the convolutional CRF (:func:`geoseg.inference.crf.crf_refine`;
+            True for its defaults or a dict of its options). Give an overlap of at least its kernel.
         tiles: (tile rows, tile cols) of the full tile grid (see :func:`plan_grid`): predict only that region; the
             output covers the union of their cores and equals the full prediction there (used by run_batch).
     """
@@ -535,6 +544,7 @@ def predict_raster(
             n_classes=n_classes,
             amp=amp,
             need_probs=need_probs,
+            crf=({} if crf is True else dict(crf)) if crf else None,
         )
         stack.enter_context(bounded_gdal_cache(source, grid, keep_overlap_rows=dev.type == "cuda"))
         reader = _TileReader(source, Normalization.from_dict(config.normalization), n_workers)
