@@ -14,18 +14,33 @@ from geoseg.cli.vectorize_cmd import split_classes
 @click.option("--classes", default=None, help="Comma-separated class names (index = id) or the number of classes.")
 @click.option("--ignore-index", type=int, default=None, help="Truth class id left out of the scores.")
 @click.option("--class-field", default=None, help="Class attribute of polygon ground truth (ids or class names).")
-@click.option("--background", type=int, default=None,
-              help="Class id for pixels no label polygon covers (default: not evaluated).")
+@click.option(
+    "--background", type=int, default=None, help="Class id for pixels no label polygon covers (default: not evaluated)."
+)
 @click.option("--aoi", type=click.Path(dir_okay=False), default=None, help="Polygons restricting the evaluation.")
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None, help="Write report files here.")
-@click.option("--format", "formats", default="json,csv,md,html", show_default=True,
-              help="Report formats, comma-separated (json, csv, md, html).")
+@click.option(
+    "--format",
+    "formats",
+    default="json,csv,md,html",
+    show_default=True,
+    help="Report formats, comma-separated (json, csv, md, html).",
+)
 @click.option("--window", type=int, default=1024, show_default=True, help="Processing window in pixels.")
 @progress_option
 @handle_errors
 def evaluate_command(
-    prediction: str, truth: str, classes: str | None, ignore_index: int | None, class_field: str | None,
-    background: int | None, aoi: str | None, report_dir: str | None, formats: str, window: int, progress_kind: str,
+    prediction: str,
+    truth: str,
+    classes: str | None,
+    ignore_index: int | None,
+    class_field: str | None,
+    background: int | None,
+    aoi: str | None,
+    report_dir: str | None,
+    formats: str,
+    window: int,
+    progress_kind: str,
 ) -> None:
     """Score PREDICTION (class raster) against TRUTH (class raster or label polygons) and print per-class IoU."""
     from geoseg.evaluate import evaluate
@@ -34,13 +49,21 @@ def evaluate_command(
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     bad = [f for f in fmts if f.lower().lstrip(".") not in (*REPORT_FORMATS, "markdown")]
     if bad:
-        raise click.BadParameter(f"unsupported report format(s) {bad}; choose from {', '.join(REPORT_FORMATS)}",
-                                 param_hint="--format")
+        raise click.BadParameter(
+            f"unsupported report format(s) {bad}; choose from {', '.join(REPORT_FORMATS)}", param_hint="--format"
+        )
     progress = make_progress(progress_kind, "evaluate", unit="window")
     try:
         report = evaluate(
-            prediction, truth, classes=split_classes(classes), ignore_index=ignore_index, aoi=aoi,
-            truth_class_field=class_field, background=background, window=window, progress=progress,
+            prediction,
+            truth,
+            classes=split_classes(classes),
+            ignore_index=ignore_index,
+            aoi=aoi,
+            truth_class_field=class_field,
+            background=background,
+            window=window,
+            progress=progress,
         )
     finally:
         close = getattr(progress, "close", None)
@@ -53,9 +76,16 @@ def evaluate_command(
 
 
 def vectorize_and_evaluate(
-    class_raster: str, *, vector: str | None = None, truth: str | None = None, report_dir: str | None = None,
-    class_field: str | None = None, probabilities: str | None = None, classes: list[str] | None = None,
-    overwrite: bool = False, progress_kind: str = "bar",
+    class_raster: str,
+    *,
+    vector: str | None = None,
+    truth: str | None = None,
+    report_dir: str | None = None,
+    class_field: str | None = None,
+    probabilities: str | None = None,
+    classes: list[str] | None = None,
+    overwrite: bool = False,
+    progress_kind: str = "bar",
 ) -> None:
     """`geoseg predict --vector --truth --report` post-processing: vectorize, evaluate, print the table, write files."""
     if vector:
@@ -63,8 +93,14 @@ def vectorize_and_evaluate(
 
         progress = make_progress(progress_kind, "vectorize", unit="window")
         try:
-            res = vectorize(class_raster, vector, classes=classes, probabilities=probabilities, overwrite=overwrite,
-                            progress=progress)
+            res = vectorize(
+                class_raster,
+                vector,
+                classes=classes,
+                probabilities=probabilities,
+                overwrite=overwrite,
+                progress=progress,
+            )
         finally:
             getattr(progress, "close", lambda: None)()
         click.echo(f"wrote {res.features} polygons to {res.path}")

@@ -19,15 +19,34 @@ def split_classes(value: str | None) -> list[str] | None:
 @click.command("vectorize")
 @click.argument("class_raster", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--min-area", type=float, default=0.0, show_default=True,
-              help="Drop polygons smaller than this (square map units of the raster CRS).")
-@click.option("--simplify", type=float, default=0.0, show_default=True,
-              help="Simplification tolerance in map units (0: exact pixel outlines).")
-@click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
-              help="Pixels join by edges (4) or also by corners (8).")
+@click.option(
+    "--min-area",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Drop polygons smaller than this (square map units of the raster CRS).",
+)
+@click.option(
+    "--simplify",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Simplification tolerance in map units (0: exact pixel outlines).",
+)
+@click.option(
+    "--connectivity",
+    type=click.Choice(["4", "8"]),
+    default="4",
+    show_default=True,
+    help="Pixels join by edges (4) or also by corners (8).",
+)
 @click.option("--crs", default=None, help="Write polygons in this CRS (e.g. EPSG:4326); default: the raster's.")
-@click.option("--probabilities", type=click.Path(dir_okay=False), default=None,
-              help="Probability raster (one band per class) to add each polygon's mean class probability.")
+@click.option(
+    "--probabilities",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Probability raster (one band per class) to add each polygon's mean class probability.",
+)
 @click.option("--classes", default=None, help="Comma-separated class names (default: stored on the raster).")
 @click.option("--window", type=int, default=2048, show_default=True, help="Processing window in pixels.")
 @click.option("--layer", default=None, help="Layer name (GeoPackage/FlatGeobuf).")
@@ -35,8 +54,17 @@ def split_classes(value: str | None) -> list[str] | None:
 @progress_option
 @handle_errors
 def vectorize_command(
-    class_raster: str, out: str, min_area: float, simplify: float, connectivity: str, crs: str | None,
-    probabilities: str | None, classes: str | None, window: int, layer: str | None, overwrite: bool,
+    class_raster: str,
+    out: str,
+    min_area: float,
+    simplify: float,
+    connectivity: str,
+    crs: str | None,
+    probabilities: str | None,
+    classes: str | None,
+    window: int,
+    layer: str | None,
+    overwrite: bool,
     progress_kind: str,
 ) -> None:
     """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .parquet), window by window."""
@@ -45,9 +73,18 @@ def vectorize_command(
     progress = make_progress(progress_kind, "vectorize", unit="window")
     try:
         res = vectorize(
-            class_raster, out, classes=split_classes(classes), min_area=min_area, simplify=simplify,
-            connectivity=int(connectivity), crs=crs, probabilities=probabilities, window=window,
-            overwrite=overwrite, progress=progress, layer=layer,
+            class_raster,
+            out,
+            classes=split_classes(classes),
+            min_area=min_area,
+            simplify=simplify,
+            connectivity=int(connectivity),
+            crs=crs,
+            probabilities=probabilities,
+            window=window,
+            overwrite=overwrite,
+            progress=progress,
+            layer=layer,
         )
     finally:
         close = getattr(progress, "close", None)
