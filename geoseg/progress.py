@@ -59,3 +59,6 @@ class JsonLinesProgress:
             self.stream.write(json.dumps(line) + "\n")
             self.stream.flush()
         return False
+
+    def close(self) -> None:
+        """Nothing to release (same interface as :class:`TqdmProgress`)."""

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.common import echo_json, handle_errors, make_progress, progress_option
+from geoseg.cli.common import echo_json, handle_errors, progress_display, progress_option
 
 CLUSTER_CHOICES = ["local", "slurm", "pbs", "cuda"]
 
@@ -113,8 +113,7 @@ def batch_command(
         if link:
             click.echo(f"Dask dashboard: {link}", err=True)
 
-    progress = make_progress(progress_kind, "batch", unit="task")
-    try:
+    with progress_display(progress_kind, "batch", unit="task") as progress:
         result = run_batch(
             jobs,
             model=checkpoint,
@@ -136,10 +135,6 @@ def batch_command(
             progress=progress,
             on_client=show_dashboard,
         )
-    finally:
-        close = getattr(progress, "close", None)
-        if close:
-            close()
     if as_json:
         echo_json(result.to_dict())
     else:

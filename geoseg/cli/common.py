@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -55,13 +56,16 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
     click.echo(f"Warning: {message}", err=True)
 
 
-def make_progress(kind: str, desc: str, unit: str = "tile") -> Any:
-    """A progress callback for ``--progress bar|json|none``."""
+@contextlib.contextmanager
+def progress_display(kind: str, desc: str, unit: str = "tile") -> Iterator[Any]:
+    """A progress callback for ``--progress bar|json|none``, closed (bar finished) when the block ends."""
     from geoseg.progress import JsonLinesProgress, TqdmProgress
 
-    if kind == "json":
-        return JsonLinesProgress(sys.stderr)
-    return TqdmProgress(desc=desc, unit=unit, disable=kind == "none")
+    progress = JsonLinesProgress(sys.stderr) if kind == "json" else TqdmProgress(desc, unit, disable=kind == "none")
+    try:
+        yield progress
+    finally:
+        progress.close()
 
 
 progress_option = click.option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.common import handle_errors, make_progress, progress_option
+from geoseg.cli.common import handle_errors, progress_display, progress_option
 from geoseg.cli.vectorize_cmd import split_classes
 
 
@@ -52,8 +52,7 @@ def evaluate_command(
         raise click.BadParameter(
             f"unsupported report format(s) {bad}; choose from {', '.join(REPORT_FORMATS)}", param_hint="--format"
         )
-    progress = make_progress(progress_kind, "evaluate", unit="window")
-    try:
+    with progress_display(progress_kind, "evaluate", unit="window") as progress:
         report = evaluate(
             prediction,
             truth,
@@ -65,10 +64,6 @@ def evaluate_command(
             window=window,
             progress=progress,
         )
-    finally:
-        close = getattr(progress, "close", None)
-        if close:
-            close()
     click.echo(report.format_table())
     if report_dir:
         for path in write_report(report, report_dir, formats=fmts).values():
@@ -91,8 +86,7 @@ def vectorize_and_evaluate(
     if vector:
         from geoseg.vectorize import vectorize
 
-        progress = make_progress(progress_kind, "vectorize", unit="window")
-        try:
+        with progress_display(progress_kind, "vectorize", unit="window") as progress:
             res = vectorize(
                 class_raster,
                 vector,
@@ -101,18 +95,13 @@ def vectorize_and_evaluate(
                 overwrite=overwrite,
                 progress=progress,
             )
-        finally:
-            getattr(progress, "close", lambda: None)()
         click.echo(f"wrote {res.features} polygons to {res.path}")
     if truth:
         from geoseg.evaluate import evaluate
         from geoseg.report import write_report
 
-        progress = make_progress(progress_kind, "evaluate", unit="window")
-        try:
+        with progress_display(progress_kind, "evaluate", unit="window") as progress:
             report = evaluate(class_raster, truth, classes=classes, truth_class_field=class_field, progress=progress)
-        finally:
-            getattr(progress, "close", lambda: None)()
         click.echo(report.format_table())
         if report_dir:
             for path in write_report(report, report_dir, overwrite=overwrite).values():

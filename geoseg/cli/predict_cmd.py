@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.common import handle_errors, make_progress, progress_option
+from geoseg.cli.common import handle_errors, progress_display, progress_option
 
 STITCH_CHOICES = ["center", "mean", "gaussian"]
 
@@ -60,8 +60,7 @@ def predict_command(
     """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid)."""
     from geoseg.inference.predict import predict_raster
 
-    progress = make_progress(progress_kind, "predict")
-    try:
+    with progress_display(progress_kind, "predict") as progress:
         result = predict_raster(
             raster,
             output,
@@ -80,10 +79,6 @@ def predict_command(
             overwrite=overwrite,
             progress=progress,
         )
-    finally:
-        close = getattr(progress, "close", None)
-        if close:
-            close()
     click.echo(
         f"wrote {result.output} ({result.tiles} tiles, {result.tiles_skipped} all-nodata skipped, "
         f"{result.mpix_per_s:.2f} MPix/s on {result.device})"

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.common import handle_errors, make_progress, progress_option
+from geoseg.cli.common import handle_errors, progress_display, progress_option
 
 
 @click.command("train")
@@ -69,11 +69,8 @@ def train_command(
         opts["classes"] = opts["classes"].split(",")
     if opts.get("augment") == "none":
         opts["augment"] = False
-    progress = make_progress(progress_kind, "train", unit="epoch")
-    try:
+    with progress_display(progress_kind, "train", unit="epoch") as progress:
         result = train_model(opts.pop("image"), opts.pop("labels"), opts.pop("out"), progress=progress, **opts)
-    finally:
-        getattr(progress, "close", lambda: None)()
     click.echo(f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}")
     if result.report is not None:
         click.echo(result.report.format_table())

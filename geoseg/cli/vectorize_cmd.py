@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.common import handle_errors, make_progress, progress_option
+from geoseg.cli.common import handle_errors, progress_display, progress_option
 
 
 def split_classes(value: str | None) -> list[str] | None:
@@ -70,8 +70,7 @@ def vectorize_command(
     """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .parquet), window by window."""
     from geoseg.vectorize import vectorize
 
-    progress = make_progress(progress_kind, "vectorize", unit="window")
-    try:
+    with progress_display(progress_kind, "vectorize", unit="window") as progress:
         res = vectorize(
             class_raster,
             out,
@@ -86,9 +85,5 @@ def vectorize_command(
             progress=progress,
             layer=layer,
         )
-    finally:
-        close = getattr(progress, "close", None)
-        if close:
-            close()
     per_class = ", ".join(f"{k}: {v}" for k, v in sorted(res.per_class.items()))
     click.echo(f"wrote {res.features} polygons to {res.path} ({res.driver}){' — ' + per_class if per_class else ''}")
