@@ -77,16 +77,10 @@ def run_demo(
     echo(f"[3/5] predicted {pred.tiles} tiles ({pred.tiles_skipped} all-nodata skipped) -> {class_map}")
     polygons = out / "classes.gpkg"
     vec = vectorize(class_map, polygons, min_area=200.0, overwrite=overwrite)
-    echo(f"[4/5] vectorized -> {polygons} ({_count(vec)} polygons)")
+    echo(f"[4/5] vectorized -> {polygons} ({vec.features} polygons)")
     rep = evaluate(class_map, labels, classes=CLASSES)
     write_report(rep, out / "report")
     echo(f"[5/5] per-class IoU against the sample labels (report in {out / 'report'}):")
     echo(rep.format_table())
     return DemoResult(out, ckpt, class_map, polygons, rep, trained.best_miou, time.perf_counter() - t0)
 
-
-def _count(result: object) -> int | str:
-    try:
-        return len(result)  # type: ignore[arg-type]
-    except TypeError:
-        return getattr(result, "count", "?")
