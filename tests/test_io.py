@@ -183,3 +183,76 @@ def test_reads_from_many_threads(tmp_path):
             for w, x in pool.map(read, wins):
                 r, c = int(w.row_off), int(w.col_off)
                 np.testing.assert_array_equal(x, data[:, r : r + 64, c : c + 64])
+
+
+def _block_writer(path, h=40, w=40):
+    from geoseg.io import BlockWriter, geotiff_profile
+
+    prof = geotiff_profile(width=w, height=h, count=1, dtype="uint8", crs="EPSG:32633",
+                           transform=rasterio.Affine(10, 0, 0, 0, -10, 0), nodata=255, block=16)  # fmt: skip
+    return BlockWriter(path, prof)
+
+
+def test_block_writer_refuses_overlaps_and_gaps(tmp_path):
+    """Overlapping rectangles and never-written pixels are errors; an incomplete raster is refused at close."""
+    from geoseg.errors import InvalidParameterError, OutputError
+
+    writer = _block_writer(tmp_path / "o.tif")
+    writer.write(0, 0, np.zeros((1, 20, 20), np.uint8))
+    with pytest.raises(InvalidParameterError, match="written twice"):
+        writer.write(10, 10, np.zeros((1, 5, 5), np.uint8))
+    with pytest.raises(InvalidParameterError, match="outside"):
+        writer.write(30, 30, np.zeros((1, 20, 20), np.uint8))
+    with pytest.raises(InvalidParameterError, match="expected"):
+        writer.write(0, 20, np.zeros((2, 5, 5), np.uint8))
+    writer.write(0, 20, np.ones((1, 20, 20), np.uint8))
+    assert writer.pending_bytes > 0  # block row 1 (rows 16-31) is only partly filled
+    with pytest.raises(OutputError, match="6 of 9 blocks were never completely written"):
+        writer.close()
+
+
+def test_block_writer_holds_only_partial_blocks(tmp_path):
+    """Tiles arriving row by row leave at most one block row of the width pending."""
+    h, w = 96, 200
+    writer = _block_writer(tmp_path / "o.tif", h, w)
+    data = (np.arange(h * w) % 251).astype(np.uint8).reshape(1, h, w)
+    peak = 0
+    for r in range(0, h, 24):  # 24-px tile cores against 16-px blocks: every other block row straddles tiles
+        for c in range(0, w, 24):
+            writer.write(r, c, data[:, r : r + 24, c : c + 24])
+            peak = max(peak, writer.pending_bytes)
+    assert 0 < peak <= 16 * (w + 16)
+    writer.close()
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        np.testing.assert_array_equal(ds.read(), data)
+        assert ds.block_shapes == [(16, 16)]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "float32", "int32", "uint32", "float64"])
+def test_read_into_a_batch_buffer_equals_read(tmp_path, dtype):
+    """Decoding straight into a larger float32 buffer gives what ``read`` gives, for every dtype (GDAL converts the
+    exact ones while decoding, wider ones are converted after), with nodata, scale/offset and band reordering."""
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    hi = min(int(info.max), 2**31 - 1) if info else 1e6
+    data = rng.integers(0, hi, (3, 30, 40), dtype=np.int64).astype(dtype)
+    if info is None:
+        data[1, 4:7, 2:9] = np.nan
+    nd = int(info.max) if info else -9999.0
+    data[2, 10:12, :] = nd
+    path = write_raster(tmp_path / f"{dtype}.tif", data, nodata=nd)
+    with rasterio.open(path, "r+") as ds:
+        ds.scales, ds.offsets = (0.5, 1.0, 2.0), (1.0, 0.0, -3.0)
+    window = Window(3, 5, 25, 21)
+    with RasterSource(path, bands="3,1") as src:
+        ref, ref_valid = src.read(window)
+        buf = np.full((2, 32, 32), 7.0, np.float32)
+        valid = src.read_into(window, buf)
+    np.testing.assert_array_equal(valid, ref_valid)
+    np.testing.assert_array_equal(buf[:, :21, :25], ref)
+    assert (buf[:, 21:] == 7).all() and (buf[:, :, 25:] == 7).all()  # nothing outside the window's part is touched
+    assert not valid.all()
+    expected = data[[2, 0], 5:26, 3:28].astype(np.float64) * np.array([2.0, 0.5])[:, None, None] + np.array(
+        [-3.0, 1.0]
+    )[:, None, None]
+    np.testing.assert_allclose(ref[:, valid], expected[:, valid].astype(np.float32), rtol=1e-6)

@@ -220,10 +220,10 @@ def test_failure_in_writer_leaves_no_output(tmp_path, monkeypatch):
     src = write_raster(tmp_path / "in.tif", data)
     ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
 
-    def failing(self, nrows):
+    def failing(self, data, window):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(write_mod.RowBandWriter, "_flush", failing)
+    monkeypatch.setattr(write_mod.BlockWriter, "_put", failing)
     with pytest.raises(OSError, match="No space left"):
         predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu", batch_size=1)
     assert not (tmp_path / "o.tif").exists() and _leftovers(tmp_path) == []

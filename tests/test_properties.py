@@ -31,8 +31,8 @@ def _field(shape, classes, seed):
     seed=st.integers(0, 5),
 )
 def test_consistent_tiles_stitch_back_to_the_same_map(h, w, tile_k, align, overlap, method, seed):
-    """When every tile predicts the same value for a pixel, every strategy returns exactly that value, each output
-    row is emitted once, in order, and nodata pixels stay nodata."""
+    """When every tile predicts the same value for a pixel, every strategy returns exactly that value, the emitted
+    pieces cover every output pixel exactly once, and nodata pixels stay nodata."""
     tile = 8 * tile_k
     if 2 * (-(-overlap // 2 // align) * align) >= tile:
         return
@@ -44,7 +44,7 @@ def test_consistent_tiles_stitch_back_to_the_same_map(h, w, tile_k, align, overl
     out_cls = np.full((h, w), -1)
     out_p = np.zeros((3, h, w), np.float32)
     out_valid = np.zeros((h, w), bool)
-    next_row = 0
+    hits = np.zeros((h, w), int)
     th, tw = grid.tile_shape
     for t in grid:
         r0, c0 = int(t.read.row_off), int(t.read.col_off)
@@ -53,17 +53,46 @@ def test_consistent_tiles_stitch_back_to_the_same_map(h, w, tile_k, align, overl
         v = np.zeros((th, tw), bool)
         p[:, :rh, :rw] = probs[:, r0 : r0 + rh, c0 : c0 + rw]
         v[:rh, :rw] = valid[r0 : r0 + rh, c0 : c0 + rw]
-        for band in stitcher.add(TileResult(t, v, p.argmax(0), p)):
-            n = band.classes.shape[0]
-            assert band.row_start == next_row
-            out_cls[next_row : next_row + n] = band.classes
-            out_p[:, next_row : next_row + n] = band.probs
-            out_valid[next_row : next_row + n] = band.valid
-            next_row += n
-    assert next_row == h
+        for piece in stitcher.add(TileResult(t, v, p.argmax(0), p)):
+            ph, pw = piece.classes.shape
+            region = np.s_[piece.row : piece.row + ph, piece.col : piece.col + pw]
+            hits[region] += 1
+            out_cls[region] = piece.classes
+            out_p[(slice(None), *region)] = piece.probs
+            out_valid[region] = piece.valid
+    np.testing.assert_array_equal(hits, 1)
     np.testing.assert_array_equal(out_valid, valid)
     np.testing.assert_allclose(out_p[:, valid], probs[:, valid], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(out_cls[valid], probs.argmax(0)[valid])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    h=st.integers(1, 70),
+    w=st.integers(1, 70),
+    block=st.sampled_from([16, 32]),
+    cuts=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    seed=st.integers(0, 5),
+)
+def test_block_writer_assembles_rectangles_in_any_order(tmp_path, h, w, block, cuts, seed):
+    """Rectangles of any size, in any order, give the same GeoTIFF as one whole write; nothing is held at the end."""
+    import rasterio
+
+    from geoseg.io import BlockWriter, geotiff_profile
+
+    data = np.random.default_rng(seed).integers(0, 250, (2, h, w)).astype(np.uint8)
+    rects = [(r, c) for r in range(0, h, cuts[0]) for c in range(0, w, cuts[1])]
+    np.random.default_rng(seed).shuffle(rects)
+    prof = geotiff_profile(width=w, height=h, count=2, dtype="uint8", crs="EPSG:32633",
+                           transform=rasterio.Affine(1, 0, 0, 0, -1, h), nodata=None, block=block)  # fmt: skip
+    path = tmp_path / f"bw_{h}_{w}_{block}_{cuts}_{seed}.tif"
+    writer = BlockWriter(path, prof)
+    for r, c in rects:
+        writer.write(r, c, data[:, r : r + cuts[0], c : c + cuts[1]])
+    assert writer.pending_bytes == 0
+    writer.close()
+    with rasterio.open(path) as ds:
+        np.testing.assert_array_equal(ds.read(), data)
 
 
 @pytest.fixture(scope="module")

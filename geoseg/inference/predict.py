@@ -5,10 +5,10 @@ host buffer, pinned on CUDA) that reader threads (own GDAL handle each) fill in 
 On CUDA the host->device copy of batch k+1 runs on a copy stream while batch k computes (bf16 autocast,
 channels_last); argmax runs on the device and only uint8 class ids come back (softmax only when a strategy or the
 probability output needs it); the main thread stitches batch k-1 while batch k runs. On CPU the forward runs straight
-on the host buffer while the readers fill the next slot. A stitcher turns tiles into finished row bands; a writer
-thread writes block-aligned bands (multi-threaded DEFLATE) to temporary files that are renamed into place only when
-complete. Memory is bounded by the slots, one band of tiles and a width-bounded GDAL block cache, whatever the
-raster height.
+on the host buffer while the readers fill the next slot. A stitcher turns tiles into finished pieces of the output
+(the tile cores, for center stitching); a writer thread assembles them into whole GeoTIFF blocks (multi-threaded
+DEFLATE) in temporary files that are renamed into place only when complete. Memory is bounded by the slots, the partly
+filled output blocks (one block row of the width) and a bounded GDAL block cache, whatever the raster size.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from torch import nn
 
 from geoseg.errors import InvalidParameterError, ModelContractError, NotGeoreferencedWarning, NoValidDataError
 from geoseg.inference.bands import match_bands
-from geoseg.inference.stitch import RowBand, TileResult, make_stitcher
+from geoseg.inference.stitch import Piece, TileResult, make_stitcher
 from geoseg.io.bands import BandSpec
 from geoseg.io.normalize import Normalization
-from geoseg.io.read import RasterSource, reflect_pad
-from geoseg.io.write import RowBandWriter, atomic_path, check_output_path, geotiff_profile, write_class_metadata
+from geoseg.io.read import RasterSource, reflect_fill, reflect_pad
+from geoseg.io.write import BlockWriter, atomic_path, check_output_path, geotiff_profile, write_class_metadata
 from geoseg.models.checkpoint import load_checkpoint
 from geoseg.models.config import ModelConfig
 from geoseg.models.registry import model_stride
@@ -315,15 +315,17 @@ class _TileReader:
 
     def _read(self, tile: Tile, out: np.ndarray) -> tuple[np.ndarray, bool]:
         """Fill ``out`` (C, th, tw) with the normalized, padded tile; (padded validity, whether the core has data)."""
-        data, valid = self.source.read(tile.read)
+        h, w = int(tile.read.height), int(tile.read.width)
+        valid = self.source.read_into(tile.read, out)  # decoded straight into the batch slot
         rs, cs = tile.core_slices
         padded_valid = np.pad(valid, ((0, tile.pad[0]), (0, tile.pad[1])), constant_values=False)
         if not padded_valid[rs, cs].any():
             return padded_valid, False  # all-nodata core: skip the model
-        self.norm.apply(data)
+        data = self.norm.apply(out[:, :h, :w])
         if not valid.all():
             data[:, ~valid] = 0.0  # nodata -> band mean after normalization; masked again on output
-        out[...] = reflect_pad(data, tile.pad) if tile.pad[0] or tile.pad[1] else data
+        if tile.pad[0] or tile.pad[1]:
+            reflect_fill(out, h, w)
         return padded_valid, True
 
     def submit(self, tiles: list[Tile], buf: np.ndarray) -> list[Future[tuple[np.ndarray, bool]]]:
@@ -334,12 +336,14 @@ class _TileReader:
 
 
 class _Writer:
-    """Writer thread: class map (+ probabilities) row bands to block-aligned GeoTIFF writers."""
+    """Writer thread: finished pieces of the class map (+ probabilities) into block-assembling GeoTIFF writers."""
 
-    def __init__(self, class_writer: RowBandWriter, prob_writer: RowBandWriter | None, *, nodata: int, prob_dtype: str):
+    def __init__(
+        self, class_writer: BlockWriter, prob_writer: BlockWriter | None, *, nodata: int, prob_dtype: str, queued: int
+    ):
         self.cw, self.pw = class_writer, prob_writer
         self.nodata, self.prob_dtype = nodata, prob_dtype
-        self.q: queue.Queue[RowBand | None] = queue.Queue(maxsize=1)  # double buffering: one queued, one written
+        self.q: queue.Queue[Piece | None] = queue.Queue(maxsize=queued)
         self.error: BaseException | None = None
         self.hist = np.zeros(nodata + 1, np.int64)
         self.thread = threading.Thread(target=self._run, name="geoseg-write", daemon=True)
@@ -352,42 +356,42 @@ class _Writer:
         nz = np.flatnonzero(h)
         return h[: max(1, int(nz[-1]) + 1 if len(nz) else 1)].copy()
 
-    def put(self, band: RowBand) -> None:
+    def put(self, piece: Piece) -> None:
         while True:
             if self.error is not None:
                 raise self.error
             try:
-                self.q.put(band, timeout=0.5)
+                self.q.put(piece, timeout=0.5)
                 return
             except queue.Full:
                 continue
 
     def _run(self) -> None:
         try:
-            while (band := self.q.get()) is not None:
-                self._write(band)
+            while (piece := self.q.get()) is not None:
+                self._write(piece)
         except BaseException as exc:  # surfaced to the main thread
             self.error = exc
             while self.q.get() is not None:  # drain so the producer never blocks
                 pass
 
-    def _write(self, band: RowBand) -> None:
+    def _write(self, piece: Piece) -> None:
         dtype = self.cw.profile["dtype"]
-        classes = band.classes.astype(dtype)
-        invalid = ~band.valid
+        classes = piece.classes.astype(dtype)
+        invalid = ~piece.valid
         classes[invalid] = self.nodata
         flat = classes.ravel()
         for i in range(0, flat.size, 1 << 20):  # bincount makes an int64 copy: keep it small
             self.hist += np.bincount(flat[i : i + (1 << 20)], minlength=self.nodata + 1)[: self.nodata + 1]
-        self.cw.write(band.row_start, classes[None])
-        if self.pw is not None and band.probs is not None:
+        self.cw.write(piece.row, piece.col, classes[None])
+        if self.pw is not None and piece.probs is not None:
             if self.prob_dtype == "uint8":
-                p = np.rint(band.probs * PROB_SCALE).astype(np.uint8)
+                p = np.rint(piece.probs * PROB_SCALE).astype(np.uint8)
                 p[:, invalid] = 255
             else:
-                p = band.probs.astype(np.float32)
+                p = piece.probs.astype(np.float32)
                 p[:, invalid] = np.nan
-            self.pw.write(band.row_start, p)
+            self.pw.write(piece.row, piece.col, p)
 
     def finish(self) -> None:
         self.q.put(None)
@@ -509,11 +513,11 @@ def predict_raster(
         stitcher.classes_dtype = _class_dtype(n_classes)[1]
         need_probs = stitcher.needs_probs or prob_path is not None
         h, w = grid.shape
-        # GDAL compresses the blocks of each written row band on several threads
+        # GDAL compresses the written blocks on several threads
         common = {"width": w, "height": h, "crs": source.crs, "transform": grid.transform}
         threads = {"num_threads": str(min(8, os.cpu_count() or 1))}
         class_tmp = stack.enter_context(atomic_path(dst_path, overwrite=overwrite))
-        class_writer = RowBandWriter(
+        class_writer = BlockWriter(
             class_tmp, geotiff_profile(count=1, dtype=out_dtype, nodata=out_nodata, **common) | threads
         )
         stack.callback(class_writer.abort)
@@ -523,7 +527,7 @@ def predict_raster(
         if prob_path is not None:
             prob_tmp = stack.enter_context(atomic_path(prob_path, overwrite=overwrite))
             pnd = 255 if prob_dtype == "uint8" else float("nan")
-            prob_writer = RowBandWriter(
+            prob_writer = BlockWriter(
                 prob_tmp, geotiff_profile(count=n_classes, dtype=prob_dtype, nodata=pnd, **common) | threads
             )
             stack.callback(prob_writer.abort)
@@ -531,7 +535,9 @@ def predict_raster(
                 prob_writer.dataset.set_band_description(k, f"p({name})")
             if prob_dtype == "uint8":
                 prob_writer.dataset.scales = [1 / PROB_SCALE] * n_classes
-        writer = _Writer(class_writer, prob_writer, nodata=out_nodata, prob_dtype=prob_dtype)
+        # tile pieces are small: queue two batches of them (not tied to the width); full-width pieces double-buffer
+        queued = max(16, 2 * bs) if stitch == "center" else 1
+        writer = _Writer(class_writer, prob_writer, nodata=out_nodata, prob_dtype=prob_dtype, queued=queued)
         n_workers = workers or _default_workers(dev)
         slots = 3 if dev.type == "cuda" else 2
         engine = _Engine(
@@ -575,8 +581,8 @@ def predict_raster(
                     res.classes = classes[k]
                     res.probs = probs[k] if probs is not None else None
                     k += 1
-                for band in stitcher.add(res):
-                    writer.put(band)
+                for piece in stitcher.add(res):
+                    writer.put(piece)
             free.append(slot)
             done += len(chunk)
             report(progress, done, total, "predicting")

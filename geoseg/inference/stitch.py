@@ -1,14 +1,16 @@
 """Stitching strategies: how overlapping tile predictions become one seam-free map.
 
-Every strategy consumes tiles in row-major order and emits finished full-width row bands, so memory is bounded by
-one band of tiles (``tile_rows x width``), never the whole raster.
+Every strategy consumes tiles in row-major order and emits finished, non-overlapping *pieces* of the output (a
+rectangle of class ids, validity and optional probabilities) that together cover the raster exactly once.
 
 * ``center`` -- each output pixel comes from the one tile whose *core* contains it (the centre of its read window,
   away from the tile border). With a halo at least the receptive-field radius this equals a whole-image pass.
-  Cheapest: no accumulation, class ids straight from the core.
+  Cheapest: no accumulation, class ids straight from the core; one piece per tile, so nothing of the raster's width
+  is held.
 * ``mean`` -- average the softmax probabilities of every tile whose read window covers the pixel.
 * ``gaussian`` -- like ``mean`` but each tile's contribution is weighted by a 2-D Gaussian centred on the tile,
-  so border pixels (least context) count least.
+  so border pixels (least context) count least. Both accumulate over a rolling band of rows (the overlap between
+  tile rows) and emit full-width pieces.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from geoseg.tiling import Tile, TileGrid
 
 
 @dataclass
-class RowBand:
-    """Finished output rows ``[row_start, row_start + classes.shape[0])``: class ids, validity, optional probs."""
+class Piece:
+    """A finished output rectangle with top-left pixel (``row``, ``col``): class ids, validity, optional probs."""
 
-    row_start: int
-    classes: np.ndarray  # (rows, width) class ids (integer)
-    valid: np.ndarray  # (rows, width) bool
-    probs: np.ndarray | None  # (C, rows, width) float32 or None
+    row: int
+    col: int
+    classes: np.ndarray  # (rows, cols) class ids (integer)
+    valid: np.ndarray  # (rows, cols) bool
+    probs: np.ndarray | None  # (C, rows, cols) float32 or None
 
 
 @dataclass
@@ -52,42 +55,24 @@ class Stitcher:
         self.num_classes = num_classes
         self.keep_probs = keep_probs
 
-    def add(self, result: TileResult) -> list[RowBand]:
-        """Consume the next tile (row-major order); return row bands that are now final."""
+    def add(self, result: TileResult) -> list[Piece]:
+        """Consume the next tile (row-major order); return the pieces of the output that are now final."""
         raise NotImplementedError
 
 
 class CenterStitcher(Stitcher):
-    """Center-crop stitching (see module docstring)."""
+    """Center-crop stitching (see module docstring): each tile's core, copied out of the reused tile buffers."""
 
-    def __init__(self, grid: TileGrid, num_classes: int, *, keep_probs: bool = False) -> None:
-        super().__init__(grid, num_classes, keep_probs=keep_probs)
-        self._row: int | None = None
-        self._band: RowBand | None = None
-
-    def add(self, result: TileResult) -> list[RowBand]:
+    def add(self, result: TileResult) -> list[Piece]:
         t = result.tile
-        i, j = t.index
-        if self._band is None or self._row != i:
-            r0, r1 = self.grid.row_span(i)
-            w = self.grid.shape[1]
-            probs = np.zeros((self.num_classes, r1 - r0, w), np.float32) if self.keep_probs else None
-            self._band = RowBand(r0, np.zeros((r1 - r0, w), self.classes_dtype), np.zeros((r1 - r0, w), bool), probs)
-            self._row = i
-        band = self._band
         rs, cs = t.core_slices
-        c0, c1 = int(t.core.col_off), int(t.core.col_off + t.core.width)
-        band.valid[:, c0:c1] = result.valid[rs, cs]
-        if result.classes is not None:
-            band.classes[:, c0:c1] = result.classes[rs, cs]
-            if band.probs is not None and result.probs is not None:
-                band.probs[:, :, c0:c1] = result.probs[:, rs, cs]
-        else:
-            band.valid[:, c0:c1] = False
-        if j == self.grid.grid_shape[1] - 1:
-            self._band = None
-            return [band]
-        return []
+        row, col = int(t.core.row_off), int(t.core.col_off)
+        if result.classes is None:  # skipped (all-nodata) tile
+            shape = (int(t.core.height), int(t.core.width))
+            probs = np.zeros((self.num_classes, *shape), np.float32) if self.keep_probs else None
+            return [Piece(row, col, np.zeros(shape, self.classes_dtype), np.zeros(shape, bool), probs)]
+        probs = result.probs[:, rs, cs].copy() if self.keep_probs and result.probs is not None else None
+        return [Piece(row, col, result.classes[rs, cs].astype(self.classes_dtype), result.valid[rs, cs].copy(), probs)]
 
 
 def gaussian_weights(shape: tuple[int, int], sigma_fraction: float = 0.25) -> np.ndarray:
@@ -130,7 +115,7 @@ class BlendStitcher(Stitcher):
             self._wsum = np.concatenate([self._wsum, np.zeros((n, w), np.float32)])
             self._valid = np.concatenate([self._valid, np.zeros((n, w), bool)])
 
-    def add(self, result: TileResult) -> list[RowBand]:
+    def add(self, result: TileResult) -> list[Piece]:
         t = result.tile
         i, j = t.index
         r0, c0 = int(t.read.row_off), int(t.read.col_off)
@@ -154,14 +139,14 @@ class BlendStitcher(Stitcher):
         final_stop = min(final_stop, self.grid.row_span(i)[1])
         return self._emit(final_stop)
 
-    def _emit(self, stop: int) -> list[RowBand]:
+    def _emit(self, stop: int) -> list[Piece]:
         n = stop - self._base
         if n <= 0:
             return []
         acc, wsum, valid = self._acc[:, :n], self._wsum[:n], self._valid[:n]
         probs = acc / np.maximum(wsum, 1e-12)
         valid = valid & (wsum > 0)
-        band = RowBand(self._base, probs.argmax(0), valid, probs if self.keep_probs else None)
+        band = Piece(self._base, 0, probs.argmax(0), valid, probs if self.keep_probs else None)
         self._acc, self._wsum, self._valid = self._acc[:, n:].copy(), self._wsum[n:].copy(), self._valid[n:].copy()
         self._base = stop
         return [band]

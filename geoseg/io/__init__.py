@@ -3,14 +3,14 @@
 from geoseg.io.bands import parse_band_spec, resolve_bands
 from geoseg.io.normalize import NORMALIZATION_METHODS, Normalization, compute_normalization
 from geoseg.io.read import RasterSource, open_dataset, open_raster, reflect_pad
-from geoseg.io.write import RowBandWriter, atomic_path, check_output_path, geotiff_profile
+from geoseg.io.write import BlockWriter, atomic_path, check_output_path, geotiff_profile
 from geoseg.io.xarray_view import open_dataarray
 
 __all__ = [
     "NORMALIZATION_METHODS",
     "Normalization",
     "RasterSource",
-    "RowBandWriter",
+    "BlockWriter",
     "atomic_path",
     "check_output_path",
     "compute_normalization",

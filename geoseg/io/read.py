@@ -97,6 +97,7 @@ class RasterSource:
         self.band_indexes: list[int] = resolve_bands(bands, self.descriptions, path=self.path)
         self.band_names: list[str] = [default_band_name(i, self.descriptions[i - 1]) for i in self.band_indexes]
         self.dtypes = [ds.dtypes[i - 1] for i in self.band_indexes]
+        self._exact_float32 = all(d in ("uint8", "int8", "uint16", "int16", "float32") for d in self.dtypes)
         self.block_shapes = [ds.block_shapes[i - 1] for i in self.band_indexes]
         file_nodata = [ds.nodatavals[i - 1] for i in self.band_indexes]
         self.nodata: list[float | None] = [nodata] * len(self.band_indexes) if nodata is not None else file_nodata
@@ -182,9 +183,28 @@ class RasterSource:
         ``pad`` = (bottom, right) extra rows/cols filled by reflection (numpy, never a boundless GDAL read).
         Invalid pixels (nodata, masked, NaN/inf) are set to 0 in the returned data.
         """
+        h, w = int(window.height), int(window.width)
+        data = np.empty((self.count, h + pad[0], w + pad[1]), np.float32)
+        valid = self.read_into(window, data)
+        if pad[0] or pad[1]:
+            reflect_fill(data, h, w)
+            valid = np.pad(valid, ((0, pad[0]), (0, pad[1])), mode="constant", constant_values=False)
+        return data, valid
+
+    def read_into(self, window: Window, out: np.ndarray) -> np.ndarray:
+        """Read ``window`` into ``out[:, :rows, :cols]`` (float32, no temporary copy); return the validity mask.
+
+        Bands whose values float32 holds exactly (8/16-bit integers, float32) are converted by GDAL while decoding,
+        straight into ``out``; wider types are read, then converted. Invalid pixels are set to 0.
+        """
+        h, w = int(window.height), int(window.width)
+        dst = out[:, :h, :w]
         ds = self._dataset()
         try:
-            raw = ds.read(self.band_indexes, window=window)
+            if self._exact_float32:
+                raw = ds.read(self.band_indexes, window=window, out=dst)
+            else:
+                raw = ds.read(self.band_indexes, window=window)
             invalid = self._invalid(ds, raw, window)
         except RasterioIOError as exc:
             raise RasterReadError(
@@ -192,21 +212,18 @@ class RasterSource:
                 f"{int(window.col_off)}..{int(window.col_off + window.width)} failed ({exc}); the file is truncated or "
                 f"corrupt: re-export or re-download it (gdalinfo -checksum finds the damaged part)"
             ) from exc
-        data = raw.astype(np.float32, copy=raw.dtype != np.float32)
+        if raw is not dst and not np.shares_memory(raw, dst):
+            dst[...] = raw
         if self._scale_offset:
-            data *= self._scales
-            data += self._offsets
+            dst *= self._scales
+            dst += self._offsets
         if self._floating:
-            bad = ~np.isfinite(data)
+            bad = ~np.isfinite(dst)
             if bad.any():
                 invalid |= bad.any(axis=0) if self.nodata_policy == "any" else bad.all(axis=0)
         if invalid.any():
-            data[:, invalid] = 0.0
-        valid = ~invalid
-        if pad[0] or pad[1]:
-            data = reflect_pad(data, pad)
-            valid = np.pad(valid, ((0, pad[0]), (0, pad[1])), mode="constant", constant_values=False)
-        return data, valid
+            dst[:, invalid] = 0.0
+        return ~invalid
 
     def _invalid(self, ds: rasterio.DatasetReader, raw: np.ndarray, window: Window) -> np.ndarray:
         shape = raw.shape[1:]
@@ -230,17 +247,28 @@ class RasterSource:
         return data
 
 
+def _reflect_index(n: int, pad: int) -> np.ndarray:
+    """Source index of each of ``n + pad`` positions after reflection padding (edge when ``n == 1``)."""
+    return np.pad(np.arange(n), (0, pad), mode="reflect" if n > 1 else "edge")
+
+
 def reflect_pad(data: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
     """Pad a (bands, rows, cols) array at the bottom/right by reflection (symmetric when too small to reflect)."""
     rows, cols = data.shape[-2:]
-    out = data
-    if pad[0]:
-        mode = "reflect" if rows > 1 else "edge"
-        out = np.pad(out, ((0, 0), (0, pad[0]), (0, 0)), mode=mode)
-    if pad[1]:
-        mode = "reflect" if cols > 1 else "edge"
-        out = np.pad(out, ((0, 0), (0, 0), (0, pad[1])), mode=mode)
+    out = np.empty((*data.shape[:-2], rows + pad[0], cols + pad[1]), data.dtype)
+    out[..., :rows, :cols] = data
+    reflect_fill(out, rows, cols)
     return out
+
+
+def reflect_fill(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """In place: fill ``buf`` beyond its top-left ``rows x cols`` by reflecting that part (rows first, then columns)."""
+    h, w = buf.shape[-2:]
+    if h > rows:
+        buf[..., rows:, :cols] = buf[..., _reflect_index(rows, h - rows)[rows:], :cols]
+    if w > cols:
+        buf[..., :, cols:] = buf[..., :, _reflect_index(cols, w - cols)[cols:]]
+    return buf
 
 
 def open_raster(path: str | os.PathLike[str] | Path, **kwargs: Any) -> RasterSource:

@@ -1,4 +1,4 @@
-"""Windowed raster writing: atomic outputs, block-aligned row bands, colormaps, nodata."""
+"""Windowed raster writing: atomic outputs, rectangles assembled into whole blocks, colormaps, nodata."""
 
 from __future__ import annotations
 
@@ -128,65 +128,115 @@ def geotiff_profile(
     return prof
 
 
-class RowBandWriter:
-    """Write a raster top to bottom in full-width row bands, buffering to whole block rows.
+class BlockWriter:
+    """Write a tiled GeoTIFF from non-overlapping rectangles that arrive in any order.
 
-    Rows arrive in order via :meth:`write`; they are written only in multiples of the block height, so no block is
-    compressed twice. :meth:`close` flushes the rest. Memory: one block row of the full width.
+    Blocks a rectangle covers completely are written at once (one call for all of them); blocks it covers in part are
+    assembled in memory and written when their last pixel arrives. Every block is therefore compressed exactly once,
+    and memory holds only partly filled blocks: with tiles arriving row by row, about one block row of the width
+    (256 px rows), whatever the raster size. :meth:`close` refuses to publish a raster with pixels never written.
     """
 
     def __init__(self, path: Path, profile: dict[str, Any]) -> None:
         self.path = path
         self.profile = profile
-        self.height = profile["height"]
-        self.block_h = profile.get("blockysize", DEFAULT_BLOCK) if profile.get("tiled") else 1
+        self.height, self.width = int(profile["height"]), int(profile["width"])
+        self.count = int(profile.get("count", 1))
+        if profile.get("tiled"):
+            self.block = (int(profile.get("blockysize", DEFAULT_BLOCK)), int(profile.get("blockxsize", DEFAULT_BLOCK)))
+        else:
+            self.block = (1, self.width)
         try:
             self._ds = rasterio.open(path, "w", **profile)
         except (rasterio.errors.RasterioIOError, OSError) as exc:
             raise _oserror_to_output(exc, path) from exc
-        self._next = 0
-        self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
+        # partly filled blocks: (block row, block col) -> (buffer, filled pixel count, rectangles written)
+        self._partial: dict[tuple[int, int], tuple[np.ndarray, int, list[tuple[int, int, int, int]]]] = {}
+        self._done = np.zeros((-(-self.height // self.block[0]), -(-self.width // self.block[1])), bool)
 
     @property
     def dataset(self) -> rasterio.io.DatasetWriter:
         return self._ds
 
-    def write(self, row_start: int, data: np.ndarray) -> None:
-        """Queue rows ``[row_start, row_start + data.shape[-2])``; ``data`` is (bands, rows, width)."""
-        if row_start != self._next + self._pending_rows:
-            raise InvalidParameterError(
-                f"rows must arrive in order: expected row {self._next + self._pending_rows}, got {row_start}"
-            )
-        self._pending.append(data)
-        self._pending_rows += data.shape[-2]
-        full = (self._pending_rows // self.block_h) * self.block_h
-        if self._next + self._pending_rows >= self.height:
-            full = self._pending_rows
-        if full:
-            self._flush(full)
+    @property
+    def pending_bytes(self) -> int:
+        """Memory held by partly filled blocks."""
+        return sum(buf.nbytes for buf, _, _ in self._partial.values())
 
-    def _flush(self, nrows: int) -> None:
-        buf = np.concatenate(self._pending, axis=-2) if len(self._pending) > 1 else self._pending[0]
-        out, rest = buf[..., :nrows, :], buf[..., nrows:, :]
+    def _extent(self, bi: int, bj: int) -> tuple[int, int, int, int]:
+        bh, bw = self.block
+        return bi * bh, min((bi + 1) * bh, self.height), bj * bw, min((bj + 1) * bw, self.width)
+
+    def write(self, row: int, col: int, data: np.ndarray) -> None:
+        """Write ``data`` (bands, rows, cols) with its top-left pixel at (``row``, ``col``)."""
+        if data.ndim != 3 or data.shape[0] != self.count:
+            raise InvalidParameterError(f"expected ({self.count}, rows, cols) data, got shape {data.shape}")
+        _, h, w = data.shape
+        r1, c1 = row + h, col + w
+        if row < 0 or col < 0 or r1 > self.height or c1 > self.width or not h or not w:
+            raise InvalidParameterError(
+                f"rectangle rows {row}:{r1}, cols {col}:{c1} is empty or outside the {self.height}x{self.width} raster"
+            )
+        bh, bw = self.block
+        # block rows/cols this rectangle covers completely (a contiguous run; the raster edge counts as covered)
+        full_r = range(-(-row // bh), r1 // bh if r1 < self.height else -(-self.height // bh))
+        full_c = range(-(-col // bw), c1 // bw if c1 < self.width else -(-self.width // bw))
+        if len(full_r) and len(full_c):
+            y0, y1 = full_r.start * bh, min(full_r.stop * bh, self.height)
+            x0, x1 = full_c.start * bw, min(full_c.stop * bw, self.width)
+            clash = [k for k in self._partial if k[0] in full_r and k[1] in full_c]
+            if clash or self._done[full_r.start : full_r.stop, full_c.start : full_c.stop].any():
+                raise InvalidParameterError(f"rows {y0}:{y1}, cols {x0}:{x1} are written twice (rectangles overlap)")
+            self._put(data[:, y0 - row : y1 - row, x0 - col : x1 - col], Window(x0, y0, x1 - x0, y1 - y0))
+            self._done[full_r.start : full_r.stop, full_c.start : full_c.stop] = True
+        for bi in range(row // bh, (r1 - 1) // bh + 1):
+            for bj in range(col // bw, (c1 - 1) // bw + 1):
+                if bi in full_r and bj in full_c:
+                    continue
+                by0, by1, bx0, bx1 = self._extent(bi, bj)
+                y0, y1, x0, x1 = max(row, by0), min(r1, by1), max(col, bx0), min(c1, bx1)
+                if self._done[bi, bj]:
+                    raise InvalidParameterError(
+                        f"rows {y0}:{y1}, cols {x0}:{x1} are written twice (rectangles overlap)"
+                    )
+                buf, filled, rects = self._partial.get((bi, bj)) or (
+                    np.empty((self.count, by1 - by0, bx1 - bx0), data.dtype),
+                    0,
+                    [],
+                )
+                for ry0, ry1, rx0, rx1 in rects:
+                    if y0 < ry1 and ry0 < y1 and x0 < rx1 and rx0 < x1:
+                        raise InvalidParameterError(
+                            f"pixels rows {max(y0, ry0)}:{min(y1, ry1)}, cols {max(x0, rx0)}:{min(x1, rx1)} are "
+                            "written twice (rectangles overlap)"
+                        )
+                buf[:, y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0] = data[:, y0 - row : y1 - row, x0 - col : x1 - col]
+                filled += (y1 - y0) * (x1 - x0)
+                rects.append((y0, y1, x0, x1))
+                if filled == buf.shape[1] * buf.shape[2]:
+                    self._partial.pop((bi, bj), None)
+                    self._put(buf, Window(bx0, by0, bx1 - bx0, by1 - by0))
+                    self._done[bi, bj] = True
+                else:
+                    self._partial[bi, bj] = (buf, filled, rects)
+
+    def _put(self, data: np.ndarray, window: Window) -> None:
         try:
-            self._ds.write(out, window=Window(0, self._next, out.shape[-1], nrows))
+            self._ds.write(data, window=window)
         except (rasterio.errors.RasterioIOError, OSError) as exc:
             raise _oserror_to_output(exc, self.path) from exc
-        self._next += nrows
-        self._pending = [rest] if rest.shape[-2] else []
-        self._pending_rows = rest.shape[-2]
 
     def close(self) -> None:
-        """Flush remaining rows and close the file (raises if rows are missing)."""
-        if self._pending_rows:
-            self._flush(self._pending_rows)
+        """Close the file; raise if any pixel was never written or a block failed to reach the disk."""
         try:
             self._ds.close()
         except (rasterio.errors.RasterioIOError, OSError) as exc:
             raise _oserror_to_output(exc, self.path) from exc
-        if self._next != self.height:
-            raise OutputError(f"{self.path}: only {self._next} of {self.height} rows were written")
+        if not self._done.all():
+            raise OutputError(
+                f"{self.path}: {int((~self._done).sum())} of {self._done.size} blocks were never completely written "
+                f"({len(self._partial)} partly); the raster is not published"
+            )
         verify_complete(self.path)
 
     def abort(self) -> None:
