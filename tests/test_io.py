@@ -256,3 +256,30 @@ def test_read_into_a_batch_buffer_equals_read(tmp_path, dtype):
         [-3.0, 1.0]
     )[:, None, None]
     np.testing.assert_allclose(ref[:, valid], expected[:, valid].astype(np.float32), rtol=1e-6)
+
+
+def test_block_cache_decodes_each_block_once_and_frees_it(tmp_path):
+    """Overlapping tile windows filled from the cache equal direct reads; each block is decoded once per group and
+    dropped after its last window."""
+    from geoseg.io.blocks import BlockCache
+    from geoseg.tiling import TileGrid
+
+    data = np.random.default_rng(1).integers(1, 4000, (2, 70, 90)).astype(np.uint16)
+    data[:, 5:9, 7:30] = 9
+    path = write_raster(tmp_path / "b.tif", data, nodata=9, tiled=True, blockxsize=16, blockysize=16)
+    grid = TileGrid((70, 90), 32, 16, align=2)
+    with RasterSource(path) as src:
+        assert BlockCache.supports(src)
+        for by_row, decoded in ((False, 5 * 6), (True, None)):
+            cache = BlockCache(src, (((t.index[0] if by_row else 0), t.read) for t in grid))
+            for t in grid:
+                buf = np.zeros((2, 32, 32), np.float32)
+                ref = np.zeros((2, 32, 32), np.float32)
+                valid = cache.read_into(t.index[0] if by_row else 0, t.read, buf)
+                np.testing.assert_array_equal(valid, src.read_into(t.read, ref))
+                np.testing.assert_array_equal(buf, ref)
+            if decoded:
+                assert cache.decoded == decoded  # 5 x 6 blocks of 16 px, each once
+            else:
+                assert cache.decoded > 5 * 6  # per tile row: the blocks two rows share are decoded again
+            assert cache.live_bytes == 0 and not cache._live

@@ -50,6 +50,37 @@ def test_tiled_center_crop_equals_whole_image_prediction(tmp_path):
     assert disagreement["mean"] < 0.15 and disagreement["gaussian"] < 0.15
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"tiled": True, "blockxsize": 16, "blockysize": 16, "compress": "deflate"},  # blocks shared by tiles
+        {"tiled": True, "blockxsize": 64, "blockysize": 32},  # blocks larger than a tile's step
+        {"tiled": False},  # strips
+    ],
+)
+@pytest.mark.parametrize("dtype", ["uint16", "int32"])  # int32: read per window, no block reuse
+def test_block_reuse_and_reader_threads_do_not_change_the_map(tmp_path, layout, dtype):
+    """Tiles assembled from once-decoded blocks, on 0 or 3 reader threads, equal the whole-image prediction."""
+    data, _ = class_scene(150, 110, bands=3, classes=3, seed=5)
+    ints = np.clip(np.round(data * 1000) + 100, 1, None).astype(dtype)
+    ints[:, :20, :30] = 0  # a nodata corner
+    src = write_raster(tmp_path / "in.tif", ints, nodata=0, **layout)
+    net = random_tiny(3, 3, seed=5)
+    norm = {"method": "meanstd", "shift": [500.0] * 3, "scale": [300.0] * 3}
+    cfg = ModelConfig(arch="tiny", bands=["1", "2", "3"], classes=["a", "b", "c"], arch_kwargs={"width": 8},
+                      normalization=norm)  # fmt: skip
+    x = (ints.astype(np.float32) - 500.0) / 300.0
+    x[:, :20, :30] = 0.0
+    whole = predict_array(net, x, stride=2)
+    whole[:20, :30] = 255
+    for workers in (0, 3):
+        out = predict_raster(src, tmp_path / f"o{workers}.tif", model=(net, cfg), tile=48, overlap=32,
+                             workers=workers, device="cpu")  # fmt: skip
+        np.testing.assert_array_equal(_read(out.output)[0], whole)
+    with pytest.raises(InvalidParameterError, match="workers must be >= 0"):
+        predict_raster(src, tmp_path / "bad.tif", model=(net, cfg), workers=-1, device="cpu")
+
+
 def test_no_overlap_shows_seams_that_overlap_removes(tmp_path):
     data, _ = class_scene(96, 96, bands=3, classes=3, seed=3)
     src = write_raster(tmp_path / "in.tif", data)

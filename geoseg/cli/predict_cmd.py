@@ -24,7 +24,12 @@ STITCH_CHOICES = ["center", "mean", "gaussian"]
 @click.option("--probabilities", type=click.Path(dir_okay=False), default=None, help="Also write class probabilities.")
 @click.option("--prob-dtype", type=click.Choice(["uint8", "float32"]), default="uint8", show_default=True)
 @click.option("--nodata", type=float, default=None, help="Override the input nodata value.")
-@click.option("--workers", type=int, default=None, help="Reader threads.")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Reader threads (default: up to 8 with a GPU; 0 on CPU, reading between forward passes).",
+)
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")
 @click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Also vectorize classes to this file.")

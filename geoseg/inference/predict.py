@@ -37,6 +37,7 @@ from geoseg.errors import InvalidParameterError, ModelContractError, NotGeorefer
 from geoseg.inference.bands import match_bands
 from geoseg.inference.stitch import Piece, TileResult, make_stitcher
 from geoseg.io.bands import BandSpec
+from geoseg.io.blocks import BlockCache
 from geoseg.io.normalize import Normalization
 from geoseg.io.read import RasterSource, reflect_fill, reflect_pad
 from geoseg.io.write import BlockWriter, atomic_path, check_output_path, geotiff_profile, write_class_metadata
@@ -154,20 +155,30 @@ def class_ids(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(1) if logits.is_cuda else logits.max(1).indices
 
 
-SMALL_CACHE = 128 * 2**20  # overlap rows are always kept when they fit this
+SMALL_CACHE = 128 * 2**20  # CPU: blocks shared by consecutive tile rows are kept across the width when they fit this
+LARGE_CACHE = 2 * 2**30  # GPU (decode is the bound): the same, up to this
+
+
+def keep_overlap_rows(source: RasterSource, grid: TileGrid, *, cuda: bool) -> bool:
+    """Whether the blocks two consecutive tile rows share (at most two block rows of the width) are kept, so no block
+    is decoded twice. On CPU the model is the bound, so they are decoded again rather than held when they exceed
+    :data:`SMALL_CACHE`; memory then no longer grows with the raster width."""
+    bh, _ = source.block_shapes[0]
+    per_px = source.count * max(np.dtype(d).itemsize for d in source.dtypes)
+    need = min(2 * bh, grid.tile_shape[0]) * source.width * per_px
+    return need <= (LARGE_CACHE if cuda else SMALL_CACHE)
 
 
 def bounded_gdal_cache(
-    source: RasterSource, grid: TileGrid, *, keep_overlap_rows: bool = True
+    source: RasterSource, grid: TileGrid, *, keep_overlap_rows: bool = True, block_reuse: bool = False
 ) -> contextlib.AbstractContextManager[Any]:
     """A rasterio.Env sizing GDAL's block cache for one pass of tile reads, unless GDAL_CACHEMAX is set.
 
     GDAL's default cache (5% of RAM) fills with blocks a one-pass read never revisits, so peak RSS would grow with the
-    raster. Neighbouring tiles of a row share a column of blocks; consecutive tile rows share the blocks under their
-    overlap. ``keep_overlap_rows`` (GPU: decode is the bound) keeps two rows of blocks across the width so no block is
-    decoded twice; without it (CPU: the model is the bound) those blocks are decoded again when keeping them would take
-    more than :data:`SMALL_CACHE`, so the cache no longer grows with the raster width. Striped files always keep a
-    tile row of strips (every tile of the row reads them).
+    raster. With ``block_reuse`` (geoseg holds decoded blocks itself, :class:`BlockCache`) GDAL only needs room for
+    the blocks being decoded. Otherwise neighbouring tiles of a row share a column of blocks and consecutive tile rows
+    share the blocks under their overlap: ``keep_overlap_rows`` keeps two rows of blocks across the width, without it
+    only the blocks of two neighbouring tiles. Striped files always keep a tile row of strips.
     """
     import rasterio.env
 
@@ -176,12 +187,12 @@ def bounded_gdal_cache(
     bh, bw = source.block_shapes[0]
     th, tw = grid.tile_shape
     per_px = int(source.profile.get("count", source.count)) * max(np.dtype(d).itemsize for d in source.dtypes) + 1
-    if bw >= source.width:
+    if block_reuse:
+        need = 4 * bh * min(bw, source.width) * per_px
+    elif bw >= source.width:
         need = (th + bh) * source.width * per_px
     else:
-        need = 2 * bh * source.width * per_px
-        if not keep_overlap_rows and need > SMALL_CACHE:
-            need = 0
+        need = 2 * bh * source.width * per_px if keep_overlap_rows else 0
         # at least the blocks two neighbouring tiles read (hyperspectral blocks are ~100 MB each)
         need = max(need, min(th + 2 * bh, source.height) * min(tw + 2 * bw, source.width) * per_px)
     return rasterio.Env(GDAL_CACHEMAX=max(16, int(need * 1.25 / 2**20) + 1))
@@ -204,9 +215,11 @@ def _chunks(tiles: Iterator[Tile], n: int) -> Iterator[list[Tile]]:
 
 
 def _default_workers(device: torch.device) -> int:
-    """Reader threads: up to 8 beside a GPU; on CPU the model already uses every core, so half of them."""
+    """Reader threads: up to 8 beside a GPU. On CPU none: the model's intra-op threads already use every core, and a
+    reader thread running beside them stalls every parallel op it delays (measured on 2 cores: 13-band tiles read on
+    the side ran the pipeline 15% slower than reading them between forward passes)."""
     cores = os.cpu_count() or 2
-    return min(8, max(2, cores)) if device.type == "cuda" else max(1, cores // 2)
+    return min(8, max(2, cores)) if device.type == "cuda" else 0
 
 
 class _Engine:
@@ -307,16 +320,32 @@ class _Engine:
 
 
 class _TileReader:
-    """Reads, normalizes and validity-checks tiles on a thread pool, straight into the engine's batch slots."""
+    """Reads, normalizes and validity-checks tiles on a thread pool, straight into the engine's batch slots.
 
-    def __init__(self, source: RasterSource, norm: Normalization, workers: int) -> None:
+    When the source allows it, tiles are assembled from whole blocks decoded once (:class:`BlockCache`): per tile row,
+    or for the whole pass when ``keep_rows`` (the blocks consecutive tile rows share are then held across the width).
+    """
+
+    def __init__(
+        self, source: RasterSource, norm: Normalization, workers: int, grid: TileGrid, *, keep_rows: bool
+    ) -> None:
         self.source, self.norm = source, norm
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoseg-read")
+        self.keep_rows = keep_rows
+        self.blocks = (
+            BlockCache(source, ((self._group(t), t.read) for t in grid)) if BlockCache.supports(source) else None
+        )
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoseg-read") if workers else None
+
+    def _group(self, tile: Tile) -> int:
+        return 0 if self.keep_rows else tile.index[0]
 
     def _read(self, tile: Tile, out: np.ndarray) -> tuple[np.ndarray, bool]:
         """Fill ``out`` (C, th, tw) with the normalized, padded tile; (padded validity, whether the core has data)."""
         h, w = int(tile.read.height), int(tile.read.width)
-        valid = self.source.read_into(tile.read, out)  # decoded straight into the batch slot
+        if self.blocks is not None:
+            valid = self.blocks.read_into(self._group(tile), tile.read, out)
+        else:
+            valid = self.source.read_into(tile.read, out)  # decoded straight into the batch slot
         rs, cs = tile.core_slices
         padded_valid = np.pad(valid, ((0, tile.pad[0]), (0, tile.pad[1])), constant_values=False)
         if not padded_valid[rs, cs].any():
@@ -329,10 +358,17 @@ class _TileReader:
         return padded_valid, True
 
     def submit(self, tiles: list[Tile], buf: np.ndarray) -> list[Future[tuple[np.ndarray, bool]]]:
-        return [self.pool.submit(self._read, t, buf[k]) for k, t in enumerate(tiles)]
+        if self.pool is not None:
+            return [self.pool.submit(self._read, t, buf[k]) for k, t in enumerate(tiles)]
+        done: list[Future[tuple[np.ndarray, bool]]] = []
+        for k, t in enumerate(tiles):  # no reader threads: read on the calling thread
+            done.append(Future())
+            done[-1].set_result(self._read(t, buf[k]))
+        return done
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Writer:
@@ -452,6 +488,8 @@ def predict_raster(
         probabilities: optional path for a per-class probability raster (``prob_dtype`` uint8 = p*254, or float32).
         nodata: override the input nodata value. Output nodata is 255 (uint8 classes) or 65535 (uint16).
         progress: ``(done, total, message) -> bool`` callback; returning True cancels (no output is left).
+        workers: reader threads (default: up to 8 beside a GPU; 0 on CPU, where tiles are read between forward
+            passes on the calling thread because the model already uses every core).
         crf: refine each tile's probabilities with the convolutional CRF (:func:`geoseg.inference.crf.crf_refine`;
             True for its defaults or a dict of its options). Give an overlap of at least its kernel.
         tiles: (tile rows, tile cols) of the full tile grid (see :func:`plan_grid`): predict only that region; the
@@ -538,7 +576,9 @@ def predict_raster(
         # tile pieces are small: queue two batches of them (not tied to the width); full-width pieces double-buffer
         queued = max(16, 2 * bs) if stitch == "center" else 1
         writer = _Writer(class_writer, prob_writer, nodata=out_nodata, prob_dtype=prob_dtype, queued=queued)
-        n_workers = workers or _default_workers(dev)
+        if workers is not None and workers < 0:
+            raise InvalidParameterError(f"workers must be >= 0 (0 = read on the calling thread), got {workers}")
+        n_workers = _default_workers(dev) if workers is None else workers
         slots = 3 if dev.type == "cuda" else 2
         engine = _Engine(
             net,
@@ -552,8 +592,12 @@ def predict_raster(
             need_probs=need_probs,
             crf=({} if crf is True else dict(crf)) if crf else None,
         )
-        stack.enter_context(bounded_gdal_cache(source, grid, keep_overlap_rows=dev.type == "cuda"))
-        reader = _TileReader(source, Normalization.from_dict(config.normalization), n_workers)
+        keep_rows = keep_overlap_rows(source, grid, cuda=dev.type == "cuda")
+        norm = Normalization.from_dict(config.normalization)
+        reader = _TileReader(source, norm, n_workers, grid, keep_rows=keep_rows)
+        stack.enter_context(
+            bounded_gdal_cache(source, grid, keep_overlap_rows=keep_rows, block_reuse=reader.blocks is not None)
+        )
         stack.callback(reader.close)
         if dev.type == "cuda":
             stack.callback(torch.cuda.synchronize, dev)  # no copy may still read a buffer when it is freed

@@ -97,7 +97,7 @@ class RasterSource:
         self.band_indexes: list[int] = resolve_bands(bands, self.descriptions, path=self.path)
         self.band_names: list[str] = [default_band_name(i, self.descriptions[i - 1]) for i in self.band_indexes]
         self.dtypes = [ds.dtypes[i - 1] for i in self.band_indexes]
-        self._exact_float32 = all(d in ("uint8", "int8", "uint16", "int16", "float32") for d in self.dtypes)
+        self.exact_float32 = all(d in ("uint8", "int8", "uint16", "int16", "float32") for d in self.dtypes)
         self.block_shapes = [ds.block_shapes[i - 1] for i in self.band_indexes]
         file_nodata = [ds.nodatavals[i - 1] for i in self.band_indexes]
         self.nodata: list[float | None] = [nodata] * len(self.band_indexes) if nodata is not None else file_nodata
@@ -201,19 +201,29 @@ class RasterSource:
         dst = out[:, :h, :w]
         ds = self._dataset()
         try:
-            if self._exact_float32:
+            if self.exact_float32:
                 raw = ds.read(self.band_indexes, window=window, out=dst)
             else:
                 raw = ds.read(self.band_indexes, window=window)
             invalid = self._invalid(ds, raw, window)
         except RasterioIOError as exc:
-            raise RasterReadError(
-                f"{self.path}: reading rows {int(window.row_off)}..{int(window.row_off + window.height)}, columns "
-                f"{int(window.col_off)}..{int(window.col_off + window.width)} failed ({exc}); the file is truncated or "
-                f"corrupt: re-export or re-download it (gdalinfo -checksum finds the damaged part)"
-            ) from exc
+            raise self._read_error(window, exc) from exc
         if raw is not dst and not np.shares_memory(raw, dst):
             dst[...] = raw
+        return self.finish_read(dst, invalid)
+
+    def read_raw(self, window: Window) -> np.ndarray:
+        """Selected bands in ``window`` in the file's dtype, nothing applied (for callers that cache blocks)."""
+        try:
+            return self._dataset().read(self.band_indexes, window=window)
+        except RasterioIOError as exc:
+            raise self._read_error(window, exc) from exc
+
+    def finish_read(self, dst: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray:
+        """Apply nodata, scale/offset and NaN rules in place to float32 ``dst`` holding the raw values of exact
+        (see :attr:`exact_float32`) bands; return the validity mask. Invalid pixels are set to 0."""
+        if invalid is None:
+            invalid = self._invalid(None, dst, None)
         if self._scale_offset:
             dst *= self._scales
             dst += self._offsets
@@ -225,9 +235,22 @@ class RasterSource:
             dst[:, invalid] = 0.0
         return ~invalid
 
-    def _invalid(self, ds: rasterio.DatasetReader, raw: np.ndarray, window: Window) -> np.ndarray:
+    def _read_error(self, window: Window, exc: Exception) -> RasterReadError:
+        return RasterReadError(
+            f"{self.path}: reading rows {int(window.row_off)}..{int(window.row_off + window.height)}, columns "
+            f"{int(window.col_off)}..{int(window.col_off + window.width)} failed ({exc}); the file is truncated or "
+            f"corrupt: re-export or re-download it (gdalinfo -checksum finds the damaged part)"
+        )
+
+    @property
+    def uses_gdal_mask(self) -> bool:
+        """Whether validity comes from GDAL's mask band (internal mask or alpha), not from the values."""
+        return self._gdal_mask
+
+    def _invalid(self, ds: rasterio.DatasetReader | None, raw: np.ndarray, window: Window | None) -> np.ndarray:
         shape = raw.shape[1:]
         if self._gdal_mask:
+            assert ds is not None and window is not None
             m = ds.read_masks(self.band_indexes[0], window=window)
             return m == 0
         per_band = []
