@@ -271,11 +271,11 @@ def test_block_cache_decodes_each_block_once_and_frees_it(tmp_path):
     with RasterSource(path) as src:
         assert BlockCache.supports(src)
         for by_row, decoded in ((False, 5 * 6), (True, None)):
-            cache = BlockCache(src, (((t.index[0] if by_row else 0), t.read) for t in grid))
+            cache = BlockCache.for_grid(src, grid, per_row=by_row)
             for t in grid:
                 buf = np.zeros((2, 32, 32), np.float32)
                 ref = np.zeros((2, 32, 32), np.float32)
-                valid = cache.read_into(t.index[0] if by_row else 0, t.read, buf)
+                valid = cache.read_into(t.index[0], t.read, buf)
                 np.testing.assert_array_equal(valid, src.read_into(t.read, ref))
                 np.testing.assert_array_equal(buf, ref)
             if decoded:

@@ -330,20 +330,14 @@ class _TileReader:
         self, source: RasterSource, norm: Normalization, workers: int, grid: TileGrid, *, keep_rows: bool
     ) -> None:
         self.source, self.norm = source, norm
-        self.keep_rows = keep_rows
-        self.blocks = (
-            BlockCache(source, ((self._group(t), t.read) for t in grid)) if BlockCache.supports(source) else None
-        )
+        self.blocks = BlockCache.for_grid(source, grid, per_row=not keep_rows) if BlockCache.supports(source) else None
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geoseg-read") if workers else None
-
-    def _group(self, tile: Tile) -> int:
-        return 0 if self.keep_rows else tile.index[0]
 
     def _read(self, tile: Tile, out: np.ndarray) -> tuple[np.ndarray, bool]:
         """Fill ``out`` (C, th, tw) with the normalized, padded tile; (padded validity, whether the core has data)."""
         h, w = int(tile.read.height), int(tile.read.width)
         if self.blocks is not None:
-            valid = self.blocks.read_into(self._group(tile), tile.read, out)
+            valid = self.blocks.read_into(tile.index[0], tile.read, out)
         else:
             valid = self.source.read_into(tile.read, out)  # decoded straight into the batch slot
         rs, cs = tile.core_slices
