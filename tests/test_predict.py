@@ -324,3 +324,19 @@ def test_crf_refinement_option(tmp_path):
         return int((a[1:] != a[:-1]).sum() + (a[:, 1:] != a[:, :-1]).sum())
 
     assert edges(refined) < edges(plain)  # smoother: fewer class boundaries
+
+
+def test_overlap_block_rows_are_kept_only_within_budget(tmp_path):
+    """On CPU the blocks two tile rows share are held across the width only while they fit 128 MB; beside a GPU up
+    to 2 GiB. A 32768-px-wide 4-band uint16 file with 512-px blocks needs 2 block rows x 32768 x 8 B = 256 MiB."""
+    from geoseg.inference.predict import keep_overlap_rows
+    from geoseg.io import RasterSource
+    from geoseg.tiling import TileGrid
+
+    for width, cpu, gpu in ((4096, True, True), (32768, False, True)):
+        path = write_raster(tmp_path / f"w{width}.tif", np.zeros((4, 8, width), np.uint16), tiled=True,
+                            blockxsize=512, blockysize=512, compress="deflate")  # fmt: skip
+        with RasterSource(path) as src:
+            grid = TileGrid(src.shape, 512, 64, align=2)
+            assert keep_overlap_rows(src, grid, cuda=False) is cpu
+            assert keep_overlap_rows(src, grid, cuda=True) is gpu

@@ -165,8 +165,9 @@ def keep_overlap_rows(source: RasterSource, grid: TileGrid, *, cuda: bool) -> bo
     :data:`SMALL_CACHE`; memory then no longer grows with the raster width."""
     bh, _ = source.block_shapes[0]
     per_px = source.count * max(np.dtype(d).itemsize for d in source.dtypes)
-    need = min(2 * bh, grid.tile_shape[0]) * source.width * per_px
-    return need <= (LARGE_CACHE if cuda else SMALL_CACHE)
+    overlap = 2 * grid.halo[0]  # rows two consecutive tile rows both read
+    held_rows = (-(-overlap // bh) + 1) * bh  # the block rows under that overlap, however it is aligned
+    return held_rows * source.width * per_px <= (LARGE_CACHE if cuda else SMALL_CACHE)
 
 
 def bounded_gdal_cache(
