@@ -1,14 +1,16 @@
 """predict_raster: stream a raster through a model into a georeferenced class map (and optional probabilities).
 
 Pipeline (one process): tiles are grouped in grid order into batches of ``batch_size``; each batch has a slot (a
-host buffer, pinned on CUDA) that reader threads (own GDAL handle each) fill in place with normalized, padded tiles.
-On CUDA the host->device copy of batch k+1 runs on a copy stream while batch k computes (bf16 autocast,
-channels_last); argmax runs on the device and only uint8 class ids come back (softmax only when a strategy or the
-probability output needs it); the main thread stitches batch k-1 while batch k runs. On CPU the forward runs straight
-on the host buffer while the readers fill the next slot. A stitcher turns tiles into finished pieces of the output
-(the tile cores, for center stitching); a writer thread assembles them into whole GeoTIFF blocks (multi-threaded
-DEFLATE) in temporary files that are renamed into place only when complete. Memory is bounded by the slots, the partly
-filled output blocks (one block row of the width) and a bounded GDAL block cache, whatever the raster size.
+host buffer, pinned on CUDA) that is filled in place with normalized, padded tiles, assembled from whole input blocks
+each decoded once (:mod:`geoseg.io.blocks`). Beside a GPU reader threads (own GDAL handle each) fill the slots; on CPU
+tiles are read on the calling thread between forward passes, because the model already uses every core. On CUDA the
+host->device copy of batch k+1 runs on a copy stream while batch k computes (bf16 autocast, channels_last); argmax
+runs on the device and only uint8 class ids come back (softmax only when a strategy or the probability output needs
+it); the main thread stitches batch k-1 while batch k runs. On CPU the forward runs straight on the host buffer. A
+stitcher turns tiles into finished pieces of the output (the tile cores, for center stitching); a writer thread
+assembles them into whole GeoTIFF blocks (multi-threaded DEFLATE) in temporary files that are renamed into place only
+when complete. Memory is bounded by the slots, the decoded input blocks still needed, the partly filled output blocks
+(one block row of the width) and a bounded GDAL block cache, whatever the raster size.
 """
 
 from __future__ import annotations
@@ -321,7 +323,8 @@ class _Engine:
 
 
 class _TileReader:
-    """Reads, normalizes and validity-checks tiles on a thread pool, straight into the engine's batch slots.
+    """Reads, normalizes and validity-checks tiles straight into the engine's batch slots, on a thread pool (or on the
+    calling thread when ``workers`` is 0).
 
     When the source allows it, tiles are assembled from whole blocks decoded once (:class:`BlockCache`): per tile row,
     or for the whole pass when ``keep_rows`` (the blocks consecutive tile rows share are then held across the width).
