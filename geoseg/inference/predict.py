@@ -411,7 +411,7 @@ class _Writer:
 
     def _write(self, piece: Piece) -> None:
         dtype = self.cw.profile["dtype"]
-        classes = piece.classes.astype(dtype)
+        classes = piece.classes.astype(dtype, copy=False)  # the piece owns it (see Piece)
         invalid = ~piece.valid
         classes[invalid] = self.nodata
         flat = classes.ravel()

@@ -25,7 +25,9 @@ from geoseg.tiling import Tile, TileGrid
 
 @dataclass
 class Piece:
-    """A finished output rectangle with top-left pixel (``row``, ``col``): class ids, validity, optional probs."""
+    """A finished output rectangle with top-left pixel (``row``, ``col``): class ids, validity, optional probs.
+
+    A piece owns its arrays (never views of reused tile buffers), so the writer may modify them in place."""
 
     row: int
     col: int

@@ -131,9 +131,9 @@ class BlockCache:
         for bi, bj in self._blocks(window):
             key = (group, bi, bj)
             block = self._get(key)
-            y0, y1 = max(r0, bi * bh), min(r1, (bi + 1) * bh)
-            x0, x1 = max(c0, bj * bw), min(c1, (bj + 1) * bw)
             by, bx = bi * bh, bj * bw
+            y0, y1 = max(r0, by), min(r1, by + bh)
+            x0, x1 = max(c0, bx), min(c1, bx + bw)
             out[:, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = block[:, y0 - by : y1 - by, x0 - bx : x1 - bx]
             self._release(key)
         return self.source.finish_read(out[:, : r1 - r0, : c1 - c0])
