@@ -43,11 +43,13 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.inference.predict import auto_batch_size, class_ids, predict_raster, resolve_device
+from geoseg.inference.engine import auto_batch_size, class_ids
+from geoseg.inference.predict import predict_raster
 from geoseg.io.normalize import Normalization
 from geoseg.io.read import RasterSource
 from geoseg.io.write import geotiff_profile
 from geoseg.models.config import ModelConfig
+from geoseg.models.device import resolve_device
 from geoseg.models.registry import create_model, model_stride
 from geoseg.tiling import TileGrid
 
@@ -503,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = platform.processor() or platform.machine()
         try:  # the allocator setting predict_raster uses on CPU, applied to every stage alike
-            from geoseg.inference.predict import configure_cpu_allocator
+            from geoseg.allocator import configure_cpu_allocator
         except ImportError:
             pass
         else:

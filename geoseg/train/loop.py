@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from geoseg.errors import CheckpointError, InvalidParameterError
-from geoseg.inference.predict import resolve_device
 from geoseg.io.bands import BandSpec
 from geoseg.io.normalize import compute_normalization, sample_pixels
 from geoseg.io.read import RasterSource
@@ -21,6 +20,7 @@ from geoseg.io.write import atomic_path, check_output_path
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
 from geoseg.models.checkpoint import save_checkpoint
 from geoseg.models.config import ModelConfig
+from geoseg.models.device import resolve_device
 from geoseg.models.layers import auxiliary_outputs
 from geoseg.models.registry import create_model, model_stride
 from geoseg.progress import ProgressCallback, report
