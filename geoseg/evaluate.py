@@ -31,10 +31,11 @@ from geoseg.errors import (
     NotGeoreferencedWarning,
     UnknownClassError,
 )
+from geoseg.io.gdal_cache import bounded_gdal_cache
 from geoseg.io.read import open_dataset
+from geoseg.io.tags import class_names_from_tags
 from geoseg.metrics import SegmentationReport
 from geoseg.progress import ProgressCallback, report
-from geoseg.vectorize import bounded_gdal_cache, class_names_from_tags
 
 #: extensions read as polygon ground truth (everything else is opened as a raster)
 VECTOR_EXTENSIONS = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".gml", ".kml")

@@ -11,7 +11,6 @@ then mapped to world coordinates, so the result equals polygonizing the whole ra
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -30,7 +29,9 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from geoseg.errors import GeoSegError, InvalidParameterError, OutputError, UnsupportedRasterError
+from geoseg.io.gdal_cache import bounded_gdal_cache
 from geoseg.io.read import open_dataset
+from geoseg.io.tags import class_names_from_tags
 from geoseg.io.write import atomic_path, check_output_path
 from geoseg.progress import ProgressCallback, report
 
@@ -73,18 +74,6 @@ def vector_driver(path: str | os.PathLike[str]) -> str:
         ) from None
 
 
-def class_names_from_tags(ds: rasterio.DatasetReader) -> list[str] | None:
-    """Class names stored by geoseg on a class raster (tag ``geoseg_classes``), if any."""
-    raw = ds.tags().get("geoseg_classes")
-    if not raw:
-        return None
-    try:
-        names = json.loads(raw)
-    except ValueError:
-        return None
-    return [str(n) for n in names] if isinstance(names, list) else None
-
-
 def release_freed_memory() -> None:
     """Hand memory freed by the previous window back to the OS (glibc ``malloc_trim``, Arrow's pool).
 
@@ -106,32 +95,6 @@ def release_freed_memory() -> None:
 
 
 _LIBC: Any = None
-
-
-def bounded_gdal_cache(datasets: Sequence[Any], window: int) -> contextlib.AbstractContextManager[Any]:
-    """A rasterio.Env sizing GDAL's block cache for one pass of ``window``-sized reads, unless GDAL_CACHEMAX is set.
-
-    GDAL's default cache (5% of RAM) fills with blocks a one-pass windowed read never revisits, so peak RSS would grow
-    with the raster. The cache only needs the blocks shared by consecutive windows: one row of blocks across the
-    width (tiled files), or a whole window row when blocks are wider than a window (striped files).
-    """
-    import rasterio.env
-
-    if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()):
-        return contextlib.nullcontext()
-    need = 0
-    for ds in datasets:
-        if ds is None:
-            continue
-        bh, bw = ds.block_shapes[0]
-        if bw > window:  # striped: the strips of a whole window row are revisited by every window of the row
-            rows = window + bh
-        elif window % bw or window % bh:  # blocks straddling window borders are read twice
-            rows = bh
-        else:  # block-aligned windows never revisit a block
-            rows = 0
-        need += 2 * rows * ds.width * np.dtype(ds.dtypes[0]).itemsize  # data + mask
-    return rasterio.Env(GDAL_CACHEMAX=max(8, int(need * 1.25 / 2**20) + 1))
 
 
 # --- union-find over component ids --------------------------------------------------------------------------------
