@@ -84,8 +84,11 @@ class NoOverlapError(GeoSegError, ValueError):
     """Two inputs (prediction, truth, area of interest) do not overlap, or share no valid pixel."""
 
 
-class UnknownClassError(GeoSegError, LookupError):
-    """Labels hold class ids or names the class list does not know, or lack the class attribute."""
+class UnknownClassError(InvalidParameterError, LookupError):
+    """Labels hold class ids or names the class list does not know, or lack the class attribute.
+
+    Also an :class:`InvalidParameterError`: training reported these label problems as such before label polygons had
+    one reader for training and evaluation."""
 
 
 class GridMismatchWarning(UserWarning):

@@ -32,47 +32,15 @@ from geoseg.errors import (
     UnknownClassError,
 )
 from geoseg.io.gdal_cache import bounded_gdal_cache
+from geoseg.io.labels import PolygonLabels, is_vector, read_polygons, to_crs
 from geoseg.io.read import open_dataset
 from geoseg.io.tags import class_names_from_tags
 from geoseg.metrics import SegmentationReport
 from geoseg.progress import ProgressCallback, report
 
-#: extensions read as polygon ground truth (everything else is opened as a raster)
-VECTOR_EXTENSIONS = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".gml", ".kml")
-#: attribute names tried, in order, when ``truth_class_field`` is not given
-CLASS_FIELD_CANDIDATES = ("class_id", "class", "label", "class_name", "classname", "category", "value")
-
 
 def _georeferenced(ds: Any) -> bool:
     return ds.crs is not None or ds.transform != Affine.identity()
-
-
-def _is_vector(truth: Any) -> bool:
-    if hasattr(truth, "geometry"):
-        return True
-    return Path(str(truth)).suffix.lower() in VECTOR_EXTENSIONS
-
-
-def _read_vector(path: Any, what: str) -> Any:
-    import geopandas as gpd
-
-    if hasattr(path, "geometry"):
-        return path
-    p = Path(str(path))
-    if not p.exists():
-        raise InputNotFoundError(f"{what} not found: {p}; check the path (relative to {os.getcwd()})")
-    try:
-        if p.suffix.lower() in (".parquet", ".geoparquet"):
-            return gpd.read_parquet(p)
-        return gpd.read_file(p)
-    except Exception as exc:
-        raise InvalidParameterError(f"cannot read {what} {p} as polygons: {exc}") from exc
-
-
-def _to_crs(gdf: Any, crs: Any, what: str) -> Any:
-    if crs is None or gdf.crs is None:
-        return gdf
-    return gdf.to_crs(crs) if gdf.crs != crs else gdf
 
 
 def _pixel_area_m2_rows(transform: Affine, crs: Any, row0: int, nrows: int) -> np.ndarray | float:
@@ -107,45 +75,6 @@ def _resolve_classes(classes: Sequence[str] | int | None, pred: Any) -> list[str
     if not names:
         raise InvalidParameterError("classes is empty; pass the class names (index = class id) or their number")
     return names
-
-
-def _vector_class_ids(gdf: Any, field: str | None, names: list[str] | None, path: Any) -> tuple[np.ndarray, str]:
-    """The class id of each label polygon, from an integer or class-name attribute."""
-    columns = [c for c in gdf.columns if c != gdf.geometry.name]
-    if field is None:
-        field = next((c for c in CLASS_FIELD_CANDIDATES if c in columns), None)
-        if field is None:
-            raise UnknownClassError(
-                f"label polygons {path} have no class attribute (tried {', '.join(CLASS_FIELD_CANDIDATES)}); "
-                f"available fields: {', '.join(columns) or '(none)'}; pass truth_class_field= (CLI: --class-field)"
-            )
-    elif field not in columns:
-        raise UnknownClassError(
-            f"label polygons {path} have no attribute {field!r}; available fields: {', '.join(columns) or '(none)'}"
-        )
-    values = gdf[field]
-    if values.isna().any():
-        raise UnknownClassError(f"{int(values.isna().sum())} label polygons in {path} have no {field!r} value")
-    try:
-        as_float = values.astype(float).to_numpy()
-        numeric = bool(np.all(as_float == np.round(as_float)))
-    except (TypeError, ValueError):
-        numeric = False
-    if numeric:
-        return as_float.astype(np.int64), field
-    if names is None:
-        raise UnknownClassError(
-            f"label attribute {field!r} of {path} holds class names ({', '.join(sorted(map(str, set(values)))[:8])}); "
-            f"pass classes=[...] (CLI: --classes) to map names to ids"
-        )
-    lookup = {n: i for i, n in enumerate(names)}
-    unknown = sorted({str(v) for v in values} - set(lookup))
-    if unknown:
-        raise UnknownClassError(
-            f"label attribute {field!r} of {path} holds class names {unknown} that are not in the classes "
-            f"{names}; add them to classes or fix the labels"
-        )
-    return np.array([lookup[str(v)] for v in values], dtype=np.int64), field
 
 
 class _RasterTruth:
@@ -206,34 +135,18 @@ class _RasterTruth:
 
 
 class _VectorTruth:
+    """Label polygons rasterized per window of the prediction grid; uncovered pixels are ``background`` or left
+    out."""
+
     def __init__(self, truth: Any, pred: Any, field: str | None, names: list[str] | None, background: int | None):
-        gdf = _read_vector(truth, "label polygons")
-        gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
-        self.ids, self.field = _vector_class_ids(gdf, field, names, truth)
-        gdf = _to_crs(gdf, pred.crs, "label polygons")
-        self.geoms = gdf.geometry.values
-        self.tree = gdf.sindex
+        self.polygons = PolygonLabels(truth, crs=pred.crs, transform=pred.transform, class_field=field, classes=names)
         self.background = background
-        self.dtype = np.int64 if (self.ids.size == 0 or self.ids.min() < 0 or self.ids.max() > 2**31 - 2) else np.int32
-        self.pred = pred
 
     def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
-        h, w = int(win.height), int(win.width)
-        from shapely.geometry import box
-
-        t = window_transform(win, self.pred.transform)
-        x0, y0 = t @ (0, 0)
-        x1, y1 = t @ (w, h)
-        idx = self.tree.query(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-        fill = -1 if self.background is None else self.background
-        if idx.size:
-            idx = np.sort(idx)  # file order: later polygons win where labels overlap
-            shapes = zip(self.geoms[idx], self.ids[idx].tolist())
-            out = rasterio.features.rasterize(shapes, out_shape=(h, w), transform=t, fill=fill, dtype="int32")
-        else:
-            out = np.full((h, w), fill, dtype=np.int32)
-        valid = out != -1 if self.background is None else np.ones((h, w), dtype=bool)
-        return out, valid
+        ids, covered = self.polygons.rasterize(win)
+        if self.background is None:
+            return ids, covered
+        return np.where(covered, ids, self.background), np.ones(covered.shape, dtype=bool)
 
     def close(self) -> None:
         pass
@@ -241,8 +154,7 @@ class _VectorTruth:
 
 class _Aoi:
     def __init__(self, aoi: Any, pred: Any) -> None:
-        gdf = _to_crs(_read_vector(aoi, "area of interest"), pred.crs, "area of interest")
-        gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
+        gdf = to_crs(read_polygons(aoi, what="area of interest"), pred.crs)
         if len(gdf) == 0:
             raise NoOverlapError(f"area of interest {aoi} holds no geometry")
         xmin, ymin, xmax, ymax = gdf.total_bounds
@@ -283,7 +195,8 @@ def evaluate(
     * ``ignore_index``: a truth id left out of the scores. Nodata in either raster is always left out.
     * ``aoi``: polygons (path or GeoDataFrame) restricting the evaluation.
     * ``truth_class_field``: attribute of label polygons holding class ids or names (default: the first of
-      :data:`CLASS_FIELD_CANDIDATES` present).
+      :data:`~geoseg.io.labels.CLASS_FIELD_CANDIDATES` present); read by :class:`geoseg.io.labels.PolygonLabels`,
+      like training labels.
     * ``background``: class id for pixels no label polygon covers (default: left out).
     """
     if window < 1:
@@ -301,7 +214,7 @@ def _evaluate(
         if np.dtype(pred.dtypes[0]).kind not in "uif":
             raise InvalidParameterError(f"prediction {prediction} has dtype {pred.dtypes[0]}; expected class ids")
         names = _resolve_classes(classes, pred)
-        if _is_vector(truth):
+        if is_vector(truth):
             truth_src = _VectorTruth(truth, pred, truth_class_field, names, background)
         else:
             if not hasattr(truth, "geometry") and not Path(str(truth)).exists():

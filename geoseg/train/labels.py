@@ -1,22 +1,21 @@
-"""Label sources on the image grid: an integer label raster, or polygons rasterized window by window."""
+"""Label sources on the image grid for training: an integer label raster, or polygons rasterized window by window
+(:mod:`geoseg.io.labels`, shared with evaluation)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
-from geoseg.errors import InvalidParameterError, MissingDependencyError, ModelContractError
+from geoseg.errors import InvalidParameterError, ModelContractError
+from geoseg.io.labels import PolygonLabels, is_vector
 from geoseg.io.read import RasterSource, open_dataset
 
 IGNORE_INDEX = 255
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".gml", ".kml")
 
 
 class LabelSource(Protocol):
@@ -27,10 +26,6 @@ class LabelSource(Protocol):
     def read(self, window: Window) -> np.ndarray: ...
 
     def close(self) -> None: ...
-
-
-def is_vector(path: str | os.PathLike[str]) -> bool:
-    return Path(path).suffix.lower() in VECTOR_SUFFIXES
 
 
 class LabelRaster:
@@ -95,10 +90,16 @@ class LabelRaster:
 
 
 class LabelVector:
-    """Polygons with a class attribute, reprojected to the image CRS and rasterized per window.
+    """Label polygons rasterized per window onto the image grid (:class:`geoseg.io.labels.PolygonLabels`).
 
-    Class values may be integer ids or names (mapped through ``classes``; without ``classes`` the sorted distinct
-    names become the classes). Pixels covered by no polygon get ``background`` (a class id) or are ignored (None).
+    The class attribute is ``class_field``, or found like everywhere else (:data:`CLASS_FIELD_CANDIDATES`). Class
+    values may be integer ids or names (mapped through ``classes``; without ``classes`` the sorted distinct names
+    become the classes). Pixels covered by no polygon get ``background`` (a class id) or are ignored (None).
+
+    Raises:
+        InputNotFoundError, MissingDependencyError: the file is missing, or geopandas is not installed.
+        InvalidParameterError: the file is unreadable, ids are outside the classes, or fewer than 2 classes.
+        UnknownClassError: no class attribute, or names not among ``classes`` (also an InvalidParameterError).
     """
 
     def __init__(
@@ -106,78 +107,34 @@ class LabelVector:
         path: str | os.PathLike[str],
         image: RasterSource,
         *,
-        class_field: str | None,
+        class_field: str | None = None,
         classes: Sequence[str] | None = None,
         background: int | None = None,
     ) -> None:
-        try:
-            import geopandas as gpd
-        except ImportError as exc:  # pragma: no cover
-            raise MissingDependencyError("vector labels need geopandas: pip install 'geoseg[vector]'") from exc
-        p = Path(path)
-        self.path = str(p)
-        if not p.exists():
-            from geoseg.errors import InputNotFoundError
-
-            raise InputNotFoundError(f"label file not found: {p}")
-        try:
-            gdf = gpd.read_file(p)
-        except Exception as exc:
-            raise InvalidParameterError(f"cannot read vector labels {p}: {exc}") from exc
-        fields = [c for c in gdf.columns if c != "geometry"]
-        if class_field is None:
-            raise InvalidParameterError(f"vector labels need a class attribute: pass class_field= one of {fields}")
-        if class_field not in gdf.columns:
-            raise InvalidParameterError(
-                f"vector labels {p.name} have no attribute {class_field!r}; available attributes: {', '.join(fields)}"
-            )
-        gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-        if gdf.crs is not None and image.crs is not None and gdf.crs != image.crs:
-            gdf = gdf.to_crs(image.crs)
-        values = gdf[class_field]
-        if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.all(np.mod(values.dropna(), 1) == 0)):
-            ids = values.astype(np.int64).to_numpy()
+        self.path = str(path)
+        self._polygons = PolygonLabels(
+            path, crs=image.crs, transform=image.transform, class_field=class_field, classes=classes,
+            names_define_classes=True, what="vector labels",
+        )
+        ids, field = self._polygons.ids, self._polygons.field
+        if self._polygons.classes is not None:
+            self.classes = list(self._polygons.classes)
+        else:  # integer ids without names
             n = int(ids.max()) + 1 if ids.size else 0
-            self.classes = list(classes) if classes else [f"class_{i}" for i in range(max(n, (background or 0) + 1))]
-            if ids.size and (ids.min() < 0 or ids.max() >= len(self.classes)):
-                raise InvalidParameterError(
-                    f"class ids {sorted(set(ids.tolist()) - set(range(len(self.classes))))} in {class_field!r} "
-                    f"are outside 0..{len(self.classes) - 1}; give one class name per id"
-                )
-        else:
-            names = values.astype(str)
-            self.classes = list(classes) if classes else sorted(set(names))
-            lookup = {c: i for i, c in enumerate(self.classes)}
-            unknown = sorted(set(names) - set(lookup))
-            if unknown:
-                raise InvalidParameterError(
-                    f"class names {unknown[:10]} in {class_field!r} are not among the classes {self.classes}"
-                )
-            ids = names.map(lookup).to_numpy(np.int64)
+            self.classes = [f"class_{i}" for i in range(max(n, (background or 0) + 1))]
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.classes)):
+            raise InvalidParameterError(
+                f"class ids {sorted(set(ids.tolist()) - set(range(len(self.classes))))} in {field!r} "
+                f"are outside 0..{len(self.classes) - 1}; give one class name per id"
+            )
         if len(self.classes) < 2:
             raise InvalidParameterError(f"vector labels give {self.classes}: need at least 2 classes")
         self.background = background
-        self._geoms = gdf.geometry.to_numpy()
-        self._ids = ids
-        self._tree = gdf.sindex if len(gdf) else None
-        self._transform = image.transform
 
     def read(self, window: Window) -> np.ndarray:
-        from rasterio.features import rasterize
-        from shapely.geometry import box
-
-        h, w = int(window.height), int(window.width)
+        ids, covered = self._polygons.rasterize(window)
         fill = IGNORE_INDEX if self.background is None else self.background
-        if self._tree is None:
-            return np.full((h, w), fill, np.int64)
-        tr = window_transform(window, self._transform)
-        left, top = tr @ (0, 0)
-        right, bottom = tr @ (w, h)
-        hits = self._tree.query(box(min(left, right), min(top, bottom), max(left, right), max(top, bottom)))
-        if len(hits) == 0:
-            return np.full((h, w), fill, np.int64)
-        shapes = ((self._geoms[i], int(self._ids[i])) for i in sorted(hits))
-        return rasterize(shapes, out_shape=(h, w), transform=tr, fill=fill, dtype="int32").astype(np.int64)
+        return np.where(covered, ids, fill)
 
     def close(self) -> None:
         pass
@@ -191,7 +148,8 @@ def open_labels(
     class_field: str | None = None,
     background: int | None = None,
 ) -> LabelRaster | LabelVector:
-    """A label raster, or vector labels (by file extension) rasterized on the image grid."""
+    """A label raster, or vector labels (by file extension, see :data:`geoseg.io.labels.VECTOR_SUFFIXES`) rasterized
+    on the image grid."""
     if is_vector(path):
         return LabelVector(path, image, class_field=class_field, classes=classes, background=background)
     return LabelRaster(path, image, classes)

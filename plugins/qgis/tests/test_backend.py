@@ -117,7 +117,7 @@ def test_subprocess_cancel_stops_and_removes_outputs(fake: bk.SubprocessBackend,
     assert not out.exists()
 
 
-def test_rasterize_helper_is_a_standalone_script() -> None:
+def test_backend_imports_nothing_from_qgis() -> None:
     text = Path(bk.__file__).read_text()
     assert "from qgis" not in text and "import qgis" not in text
     assert os.path.basename(bk.__file__) == "backend.py"

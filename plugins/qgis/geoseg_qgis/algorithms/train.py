@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any
 
 from qgis.core import (
@@ -46,8 +44,9 @@ class TrainModel(GeoSegAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return (
             "Trains a segmentation model on an image and labels: a class raster on the image grid (ids 0..K-1, "
-            "nodata ignored) or label polygons with a class field (ids or names), which are rasterized onto the "
-            "image grid (unlabelled pixels are ignored). Keeps the checkpoint with the best validation mIoU; the "
+            "nodata ignored) or label polygons with a class field (ids or names; default: the first of class_id, "
+            "class, label, class_name, classname, category, value), which geoseg rasterizes window by window onto "
+            "the image grid (unlabelled pixels are ignored). Keeps the checkpoint with the best validation mIoU; the "
             "checkpoint carries the band list, classes, colors and normalization (use it in 'Segment raster')."
         )
 
@@ -100,18 +99,16 @@ class TrainModel(GeoSegAlgorithm):
         except json.JSONDecodeError as exc:
             raise QgsProcessingException(f"Architecture options must be JSON, e.g. {{\"width\": 16}} ({exc})") from exc
         backend = self.backend(feedback)
+        class_field = None
+        if isinstance(labels_layer, QgsVectorLayer):
+            labels = self.vector_file(labels_layer, "Labels", feedback)
+            class_field = self.parameterAsString(parameters, self.CLASS_FIELD, context) or None
+        elif isinstance(labels_layer, QgsRasterLayer):
+            labels = self.layer_path(labels_layer, "Labels")
+            classes = classes or class_names(labels) or None
+        else:
+            raise QgsProcessingException("Labels: give a class raster or a polygon layer")
         with self.geoseg_errors():
-            if isinstance(labels_layer, QgsVectorLayer):
-                vector = self.vector_file(labels_layer, "Labels", feedback)
-                labels = os.path.join(tempfile.mkdtemp(prefix="geoseg_qgis_"), "labels.tif")
-                field = self.parameterAsString(parameters, self.CLASS_FIELD, context) or None
-                classes = backend.rasterize(vector, image, labels, field=field, classes=classes)
-                feedback.pushInfo(f"rasterized label polygons onto the image grid: classes {', '.join(classes)}")
-            elif isinstance(labels_layer, QgsRasterLayer):
-                labels = self.layer_path(labels_layer, "Labels")
-                classes = classes or class_names(labels) or None
-            else:
-                raise QgsProcessingException("Labels: give a class raster or a polygon layer")
             max_seconds = self.parameterAsDouble(parameters, self.MAX_SECONDS, context) or None
             res = backend.train(
                 image, labels, out, arch=self.parameterAsString(parameters, self.ARCH, context).strip(),
@@ -121,7 +118,12 @@ class TrainModel(GeoSegAlgorithm):
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                 chips_per_epoch=self.parameterAsInt(parameters, self.CHIPS_PER_EPOCH, context),
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], max_seconds=max_seconds,
-                progress=progress_callback(feedback, 0, 100, "train"),
+                class_field=class_field, progress=progress_callback(feedback, 0, 100, "train"),
+            )
+        if isinstance(labels_layer, QgsVectorLayer):
+            feedback.pushInfo(
+                f"geoseg rasterized label polygons window by window onto the image grid (class field "
+                f"{class_field or 'found by name'})"
             )
         feedback.pushInfo(f"best validation mIoU {res.get('best_miou')} at epoch {res.get('best_epoch')}; wrote {out}")
         return {self.OUTPUT: out, self.BEST_MIOU: res.get("best_miou")}
