@@ -33,9 +33,9 @@ from geoseg.errors import (
 )
 from geoseg.io.gdal_cache import bounded_gdal_cache
 from geoseg.io.labels import PolygonLabels, is_vector, read_polygons, to_crs
-from geoseg.io.read import open_dataset
+from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import class_names_from_tags
-from geoseg.metrics import SegmentationReport
+from geoseg.metrics import ConfusionMatrix, SegmentationReport
 from geoseg.progress import ProgressCallback, report
 
 
@@ -122,11 +122,7 @@ class _RasterTruth:
         )
 
     def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
-        data = self.reader.read(1, window=win)
-        valid = self.reader.read_masks(1, window=win) > 0
-        if data.dtype.kind == "f":
-            valid &= np.isfinite(data)
-        return data, valid
+        return read_masked(self.reader, win)
 
     def close(self) -> None:
         if self.reader is not self.ds:
@@ -234,63 +230,36 @@ def _accumulate(
     pred: Any, truth_src: Any, names: list[str] | None, ignore_index: int | None, aoi: _Aoi | None, window: int,
     progress: ProgressCallback | None, prediction: Any, truth: Any,
 ) -> SegmentationReport:
-    n = len(names) if names is not None else 0
-    grow = names is None
-    matrix = np.zeros((n, n), dtype=np.int64)
-    support_m2 = np.zeros(n)
-    unknown_truth: dict[int, int] = {}
-    unknown_pred: dict[int, int] = {}
+    cm = ConfusionMatrix(len(names) if names is not None else None, track_unknown=True)
     counts = {"pred_nodata": 0, "truth_nodata": 0, "outside_aoi": 0, "ignored": 0}
     H, W = pred.height, pred.width
     total_windows = math.ceil(H / window) * math.ceil(W / window)
-    done = 0
     report(progress, 0, total_windows, "evaluate")
     const_m2 = _pixel_area_m2_rows(pred.transform, pred.crs, 0, 1)
     geographic = isinstance(const_m2, np.ndarray)
-    for r0 in range(0, H, window):
-        for c0 in range(0, W, window):
-            win = Window(c0, r0, min(window, W - c0), min(window, H - r0))
-            p = pred.read(1, window=win)
-            valid = pred.read_masks(1, window=win) > 0
-            if p.dtype.kind == "f":
-                valid &= np.isfinite(p)
-            counts["pred_nodata"] += int((~valid).sum())
-            t, tvalid = truth_src.read(win)
-            counts["truth_nodata"] += int((valid & ~tvalid).sum())
-            valid &= tvalid
-            if aoi is not None:
-                inside = aoi.mask(win)
-                counts["outside_aoi"] += int((valid & ~inside).sum())
-                valid &= inside
-            if ignore_index is not None:
-                ign = t == ignore_index
-                counts["ignored"] += int((valid & ign).sum())
-                valid &= ~ign
-            pv = p[valid].astype(np.int64)
-            tv = t[valid].astype(np.int64)
-            if grow and pv.size:
-                hi = int(max(pv.max(), tv.max())) + 1
-                if hi > n:
-                    matrix = np.pad(matrix, ((0, hi - n), (0, hi - n)))
-                    support_m2 = np.pad(support_m2, (0, hi - n))
-                    n = hi
-            bad_t = (tv < 0) | (tv >= n)
-            bad_p = (pv < 0) | (pv >= n)
-            for arr, store in ((tv[bad_t], unknown_truth), (pv[bad_p], unknown_pred)):
-                if arr.size:
-                    ids, cnt = np.unique(arr, return_counts=True)
-                    for i, c in zip(ids.tolist(), cnt.tolist()):
-                        store[i] = store.get(i, 0) + c
-            ok = ~(bad_t | bad_p)
-            if n:
-                matrix += np.bincount(tv[ok] * n + pv[ok], minlength=n * n).reshape(n, n)
-                if geographic:
-                    rows = np.nonzero(valid)[0][ok]
-                    per_row = _pixel_area_m2_rows(pred.transform, pred.crs, r0, int(win.height))
-                    support_m2 += np.bincount(tv[ok], weights=np.asarray(per_row)[rows], minlength=n)
-            done += 1
-            report(progress, done, total_windows, "evaluate")
-    _raise_unknown(unknown_truth, unknown_pred, names, n, ignore_index, truth, prediction)
+    for done, win in enumerate(iter_windows(H, W, window), start=1):
+        p, valid = read_masked(pred, win)
+        counts["pred_nodata"] += int((~valid).sum())
+        t, tvalid = truth_src.read(win)
+        counts["truth_nodata"] += int((valid & ~tvalid).sum())
+        valid &= tvalid
+        if aoi is not None:
+            inside = aoi.mask(win)
+            counts["outside_aoi"] += int((valid & ~inside).sum())
+            valid &= inside
+        if ignore_index is not None:
+            ign = t == ignore_index
+            counts["ignored"] += int((valid & ign).sum())
+            valid &= ~ign
+        area = None
+        if geographic:
+            rows = np.asarray(_pixel_area_m2_rows(pred.transform, pred.crs, int(win.row_off), int(win.height)))
+            area = np.broadcast_to(rows[:, None], valid.shape)
+        cm.update(p, t, valid, truth_area=area)
+        report(progress, done, total_windows, "evaluate")
+    n = cm.num_classes
+    _raise_unknown(cm.unknown_truth, cm.unknown_pred, names, n, ignore_index, truth, prediction)
+    matrix = cm.matrix
     total = int(matrix.sum())
     if total == 0:
         raise NoOverlapError(
@@ -299,11 +268,11 @@ def _accumulate(
             f"interest {counts['outside_aoi']} px, ignored {counts['ignored']} px (of {H * W}); check the inputs "
             f"cover the same area and are not empty"
         )
-    rep = SegmentationReport.from_matrix(matrix, names if names is not None else [str(i) for i in range(n)])
+    rep = cm.report(names if names is not None else [str(i) for i in range(n)])
     pixel_area = abs(pred.transform.a * pred.transform.e - pred.transform.b * pred.transform.d)
     support = matrix.sum(1).astype(np.float64)
     if geographic:
-        m2 = support_m2
+        m2 = cm.truth_area
     elif isinstance(const_m2, float) and not math.isnan(const_m2):
         m2 = support * const_m2
     else:

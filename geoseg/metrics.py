@@ -12,31 +12,106 @@ from geoseg.errors import InvalidParameterError
 
 
 class ConfusionMatrix:
-    """Accumulates a ``num_classes x num_classes`` matrix (rows = truth, cols = prediction) window by window."""
+    """Accumulates a ``num_classes x num_classes`` matrix (rows = truth, cols = prediction) window by window.
 
-    def __init__(self, num_classes: int) -> None:
-        if num_classes < 1:
+    The one place pixels become counts (evaluation, training validation, batch reports). A pixel counts when it is in
+    ``valid``, both values are finite (NaN/inf are nodata, like a nodata value or a masked pixel) and both ids are
+    in ``0..num_classes-1``. Valid pixels with other ids are left out of the matrix and, with ``track_unknown``,
+    counted per id in :attr:`unknown_truth` / :attr:`unknown_pred` so the caller can say which labels are wrong.
+    With ``num_classes=None`` the matrix grows to the largest id seen (classes not known up front).
+
+    Raises:
+        InvalidParameterError: ``num_classes`` below 1.
+    """
+
+    def __init__(self, num_classes: int | None, *, track_unknown: bool = False) -> None:
+        if num_classes is not None and num_classes < 1:
             raise InvalidParameterError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.grow = num_classes is None
+        n = num_classes or 0
+        self.matrix = np.zeros((n, n), dtype=np.int64)
+        self.track_unknown = track_unknown
+        self.unknown_truth: dict[int, int] = {}
+        self.unknown_pred: dict[int, int] = {}
+        self.truth_area = np.zeros(n)  # per truth class: sum of the ``truth_area`` given to update()
 
-    def update(self, pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Add one window. Pixels outside ``valid`` or with ids outside ``0..num_classes-1`` are ignored."""
+    @property
+    def num_classes(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def update(
+        self,
+        pred: np.ndarray,
+        truth: np.ndarray,
+        valid: np.ndarray | None = None,
+        *,
+        truth_area: np.ndarray | None = None,
+    ) -> None:
+        """Add one window of class ids (any shape, the same for all arrays; integer or float).
+
+        ``truth_area``: per-pixel weights (e.g. pixel area in m² on a geographic grid) summed per truth class into
+        :attr:`truth_area`.
+
+        Raises:
+            InvalidParameterError: the arrays differ in size.
+        """
+        shape = np.shape(pred)
         pred = np.asarray(pred).ravel()
         truth = np.asarray(truth).ravel()
         if pred.shape != truth.shape:
             raise InvalidParameterError(f"prediction and truth windows differ in size: {pred.size} vs {truth.size}")
-        keep = (truth >= 0) & (truth < self.num_classes) & (pred >= 0) & (pred < self.num_classes)
-        if valid is not None:
-            keep &= np.asarray(valid, dtype=bool).ravel()
-        idx = truth[keep].astype(np.int64) * self.num_classes + pred[keep].astype(np.int64)
-        self.matrix += np.bincount(idx, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+        keep = np.ones(pred.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).ravel().copy()
+        for a in (pred, truth):
+            if a.dtype.kind == "f":
+                keep &= np.isfinite(a)
+        pv = pred[keep].astype(np.int64)
+        tv = truth[keep].astype(np.int64)
+        if self.grow and pv.size:
+            self._grow(int(max(pv.max(), tv.max())) + 1)
+        n = self.num_classes
+        ok = (tv >= 0) & (tv < n) & (pv >= 0) & (pv < n)
+        if self.track_unknown and not ok.all():
+            for ids, store in ((tv[(tv < 0) | (tv >= n)], self.unknown_truth), (pv[(pv < 0) | (pv >= n)],
+                                                                                  self.unknown_pred)):
+                for i, c in zip(*(x.tolist() for x in np.unique(ids, return_counts=True))):
+                    store[i] = store.get(i, 0) + c
+        if not n:
+            return
+        tk = tv[ok]
+        self.matrix += np.bincount(tk * n + pv[ok], minlength=n * n).reshape(n, n)
+        if truth_area is not None:
+            w = np.broadcast_to(np.asarray(truth_area, dtype=np.float64), shape).ravel()[keep][ok]
+            self.truth_area += np.bincount(tk, weights=w, minlength=n)
+
+    def _grow(self, n: int) -> None:
+        if n > self.num_classes:
+            k = n - self.num_classes
+            self.matrix = np.pad(self.matrix, ((0, k), (0, k)))
+            self.truth_area = np.pad(self.truth_area, (0, k))
+
+    def add_matrix(self, matrix: np.ndarray) -> None:
+        """Add another confusion matrix over the same class ids (the overlapping classes when sizes differ)."""
+        m = np.asarray(matrix, dtype=np.int64)
+        if self.grow:
+            self._grow(m.shape[0])
+        k = min(self.num_classes, m.shape[0])
+        self.matrix[:k, :k] += m[:k, :k]
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        self.matrix += other.matrix
+        """Add ``other`` (same classes) into this matrix; returns self.
+
+        Raises:
+            InvalidParameterError: the matrices have different class counts (and this one does not grow).
+        """
+        if other.num_classes != self.num_classes and not self.grow:
+            raise InvalidParameterError(
+                f"cannot merge a {other.num_classes}-class matrix into a {self.num_classes}-class one"
+            )
+        self.add_matrix(other.matrix)
         return self
 
     def report(self, classes: Sequence[str] | None = None) -> SegmentationReport:
+        """Scores of the matrix (see :meth:`SegmentationReport.from_matrix`)."""
         return SegmentationReport.from_matrix(self.matrix, classes)
 
 

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from geoseg.errors import GeoSegError, InvalidParameterError, OutputError, UnsupportedRasterError
 from geoseg.io.gdal_cache import bounded_gdal_cache
-from geoseg.io.read import open_dataset
+from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import class_names_from_tags
 from geoseg.io.write import atomic_path, check_output_path
 from geoseg.progress import ProgressCallback, report
@@ -192,12 +192,6 @@ def _pad1(a: np.ndarray, fill: int) -> np.ndarray:
     return np.concatenate([np.array([fill], dtype=a.dtype), a, np.array([fill], dtype=a.dtype)])
 
 
-def _iter_windows(height: int, width: int, size: int) -> Iterator[tuple[int, int, Window]]:
-    for r0 in range(0, height, size):
-        for c0 in range(0, width, size):
-            yield r0, c0, Window(c0, r0, min(size, width - c0), min(size, height - r0))
-
-
 def polygonize_stream(
     ds: rasterio.DatasetReader,
     *,
@@ -224,21 +218,18 @@ def polygonize_stream(
     finished: list[tuple[int, int, float, Any]] = []
     finished_coords = 0
     report(progress, 0, n_windows, "vectorize")
-    for done, (r0, c0, win) in enumerate(_iter_windows(H, W, window), start=1):
-        h, w = int(win.height), int(win.width)
+    for done, win in enumerate(iter_windows(H, W, window), start=1):
+        r0, c0, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
         c1, r1 = c0 + w, r0 + h
         if c0 == 0 and r0 > 0:  # a new row of windows: the bottom seam of the last row becomes the top seam
             above_ids, next_above_ids = next_above_ids, above_ids
             above_cls, next_above_cls = next_above_cls, above_cls
             next_above_ids[:] = -1
-        raw = ds.read(1, window=win)
-        valid = ds.read_masks(1, window=win) > 0
-        if float_data:
-            valid &= np.isfinite(raw)
-            if valid.any() and not np.all(raw[valid] == np.round(raw[valid])):
-                raise UnsupportedRasterError(
-                    f"{ds.name} holds non-integer values; vectorize expects a class raster (integer class ids)"
-                )
+        raw, valid = read_masked(ds, win)
+        if float_data and valid.any() and not np.all(raw[valid] == np.round(raw[valid])):
+            raise UnsupportedRasterError(
+                f"{ds.name} holds non-integer values; vectorize expects a class raster (integer class ids)"
+            )
         data = np.where(valid, raw, 0)
         del raw
         labels, label_cls = _label(data, valid, connectivity)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,26 @@ def reflect_fill(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
     if w > cols:
         buf[..., :, cols:] = buf[..., :, _reflect_index(cols, w - cols)[cols:]]
     return buf
+
+
+def read_masked(ds: rasterio.DatasetReader, window: Window, band: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Values ``(rows, cols)`` of ``band`` in ``window``, in the file's dtype, and where they are valid (bool).
+
+    The nodata rule of class rasters and ground truth: invalid is what GDAL's mask says (the nodata value, an
+    internal mask, an alpha band) and, in float data, NaN and inf.
+    """
+    data = ds.read(band, window=window)
+    valid = ds.read_masks(band, window=window) > 0
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data)
+    return data, valid
+
+
+def iter_windows(height: int, width: int, size: int) -> Iterator[Window]:
+    """``size x size`` windows (smaller at the right and bottom edges) covering a raster in row-major order."""
+    for r0 in range(0, height, size):
+        for c0 in range(0, width, size):
+            yield Window(c0, r0, min(size, width - c0), min(size, height - r0))
 
 
 def open_raster(path: str | os.PathLike[str] | Path, **kwargs: Any) -> RasterSource:
