@@ -34,7 +34,7 @@ from geoseg.errors import (
 from geoseg.io.gdal_cache import bounded_gdal_cache
 from geoseg.io.labels import PolygonLabels, is_vector, read_polygons, to_crs
 from geoseg.io.read import iter_windows, open_dataset, read_masked
-from geoseg.io.tags import class_names_from_tags
+from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
 from geoseg.progress import ProgressCallback, report
 
@@ -66,7 +66,7 @@ def _pixel_area_m2_rows(transform: Affine, crs: Any, row0: int, nrows: int) -> n
 
 def _resolve_classes(classes: Sequence[str] | int | None, pred: Any) -> list[str] | None:
     if classes is None:
-        return class_names_from_tags(pred)
+        return read_class_names(pred)
     if isinstance(classes, int):
         if classes < 1:
             raise InvalidParameterError(f"classes must be >= 1 or a list of names, got {classes}")

@@ -31,7 +31,7 @@ from scipy import ndimage
 from geoseg.errors import GeoSegError, InvalidParameterError, OutputError, UnsupportedRasterError
 from geoseg.io.gdal_cache import bounded_gdal_cache
 from geoseg.io.read import iter_windows, open_dataset, read_masked
-from geoseg.io.tags import class_names_from_tags
+from geoseg.io.tags import read_class_names
 from geoseg.io.write import atomic_path, check_output_path
 from geoseg.progress import ProgressCallback, report
 
@@ -507,7 +507,7 @@ def _vectorize(
                     f"probability raster {probabilities} ({prob_ds.width}x{prob_ds.height}) is not on the grid of "
                     f"{class_raster} ({ds.width}x{ds.height}); pass the probability raster written with the classes"
                 )
-        names = list(classes) if classes is not None else class_names_from_tags(ds)
+        names = list(classes) if classes is not None else read_class_names(ds)
         out_crs = None
         if crs is not None:
             if ds.crs is None:

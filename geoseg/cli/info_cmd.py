@@ -49,6 +49,9 @@ def info_command(path: str, as_json: bool) -> None:
     click.echo(f"mask      {d['mask']}")
     for b in d["bands"]:
         click.echo(f"  band {b['index']:>3}  {b['name']:<16} {b['dtype']:<8} nodata={b['nodata']}")
+    classes = d["legend"]["classes"]
+    if classes:
+        click.echo(f"classes   {len(classes)}: {', '.join(classes)}")
 
 
 @click.command("models")

@@ -160,7 +160,9 @@ class RasterSource:
         return any(np.dtype(d).kind == "f" for d in self.dtypes)
 
     def describe(self) -> dict[str, Any]:
-        """Plain-data summary used by ``geoseg info``."""
+        """Plain-data summary used by ``geoseg info``; ``legend`` is :func:`geoseg.io.tags.class_legend`."""
+        from geoseg.io.tags import class_legend
+
         return {
             "path": self.path,
             "width": self.width,
@@ -175,6 +177,7 @@ class RasterSource:
             "mask": "internal mask/alpha"
             if self._gdal_mask
             else ("nodata value" if any(v is not None for v in self.nodata) else ("NaN" if self._floating else "none")),
+            "legend": class_legend(self._dataset()),
         }
 
     # --- reading -------------------------------------------------------------------------------------------------

@@ -270,10 +270,11 @@ def verify_complete(path: Path) -> None:
 def write_class_metadata(
     ds: rasterio.io.DatasetWriter, *, classes: Sequence[str], colors: Sequence[Sequence[int]] | None, nodata: int
 ) -> None:
-    """Store class names (tags + band description) and a color table on a class raster."""
-    import json
+    """Store class names (the ``geoseg_classes`` tag, see :mod:`geoseg.io.tags`, and the band description) and a color
+    table (uint8 rasters; ``nodata`` transparent) on a class raster."""
+    from geoseg.io.tags import write_class_names
 
-    ds.update_tags(geoseg_classes=json.dumps(list(classes)))
+    write_class_names(ds, classes)
     ds.set_band_description(1, "class")
     if colors and np.dtype(ds.dtypes[0]) == np.uint8:
         cmap = {i: tuple(int(v) for v in (list(c) + [255])[:4]) for i, c in enumerate(colors)}

@@ -14,6 +14,7 @@ from rasterio.windows import Window
 from geoseg.errors import InvalidParameterError, ModelContractError
 from geoseg.io.labels import PolygonLabels, is_vector
 from geoseg.io.read import RasterSource, open_dataset
+from geoseg.io.tags import CLASSES_TAG, read_class_names
 
 IGNORE_INDEX = 255
 
@@ -29,7 +30,15 @@ class LabelSource(Protocol):
 
 
 class LabelRaster:
-    """Windowed reads of an integer label raster on the image grid; nodata / unknown ids -> IGNORE_INDEX."""
+    """Windowed reads of an integer label raster on the image grid; nodata / unknown ids -> IGNORE_INDEX.
+
+    Class names are ``classes``, else those stored on the raster by geoseg (:func:`geoseg.io.tags.read_class_names`),
+    else ``class_0..class_K-1``.
+
+    Raises:
+        ModelContractError: the raster is not on the image grid, or its values are not integers.
+        InvalidParameterError: ids beyond the class names, or fewer than 2 classes.
+    """
 
     def __init__(self, path: str | os.PathLike[str], image: RasterSource, classes: Sequence[str] | None) -> None:
         self.path = str(path)
@@ -49,15 +58,17 @@ class LabelRaster:
             raise ModelContractError(f"label raster {path} has {ds.dtypes[0]} values; class ids must be integers")
         self.nodata = ds.nodata
         ids = self._class_ids()
-        if classes:
-            unknown = sorted(int(i) for i in ids if i >= len(classes) or i < 0)
+        names = list(classes) if classes else read_class_names(ds)
+        if names:
+            unknown = sorted(int(i) for i in ids if i >= len(names) or i < 0)
             if unknown:
                 ds.close()
+                source = "given" if classes else f"stored on the raster (tag {CLASSES_TAG})"
                 raise InvalidParameterError(
-                    f"label ids {unknown} in {path} exceed the {len(classes)} class names given; give one name per "
+                    f"label ids {unknown} in {path} exceed the {len(names)} class names {source}; give one name per "
                     f"class id 0..{int(ids.max())} or set those pixels to the label nodata value"
                 )
-            self.classes = list(classes)
+            self.classes = names
         else:
             n = int(ids.max()) + 1 if ids.size else 0
             self.classes = [f"class_{i}" for i in range(n)]

@@ -177,6 +177,18 @@ class InProcessBackend:
         with self._errors():
             return asdict(read_config(checkpoint))
 
+    def class_legend(self, raster: str) -> dict[str, Any]:
+        """Class names, colors and nodata of a class raster (geoseg.io.tags.class_legend)."""
+        from geoseg.io.read import open_dataset
+        from geoseg.io.tags import class_legend
+
+        with self._errors():
+            ds = open_dataset(raster)
+            try:
+                return class_legend(ds)
+            finally:
+                ds.close()
+
     def predict(
         self, raster: str, out: str, *, checkpoint: str, bands: str | None = None, tile: int | None = None,
         overlap: int | None = None, batch_size: int | None = None, device: str = "auto", stitch: str = "center",
@@ -346,6 +358,10 @@ class SubprocessBackend:
 
     def model_info(self, checkpoint: str) -> dict[str, Any]:
         return json.loads(self.run(["info", checkpoint, "--json"]))
+
+    def class_legend(self, raster: str) -> dict[str, Any]:
+        """Class names, colors and nodata of a class raster (``geoseg info --json``)."""
+        return dict(json.loads(self.run(["info", raster, "--json"]))["legend"])
 
     def predict(
         self, raster: str, out: str, *, checkpoint: str, bands: str | None = None, tile: int | None = None,

@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..styling import palette_from_config, palette_from_raster
+from ..styling import palette_from_legend
 from .base import DEVICES, GeoSegAlgorithm
 
 STITCH = ["center", "mean", "gaussian"]
@@ -120,7 +120,7 @@ class SegmentRaster(GeoSegAlgorithm):
                 progress=progress_callback(feedback, 0, end, "segment"),
             )
             feedback.pushInfo(f"wrote {out} on {res.get('device')}")
-            palette = palette_from_raster(out) or palette_from_config(info["classes"], info["colors"])
+            palette = palette_from_legend(info["classes"], info["colors"] or None)  # as written on the class raster
             self.style_output(out, self.OUTPUT, palette, context, layer_name="Classes")
             results: dict[str, Any] = {self.OUTPUT: out, self.PROBABILITIES: probs, self.POLYGONS: None}
             if polys:

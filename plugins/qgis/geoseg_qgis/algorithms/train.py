@@ -23,7 +23,6 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..styling import class_names
 from .base import DEVICES, GeoSegAlgorithm, progress_callback, split_names
 
 
@@ -104,8 +103,7 @@ class TrainModel(GeoSegAlgorithm):
             labels = self.vector_file(labels_layer, "Labels", feedback)
             class_field = self.parameterAsString(parameters, self.CLASS_FIELD, context) or None
         elif isinstance(labels_layer, QgsRasterLayer):
-            labels = self.layer_path(labels_layer, "Labels")
-            classes = classes or class_names(labels) or None
+            labels = self.layer_path(labels_layer, "Labels")  # geoseg reads class names stored on it
         else:
             raise QgsProcessingException("Labels: give a class raster or a polygon layer")
         with self.geoseg_errors():

@@ -16,7 +16,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..styling import class_names, palette_from_raster
+from ..styling import palette_from_legend
 from .base import GeoSegAlgorithm, progress_callback, split_names
 
 CONNECTIVITY = ["4 (edges)", "8 (edges and corners)"]
@@ -65,8 +65,8 @@ class VectorizeClasses(GeoSegAlgorithm):
     ) -> dict[str, Any]:
         raster = self.layer_path(self.parameterAsRasterLayer(parameters, self.INPUT, context), "Class raster")
         out = self.output_file(self.parameterAsOutputLayer(parameters, self.OUTPUT, context), "Class polygons")
-        # names stored on the raster (geoseg's JSON tag or a plain comma list) unless given
-        classes = split_names(self.parameterAsString(parameters, self.CLASSES, context)) or class_names(raster) or None
+        # without names given, geoseg uses those stored on the raster
+        classes = split_names(self.parameterAsString(parameters, self.CLASSES, context))
         backend = self.backend(feedback)
         with self.geoseg_errors():
             res = backend.vectorize(
@@ -77,8 +77,8 @@ class VectorizeClasses(GeoSegAlgorithm):
                 progress=progress_callback(feedback, 0, 100, "vectorize"),
             )
         feedback.pushInfo(f"wrote {res.get('features')} polygons to {out}")
-        palette = palette_from_raster(raster)
-        if classes:
-            palette = [(v, rgb, classes[v] if v < len(classes) else name) for v, rgb, name in palette]
+        with self.geoseg_errors():
+            legend = backend.class_legend(raster)
+        palette = palette_from_legend(classes or legend["classes"], legend["colors"], legend["nodata"])
         self.style_output(out, self.OUTPUT, palette, context, vector=True, layer_name="Class polygons")
         return {self.OUTPUT: out, self.FEATURES: res.get("features")}
