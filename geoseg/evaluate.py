@@ -31,7 +31,7 @@ from geoseg.errors import (
     NotGeoreferencedWarning,
     UnknownClassError,
 )
-from geoseg.io.gdal_cache import bounded_gdal_cache
+from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
 from geoseg.io.labels import PolygonLabels, is_vector, read_polygons, to_crs
 from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
@@ -218,7 +218,7 @@ def _evaluate(
             truth_src = _RasterTruth(truth, pred)
         aoi_src = _Aoi(aoi, pred) if aoi is not None else None
         readers = [pred] + ([truth_src.ds] if isinstance(truth_src, _RasterTruth) else [])
-        with bounded_gdal_cache(readers, window):
+        with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in readers)):
             return _accumulate(pred, truth_src, names, ignore_index, aoi_src, window, progress, prediction, truth)
     finally:
         if truth_src is not None:

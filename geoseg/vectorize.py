@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,9 @@ from affine import Affine
 from rasterio.windows import Window
 from scipy import ndimage
 
+from geoseg.allocator import release_freed_memory
 from geoseg.errors import GeoSegError, InvalidParameterError, OutputError, UnsupportedRasterError
-from geoseg.io.gdal_cache import bounded_gdal_cache
+from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
 from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.io.write import atomic_path, check_output_path
@@ -72,29 +72,6 @@ def vector_driver(path: str | os.PathLike[str]) -> str:
         raise InvalidParameterError(
             f"unsupported vector output format {suffix or '(no extension)'!r} for {path}; use one of: {known}"
         ) from None
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the previous window back to the OS (glibc ``malloc_trim``, Arrow's pool).
-
-    Large per-window temporaries otherwise leave the heap fragmented, and RSS creeps up with the number of windows.
-    """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
-        except OSError:
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-    pa = sys.modules.get("pyarrow")
-    if pa is not None:
-        pa.default_memory_pool().release_unused()
-
-
-_LIBC: Any = None
 
 
 # --- union-find over component ids --------------------------------------------------------------------------------
@@ -524,7 +501,7 @@ def _vectorize(
         stream = polygonize_stream(ds, connectivity=connectivity, window=window, prob_ds=prob_ds, progress=progress)
         batches = (cols for cols in (builder.build(b) for b in stream) if cols is not None)
         final_crs = out_crs if out_crs is not None else (ds.crs if ds.crs else None)
-        with bounded_gdal_cache([ds, prob_ds], window):
+        with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in (ds, prob_ds) if d is not None)):
             if out_path is None or driver is None:
                 return _to_geodataframe(batches, final_crs, prob_ds is not None)
             return _write(out_path, driver, batches, final_crs, prob_ds is not None, connectivity, overwrite, layer)

@@ -78,5 +78,16 @@ progress_option = click.option(
 )
 
 
+def tune_cpu_allocator(device: str | None) -> None:
+    """Before predicting on the CPU: let glibc keep large freed blocks
+    (:func:`geoseg.allocator.configure_cpu_allocator`: a process-wide setting the CLI makes on behalf of the user; the
+    library never does). Imports torch."""
+    from geoseg.allocator import configure_cpu_allocator
+    from geoseg.models.device import resolve_device
+
+    if resolve_device(device).type == "cpu":
+        configure_cpu_allocator()
+
+
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))

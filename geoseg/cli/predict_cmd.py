@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option
+from geoseg.cli.common import handle_errors, progress_display, progress_option, tune_cpu_allocator
 
 STITCH_CHOICES = ["center", "mean", "gaussian"]
 
@@ -65,6 +65,7 @@ def predict_command(
     """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid)."""
     from geoseg.inference.predict import predict_raster
 
+    tune_cpu_allocator(device)
     with progress_display(progress_kind, "predict") as progress:
         result = predict_raster(
             raster,

@@ -11,6 +11,7 @@ from typing import Any
 
 from distributed import WorkerPlugin, get_worker
 
+from geoseg.allocator import configure_cpu_allocator
 from geoseg.distributed.manifest import sha256_file
 from geoseg.distributed.regions import RegionTask
 
@@ -38,12 +39,17 @@ class ModelPlugin(WorkerPlugin):
             import torch
 
             torch.set_num_threads(self.torch_threads)
+        from geoseg.models.device import resolve_device
+
         worker_model(self.checkpoint, self.device, worker=worker)
+        if resolve_device(self.device).type == "cpu":  # this worker process predicts on the CPU: see geoseg.allocator
+            configure_cpu_allocator()
 
 
 def worker_model(checkpoint: str, device: str, *, worker: Any = None) -> tuple[Any, Any]:
     """The (module, config) for ``checkpoint`` on this worker, loaded on first use and cached."""
-    from geoseg.inference.predict import load_model, resolve_device
+    from geoseg.inference.predict import load_model
+    from geoseg.models.device import resolve_device
 
     worker = worker or get_worker()
     dev = resolve_device(device)

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoseg.allocator import configure_cpu_allocator
 from geoseg.errors import InvalidParameterError, ModelContractError, NotGeoreferencedWarning, NoValidDataError
 from geoseg.inference.bands import match_bands
 from geoseg.inference.engine import BatchRunner, auto_batch_size, class_dtype
@@ -135,6 +134,9 @@ def predict_raster(
             True for its defaults or a dict of its options). Give an overlap of at least its kernel.
         tiles: (tile rows, tile cols) of the full tile grid (see :func:`plan_grid`): predict only that region; the
             output covers the union of their cores and equals the full prediction there (used by run_batch).
+
+    On the CPU, call :func:`geoseg.allocator.configure_cpu_allocator` once first (the CLI does): about twice as fast
+    for large tiles, at the price of a process-wide allocator setting, which is why this function does not make it.
 
     Raises:
         InvalidParameterError: a bad option (``prob_dtype``, ``workers``, ``batch_size``, ``stitch``, ``tile``/
@@ -242,14 +244,11 @@ def _tile_grid(
 
 
 def _prepare_model(net: nn.Module, device: torch.device, *, compile: bool) -> nn.Module:
-    """On CUDA: channels_last, and ``torch.compile`` when asked. On CPU: glibc keeps large blocks for reuse
-    (:func:`geoseg.allocator.configure_cpu_allocator`)."""
+    """On CUDA: channels_last, and ``torch.compile`` when asked."""
     if device.type == "cuda":
         if compile:
             net = torch.compile(net)  # type: ignore[assignment]
         return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload, no-any-return]
-    if device.type == "cpu":
-        configure_cpu_allocator()
     return net
 
 

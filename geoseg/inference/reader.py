@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
 from geoseg.io.blocks import BlockCache
+from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
 from geoseg.io.normalize import Normalization
 from geoseg.io.read import RasterSource, reflect_fill
 from geoseg.tiling import Tile, TileGrid
@@ -43,35 +43,6 @@ def keep_overlap_rows(source: RasterSource, grid: TileGrid, *, cuda: bool) -> bo
     return held_rows * source.width * per_px <= (LARGE_CACHE if cuda else SMALL_CACHE)
 
 
-def bounded_gdal_cache(
-    source: RasterSource, grid: TileGrid, *, keep_overlap_rows: bool = True, block_reuse: bool = False
-) -> contextlib.AbstractContextManager[Any]:
-    """A rasterio.Env sizing GDAL's block cache for one pass of tile reads, unless GDAL_CACHEMAX is set.
-
-    GDAL's default cache (5% of RAM) fills with blocks a one-pass read never revisits, so peak RSS would grow with the
-    raster. With ``block_reuse`` (geoseg holds decoded blocks itself, :class:`BlockCache`) GDAL only needs room for
-    the blocks being decoded. Otherwise neighbouring tiles of a row share a column of blocks and consecutive tile rows
-    share the blocks under their overlap: ``keep_overlap_rows`` keeps two rows of blocks across the width, without it
-    only the blocks of two neighbouring tiles. Striped files always keep a tile row of strips.
-    """
-    import rasterio.env
-
-    if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()):
-        return contextlib.nullcontext()
-    bh, bw = source.block_shapes[0]
-    th, tw = grid.tile_shape
-    per_px = int(source.profile.get("count", source.count)) * max(np.dtype(d).itemsize for d in source.dtypes) + 1
-    if block_reuse:
-        need = 4 * bh * min(bw, source.width) * per_px
-    elif bw >= source.width:
-        need = (th + bh) * source.width * per_px
-    else:
-        need = 2 * bh * source.width * per_px if keep_overlap_rows else 0
-        # at least the blocks two neighbouring tiles read (hyperspectral blocks are ~100 MB each)
-        need = max(need, min(th + 2 * bh, source.height) * min(tw + 2 * bw, source.width) * per_px)
-    return rasterio.Env(GDAL_CACHEMAX=max(16, int(need * 1.25 / 2**20) + 1))
-
-
 class TileReader:
     """Reads tiles of ``grid`` from ``source`` into batch buffers: normalized, nodata set to 0 (the band mean after
     normalization), reflect-padded to the tile shape, on ``workers`` threads (on the calling thread when 0).
@@ -89,11 +60,12 @@ class TileReader:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> TileReader:
-        self._stack.enter_context(
-            bounded_gdal_cache(
-                self.source, self.grid, keep_overlap_rows=self.keep_rows, block_reuse=self.blocks is not None
-            )
+        halo_rows, halo_cols = self.grid.halo
+        reads = WindowedReads.of(
+            self.source, self.grid.tile_shape, overlap=(2 * halo_rows, 2 * halo_cols), keep_rows=self.keep_rows,
+            blocks_held=self.blocks is not None,
         )
+        self._stack.enter_context(bounded_gdal_cache(reads))
         return self
 
     def __exit__(self, *exc: object) -> None:
