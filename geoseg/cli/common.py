@@ -31,6 +31,13 @@ def handle_errors(func: F) -> F:
         except GeoSegError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except ModuleNotFoundError as exc:
+            from geoseg.deps import IMPORT_TO_DIST, missing_dependency_message
+
+            if not exc.name or exc.name.split(".")[0] not in IMPORT_TO_DIST:
+                raise
+            click.echo(f"Error: {missing_dependency_message(exc.name)}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("Interrupted: no partial output was left behind.", err=True)
             sys.exit(130)

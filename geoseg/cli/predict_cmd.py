@@ -82,6 +82,7 @@ def predict_command(
             nodata=nodata,
             workers=workers,
             amp=not no_amp,
+            crf=crf,
             overwrite=overwrite,
             progress=progress,
         )

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geoseg.errors import CheckpointError, InputNotFoundError
+from geoseg.errors import CheckpointError
 from geoseg.io.write import atomic_path
-from geoseg.models.config import ModelConfig
+from geoseg.models.config import CONFIG_KEY, ModelConfig, checkpoint_kind, read_config
 from geoseg.models.registry import create_model, model_stride
 
-CONFIG_KEY = "geoseg_config"
+__all__ = ["CONFIG_KEY", "load_checkpoint", "read_config", "read_torch_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(
@@ -32,18 +32,15 @@ def save_checkpoint(
     return path
 
 
-def read_config(path: str | os.PathLike[str]) -> ModelConfig:
-    """Read only the ModelConfig of a checkpoint (cheap: the header, not the weights)."""
-    state, config = _read(Path(path), header_only=True)
-    return config
-
-
 def load_checkpoint(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelConfig]:
     """Rebuild the model described by a checkpoint and load its weights; model is in eval mode on ``device``."""
     p = Path(path)
-    state, config = _read(p, header_only=False)
+    if checkpoint_kind(p) == "torch":
+        state, config = read_torch_checkpoint(p)
+    else:
+        state, config = _read_safetensors(p)
     model = create_model(
         config.arch, in_channels=config.in_channels, num_classes=config.num_classes, **config.arch_kwargs
     )
@@ -58,27 +55,13 @@ def load_checkpoint(
     return model.to(device).eval(), config
 
 
-def _read(p: Path, *, header_only: bool) -> tuple[dict[str, torch.Tensor], ModelConfig]:
-    if not p.exists():
-        raise InputNotFoundError(f"checkpoint not found: {p}")
-    if p.is_dir() or p.stat().st_size == 0:
-        raise CheckpointError(f"{p} is not a checkpoint file (empty or a directory)")
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-    if p.suffix == ".safetensors" or (
-        len(head) == 8 and int.from_bytes(head, "little") < 100_000_000 and head[:2] != b"PK"
-    ):
-        return _read_safetensors(p, header_only=header_only)
-    return _read_torch(p)
-
-
-def _read_safetensors(p: Path, *, header_only: bool) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
     from safetensors import safe_open
 
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {} if header_only else {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as exc:
         raise CheckpointError(f"{p} is not a valid safetensors checkpoint ({exc}); was it truncated?") from exc
     if CONFIG_KEY not in meta:
@@ -88,7 +71,7 @@ def _read_safetensors(p: Path, *, header_only: bool) -> tuple[dict[str, torch.Te
     return state, ModelConfig.from_json(meta[CONFIG_KEY])
 
 
-def _read_torch(p: Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+def read_torch_checkpoint(p: Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
     """A ``torch.save`` file holding {"state_dict": ..., "geoseg_config": json}, loaded with weights_only=True."""
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from geoseg.errors import CheckpointError, InvalidParameterError
+from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError, MissingDependencyError
 
 FORMAT_VERSION = 1
+CONFIG_KEY = "geoseg_config"  # safetensors metadata key (and torch-file dict key) holding the ModelConfig JSON
+_MAX_HEADER = 100_000_000  # bytes; a larger safetensors header length means the file is something else
 
 # A qualitative palette for classes without explicit colors (RGB).
 DEFAULT_COLORS = [
@@ -103,3 +107,78 @@ class ModelConfig:
             return cls(**{k: v for k, v in data.items() if k in known})
         except (TypeError, InvalidParameterError) as exc:
             raise CheckpointError(f"invalid model config in checkpoint: {exc}") from exc
+
+
+def checkpoint_kind(path: str | os.PathLike[str]) -> str:
+    """``"safetensors"`` or ``"torch"`` (a ``torch.save`` zip/pickle), from the file's first bytes and suffix.
+
+    Raises:
+        InputNotFoundError: ``path`` does not exist.
+        CheckpointError: ``path`` is a directory or an empty file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"checkpoint not found: {p}")
+    if p.is_dir() or p.stat().st_size == 0:
+        raise CheckpointError(f"{p} is not a checkpoint file (empty or a directory)")
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+    if p.suffix == ".safetensors" or (
+        len(head) == 8 and int.from_bytes(head, "little") < _MAX_HEADER and head[:2] != b"PK"
+    ):
+        return "safetensors"
+    return "torch"
+
+
+def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file, parsed from its JSON header (no torch, weights unread).
+
+    Format: an 8-byte little-endian header length, then that many bytes of JSON
+    (https://github.com/huggingface/safetensors, "Format").
+
+    Raises:
+        CheckpointError: the file is not a well-formed safetensors file (e.g. truncated).
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    try:
+        with open(p, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 2 <= n <= min(_MAX_HEADER, size - 8):
+                raise ValueError(f"header length {n} does not fit a {size}-byte file")
+            header = json.loads(fh.read(n))
+        meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+        if not isinstance(meta, dict):
+            raise ValueError("the header is not a JSON object with a __metadata__ object")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{p} is not a valid safetensors checkpoint ({exc}); was it truncated?") from exc
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def read_config(path: str | os.PathLike[str]) -> ModelConfig:
+    """Read only the ModelConfig of a checkpoint (its header, not the weights).
+
+    ``.safetensors`` checkpoints are read without torch; ``torch.save`` files need torch (loaded with
+    ``weights_only=True``).
+
+    Raises:
+        InputNotFoundError: ``path`` does not exist.
+        CheckpointError: not a checkpoint, not written by geoseg, or a malformed model config.
+        MissingDependencyError: a ``torch.save`` checkpoint and torch is not installed.
+    """
+    p = Path(path)
+    if checkpoint_kind(p) == "torch":
+        try:
+            from geoseg.models.checkpoint import read_torch_checkpoint
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"{p} is a torch.save checkpoint, which needs torch to read; install torch, or use the "
+                f".safetensors checkpoint that geoseg writes"
+            ) from exc
+        return read_torch_checkpoint(p)[1]
+    meta = safetensors_metadata(p)
+    if CONFIG_KEY not in meta:
+        raise CheckpointError(
+            f"{p} has weights but no geoseg model config; it was not written by geoseg (save with save_checkpoint)"
+        )
+    return ModelConfig.from_json(meta[CONFIG_KEY])

@@ -48,6 +48,10 @@ def _first_line(doc: str | None) -> str:
 
 
 _entry_points_loaded = False
+_builtins_loaded = False
+
+# modules whose import registers the native architectures
+BUILTIN_MODULES = ("deeplab", "densenet", "fcn", "icnet", "pspnet", "resunet", "segnet", "tiny", "unet")
 
 
 def register_model(
@@ -79,8 +83,20 @@ def register_model(
     return deco
 
 
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    import importlib
+
+    for name in BUILTIN_MODULES:
+        importlib.import_module(f"geoseg.models.{name}")
+
+
 def _load_entry_points() -> None:
     global _entry_points_loaded
+    _load_builtins()
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
