@@ -25,6 +25,7 @@ MODULE_EXTRAS: dict[str, set[str]] = {
     "geoseg.distributed": {"distributed", "torch", "jobqueue", "cuda"},
     "geoseg.evaluate": {"vector"},  # polygon truth only; raster truth needs the base install
     "geoseg.inference": {"torch", "onnx"},
+    "geoseg.io.labels": {"vector"},  # label polygons (training and evaluation)
     "geoseg.io.xarray_view": {"xarray"},
     "geoseg.models": {"torch", "onnx"},
     "geoseg.models.onnx": {"torch", "onnx"},
