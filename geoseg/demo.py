@@ -38,7 +38,7 @@ def run_demo(
     from geoseg.inference.predict import predict_raster
     from geoseg.report import write_report
     from geoseg.train import train_model
-    from geoseg.vectorize import vectorize
+    from geoseg.vectorization import vectorize
 
     t0 = time.perf_counter()
     out = Path(out_dir)

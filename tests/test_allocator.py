@@ -13,7 +13,7 @@ CODE = """
 import sys
 import geoseg.allocator as allocator
 from geoseg.inference import predict_raster
-from geoseg.vectorize import vectorize
+from geoseg.vectorization import vectorize
 src, ck, out = sys.argv[1:4]
 predict_raster(src, out + ".lib.tif", model=ck, device="cpu")
 vectorize(out + ".lib.tif")

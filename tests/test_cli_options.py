@@ -25,7 +25,7 @@ LIBRARY_CALLS = [
     ("geoseg.train", "train_model"),
     ("geoseg.train", "load_train_config"),
     ("geoseg.evaluate", "evaluate"),
-    ("geoseg.vectorize", "vectorize"),
+    ("geoseg.vectorization", "vectorize"),
     ("geoseg.report", "write_report"),
     ("geoseg.distributed", "run_batch"),
     ("geoseg.demo", "run_demo"),

@@ -32,7 +32,7 @@ MODULE_EXTRAS: dict[str, set[str]] = {
     "geoseg.report": {"report"},
     "geoseg.train": {"torch", "vector"},
     "geoseg.train.config": {"config"},
-    "geoseg.vectorize": {"vector"},
+    "geoseg.vectorization": {"vector"},
 }
 
 # declared distributions that no geoseg module imports by name, and why they are declared

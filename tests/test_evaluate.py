@@ -31,7 +31,7 @@ from geoseg.errors import (
     UnknownClassError,
 )
 from geoseg.evaluate import evaluate
-from geoseg.vectorize import vectorize
+from geoseg.vectorization import vectorize
 
 
 def sklearn_check(rep, t: np.ndarray, p: np.ndarray, n: int) -> None:

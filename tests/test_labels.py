@@ -15,7 +15,7 @@ from geoseg.errors import InvalidParameterError, UnknownClassError
 from geoseg.evaluate import evaluate
 from geoseg.io import RasterSource
 from geoseg.io.labels import CLASS_FIELD_CANDIDATES, VECTOR_SUFFIXES, PolygonLabels, is_vector
-from geoseg.vectorize import vectorize
+from geoseg.vectorization import vectorize
 
 NAMES = ["crop", "forest", "water"]
 FORMATS = [".gpkg", ".geojson", ".shp", ".fgb", ".parquet"]
@@ -131,6 +131,6 @@ def test_overlapping_polygons_later_wins_and_any_id_survives(tmp_path: Path) -> 
 
 
 def test_vector_suffixes_cover_the_writers_formats() -> None:
-    from geoseg.vectorize import VECTOR_FORMATS
+    from geoseg.vectorization import VECTOR_FORMATS
 
     assert set(VECTOR_FORMATS) <= set(VECTOR_SUFFIXES)

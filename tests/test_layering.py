@@ -44,7 +44,7 @@ def test_torch_only_in_model_inference_and_train_packages(path: Path) -> None:
 @pytest.mark.parametrize(
     ("importer", "forbidden"),
     [
-        ("evaluate.py", "geoseg.vectorize"),  # shared helpers live in io/
+        ("evaluate.py", "geoseg.vectorization"),  # shared helpers live in io/
         ("train", "geoseg.inference"),  # training does not import the prediction pipeline
         ("io", "geoseg.inference"),
         ("io", "geoseg.models"),

@@ -20,7 +20,7 @@ from geoseg.io.write import write_class_metadata
 def test_written_names_are_read_back_by_vectorize_evaluate_training_and_info(tmp_path) -> None:
     from geoseg.evaluate import evaluate
     from geoseg.train.labels import LabelRaster
-    from geoseg.vectorize import vectorize
+    from geoseg.vectorization import vectorize
 
     _, labels = class_scene(24, 24, classes=3)
     path = write_raster(tmp_path / "lab.tif", labels, nodata=255)

@@ -7,8 +7,7 @@ from typing import Any
 import click
 
 from geoseg.cli.common import echo_json, handle_errors, progress_display, progress_option
-
-CLUSTER_CHOICES = ["local", "slurm", "pbs", "cuda"]
+from geoseg.distributed.cluster import CLUSTERS
 
 
 def _parse_cluster_options(items: tuple[str, ...]) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def _parse_cluster_options(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://HOST:8786).")
 @click.option(
     "--cluster",
-    type=click.Choice(CLUSTER_CHOICES),
+    type=click.Choice(CLUSTERS),
     default="local",
     show_default=True,
     help="Cluster to start when no --scheduler is given.",

@@ -84,7 +84,7 @@ def vectorize_and_evaluate(
 ) -> None:
     """`geoseg predict --vector --truth --report` post-processing: vectorize, evaluate, print the table, write files."""
     if vector:
-        from geoseg.vectorize import vectorize
+        from geoseg.vectorization import vectorize
 
         with progress_display(progress_kind, "vectorize", unit="window") as progress:
             res = vectorize(

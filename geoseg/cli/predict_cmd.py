@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from geoseg.cli.common import handle_errors, progress_display, progress_option, tune_cpu_allocator
-
-STITCH_CHOICES = ["center", "mean", "gaussian"]
+from geoseg.inference.stitch import STITCH_METHODS
+from geoseg.inference.writer import PROB_DTYPES
+from geoseg.models.device import DEVICES
 
 
 @click.command("predict")
@@ -19,10 +20,10 @@ STITCH_CHOICES = ["center", "mean", "gaussian"]
 @click.option("--tile", type=int, default=None, help="Tile size in pixels (default: the model's).")
 @click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels (default: the model's).")
 @click.option("--batch-size", type=int, default=None, help="Tiles per forward pass (default: from free GPU memory).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--stitch", type=click.Choice(STITCH_CHOICES), default="center", show_default=True)
+@click.option("--device", default="auto", show_default=True, help=f"{', '.join(DEVICES)} or cuda:N.")
+@click.option("--stitch", type=click.Choice(list(STITCH_METHODS)), default="center", show_default=True)
 @click.option("--probabilities", type=click.Path(dir_okay=False), default=None, help="Also write class probabilities.")
-@click.option("--prob-dtype", type=click.Choice(["uint8", "float32"]), default="uint8", show_default=True)
+@click.option("--prob-dtype", type=click.Choice(PROB_DTYPES), default="uint8", show_default=True)
 @click.option("--nodata", type=float, default=None, help="Override the input nodata value.")
 @click.option(
     "--workers",

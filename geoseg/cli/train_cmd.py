@@ -8,6 +8,10 @@ from typing import Any
 import click
 
 from geoseg.cli.common import handle_errors, progress_display, progress_option
+from geoseg.io.normalize import NORMALIZATION_METHODS
+from geoseg.models.names import ADAPT_STRATEGIES
+from geoseg.train.chips import SAMPLING_MODES
+from geoseg.train.names import LOSSES
 
 
 @click.command("train")
@@ -25,10 +29,10 @@ from geoseg.cli.common import handle_errors, progress_display, progress_option
 @click.option("--chip", type=int, default=None, help="Training chip size in pixels. [default: 128]")
 @click.option("--batch-size", type=int, default=None, help="[default: 8]")
 @click.option("--chips-per-epoch", type=int, default=None, help="[default: 256]")
-@click.option("--sampling", type=click.Choice(["random", "grid", "balanced"]), default=None)
+@click.option("--sampling", type=click.Choice(SAMPLING_MODES), default=None)
 @click.option("--lr", type=float, default=None, help="[default: 0.002]")
-@click.option("--loss", type=click.Choice(["ce", "weighted_ce", "dice", "ce_dice", "focal"]), default=None)
-@click.option("--normalization", type=click.Choice(["meanstd", "percentile", "minmax", "none"]), default=None)
+@click.option("--loss", type=click.Choice(LOSSES), default=None)
+@click.option("--normalization", type=click.Choice(NORMALIZATION_METHODS), default=None)
 @click.option("--augment", default=None, help="Comma-separated: flip,rot90,crop,spectral,blur,elastic; 'none'.")
 @click.option("--val-fraction", type=float, default=None, help="[default: 0.2]")
 @click.option("--block", type=int, default=None, help="Validation block size in pixels. [default: 4 x chip]")
@@ -37,7 +41,7 @@ from geoseg.cli.common import handle_errors, progress_display, progress_option
 @click.option("--device", default=None, help="auto, cpu, cuda. [default: auto]")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this much wall time.")
 @click.option("--encoder-weights", type=click.Path(dir_okay=False), default=None, help="Local pretrained encoder.")
-@click.option("--adapt", type=click.Choice(["repeat", "mean", "random"]), default=None)
+@click.option("--adapt", type=click.Choice(ADAPT_STRATEGIES), default=None)
 @click.option("--resume", is_flag=True, default=None, help="Continue from OUTPUT's saved training state.")
 @click.option("--overwrite", is_flag=True, default=None)
 @progress_option

@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import InvalidParameterError
-from geoseg.inference.writer import PROB_SCALE, PieceWriter
+from geoseg.inference.writer import PROB_DTYPES, PROB_SCALE, PieceWriter
 from geoseg.io.write import BlockWriter, atomic_path, check_output_path, geotiff_profile, write_class_metadata
 from geoseg.models.config import ModelConfig
 from geoseg.tiling import TileGrid
-
-PROB_DTYPES = ("uint8", "float32")
 
 
 @dataclass(frozen=True)
@@ -98,4 +96,4 @@ def open_outputs(
     return writer
 
 
-__all__ = ["PROB_DTYPES", "OutputPlan", "class_nodata", "open_outputs"]
+__all__ = ["OutputPlan", "class_nodata", "open_outputs"]

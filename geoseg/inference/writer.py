@@ -12,6 +12,7 @@ import numpy as np
 from geoseg.inference.stitch import Piece
 from geoseg.io.write import BlockWriter
 
+PROB_DTYPES = ("uint8", "float32")  # how probabilities are stored: uint8 p*254 (255 = nodata), or float32 (NaN)
 PROB_SCALE = 254.0  # uint8 probabilities: value / 254 (255 = nodata)
 
 
@@ -102,4 +103,4 @@ class PieceWriter:
             self.pw.abort()
 
 
-__all__ = ["PROB_SCALE", "PieceWriter"]
+__all__ = ["PROB_DTYPES", "PROB_SCALE", "PieceWriter"]

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError
-
-ADAPT_STRATEGIES = ("repeat", "mean", "random")
+from geoseg.models.names import ADAPT_STRATEGIES
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int, strategy: str = "repeat") -> torch.Tensor:

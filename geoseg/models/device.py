@@ -1,10 +1,16 @@
-"""Which torch device runs a model."""
+"""Which torch device runs a model. Importing this module does not import torch (the CLI lists :data:`DEVICES`)."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from geoseg.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    import torch
+
+#: the device names offered as choices; ``resolve_device`` also takes ``"cuda:N"`` and anything torch understands
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -14,6 +20,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     Raises:
         InvalidParameterError: a CUDA device is requested but CUDA is not available.
     """
+    import torch
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -22,4 +30,4 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-__all__ = ["resolve_device"]
+__all__ = ["DEVICES", "resolve_device"]

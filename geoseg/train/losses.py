@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.errors import InvalidParameterError
+from geoseg.train.names import LOSSES
 
 IGNORE = 255
 
@@ -58,8 +59,6 @@ def make_loss(name: str, *, weights: torch.Tensor | None = None, ignore_index: i
         return lambda lo, t: focal(lo, t, ignore_index)
     raise InvalidParameterError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
-
-LOSSES = ("ce", "weighted_ce", "dice", "ce_dice", "focal")
 
 
 def focal(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE, gamma: float = 2.0) -> torch.Tensor:

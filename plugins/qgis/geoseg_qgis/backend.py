@@ -209,7 +209,7 @@ class InProcessBackend:
         self, class_raster: str, out: str, *, classes: Sequence[str] | None = None, min_area: float = 0.0,
         simplify: float = 0.0, connectivity: int = 4, progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        from geoseg.vectorize import vectorize
+        from geoseg.vectorization import vectorize
 
         with self._errors():
             res = vectorize(class_raster, out, classes=classes, min_area=min_area, simplify=simplify,

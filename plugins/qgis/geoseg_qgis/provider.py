@@ -9,6 +9,7 @@ from qgis.core import QgsProcessingProvider, QgsSettings
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import ALGORITHMS
+from .backend import BACKENDS
 
 SETTING_PYTHON = "geoseg/python"
 SETTING_BACKEND = "geoseg/backend"
@@ -67,7 +68,7 @@ class GeoSegProvider(QgsProcessingProvider):
             ))
             ProcessingConfig.addSetting(Setting(
                 self.name(), OPTION_BACKEND, "Backend", "auto", valuetype=Setting.SELECTION,
-                options=["auto", "inprocess", "subprocess"],
+                options=list(BACKENDS),
             ))
             ProcessingConfig.readSettings()
         except ImportError:  # pragma: no cover

@@ -23,8 +23,6 @@ from qgis.PyQt.QtGui import QIcon
 from ..backend import BackendCancelled, BackendError, InProcessBackend, SubprocessBackend, select_backend
 from ..styling import ClassStyler, Palette, write_qml
 
-DEVICES = ["auto", "cpu", "cuda"]
-
 
 def progress_callback(
     feedback: QgsProcessingFeedback | None, start: float = 0.0, end: float = 100.0, label: str = ""

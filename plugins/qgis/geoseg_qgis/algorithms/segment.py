@@ -18,10 +18,9 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from ..choices import DEVICES, STITCH_METHODS
 from ..styling import palette_from_legend
-from .base import DEVICES, GeoSegAlgorithm
-
-STITCH = ["center", "mean", "gaussian"]
+from .base import GeoSegAlgorithm
 
 
 class SegmentRaster(GeoSegAlgorithm):
@@ -62,9 +61,9 @@ class SegmentRaster(GeoSegAlgorithm):
             self.OVERLAP, "Overlap in pixels (-1 = the model's)", QgsProcessingParameterNumber.Integer, -1,
             minValue=-1,
         ))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         advanced = [
-            QgsProcessingParameterEnum(self.STITCH, "Stitching", options=STITCH, defaultValue=0),
+            QgsProcessingParameterEnum(self.STITCH, "Stitching", options=list(STITCH_METHODS), defaultValue=0),
             QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (0 = automatic)",
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
             QgsProcessingParameterNumber(self.MIN_AREA, "Polygons: minimum area (map units²)",
@@ -96,7 +95,7 @@ class SegmentRaster(GeoSegAlgorithm):
         tile = self.parameterAsInt(parameters, self.TILE, context) or None
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
-        stitch = STITCH[self.parameterAsEnum(parameters, self.STITCH, context)]
+        stitch = STITCH_METHODS[self.parameterAsEnum(parameters, self.STITCH, context)]
         batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None
         out = self.output_file(self.parameterAsOutputLayer(parameters, self.OUTPUT, context), "Classes")
         probs = self.parameterAsOutputLayer(parameters, self.PROBABILITIES, context) or None

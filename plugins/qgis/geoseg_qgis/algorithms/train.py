@@ -23,7 +23,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from .base import DEVICES, GeoSegAlgorithm, progress_callback, split_names
+from ..choices import DEVICES
+from .base import GeoSegAlgorithm, progress_callback, split_names
 
 
 class TrainModel(GeoSegAlgorithm):
@@ -66,7 +67,7 @@ class TrainModel(GeoSegAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, 20, minValue=1,
         ))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         advanced = [
             QgsProcessingParameterString(self.ARCH_KWARGS, "Architecture options (JSON)", "{}", optional=True),
             QgsProcessingParameterNumber(self.CHIP, "Chip size (pixels)", QgsProcessingParameterNumber.Integer, 128,

@@ -16,10 +16,11 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from ..choices import CONNECTIVITIES
 from ..styling import palette_from_legend
 from .base import GeoSegAlgorithm, progress_callback, split_names
 
-CONNECTIVITY = ["4 (edges)", "8 (edges and corners)"]
+CONNECTIVITY = [f"{c} ({'edges' if c == 4 else 'edges and corners'})" for c in CONNECTIVITIES]
 
 
 class VectorizeClasses(GeoSegAlgorithm):
@@ -73,7 +74,7 @@ class VectorizeClasses(GeoSegAlgorithm):
                 raster, out, classes=classes,
                 min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
                 simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
-                connectivity=(4, 8)[self.parameterAsEnum(parameters, self.CONNECTIVITY, context)],
+                connectivity=CONNECTIVITIES[self.parameterAsEnum(parameters, self.CONNECTIVITY, context)],
                 progress=progress_callback(feedback, 0, 100, "vectorize"),
             )
         feedback.pushInfo(f"wrote {res.get('features')} polygons to {out}")

@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasters import TRANSFORM, write_raster
 
 from geoseg.errors import GeoSegError, InvalidParameterError, OutputExistsError
-from geoseg.vectorize import VECTOR_FORMATS, vectorize
+from geoseg.vectorization import VECTOR_FORMATS, vectorize
 
 
 def tricky_scene(rows: int = 97, cols: int = 103, seed: int = 0, nodata: int | None = 255) -> np.ndarray:
@@ -169,7 +169,7 @@ def test_output_formats(tmp_path: Path, ext: str) -> None:
 
 
 def test_incremental_write_many_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import geoseg.vectorize as v
+    import geoseg.vectorization.polygons as v
 
     monkeypatch.setattr(v, "_BATCH", 10)
     a = tricky_scene()
@@ -215,8 +215,9 @@ def test_cancel_leaves_nothing(tmp_path: Path) -> None:
 
 def test_no_torch_import() -> None:
     code = (
-        "import geoseg.vectorize, geoseg.evaluate, geoseg.report, geoseg.metrics, geoseg.cli.vectorize_cmd, "
-        "geoseg.cli.evaluate_cmd; import sys; assert 'torch' not in sys.modules, 'torch imported'"
+        "import geoseg.vectorization.pipeline, geoseg.evaluate, geoseg.report, geoseg.metrics, "
+        "geoseg.cli.vectorize_cmd, geoseg.cli.evaluate_cmd; import sys; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,0 +1,44 @@
+"""Class raster -> polygons, window by window, merged across window seams; identical to polygonizing it whole.
+
+* :mod:`~geoseg.vectorization.polygons`: the algorithm (connected components per window, seams joined with a
+  union-find, polygons in pixel coordinates);
+* :mod:`~geoseg.vectorization.attributes`: class name, pixels, area (map units and m²), mean probability, world
+  geometry (filtered, simplified, reprojected);
+* :mod:`~geoseg.vectorization.writers`: GeoPackage/GeoJSON/FlatGeobuf (pyogrio) or GeoParquet (pyarrow) written
+  incrementally and atomically, or a GeoDataFrame;
+* :mod:`~geoseg.vectorization.pipeline`: :func:`vectorize`, which runs them.
+
+Importing this package loads none of them (nor scipy, shapely or pyarrow): the CLI lists :data:`CONNECTIVITIES`
+without the ``vector`` extra. No torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: pixel connectivity of a polygon: 4 (edges) or 8 (edges and corners), as in GDAL/rasterio polygonize
+CONNECTIVITIES = (4, 8)
+
+_LAZY = {
+    "vectorize": "geoseg.vectorization.pipeline",
+    "VectorizeResult": "geoseg.vectorization.writers",
+    "VECTOR_FORMATS": "geoseg.vectorization.writers",
+    "vector_driver": "geoseg.vectorization.writers",
+    "polygonize_stream": "geoseg.vectorization.polygons",
+}
+
+__all__ = ["CONNECTIVITIES", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'geoseg.vectorization' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
