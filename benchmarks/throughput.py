@@ -263,7 +263,7 @@ def naive_loop(
     prof = geotiff_profile(width=w, height=h, count=1, dtype="uint8", crs=src.crs, transform=src.transform, nodata=255)
     with rasterio.open(out, "w", **prof) as dst, torch.inference_mode():
         for t in grid:
-            data, _ = src.read(t.read, pad=t.pad)
+            data, _ = src.read(t.read_window, pad=t.pad)
             x = torch.from_numpy(norm.apply(data)[None]).to(dev)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)

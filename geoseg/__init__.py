@@ -31,7 +31,7 @@ _LAZY = {
     "run_batch": "geoseg.distributed",
     "vectorize": "geoseg.vectorization",
     "VectorizeResult": "geoseg.vectorization",
-    "evaluate": "geoseg.evaluate",
+    "evaluate": "geoseg.evaluation",
     "write_report": "geoseg.report",
     "BatchResult": "geoseg.distributed",
 }

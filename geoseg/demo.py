@@ -34,7 +34,7 @@ def run_demo(
     overwrite: bool = True,
 ) -> DemoResult:
     """Run the whole path on the bundled sample and return the evaluation against its labels."""
-    from geoseg.evaluate import evaluate
+    from geoseg.evaluation import evaluate
     from geoseg.inference.predict import predict_raster
     from geoseg.report import write_report
     from geoseg.train import train_model

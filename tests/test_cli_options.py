@@ -24,7 +24,7 @@ LIBRARY_CALLS = [
     ("geoseg.inference.predict", "predict_raster"),
     ("geoseg.train", "train_model"),
     ("geoseg.train", "load_train_config"),
-    ("geoseg.evaluate", "evaluate"),
+    ("geoseg.evaluation", "evaluate"),
     ("geoseg.vectorization", "vectorize"),
     ("geoseg.report", "write_report"),
     ("geoseg.distributed", "run_batch"),

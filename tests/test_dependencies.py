@@ -23,7 +23,7 @@ PACKAGE = ROOT / "geoseg"
 MODULE_EXTRAS: dict[str, set[str]] = {
     "geoseg.datasets": {"datasets"},
     "geoseg.distributed": {"distributed", "torch", "jobqueue", "cuda"},
-    "geoseg.evaluate": {"vector"},  # polygon truth only; raster truth needs the base install
+    "geoseg.evaluation": {"vector"},  # polygon truth only; raster truth needs the base install
     "geoseg.inference": {"torch", "onnx"},
     "geoseg.io.labels": {"vector"},  # label polygons (training and evaluation)
     "geoseg.io.xarray_view": {"xarray"},

@@ -275,8 +275,8 @@ def test_block_cache_decodes_each_block_once_and_frees_it(tmp_path):
             for t in grid:
                 buf = np.zeros((2, 32, 32), np.float32)
                 ref = np.zeros((2, 32, 32), np.float32)
-                valid = cache.read_into(t.index[0], t.read, buf)
-                np.testing.assert_array_equal(valid, src.read_into(t.read, ref))
+                valid = cache.read_into(t.index[0], t.read_window, buf)
+                np.testing.assert_array_equal(valid, src.read_into(t.read_window, ref))
                 np.testing.assert_array_equal(buf, ref)
             if decoded:
                 assert cache.decoded == decoded  # 5 x 6 blocks of 16 px, each once

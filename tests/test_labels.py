@@ -12,7 +12,7 @@ from rasterio.windows import Window
 from rasters import TRANSFORM, UTM, class_scene, write_raster
 
 from geoseg.errors import InvalidParameterError, UnknownClassError
-from geoseg.evaluate import evaluate
+from geoseg.evaluation import evaluate
 from geoseg.io import RasterSource
 from geoseg.io.labels import CLASS_FIELD_CANDIDATES, VECTOR_SUFFIXES, PolygonLabels, is_vector
 from geoseg.vectorization import vectorize

@@ -44,7 +44,7 @@ def test_torch_only_in_model_inference_and_train_packages(path: Path) -> None:
 @pytest.mark.parametrize(
     ("importer", "forbidden"),
     [
-        ("evaluate.py", "geoseg.vectorization"),  # shared helpers live in io/
+        ("evaluation.py", "geoseg.vectorization"),  # shared helpers live in io/
         ("train", "geoseg.inference"),  # training does not import the prediction pipeline
         ("io", "geoseg.inference"),
         ("io", "geoseg.models"),
@@ -64,8 +64,18 @@ def test_lower_layers_do_not_import_higher_ones(importer: str, forbidden: str) -
 def test_torch_free_entry_points_do_not_import_torch() -> None:
     """evaluate, vectorize, info and the whole CLI (with its registry-driven choices) load without torch."""
     code = (
-        "import sys, geoseg, geoseg.evaluate, geoseg.vectorize, geoseg.report, geoseg.metrics, geoseg.inference, "
+        "import sys, geoseg, geoseg.evaluation, geoseg.vectorization, geoseg.report, geoseg.metrics, geoseg.inference, "
         "geoseg.cli.main; from geoseg.cli.main import cli; "
         "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_public_functions_are_functions_whatever_was_imported_first() -> None:
+    """geoseg.evaluate and geoseg.vectorize are the functions, never modules of the same name."""
+    code = (
+        "import geoseg.evaluation, geoseg.vectorization.pipeline, geoseg; import types; "
+        "assert callable(geoseg.evaluate) and not isinstance(geoseg.evaluate, types.ModuleType); "
+        "assert callable(geoseg.vectorize) and not isinstance(geoseg.vectorize, types.ModuleType)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -74,7 +74,7 @@ def test_evaluate_and_batch_reports_use_the_same_rule(tmp_path) -> None:
     from rasters import write_raster
 
     from geoseg.distributed.report import scene_report
-    from geoseg.evaluate import evaluate
+    from geoseg.evaluation import evaluate
 
     rng = np.random.default_rng(3)
     pred = rng.integers(0, 3, (20, 30)).astype(np.float32)

@@ -18,7 +18,7 @@ from geoseg.io.write import write_class_metadata
 
 
 def test_written_names_are_read_back_by_vectorize_evaluate_training_and_info(tmp_path) -> None:
-    from geoseg.evaluate import evaluate
+    from geoseg.evaluation import evaluate
     from geoseg.train.labels import LabelRaster
     from geoseg.vectorization import vectorize
 

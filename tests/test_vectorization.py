@@ -215,7 +215,7 @@ def test_cancel_leaves_nothing(tmp_path: Path) -> None:
 
 def test_no_torch_import() -> None:
     code = (
-        "import geoseg.vectorization.pipeline, geoseg.evaluate, geoseg.report, geoseg.metrics, "
+        "import geoseg.vectorization.pipeline, geoseg.evaluation, geoseg.report, geoseg.metrics, "
         "geoseg.cli.vectorize_cmd, geoseg.cli.evaluate_cmd; import sys; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )

@@ -43,7 +43,7 @@ def evaluate_command(
     progress_kind: str,
 ) -> None:
     """Score PREDICTION (class raster) against TRUTH (class raster or label polygons) and print per-class IoU."""
-    from geoseg.evaluate import evaluate
+    from geoseg.evaluation import evaluate
     from geoseg.report import REPORT_FORMATS, write_report
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
@@ -97,7 +97,7 @@ def vectorize_and_evaluate(
             )
         click.echo(f"wrote {res.features} polygons to {res.path}")
     if truth:
-        from geoseg.evaluate import evaluate
+        from geoseg.evaluation import evaluate
         from geoseg.report import write_report
 
         with progress_display(progress_kind, "evaluate", unit="window") as progress:

@@ -26,12 +26,13 @@ class WorkerStats:
 def scene_report(
     prediction: str | os.PathLike[str], truth: str | os.PathLike[str], classes: Sequence[str]
 ) -> SegmentationReport:
-    """Per-class scores of a class mosaic against truth (a raster or label polygons): :func:`geoseg.evaluate.evaluate`.
+    """Per-class scores of a class mosaic against truth (a raster or label polygons), by
+    :func:`geoseg.evaluation.evaluate`.
 
     Raises:
-        UnknownClassError, NoOverlapError, InputNotFoundError: see :func:`geoseg.evaluate.evaluate`.
+        UnknownClassError, NoOverlapError, InputNotFoundError: see :func:`geoseg.evaluation.evaluate`.
     """
-    from geoseg.evaluate import evaluate
+    from geoseg.evaluation import evaluate
 
     return evaluate(prediction, truth, classes=list(classes))
 

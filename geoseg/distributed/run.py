@@ -23,7 +23,7 @@ from geoseg.distributed.report import WorkerStats, combined_report, scene_report
 from geoseg.errors import CancelledError, InputNotFoundError, InvalidParameterError, OutputExistsError
 from geoseg.io.write import atomic_path
 from geoseg.metrics import SegmentationReport
-from geoseg.progress import ProgressCallback, report
+from geoseg.progress import ProgressCallback, report_progress
 from geoseg.tiling import TileGrid
 
 SUMMARY_NAME = "geoseg-batch-summary.json"
@@ -313,7 +313,7 @@ def run_batch(
     for sc in scenes:
         (out / sc.job.name).mkdir(exist_ok=True)
     total, done = len(all_tasks), len(all_tasks) - len(todo)
-    report(progress, done, total, "resumed" if done else "starting")
+    report_progress(progress, done, total, "resumed" if done else "starting")
     stats: dict[str, WorkerStats] = {}
     failures: list[tuple[RegionTask, BaseException]] = []
     pixels = 0
@@ -468,7 +468,7 @@ def _compute(
                 pixels += r.pixels
             fut.release()
             done += 1
-            report(progress, done, total, f"{task.scene} {Path(task.dst).name}")
+            report_progress(progress, done, total, f"{task.scene} {Path(task.dst).name}")
     except (CancelledError, KeyboardInterrupt):
         client.cancel(list(futures))
         raise

@@ -46,7 +46,7 @@ from geoseg.models.checkpoint import load_checkpoint
 from geoseg.models.config import ModelConfig
 from geoseg.models.device import resolve_device
 from geoseg.models.registry import model_stride
-from geoseg.progress import ProgressCallback, report
+from geoseg.progress import ProgressCallback, report_progress
 from geoseg.tiling import Tile, TileGrid
 
 ModelLike = str | os.PathLike[str] | tuple[nn.Module, ModelConfig]
@@ -281,7 +281,7 @@ def _stream(
     (all-nodata cores). Every slot is either being read or run: on CUDA batch k+1 is read and batch k-1 stitched
     while batch k runs; on CPU each batch is stitched as soon as it ran."""
     total, done, skipped = len(grid), 0, 0
-    report(progress, 0, total, "predicting")
+    report_progress(progress, 0, total, "predicting")
     batches = _batches(iter(grid), batch)
     free = deque(range(runner.slots))
     reading: deque[tuple[list[Tile], list[Future[tuple[np.ndarray, bool]]], int]] = deque()
@@ -307,7 +307,7 @@ def _stream(
                 writer.put(piece)
         free.append(slot)
         done += len(tiles)
-        report(progress, done, total, "predicting")
+        report_progress(progress, done, total, "predicting")
 
     fill()
     while reading:

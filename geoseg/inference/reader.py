@@ -74,11 +74,11 @@ class TileReader:
 
     def _read(self, tile: Tile, out: np.ndarray) -> tuple[np.ndarray, bool]:
         """Fill ``out`` (C, th, tw) with the normalized, padded tile; (padded validity, whether the core has data)."""
-        h, w = int(tile.read.height), int(tile.read.width)
+        h, w = int(tile.read_window.height), int(tile.read_window.width)
         if self.blocks is not None:
-            valid = self.blocks.read_into(tile.index[0], tile.read, out)
+            valid = self.blocks.read_into(tile.index[0], tile.read_window, out)
         else:
-            valid = self.source.read_into(tile.read, out)  # decoded straight into the batch slot
+            valid = self.source.read_into(tile.read_window, out)  # decoded straight into the batch slot
         rs, cs = tile.core_slices
         padded_valid = np.pad(valid, ((0, tile.pad[0]), (0, tile.pad[1])), constant_values=False)
         if not padded_valid[rs, cs].any():

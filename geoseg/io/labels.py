@@ -1,7 +1,7 @@
 """Label polygons on a raster grid: read them, find the class attribute, map class names to ids, reproject to the
 grid's CRS and rasterize them window by window. No torch; needs the ``vector`` extra (geopandas, pyogrio, pyarrow).
 
-Used by training (:mod:`geoseg.train.labels`), evaluation (:mod:`geoseg.evaluate`) and, through them, the QGIS
+Used by training (:mod:`geoseg.train.labels`), evaluation (:mod:`geoseg.evaluation`) and, through them, the QGIS
 plugin, so a polygon file means the same classes everywhere.
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +55,6 @@ class Normalization:
         if not d:
             return cls()
         return cls(method=d.get("method", "none"), shift=list(d.get("shift", [])), scale=list(d.get("scale", [])))
-
-    @classmethod
-    def given(cls, mean: Sequence[float], std: Sequence[float]) -> Normalization:
-        """Normalization from known per-band mean and standard deviation."""
-        return cls(method="meanstd", shift=list(map(float, mean)), scale=list(map(float, std)))
 
 
 def sample_pixels(source: RasterSource, *, max_pixels: int = 200_000, window: int = 64, seed: int = 0) -> np.ndarray:

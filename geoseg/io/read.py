@@ -151,11 +151,6 @@ class RasterSource:
         return self.crs is not None or self.transform != Affine.identity()
 
     @property
-    def has_nodata(self) -> bool:
-        """Whether any pixel can be nodata (nodata value, mask/alpha band, or float data that may hold NaN)."""
-        return self._gdal_mask or any(v is not None for v in self.nodata) or self._floating
-
-    @property
     def _floating(self) -> bool:
         return any(np.dtype(d).kind == "f" for d in self.dtypes)
 
@@ -266,12 +261,6 @@ class RasterSource:
             return np.zeros(shape, dtype=bool)
         stack = np.stack(per_band)
         return stack.any(axis=0) if self.nodata_policy == "any" else stack.all(axis=0)
-
-    def read_window(self, window: Window) -> np.ndarray:
-        """Selected bands in ``window`` as float32 with NaN where invalid (convenience for analysis)."""
-        data, valid = self.read(window)
-        data[:, ~valid] = np.nan
-        return data
 
 
 def _reflect_index(n: int, pad: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from geoseg.models.config import ModelConfig
 from geoseg.models.device import resolve_device
 from geoseg.models.layers import auxiliary_outputs
 from geoseg.models.registry import create_model, model_stride
-from geoseg.progress import ProgressCallback, report
+from geoseg.progress import ProgressCallback, report_progress
 from geoseg.train.augment import augment as apply_augmentations
 from geoseg.train.augment import check_augmentations
 from geoseg.train.chips import SAMPLING_MODES, ChipReader, block_split
@@ -273,7 +273,8 @@ def train_model(
                 history=history,
             )
             per_class = " ".join(f"{k}={v:.2f}" for k, v in history[-1]["per_class_iou"].items() if v == v)
-            report(progress, epoch, epochs, f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]")
+            message = f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]"
+            report_progress(progress, epoch, epochs, message)
             if stale >= patience or (max_seconds is not None and time.perf_counter() - t0 > max_seconds):
                 break
     finally:

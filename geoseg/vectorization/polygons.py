@@ -29,7 +29,7 @@ from scipy import ndimage
 from geoseg.allocator import release_freed_memory
 from geoseg.errors import InvalidParameterError, UnsupportedRasterError
 from geoseg.io.read import iter_windows, read_masked
-from geoseg.progress import ProgressCallback, report
+from geoseg.progress import ProgressCallback, report_progress
 
 _BATCH = 4096  # features per yielded batch at most
 _BATCH_COORDS = 200_000  # ... and coordinates: staircase outlines are heavy, so memory is bounded by vertices
@@ -155,7 +155,7 @@ def polygonize_stream(
     n_windows = math.ceil(H / window) * math.ceil(W / window)
     finished: list[tuple[int, int, float, Any]] = []
     finished_coords = 0
-    report(progress, 0, n_windows, "vectorize")
+    report_progress(progress, 0, n_windows, "vectorize")
     for done, win in enumerate(iter_windows(H, W, window), start=1):
         r0, c0, h, w = int(win.row_off), int(win.col_off), int(win.height), int(win.width)
         c1, r1 = c0 + w, r0 + h
@@ -231,7 +231,7 @@ def polygonize_stream(
                 geom = g.pieces[0] if len(g.pieces) == 1 else shapely.union_all(g.pieces)
                 finished.append((g.class_id, g.pixels, g.prob_sum, geom))
                 finished_coords += int(shapely.get_num_coordinates(geom))
-        report(progress, done, n_windows, "vectorize")
+        report_progress(progress, done, n_windows, "vectorize")
         release_freed_memory()
         if len(finished) >= _BATCH or finished_coords >= _BATCH_COORDS:
             yield finished

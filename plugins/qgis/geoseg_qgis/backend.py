@@ -221,7 +221,7 @@ class InProcessBackend:
         ignore_index: int | None = None, class_field: str | None = None, background: int | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        from geoseg.evaluate import evaluate
+        from geoseg.evaluation import evaluate
         from geoseg.report import write_report
 
         with self._errors():

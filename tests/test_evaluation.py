@@ -30,7 +30,7 @@ from geoseg.errors import (
     NotGeoreferencedWarning,
     UnknownClassError,
 )
-from geoseg.evaluate import evaluate
+from geoseg.evaluation import evaluate
 from geoseg.vectorization import vectorize
 
 
@@ -229,7 +229,7 @@ def test_cli_evaluate(tmp_path: Path) -> None:
 
 
 def test_no_torch_in_subprocess() -> None:
-    code = "import geoseg.evaluate, geoseg.report; import sys; assert 'torch' not in sys.modules"
+    code = "import geoseg.evaluation, geoseg.report; import sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -36,7 +36,7 @@ from geoseg.io.labels import PolygonLabels, is_vector, read_polygons, to_crs
 from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
-from geoseg.progress import ProgressCallback, report
+from geoseg.progress import ProgressCallback, report_progress
 
 
 def _georeferenced(ds: Any) -> bool:
@@ -234,7 +234,7 @@ def _accumulate(
     counts = {"pred_nodata": 0, "truth_nodata": 0, "outside_aoi": 0, "ignored": 0}
     H, W = pred.height, pred.width
     total_windows = math.ceil(H / window) * math.ceil(W / window)
-    report(progress, 0, total_windows, "evaluate")
+    report_progress(progress, 0, total_windows, "evaluate")
     const_m2 = _pixel_area_m2_rows(pred.transform, pred.crs, 0, 1)
     geographic = isinstance(const_m2, np.ndarray)
     for done, win in enumerate(iter_windows(H, W, window), start=1):
@@ -256,7 +256,7 @@ def _accumulate(
             rows = np.asarray(_pixel_area_m2_rows(pred.transform, pred.crs, int(win.row_off), int(win.height)))
             area = np.broadcast_to(rows[:, None], valid.shape)
         cm.update(p, t, valid, truth_area=area)
-        report(progress, done, total_windows, "evaluate")
+        report_progress(progress, done, total_windows, "evaluate")
     n = cm.num_classes
     _raise_unknown(cm.unknown_truth, cm.unknown_pred, names, n, ignore_index, truth, prediction)
     matrix = cm.matrix
