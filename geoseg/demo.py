@@ -83,4 +83,3 @@ def run_demo(
     echo(f"[5/5] per-class IoU against the sample labels (report in {out / 'report'}):")
     echo(rep.format_table())
     return DemoResult(out, ckpt, class_map, polygons, rep, trained.best_miou, time.perf_counter() - t0)
-

@@ -55,10 +55,16 @@ def _pixel_area_m2_rows(transform: Affine, crs: Any, row0: int, nrows: int) -> n
         factor = pcrs.axis_info[0].unit_conversion_factor if pcrs.axis_info else 1.0
         return pixel * factor**2
     geod = pcrs.get_geod()
+    if geod is None:  # a geographic CRS always has an ellipsoid; be safe
+        return float("nan")
     out = np.empty(nrows)
     for i in range(nrows):
-        corners = [transform @ (0, row0 + i), transform @ (1, row0 + i), transform @ (1, row0 + i + 1),
-                   transform @ (0, row0 + i + 1)]
+        corners = [
+            transform @ (0, row0 + i),
+            transform @ (1, row0 + i),
+            transform @ (1, row0 + i + 1),
+            transform @ (0, row0 + i + 1),
+        ]
         lons, lats = zip(*corners)
         out[i] = abs(geod.polygon_area_perimeter(lons, lats)[0])
     return out
@@ -116,8 +122,13 @@ class _RasterTruth:
             stacklevel=3,
         )
         self.reader = WarpedVRT(
-            self.ds, crs=pred.crs, transform=pred.transform, width=pred.width, height=pred.height,
-            resampling=Resampling.nearest, add_alpha=self.ds.nodata is None,
+            self.ds,
+            crs=pred.crs,
+            transform=pred.transform,
+            width=pred.width,
+            height=pred.height,
+            resampling=Resampling.nearest,
+            add_alpha=self.ds.nodata is None,
             src_crs=src_crs,
         )
 
@@ -194,6 +205,14 @@ def evaluate(
       :data:`~geoseg.io.labels.CLASS_FIELD_CANDIDATES` present); read by :class:`geoseg.io.labels.PolygonLabels`,
       like training labels.
     * ``background``: class id for pixels no label polygon covers (default: left out).
+
+    Raises:
+        InvalidParameterError: a bad option (window, classes), or a prediction that does not hold class ids.
+        InputNotFoundError, NotARasterError: the prediction, truth or area of interest cannot be opened.
+        UnknownClassError: truth or prediction ids outside the classes, label names not among the classes, or label
+            polygons without a class attribute.
+        NoOverlapError: the inputs do not overlap or share no valid pixel.
+        CancelledError: ``progress`` asked to stop.
     """
     if window < 1:
         raise InvalidParameterError(f"window must be >= 1, got {window}")
@@ -201,8 +220,15 @@ def evaluate(
 
 
 def _evaluate(
-    prediction: Any, truth: Any, classes: Sequence[str] | int | None, ignore_index: int | None, aoi: Any,
-    truth_class_field: str | None, background: int | None, window: int, progress: ProgressCallback | None,
+    prediction: Any,
+    truth: Any,
+    classes: Sequence[str] | int | None,
+    ignore_index: int | None,
+    aoi: Any,
+    truth_class_field: str | None,
+    background: int | None,
+    window: int,
+    progress: ProgressCallback | None,
 ) -> SegmentationReport:
     pred = open_dataset(prediction)
     truth_src: _RasterTruth | _VectorTruth | None = None
@@ -227,8 +253,15 @@ def _evaluate(
 
 
 def _accumulate(
-    pred: Any, truth_src: Any, names: list[str] | None, ignore_index: int | None, aoi: _Aoi | None, window: int,
-    progress: ProgressCallback | None, prediction: Any, truth: Any,
+    pred: Any,
+    truth_src: Any,
+    names: list[str] | None,
+    ignore_index: int | None,
+    aoi: _Aoi | None,
+    window: int,
+    progress: ProgressCallback | None,
+    prediction: Any,
+    truth: Any,
 ) -> SegmentationReport:
     cm = ConfusionMatrix(len(names) if names is not None else None, track_unknown=True)
     counts = {"pred_nodata": 0, "truth_nodata": 0, "outside_aoi": 0, "ignored": 0}
@@ -278,20 +311,27 @@ def _accumulate(
     else:
         m2 = None
     rep.set_support_area(support * pixel_area, m2)
-    rep.extra.update({
-        "prediction": str(prediction),
-        "truth": str(truth) if not hasattr(truth, "geometry") else "<GeoDataFrame>",
-        "crs": pred.crs.to_string() if pred.crs else None,
-        "pixel_area": pixel_area,
-        "ignore_index": ignore_index,
-        "excluded_pixels": counts,
-    })
+    rep.extra.update(
+        {
+            "prediction": str(prediction),
+            "truth": str(truth) if not hasattr(truth, "geometry") else "<GeoDataFrame>",
+            "crs": pred.crs.to_string() if pred.crs else None,
+            "pixel_area": pixel_area,
+            "ignore_index": ignore_index,
+            "excluded_pixels": counts,
+        }
+    )
     return rep
 
 
 def _raise_unknown(
-    unknown_truth: dict[int, int], unknown_pred: dict[int, int], names: list[str] | None, n: int,
-    ignore_index: int | None, truth: Any, prediction: Any,
+    unknown_truth: dict[int, int],
+    unknown_pred: dict[int, int],
+    names: list[str] | None,
+    n: int,
+    ignore_index: int | None,
+    truth: Any,
+    prediction: Any,
 ) -> None:
     known = f"{n} classes 0..{n - 1}" + (f" ({', '.join(names[:10])}{', ...' if n > 10 else ''})" if names else "")
     if unknown_truth:

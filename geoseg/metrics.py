@@ -71,8 +71,10 @@ class ConfusionMatrix:
         n = self.num_classes
         ok = (tv >= 0) & (tv < n) & (pv >= 0) & (pv < n)
         if self.track_unknown and not ok.all():
-            for ids, store in ((tv[(tv < 0) | (tv >= n)], self.unknown_truth), (pv[(pv < 0) | (pv >= n)],
-                                                                                  self.unknown_pred)):
+            for ids, store in (
+                (tv[(tv < 0) | (tv >= n)], self.unknown_truth),
+                (pv[(pv < 0) | (pv >= n)], self.unknown_pred),
+            ):
                 for i, c in zip(*(x.tolist() for x in np.unique(ids, return_counts=True))):
                     store[i] = store.get(i, 0) + c
         if not n:
@@ -131,7 +133,11 @@ class ClassScores:
 @dataclass
 class SegmentationReport:
     """Scores derived from a confusion matrix. Classes absent from both truth and prediction get NaN scores and
-    are left out of the means."""
+    are left out of the means.
+
+    Raises:
+        InvalidParameterError: (:meth:`from_matrix`) class names that do not match the matrix.
+    """
 
     classes: list[ClassScores]
     matrix: np.ndarray
@@ -167,13 +173,22 @@ class SegmentationReport:
         miou = float(np.nanmean(iou)) if present.any() else float("nan")
         fwiou = float(np.nansum(truth / total * np.nan_to_num(iou))) if total else float("nan")
         scores = [
-            ClassScores(names[i], float(iou[i]), float(precision[i]), float(recall[i]), float(f1[i]), int(truth[i]),
-                        int(pred[i]))
+            ClassScores(
+                names[i],
+                float(iou[i]),
+                float(precision[i]),
+                float(recall[i]),
+                float(f1[i]),
+                int(truth[i]),
+                int(pred[i]),
+            )
             for i in range(n)
         ]
         return cls(scores, np.asarray(matrix, dtype=np.int64), miou, fwiou, oa, float(kappa), int(total))
 
-    def set_support_area(self, area: Sequence[float], area_m2: Sequence[float] | None = None) -> None:
+    def set_support_area(
+        self, area: Sequence[float] | np.ndarray, area_m2: Sequence[float] | np.ndarray | None = None
+    ) -> None:
         """Attach each class's truth support as an area (map units) and in m² (NaN when unknown)."""
         for i, c in enumerate(self.classes):
             c.support_area = float(area[i])
@@ -190,9 +205,18 @@ class SegmentationReport:
             "kappa": f(self.kappa),
             "pixels": self.pixels,
             "classes": [
-                {"id": i, "name": c.name, "iou": f(c.iou), "precision": f(c.precision), "recall": f(c.recall),
-                 "f1": f(c.f1), "support": c.support, "predicted": c.predicted,
-                 "support_area": f(c.support_area), "support_m2": f(c.support_m2)}
+                {
+                    "id": i,
+                    "name": c.name,
+                    "iou": f(c.iou),
+                    "precision": f(c.precision),
+                    "recall": f(c.recall),
+                    "f1": f(c.f1),
+                    "support": c.support,
+                    "predicted": c.predicted,
+                    "support_area": f(c.support_area),
+                    "support_m2": f(c.support_m2),
+                }
                 for i, c in enumerate(self.classes)
             ],
             "confusion_matrix": self.matrix.tolist(),

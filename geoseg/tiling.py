@@ -109,6 +109,10 @@ class TileGrid:
         overlap: pixels shared by neighbouring read windows (halo = overlap/2 per side, rounded up to ``align``).
         align: model's total downsampling factor (output stride); tiles start on multiples of it.
         transform: raster geotransform, used to give each tile its own transform.
+
+    Raises:
+        InvalidParameterError: an empty shape, ``align`` below 1, a negative overlap, a tile that is not a
+            multiple of ``align``, or an overlap that leaves no core.
     """
 
     def __init__(

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Lint, then the whole test suite (library, CLI, Dask, real-data tests when ../shared/data exists), then the QGIS
+# Lint, format and type checks, then the whole test suite (library, CLI, Dask, real-data tests when ../shared/data exists), then the QGIS
 # plugin tests in a real headless QGIS. Any failure, or a pytest run that collects no test (exit 5), fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check geoseg tests plugins benchmarks scripts sample_data
+.venv/bin/ruff format --check geoseg tests plugins benchmarks scripts sample_data
+.venv/bin/mypy   # geoseg/, configured in pyproject.toml
 .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
 if [[ -f plugins/qgis/run_tests.sh ]]; then
   if command -v qgis_process >/dev/null 2>&1; then

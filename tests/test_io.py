@@ -252,9 +252,10 @@ def test_read_into_a_batch_buffer_equals_read(tmp_path, dtype):
     np.testing.assert_array_equal(buf[:, :21, :25], ref)
     assert (buf[:, 21:] == 7).all() and (buf[:, :, 25:] == 7).all()  # nothing outside the window's part is touched
     assert not valid.all()
-    expected = data[[2, 0], 5:26, 3:28].astype(np.float64) * np.array([2.0, 0.5])[:, None, None] + np.array(
-        [-3.0, 1.0]
-    )[:, None, None]
+    expected = (
+        data[[2, 0], 5:26, 3:28].astype(np.float64) * np.array([2.0, 0.5])[:, None, None]
+        + np.array([-3.0, 1.0])[:, None, None]
+    )
     np.testing.assert_allclose(ref[:, valid], expected[:, valid].astype(np.float32), rtol=1e-6)
 
 

@@ -21,8 +21,20 @@ def test_train_learns_and_checkpoint_predicts(tmp_path):
     labels[:10, :10] = 255
     img = write_raster(tmp_path / "img.tif", data, descriptions=["b", "g", "r"])
     lab = write_raster(tmp_path / "lab.tif", labels, nodata=255)
-    res = train_model(img, lab, tmp_path / "m.safetensors", arch="tiny", arch_kwargs={"width": 8}, epochs=4,
-                      chip=32, batch_size=8, chips_per_epoch=64, block=32, seed=0, device="cpu")
+    res = train_model(
+        img,
+        lab,
+        tmp_path / "m.safetensors",
+        arch="tiny",
+        arch_kwargs={"width": 8},
+        epochs=4,
+        chip=32,
+        batch_size=8,
+        chips_per_epoch=64,
+        block=32,
+        seed=0,
+        device="cpu",
+    )
     assert res.best_miou > 0.6, res.history
     cfg = read_config(res.checkpoint)
     assert cfg.bands == ["b", "g", "r"] and cfg.classes == ["class_0", "class_1", "class_2"]
@@ -34,8 +46,20 @@ def test_train_learns_and_checkpoint_predicts(tmp_path):
         pred = ds.read(1)
     assert (pred == labels)[labels != 255].mean() > 0.8
     # reproducible with the same seed
-    res2 = train_model(img, lab, tmp_path / "m2.safetensors", arch="tiny", arch_kwargs={"width": 8}, epochs=4,
-                       chip=32, batch_size=8, chips_per_epoch=64, block=32, seed=0, device="cpu")
+    res2 = train_model(
+        img,
+        lab,
+        tmp_path / "m2.safetensors",
+        arch="tiny",
+        arch_kwargs={"width": 8},
+        epochs=4,
+        chip=32,
+        batch_size=8,
+        chips_per_epoch=64,
+        block=32,
+        seed=0,
+        device="cpu",
+    )
     assert np.isclose(res2.history[-1]["loss"], res.history[-1]["loss"])
 
 

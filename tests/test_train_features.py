@@ -20,8 +20,15 @@ from geoseg.train.augment import AUGMENTATIONS, augment, check_augmentations
 from geoseg.train.chips import ChipReader
 from geoseg.train.labels import IGNORE_INDEX, LabelVector
 
-FAST = {"arch": "tiny", "arch_kwargs": {"width": 8}, "chip": 32, "batch_size": 8, "chips_per_epoch": 32,
-        "block": 32, "device": "cpu"}
+FAST = {
+    "arch": "tiny",
+    "arch_kwargs": {"width": 8},
+    "chip": 32,
+    "batch_size": 8,
+    "chips_per_epoch": 32,
+    "block": 32,
+    "device": "cpu",
+}
 
 
 @pytest.fixture
@@ -33,8 +40,11 @@ def scene(tmp_path):
 def _polygons(tmp_path, crs="EPSG:4326"):
     """Three class rectangles in the image's UTM grid, stored in another CRS."""
     x0, y0 = TRANSFORM.c, TRANSFORM.f
-    rects = [box(x0, y0 - 400, x0 + 500, y0), box(x0 + 500, y0 - 960, x0 + 960, y0 - 300),
-             box(x0 + 100, y0 - 900, x0 + 400, y0 - 500)]
+    rects = [
+        box(x0, y0 - 400, x0 + 500, y0),
+        box(x0 + 500, y0 - 960, x0 + 960, y0 - 300),
+        box(x0 + 100, y0 - 900, x0 + 400, y0 - 500),
+    ]
     gdf = gpd.GeoDataFrame({"landcover": ["water", "forest", "urban"], "code": [0, 1, 2]}, geometry=rects, crs=UTM)
     path = tmp_path / "labels.geojson"
     gdf.to_crs(crs).to_file(path)
@@ -48,8 +58,9 @@ def test_vector_labels_are_reprojected_and_rasterized_per_window(tmp_path, scene
         lv = LabelVector(path, src, class_field="landcover", classes=["water", "forest", "urban"])
         full = lv.read(Window(0, 0, 96, 96))
         part = lv.read(Window(40, 30, 20, 50))
-    ref = rasterize(((g, i) for g, i in zip(gdf.geometry, gdf.code)), out_shape=(96, 96), transform=TRANSFORM,
-                    fill=IGNORE_INDEX)
+    ref = rasterize(
+        ((g, i) for g, i in zip(gdf.geometry, gdf.code)), out_shape=(96, 96), transform=TRANSFORM, fill=IGNORE_INDEX
+    )
     assert (full == ref).mean() > 0.995  # reprojection round trip may move a border pixel
     np.testing.assert_array_equal(part, full[30:80, 40:60])
     with RasterSource(img) as src:
@@ -64,8 +75,17 @@ def test_vector_labels_are_reprojected_and_rasterized_per_window(tmp_path, scene
 def test_train_from_polygons_with_background(tmp_path, scene):
     img, _, _ = scene
     path, _ = _polygons(tmp_path, crs=UTM)
-    res = train_model(img, path, tmp_path / "m.safetensors", class_field="code", classes=["bg", "a", "b"],
-                      background=0, epochs=1, val_fraction=0.0, **FAST)
+    res = train_model(
+        img,
+        path,
+        tmp_path / "m.safetensors",
+        class_field="code",
+        classes=["bg", "a", "b"],
+        background=0,
+        epochs=1,
+        val_fraction=0.0,
+        **FAST,
+    )
     assert read_config(res.checkpoint).classes == ["bg", "a", "b"]
 
 
@@ -130,9 +150,19 @@ def test_hyperspectral_pca_stem_and_aux_loss(tmp_path):
     data = (spectra[labels].transpose(2, 0, 1) + rng.normal(0, 0.05, (40, 64, 64))).astype(np.float32)
     img = write_raster(tmp_path / "hsi.tif", data)
     lab = write_raster(tmp_path / "lab.tif", labels)
-    res = train_model(img, lab, tmp_path / "m.safetensors", arch="pspnet",
-                      arch_kwargs={"width": 8, "spectral_reduction": 6, "spectral_init": "pca"}, epochs=1, chip=32,
-                      batch_size=4, chips_per_epoch=8, block=32, device="cpu")
+    res = train_model(
+        img,
+        lab,
+        tmp_path / "m.safetensors",
+        arch="pspnet",
+        arch_kwargs={"width": 8, "spectral_reduction": 6, "spectral_init": "pca"},
+        epochs=1,
+        chip=32,
+        batch_size=4,
+        chips_per_epoch=8,
+        block=32,
+        device="cpu",
+    )
     cfg = read_config(res.checkpoint)
     assert cfg.arch_kwargs["spectral_reduction"] == 6 and 0.5 < cfg.extra["spectral_pca_explained"] <= 1.0
     net, _ = load_checkpoint(res.checkpoint)
@@ -151,17 +181,31 @@ def test_encoder_weights_adapted_from_rgb(tmp_path, scene):
     data, labels = class_scene(64, 64, bands=5, classes=2, seed=1)
     img = write_raster(tmp_path / "i5.tif", data)
     lab = write_raster(tmp_path / "l.tif", labels)
-    res = train_model(img, lab, tmp_path / "m.safetensors", arch="fcn8s", arch_kwargs={"width": 8},
-                      encoder_weights=tmp_path / "enc.safetensors", adapt="mean", epochs=1, chip=32, batch_size=4,
-                      chips_per_epoch=4, block=32, device="cpu")
+    res = train_model(
+        img,
+        lab,
+        tmp_path / "m.safetensors",
+        arch="fcn8s",
+        arch_kwargs={"width": 8},
+        encoder_weights=tmp_path / "enc.safetensors",
+        adapt="mean",
+        epochs=1,
+        chip=32,
+        batch_size=4,
+        chips_per_epoch=4,
+        block=32,
+        device="cpu",
+    )
     assert read_config(res.checkpoint).extra["encoder_weights"]["strategy"] == "mean"
 
 
 def test_config_files_and_cli(tmp_path, scene):
     img, lab, _ = scene
     cfg = tmp_path / "train.yaml"
-    cfg.write_text(f"image: {img}\nlabels: {lab}\nout: {tmp_path / 'm.safetensors'}\narch: tiny\n"
-                   f"arch_kwargs: {{width: 8}}\nepochs: 1\nchip: 32\nchips-per-epoch: 16\nblock: 32\ndevice: cpu\n")
+    cfg.write_text(
+        f"image: {img}\nlabels: {lab}\nout: {tmp_path / 'm.safetensors'}\narch: tiny\n"
+        f"arch_kwargs: {{width: 8}}\nepochs: 1\nchip: 32\nchips-per-epoch: 16\nblock: 32\ndevice: cpu\n"
+    )
     assert load_train_config(cfg)["chips_per_epoch"] == 16
     res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--epochs", "2", "--progress", "none"])
     assert res.exit_code == 0, res.output

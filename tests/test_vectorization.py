@@ -142,8 +142,10 @@ def test_min_area_simplify_and_reproject(tmp_path: Path) -> None:
     big = vectorize(src, window=16, min_area=500.0)
     assert 0 < len(big) < len(full) and (big["area"] >= 500).all()
     simp = vectorize(src, window=16, simplify=10.0)
-    assert shapely.get_num_coordinates(simp.geometry.values).sum() < shapely.get_num_coordinates(
-        full.geometry.values).sum()
+    assert (
+        shapely.get_num_coordinates(simp.geometry.values).sum()
+        < shapely.get_num_coordinates(full.geometry.values).sum()
+    )
     geo = vectorize(src, window=16, crs="EPSG:4326")
     assert geo.crs == CRS.from_epsg(4326)
     assert geo.total_bounds[0] == pytest.approx(15.0, abs=0.1)
@@ -229,8 +231,9 @@ def test_cli_vectorize(tmp_path: Path) -> None:
 
     src = write_raster(tmp_path / "c.tif", tricky_scene(), nodata=255)
     out = tmp_path / "o.geojson"
-    r = CliRunner().invoke(vectorize_command, [str(src), str(out), "--connectivity", "8", "--min-area", "100",
-                                               "--classes", "a,b,c,d"])
+    r = CliRunner().invoke(
+        vectorize_command, [str(src), str(out), "--connectivity", "8", "--min-area", "100", "--classes", "a,b,c,d"]
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert {f["properties"]["class_name"] for f in data["features"]} <= {"a", "b", "c", "d"}

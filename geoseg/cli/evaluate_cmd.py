@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from geoseg.cli.common import handle_errors, progress_display, progress_option
@@ -71,13 +73,13 @@ def evaluate_command(
 
 
 def vectorize_and_evaluate(
-    class_raster: str,
+    class_raster: str | os.PathLike[str],
     *,
     vector: str | None = None,
     truth: str | None = None,
     report_dir: str | None = None,
     class_field: str | None = None,
-    probabilities: str | None = None,
+    probabilities: str | os.PathLike[str] | None = None,
     classes: list[str] | None = None,
     overwrite: bool = False,
     progress_kind: str = "bar",

@@ -79,6 +79,11 @@ def make_client(
       (cores, memory, queue, account, walltime, job_extra_directives...) go to the cluster. With ``gpu`` each worker
       declares the resource ``GPU=1``.
     * ``cuda``: ``dask_cuda.LocalCUDACluster`` (one worker per visible GPU, each declaring ``GPU=1``).
+
+    Raises:
+        InvalidParameterError: an unknown ``cluster`` or a bad worker count.
+        MissingDependencyError: the extra the cluster kind needs is not installed.
+        SchedulerUnreachableError: ``scheduler`` cannot be reached.
     """
     Client = _optional("distributed", "distributed", "run_batch").Client  # noqa: N806
 

@@ -49,6 +49,11 @@ def read_jobs_manifest(path: str | os.PathLike[str]) -> list[tuple[Path, Path | 
     """Parse a manifest: one raster per line, optionally ``,truth`` (CSV; a ``path,truth`` header is allowed).
 
     Blank lines and lines starting with ``#`` are skipped; relative paths are relative to the manifest's folder.
+
+    Raises:
+        InputNotFoundError: the manifest does not exist.
+        ManifestError: a malformed line.
+        NoInputsError: it lists no raster.
     """
     mpath = Path(path)
     base = mpath.parent
@@ -98,7 +103,13 @@ def _truth_for(src: Path, truth: TruthLike) -> Path | None:
 
 
 def resolve_jobs(jobs: JobsLike, truth: TruthLike = None) -> list[Job]:
-    """Expand ``jobs`` into scenes with unique output names (stem, or stem-<hash> when stems collide)."""
+    """Expand ``jobs`` into scenes with unique output names (stem, or stem-<hash> when stems collide).
+
+    Raises:
+        NoInputsError: nothing to do.
+        InputNotFoundError: a raster, glob or manifest matches no file.
+        InvalidParameterError: a job tuple that is not (raster, truth).
+    """
     pairs: list[tuple[Path, Path | None]] = []
     items: Sequence = [jobs] if isinstance(jobs, str | os.PathLike) else list(jobs)
     if not items:
@@ -117,7 +128,7 @@ def resolve_jobs(jobs: JobsLike, truth: TruthLike = None) -> list[Job]:
         else:
             pairs.extend((p, None) for p in _expand(s))
     seen: dict[Path, int] = {}
-    unique = []
+    unique: list[tuple[Path, Path | None]] = []
     for src, t in pairs:
         key = src.resolve()
         if key not in seen:

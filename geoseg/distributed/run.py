@@ -177,8 +177,8 @@ def _plan(
                     checkpoint=str(checkpoint),
                     rows=rows,
                     cols=cols,
-                    origin=tuple(origin),
-                    shape=tuple(shape),
+                    origin=(int(origin[0]), int(origin[1])),
+                    shape=(int(shape[0]), int(shape[1])),
                     tile=tile,
                     overlap=overlap,
                     batch_size=batch_size,
@@ -275,6 +275,14 @@ def run_batch(
         retries: extra attempts per task after an error; tasks of a dead worker are rescheduled by Dask.
         on_client: called with the ``distributed.Client`` once it is up (e.g. to show ``client.dashboard_link``);
             not called when every task is already finished.
+
+    Raises:
+        NoInputsError, InputNotFoundError: no rasters, or a missing raster, manifest or truth.
+        InvalidParameterError: a bad option (region size, stitch, cluster).
+        OutputExistsError: outputs of another run in ``out_dir`` without ``overwrite``.
+        SchedulerUnreachableError: the scheduler cannot be reached.
+        BatchTaskError: a task failed on every retry (the message names the region and the cause).
+        CancelledError: ``progress`` asked to stop (finished regions stay recorded for a re-run).
     """
     t0 = time.perf_counter()
     checkpoint = Path(model)

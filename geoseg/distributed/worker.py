@@ -83,7 +83,7 @@ def predict_region(task: RegionTask) -> TaskResult:
     t0 = time.perf_counter()
     worker = get_worker()
     net, config = worker_model(task.checkpoint, task.device, worker=worker)
-    tiles = None if task.rows is None else (range(*task.rows), range(*task.cols))
+    tiles = None if task.rows is None or task.cols is None else (range(*task.rows), range(*task.cols))
     res = predict_raster(
         task.src,
         task.dst,

@@ -248,7 +248,7 @@ def _prepare_model(net: nn.Module, device: torch.device, *, compile: bool) -> nn
     if device.type == "cuda":
         if compile:
             net = torch.compile(net)  # type: ignore[assignment]
-        return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload, no-any-return]
+        return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return net
 
 

@@ -62,7 +62,10 @@ class TileReader:
     def __enter__(self) -> TileReader:
         halo_rows, halo_cols = self.grid.halo
         reads = WindowedReads.of(
-            self.source, self.grid.tile_shape, overlap=(2 * halo_rows, 2 * halo_cols), keep_rows=self.keep_rows,
+            self.source,
+            self.grid.tile_shape,
+            overlap=(2 * halo_rows, 2 * halo_cols),
+            keep_rows=self.keep_rows,
             blocks_held=self.blocks is not None,
         )
         self._stack.enter_context(bounded_gdal_cache(reads))

@@ -162,7 +162,11 @@ STITCH_METHODS: dict[str, Callable[..., Stitcher]] = {
 
 
 def make_stitcher(method: str, grid: TileGrid, num_classes: int, *, keep_probs: bool = False) -> Stitcher:
-    """Instantiate a stitching strategy by name."""
+    """Instantiate a stitching strategy by name.
+
+    Raises:
+        InvalidParameterError: ``method`` is not in :data:`STITCH_METHODS`.
+    """
     from geoseg.errors import InvalidParameterError
 
     if method not in STITCH_METHODS:

@@ -17,6 +17,9 @@ def parse_band_spec(spec: BandSpec) -> list[int | str] | None:
 
     Integers (and all-digit strings) are 1-based band indexes; ``a-b`` is an inclusive range; anything else is a
     band name matched against the raster's band descriptions.
+
+    Raises:
+        BandSelectionError: an empty, malformed or descending selection, or one that selects no band.
     """
     if spec is None:
         return None
@@ -54,7 +57,11 @@ def default_band_name(index: int, description: str | None) -> str:
 
 
 def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: str = "raster") -> list[int]:
-    """Resolve a band selection against a raster's band descriptions; return 1-based indexes."""
+    """Resolve a band selection against a raster's band descriptions; return 1-based indexes.
+
+    Raises:
+        BandSelectionError: a band index or name the raster does not have (with the bands it has).
+    """
     count = len(descriptions)
     items = parse_band_spec(spec)
     if items is None:

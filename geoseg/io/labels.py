@@ -51,6 +51,7 @@ def read_polygons(source: LabelsLike, *, what: str = "label polygons") -> Any:
         import geopandas as gpd
     except ImportError as exc:
         raise MissingDependencyError(f"{what} need geopandas: pip install 'geoseg[vector]'") from exc
+    gdf: Any
     if hasattr(source, "geometry"):
         gdf = source
     else:
@@ -175,7 +176,10 @@ class PolygonLabels:
         gdf = read_polygons(source, what=what)
         self.field = find_class_field(gdf, class_field, what=self.what)
         self.ids, self.classes = class_ids(
-            gdf[self.field], classes=classes, names_define_classes=names_define_classes, field=self.field,
+            gdf[self.field],
+            classes=classes,
+            names_define_classes=names_define_classes,
+            field=self.field,
             what=self.what,
         )
         gdf = to_crs(gdf, crs)

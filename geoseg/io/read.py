@@ -30,7 +30,13 @@ NODATA_POLICIES = ("any", "all")
 
 
 def open_dataset(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
-    """Open ``path`` with rasterio, turning GDAL failures into errors that say what to do."""
+    """Open ``path`` with rasterio, turning GDAL failures into errors that say what to do.
+
+    Raises:
+        InputNotFoundError: ``path`` does not exist.
+        NotARasterError: it is a directory, an empty file, not readable by GDAL, or has no raster band.
+        UnsupportedRasterError: it holds complex numbers.
+    """
     p = str(path)
     is_gdal_vsi = p.startswith("/vsi") or "://" in p
     if not is_gdal_vsi:
@@ -72,6 +78,12 @@ class RasterSource:
 
     Each thread gets its own GDAL handle, so one RasterSource can be read from a pool of threads.
     The raster is never read whole.
+
+    Raises:
+        InvalidParameterError: an unknown ``nodata_policy``.
+        InputNotFoundError, NotARasterError, UnsupportedRasterError: see :func:`open_dataset`.
+        BandSelectionError: ``bands`` names or indexes bands the raster lacks.
+        RasterReadError: (when reading) pixels of a truncated or corrupt file.
     """
 
     def __init__(
@@ -260,7 +272,7 @@ class RasterSource:
         if not per_band:
             return np.zeros(shape, dtype=bool)
         stack = np.stack(per_band)
-        return stack.any(axis=0) if self.nodata_policy == "any" else stack.all(axis=0)
+        return np.asarray(stack.any(axis=0) if self.nodata_policy == "any" else stack.all(axis=0))
 
 
 def _reflect_index(n: int, pad: int) -> np.ndarray:

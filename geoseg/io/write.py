@@ -27,6 +27,10 @@ def check_output_path(
     """Validate an output path before any work starts; return it as a Path.
 
     Refuses an existing file without ``overwrite``, a path equal to an input, a missing or unwritable directory.
+
+    Raises:
+        OutputExistsError: ``dst`` exists and ``overwrite`` is False.
+        OutputError: ``dst`` is an input, a directory, or in a missing or unwritable directory.
     """
     path = Path(dst)
     for src in inputs:
@@ -55,6 +59,9 @@ def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     """Yield a temporary path beside ``dst``; rename it to ``dst`` only if the block completes without error.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched.
+
+    Raises:
+        OutputExistsError: ``dst`` appeared while writing and ``overwrite`` is False.
     """
     path = Path(dst)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent or ".")
@@ -135,6 +142,11 @@ class BlockWriter:
     assembled in memory and written when their last pixel arrives. Every block is therefore compressed exactly once,
     and memory holds only partly filled blocks: with tiles arriving row by row, about one block row of the width
     (256 px rows), whatever the raster size. :meth:`close` refuses to publish a raster with pixels never written.
+
+    Raises:
+        InvalidParameterError: (:meth:`write`) data of the wrong shape, outside the raster, or written twice.
+        OutputError: the file cannot be created or written (disk full, ...), or (:meth:`close`) a pixel was never
+            written.
     """
 
     def __init__(self, path: Path, profile: dict[str, Any]) -> None:

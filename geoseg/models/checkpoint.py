@@ -35,7 +35,12 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelConfig]:
-    """Rebuild the model described by a checkpoint and load its weights; model is in eval mode on ``device``."""
+    """Rebuild the model described by a checkpoint and load its weights; model is in eval mode on ``device``.
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        CheckpointError: not a geoseg checkpoint, truncated, or weights that do not fit its architecture.
+    """
     p = Path(path)
     if checkpoint_kind(p) == "torch":
         state, config = read_torch_checkpoint(p)
@@ -72,7 +77,11 @@ def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
 
 
 def read_torch_checkpoint(p: Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
-    """A ``torch.save`` file holding {"state_dict": ..., "geoseg_config": json}, loaded with weights_only=True."""
+    """A ``torch.save`` file holding {"state_dict": ..., "geoseg_config": json}, loaded with weights_only=True.
+
+    Raises:
+        CheckpointError: the file is not a geoseg ``torch.save`` checkpoint or cannot be loaded safely.
+    """
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, AttributeError) as exc:

@@ -43,6 +43,10 @@ class ModelConfig:
     * ``normalization``: per-band ``(x - shift) / scale`` as a dict (see :class:`geoseg.io.Normalization`).
     * ``classes`` / ``colors``: class names and RGB colors, index = class id.
     * ``tile`` / ``overlap``: defaults for prediction; ``output_stride``: the alignment tiles need.
+
+    Raises:
+        InvalidParameterError: no band, fewer than 2 classes, or colors that do not match the classes.
+        CheckpointError: (:meth:`from_json`) a contract that is not valid JSON or lacks fields.
     """
 
     arch: str

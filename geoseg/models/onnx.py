@@ -86,7 +86,7 @@ def export_onnx(
 def _export(model: nn.Module, x: torch.Tensor, path: Path, *, opset: int, dynamic: bool, exporter: str) -> None:
     import warnings
 
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
     if exporter == "dynamo":
         _require("onnxscript")
         from torch.export import Dim
@@ -142,14 +142,17 @@ class OnnxModel:
         return self
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        is_torch = isinstance(x, torch.Tensor)
-        arr = x.detach().to("cpu", torch.float32).numpy() if is_torch else np.asarray(x, dtype=np.float32)
+        device = x.device if isinstance(x, torch.Tensor) else None
+        if isinstance(x, torch.Tensor):
+            arr = x.detach().to("cpu", torch.float32).numpy()
+        else:
+            arr = np.asarray(x, dtype=np.float32)
         if arr.ndim != 4 or arr.shape[1] != self.config.in_channels:
             raise InvalidParameterError(
                 f"ONNX model expects (batch, {self.config.in_channels}, H, W) input, got shape {tuple(arr.shape)}"
             )
         out = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(arr)})[0]
-        return torch.from_numpy(out).to(x.device) if is_torch else out
+        return torch.from_numpy(out).to(device) if device is not None else out
 
 
 def load_onnx(path: str | os.PathLike[str], *, providers: list[str] | None = None) -> tuple[OnnxModel, ModelConfig]:

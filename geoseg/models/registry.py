@@ -64,7 +64,11 @@ def register_model(
     overwrite: bool = False,
     **defaults: Any,
 ) -> Callable[[Factory], Factory]:
-    """Decorator registering ``factory(in_channels, num_classes, **kwargs) -> nn.Module`` under ``name``."""
+    """Decorator registering ``factory(in_channels, num_classes, **kwargs) -> nn.Module`` under ``name``.
+
+    Raises:
+        InvalidParameterError: ``name`` is registered already and ``overwrite`` is False.
+    """
 
     def deco(factory: Factory) -> Factory:
         if name in _REGISTRY and not overwrite:
@@ -110,7 +114,11 @@ def _load_entry_points() -> None:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """Look up a registered architecture, with a did-you-mean hint."""
+    """Look up a registered architecture, with a did-you-mean hint.
+
+    Raises:
+        UnknownModelError: no architecture is registered as ``name`` (with the closest names).
+    """
     _load_entry_points()
     try:
         return _REGISTRY[name]
@@ -143,6 +151,10 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
     Generic options for every architecture: ``spectral_reduction=K`` puts a 1x1 spectral stem (N bands -> K
     channels) in front of the model (:mod:`geoseg.models.spectral`); ``spectral_init`` ("random" or "pca") records
     how the stem was initialised. Bad options raise :class:`~geoseg.errors.InvalidParameterError`.
+
+    Raises:
+        UnknownModelError: no architecture is registered as ``name``.
+        InvalidParameterError: bad band or class counts, or options the architecture does not take.
     """
     spec = get_model_spec(name)
     if in_channels < 1:

@@ -114,7 +114,7 @@ class ChipReader:
         """``n`` random chip origins, each chip inside one of ``blocks``."""
         if not blocks:
             return []
-        return [self._random_in_block(*blocks[k], rng) for k in rng.integers(0, len(blocks), n)]
+        return [self._random_in_block(*blocks[int(k)], rng) for k in rng.integers(0, len(blocks), n)]
 
     def grid_origins(self, blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Non-overlapping chips covering each block."""

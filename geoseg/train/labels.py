@@ -124,8 +124,13 @@ class LabelVector:
     ) -> None:
         self.path = str(path)
         self._polygons = PolygonLabels(
-            path, crs=image.crs, transform=image.transform, class_field=class_field, classes=classes,
-            names_define_classes=True, what="vector labels",
+            path,
+            crs=image.crs,
+            transform=image.transform,
+            class_field=class_field,
+            classes=classes,
+            names_define_classes=True,
+            what="vector labels",
         )
         ids, field = self._polygons.ids, self._polygons.field
         if self._polygons.classes is not None:

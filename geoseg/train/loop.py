@@ -116,6 +116,16 @@ def train_model(
     ``arch_kwargs`` may hold ``spectral_reduction=K`` (1x1 spectral stem for many bands) with
     ``spectral_init="pca"`` (initialised from the training raster's principal components); ``encoder_weights`` is a
     local file of pretrained encoder weights whose first layer is adapted to the band count by ``adapt``.
+
+    Raises:
+        InvalidParameterError: a bad option (loss, sampling, sizes, block), labels that cover no pixel, or too
+            few classes; UnknownClassError (one of them) for label polygons without a usable class attribute.
+        CheckpointError: ``resume`` without a saved training state, or one for another run.
+        OutputExistsError, OutputError: ``out`` exists without ``overwrite``, or cannot be written.
+        InputNotFoundError, NotARasterError, BandSelectionError: the image or labels cannot be read as given.
+        ModelContractError: a label raster that is not on the image grid or not integer.
+        UnknownModelError: ``arch`` is not registered.
+        CancelledError: ``progress`` asked to stop (the best checkpoint so far and the training state remain).
     """
     t0 = time.perf_counter()
     if loss not in LOSSES:
@@ -291,7 +301,9 @@ def train_model(
     )
 
 
-def _save_state(path: Path, net, opt, sched, gen, rng, config: ModelConfig, **info: Any) -> None:
+def _save_state(
+    path: Path, net: Any, opt: Any, sched: Any, gen: Any, rng: Any, config: ModelConfig, **info: Any
+) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "optimizer": opt.state_dict(),

@@ -60,7 +60,6 @@ def make_loss(name: str, *, weights: torch.Tensor | None = None, ignore_index: i
     raise InvalidParameterError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
-
 def focal(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE, gamma: float = 2.0) -> torch.Tensor:
     """Focal loss (Lin et al. 2017): cross entropy down-weighting well-classified pixels."""
     valid = target != ignore_index

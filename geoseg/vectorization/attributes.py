@@ -18,8 +18,8 @@ def _area_m2_function(crs: Any) -> Any:
     from pyproj import CRS
 
     pcrs = CRS.from_user_input(crs)
-    if pcrs.is_geographic:
-        geod = pcrs.get_geod()
+    geod = pcrs.get_geod() if pcrs.is_geographic else None
+    if geod is not None:
 
         def geodesic(geoms: np.ndarray, areas: np.ndarray) -> np.ndarray:
             return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geoms], dtype=np.float64)
@@ -44,8 +44,15 @@ class FeatureBuilder:
     """
 
     def __init__(
-        self, ds: rasterio.DatasetReader, *, names: Sequence[str] | None, min_area: float, simplify: float,
-        connectivity: int, out_crs: Any, with_prob: bool,
+        self,
+        ds: rasterio.DatasetReader,
+        *,
+        names: Sequence[str] | None,
+        min_area: float,
+        simplify: float,
+        connectivity: int,
+        out_crs: Any,
+        with_prob: bool,
     ) -> None:
         self.transform = ds.transform
         self.pixel_area = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)

@@ -53,6 +53,14 @@ def vectorize(
     ``area_m2`` (geodesic for geographic CRSs, NaN without a CRS), optional ``mean_prob``, ``geometry``.
     Nodata (nodata value, mask or NaN) never becomes a polygon. Returns a :class:`VectorizeResult` when ``dst`` is
     given.
+
+    Raises:
+        InvalidParameterError: a bad option, an unsupported output extension, a probability raster on another
+            grid, or ``crs`` for a raster without one.
+        OutputExistsError, OutputError: ``dst`` exists without ``overwrite``, or cannot be written.
+        InputNotFoundError, NotARasterError: the class raster cannot be opened.
+        UnsupportedRasterError: the raster does not hold integer class ids.
+        CancelledError: ``progress`` asked to stop (nothing is left at ``dst``).
     """
     if connectivity not in CONNECTIVITIES:
         raise InvalidParameterError(f"connectivity must be 4 or 8, got {connectivity!r}")
@@ -66,14 +74,37 @@ def vectorize(
         driver = vector_driver(dst)
         inputs = [class_raster] + ([probabilities] if probabilities is not None else [])
         out_path = check_output_path(dst, overwrite=overwrite, inputs=inputs)
-    return _vectorize(class_raster, out_path, driver, classes, min_area, simplify, connectivity, crs, probabilities,
-                      window, overwrite, progress, layer)
+    return _vectorize(
+        class_raster,
+        out_path,
+        driver,
+        classes,
+        min_area,
+        simplify,
+        connectivity,
+        crs,
+        probabilities,
+        window,
+        overwrite,
+        progress,
+        layer,
+    )
 
 
 def _vectorize(
-    class_raster: Any, out_path: Path | None, driver: str | None, classes: Sequence[str] | None, min_area: float,
-    simplify: float, connectivity: int, crs: Any, probabilities: Any, window: int, overwrite: bool,
-    progress: ProgressCallback | None, layer: str | None,
+    class_raster: Any,
+    out_path: Path | None,
+    driver: str | None,
+    classes: Sequence[str] | None,
+    min_area: float,
+    simplify: float,
+    connectivity: int,
+    crs: Any,
+    probabilities: Any,
+    window: int,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    layer: str | None,
 ) -> Any:
     ds = open_dataset(class_raster)
     prob_ds = None
@@ -98,8 +129,13 @@ def _vectorize(
 
             out_crs = CRS.from_user_input(crs)
         builder = FeatureBuilder(
-            ds, names=names, min_area=min_area, simplify=simplify, connectivity=connectivity,
-            out_crs=out_crs, with_prob=prob_ds is not None,
+            ds,
+            names=names,
+            min_area=min_area,
+            simplify=simplify,
+            connectivity=connectivity,
+            out_crs=out_crs,
+            with_prob=prob_ds is not None,
         )
         stream = polygonize_stream(ds, connectivity=connectivity, window=window, prob_ds=prob_ds, progress=progress)
         batches = (cols for cols in (builder.build(b) for b in stream) if cols is not None)

@@ -111,8 +111,8 @@ def _seam_pairs(
     n = cur_ids.size
     found = []
     for s in shifts:
-        o_ids = other_ids[1 + s: 1 + s + n]
-        o_cls = other_cls[1 + s: 1 + s + n]
+        o_ids = other_ids[1 + s : 1 + s + n]
+        o_cls = other_cls[1 + s : 1 + s + n]
         m = (cur_ids >= 0) & (o_ids >= 0) & (cur_cls == o_cls)
         if m.any():
             found.append(np.stack([cur_ids[m], o_ids[m]], axis=1))
@@ -141,6 +141,11 @@ def polygonize_stream(
     """Yield batches of finished polygons ``(class_id, pixels, probability_sum, geometry_in_pixel_coords)``.
 
     Pixel coordinates: x = column, y = row of the whole raster (integers), so seam unions are exact.
+
+    Raises:
+        UnsupportedRasterError: the raster holds non-integer values.
+        InvalidParameterError: ``prob_ds`` has fewer bands than the class ids need.
+        CancelledError: ``progress`` asked to stop.
     """
     H, W = ds.height, ds.width
     merger = _Merger()
@@ -175,8 +180,12 @@ def polygonize_stream(
         base = next_id - 1  # global id = base + label
 
         next_id += n
-        top, bottom, left, right = (_edge_ids(labels[0], base), _edge_ids(labels[-1], base),
-                                    _edge_ids(labels[:, 0], base), _edge_ids(labels[:, -1], base))
+        top, bottom, left, right = (
+            _edge_ids(labels[0], base),
+            _edge_ids(labels[-1], base),
+            _edge_ids(labels[:, 0], base),
+            _edge_ids(labels[:, -1], base),
+        )
         if n:
             counts = np.bincount(labels.ravel(), minlength=n + 1)
             psum = np.zeros(n + 1)
@@ -201,13 +210,12 @@ def polygonize_stream(
             lo, hi = c0 - 1, c1 + 1
             o_ids = np.full(w + 2, -1, dtype=np.int64)
             o_cls = np.zeros(w + 2, dtype=np.int64)
-            o_ids[max(lo, 0) - lo: w + 2 - (hi - min(hi, W))] = above_ids[max(lo, 0): min(hi, W)]
-            o_cls[max(lo, 0) - lo: w + 2 - (hi - min(hi, W))] = above_cls[max(lo, 0): min(hi, W)]
+            o_ids[max(lo, 0) - lo : w + 2 - (hi - min(hi, W))] = above_ids[max(lo, 0) : min(hi, W)]
+            o_cls[max(lo, 0) - lo : w + 2 - (hi - min(hi, W))] = above_cls[max(lo, 0) : min(hi, W)]
             for a, b in _seam_pairs(top, data[0].astype(np.int64), o_ids, o_cls, shifts):
                 merger.union(a, b)
-        if c0 > 0 and left_ids is not None:
-            for a, b in _seam_pairs(left, data[:, 0].astype(np.int64), _pad1(left_ids, -1), _pad1(left_cls, 0),
-                                    shifts):
+        if c0 > 0 and left_ids is not None and left_cls is not None:
+            for a, b in _seam_pairs(left, data[:, 0].astype(np.int64), _pad1(left_ids, -1), _pad1(left_cls, 0), shifts):
                 merger.union(a, b)
         next_above_ids[c0:c1] = bottom
         next_above_cls[c0:c1] = data[-1]
@@ -217,7 +225,7 @@ def polygonize_stream(
         if r1 < H:
             frontier_parts.append(next_above_ids[:c1])
         if r0 > 0 and c1 < W:
-            frontier_parts.append(above_ids[c1 - 1 if connectivity == 8 else c1:])
+            frontier_parts.append(above_ids[c1 - 1 if connectivity == 8 else c1 :])
         if c1 < W:
             frontier_parts.append(left_ids)
         open_roots: set[int] = set()

@@ -43,7 +43,11 @@ class VectorizeResult:
 
 
 def vector_driver(path: str | os.PathLike[str]) -> str:
-    """The output driver for ``path`` chosen by its extension (raises with the list of supported formats)."""
+    """The output driver for ``path`` chosen by its extension (raises with the list of supported formats).
+
+    Raises:
+        InvalidParameterError: an extension not in :data:`VECTOR_FORMATS`.
+    """
     suffix = Path(path).suffix.lower()
     try:
         return VECTOR_FORMATS[suffix]
@@ -73,8 +77,10 @@ def to_geodataframe(batches: Iterator[dict[str, np.ndarray]], crs: Any, with_pro
     import geopandas as gpd
     import pandas as pd
 
-    frames = [pd.DataFrame({k: v for k, v in cols.items() if k != "geometry"}).assign(geometry=cols["geometry"])
-              for cols in batches]
+    frames = [
+        pd.DataFrame({k: v for k, v in cols.items() if k != "geometry"}).assign(geometry=cols["geometry"])
+        for cols in batches
+    ]
     columns = [f.name for f in attribute_schema(with_prob)]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in columns})
     df["class_id"] = df["class_id"].astype(np.int32)
@@ -91,8 +97,14 @@ def _crs_string(crs: Any) -> str | None:
 
 
 def write_features(
-    path: Path, driver: str, batches: Iterator[dict[str, np.ndarray]], crs: Any, with_prob: bool,
-    connectivity: int, overwrite: bool, layer: str | None,
+    path: Path,
+    driver: str,
+    batches: Iterator[dict[str, np.ndarray]],
+    crs: Any,
+    with_prob: bool,
+    connectivity: int,
+    overwrite: bool,
+    layer: str | None,
 ) -> VectorizeResult:
     """Stream attribute batches into ``path`` with ``driver`` (a value of :data:`VECTOR_FORMATS`), atomically.
 
@@ -129,8 +141,13 @@ def write_features(
                 reader = pa.RecordBatchReader.from_batches(schema, record_batches())
                 kwargs: dict[str, Any] = {"layer": layer or path.stem} if driver != "GeoJSON" else {}
                 pyogrio.write_arrow(
-                    reader, tmp, driver=driver, geometry_name="geometry", geometry_type=geometry_type,
-                    crs=_crs_string(crs), **kwargs,
+                    reader,
+                    tmp,
+                    driver=driver,
+                    geometry_name="geometry",
+                    geometry_type=geometry_type,
+                    crs=_crs_string(crs),
+                    **kwargs,
                 )
         except BaseException as exc:
             if failure:  # the polygon stream failed (e.g. cancelled): raise that, not GDAL's report of it

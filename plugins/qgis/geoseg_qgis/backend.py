@@ -190,64 +190,142 @@ class InProcessBackend:
                 ds.close()
 
     def predict(
-        self, raster: str, out: str, *, checkpoint: str, bands: str | None = None, tile: int | None = None,
-        overlap: int | None = None, batch_size: int | None = None, device: str = "auto", stitch: str = "center",
-        probabilities: str | None = None, progress: Progress = _no_progress,
+        self,
+        raster: str,
+        out: str,
+        *,
+        checkpoint: str,
+        bands: str | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        device: str = "auto",
+        stitch: str = "center",
+        probabilities: str | None = None,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
         from geoseg.inference.predict import predict_raster
 
         with self._errors():
             res = predict_raster(
-                raster, out, model=checkpoint, bands=bands or None, tile=tile, overlap=overlap,
-                batch_size=batch_size, device=device, stitch=stitch, probabilities=probabilities, overwrite=True,
+                raster,
+                out,
+                model=checkpoint,
+                bands=bands or None,
+                tile=tile,
+                overlap=overlap,
+                batch_size=batch_size,
+                device=device,
+                stitch=stitch,
+                probabilities=probabilities,
+                overwrite=True,
                 progress=progress,
             )
-        return {"output": str(res.output), "probabilities": str(res.probabilities) if res.probabilities else None,
-                "tiles": res.tiles, "device": res.device, "class_counts": res.class_counts}
+        return {
+            "output": str(res.output),
+            "probabilities": str(res.probabilities) if res.probabilities else None,
+            "tiles": res.tiles,
+            "device": res.device,
+            "class_counts": res.class_counts,
+        }
 
     def vectorize(
-        self, class_raster: str, out: str, *, classes: Sequence[str] | None = None, min_area: float = 0.0,
-        simplify: float = 0.0, connectivity: int = 4, progress: Progress = _no_progress,
+        self,
+        class_raster: str,
+        out: str,
+        *,
+        classes: Sequence[str] | None = None,
+        min_area: float = 0.0,
+        simplify: float = 0.0,
+        connectivity: int = 4,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
         from geoseg.vectorization import vectorize
 
         with self._errors():
-            res = vectorize(class_raster, out, classes=classes, min_area=min_area, simplify=simplify,
-                            connectivity=connectivity, overwrite=True, progress=progress)
+            res = vectorize(
+                class_raster,
+                out,
+                classes=classes,
+                min_area=min_area,
+                simplify=simplify,
+                connectivity=connectivity,
+                overwrite=True,
+                progress=progress,
+            )
         return {"output": str(res.path), "features": res.features, "per_class": dict(res.per_class)}
 
     def evaluate(
-        self, prediction: str, truth: str, report_dir: str, *, classes: Sequence[str] | None = None,
-        ignore_index: int | None = None, class_field: str | None = None, background: int | None = None,
+        self,
+        prediction: str,
+        truth: str,
+        report_dir: str,
+        *,
+        classes: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        class_field: str | None = None,
+        background: int | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
         from geoseg.evaluation import evaluate
         from geoseg.report import write_report
 
         with self._errors():
-            rep = evaluate(prediction, truth, classes=classes, ignore_index=ignore_index,
-                           truth_class_field=class_field, background=background, progress=progress)
+            rep = evaluate(
+                prediction,
+                truth,
+                classes=classes,
+                ignore_index=ignore_index,
+                truth_class_field=class_field,
+                background=background,
+                progress=progress,
+            )
             write_report(rep, report_dir)
         return json.loads(json.dumps(rep.to_dict()))
 
     def train(
-        self, image: str, labels: str, out: str, *, arch: str, arch_kwargs: dict[str, Any] | None = None,
-        classes: Sequence[str] | None = None, epochs: int = 20, chip: int = 128, batch_size: int = 8,
-        chips_per_epoch: int = 256, device: str = "auto", max_seconds: float | None = None,
-        class_field: str | None = None, progress: Progress = _no_progress,
+        self,
+        image: str,
+        labels: str,
+        out: str,
+        *,
+        arch: str,
+        arch_kwargs: dict[str, Any] | None = None,
+        classes: Sequence[str] | None = None,
+        epochs: int = 20,
+        chip: int = 128,
+        batch_size: int = 8,
+        chips_per_epoch: int = 256,
+        device: str = "auto",
+        max_seconds: float | None = None,
+        class_field: str | None = None,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
         from geoseg.train import train_model
 
         with self._errors():
-            res = train_model(image, labels, out, arch=arch, arch_kwargs=arch_kwargs or {},
-                              classes=list(classes) if classes else None, class_field=class_field, epochs=epochs,
-                              chip=chip,
-                              batch_size=batch_size, chips_per_epoch=chips_per_epoch, device=device,
-                              max_seconds=max_seconds, overwrite=True, progress=progress)
+            res = train_model(
+                image,
+                labels,
+                out,
+                arch=arch,
+                arch_kwargs=arch_kwargs or {},
+                classes=list(classes) if classes else None,
+                class_field=class_field,
+                epochs=epochs,
+                chip=chip,
+                batch_size=batch_size,
+                chips_per_epoch=chips_per_epoch,
+                device=device,
+                max_seconds=max_seconds,
+                overwrite=True,
+                progress=progress,
+            )
         return {"output": str(res.checkpoint), "best_miou": float(res.best_miou), "best_epoch": res.best_epoch}
 
 
 # ---------------------------------------------------------------------------------------------------- subprocess
+
 
 class SubprocessBackend:
     """Runs ``python -m geoseg ...`` of another environment, reading JSON-lines progress from its stderr."""
@@ -269,7 +347,11 @@ class SubprocessBackend:
         return env
 
     def run(
-        self, args: Sequence[str], progress: Progress = _no_progress, *, module: bool = True,
+        self,
+        args: Sequence[str],
+        progress: Progress = _no_progress,
+        *,
+        module: bool = True,
         outputs: Sequence[str | None] = (),
     ) -> str:
         """Run geoseg with ``args``; returns stdout. ``Error: ...`` becomes BackendError.
@@ -278,8 +360,16 @@ class SubprocessBackend:
         """
         cmd = [self.python, "-m", "geoseg", *args] if module else [self.python, *args]
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    env=self._env(), text=True, encoding="utf-8", errors="replace")
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=self._env(),
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+            )
         except OSError as exc:
             raise BackendError(f"cannot start the geoseg environment {self.python}: {exc}") from exc
         errors: list[str] = []
@@ -299,7 +389,7 @@ class SubprocessBackend:
                     except (ValueError, TypeError):
                         pass
                 if line.startswith("Error:"):
-                    errors.append(line[len("Error:"):].strip())
+                    errors.append(line[len("Error:") :].strip())
                 elif line.strip():
                     tail.append(line)
 
@@ -364,14 +454,41 @@ class SubprocessBackend:
         return dict(json.loads(self.run(["info", raster, "--json"]))["legend"])
 
     def predict(
-        self, raster: str, out: str, *, checkpoint: str, bands: str | None = None, tile: int | None = None,
-        overlap: int | None = None, batch_size: int | None = None, device: str = "auto", stitch: str = "center",
-        probabilities: str | None = None, progress: Progress = _no_progress,
+        self,
+        raster: str,
+        out: str,
+        *,
+        checkpoint: str,
+        bands: str | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        device: str = "auto",
+        stitch: str = "center",
+        probabilities: str | None = None,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = ["predict", raster, out, "-m", checkpoint, "--device", device, "--stitch", stitch,
-                "--progress", "json", "--overwrite"]
-        for opt, val in (("--bands", bands or None), ("--tile", tile), ("--overlap", overlap),
-                         ("--batch-size", batch_size), ("--probabilities", probabilities)):
+        args = [
+            "predict",
+            raster,
+            out,
+            "-m",
+            checkpoint,
+            "--device",
+            device,
+            "--stitch",
+            stitch,
+            "--progress",
+            "json",
+            "--overwrite",
+        ]
+        for opt, val in (
+            ("--bands", bands or None),
+            ("--tile", tile),
+            ("--overlap", overlap),
+            ("--batch-size", batch_size),
+            ("--probabilities", probabilities),
+        ):
             if val is not None:
                 args += [opt, str(val)]
         stdout = self.run(args, progress, outputs=(out, probabilities))
@@ -379,11 +496,30 @@ class SubprocessBackend:
         return {"output": out, "probabilities": probabilities, "device": m.group(2) if m else device}
 
     def vectorize(
-        self, class_raster: str, out: str, *, classes: Sequence[str] | None = None, min_area: float = 0.0,
-        simplify: float = 0.0, connectivity: int = 4, progress: Progress = _no_progress,
+        self,
+        class_raster: str,
+        out: str,
+        *,
+        classes: Sequence[str] | None = None,
+        min_area: float = 0.0,
+        simplify: float = 0.0,
+        connectivity: int = 4,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = ["vectorize", class_raster, out, "--min-area", str(min_area), "--simplify", str(simplify),
-                "--connectivity", str(connectivity), "--progress", "json", "--overwrite"]
+        args = [
+            "vectorize",
+            class_raster,
+            out,
+            "--min-area",
+            str(min_area),
+            "--simplify",
+            str(simplify),
+            "--connectivity",
+            str(connectivity),
+            "--progress",
+            "json",
+            "--overwrite",
+        ]
         if classes:
             args += ["--classes", ",".join(classes)]
         stdout = self.run(args, progress, outputs=(out,))
@@ -391,27 +527,70 @@ class SubprocessBackend:
         return {"output": out, "features": int(m.group(1)) if m else None}
 
     def evaluate(
-        self, prediction: str, truth: str, report_dir: str, *, classes: Sequence[str] | None = None,
-        ignore_index: int | None = None, class_field: str | None = None, background: int | None = None,
+        self,
+        prediction: str,
+        truth: str,
+        report_dir: str,
+        *,
+        classes: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        class_field: str | None = None,
+        background: int | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
         args = ["evaluate", prediction, truth, "--report-dir", report_dir, "--progress", "json"]
-        for opt, val in (("--classes", ",".join(classes) if classes else None), ("--ignore-index", ignore_index),
-                         ("--class-field", class_field), ("--background", background)):
+        for opt, val in (
+            ("--classes", ",".join(classes) if classes else None),
+            ("--ignore-index", ignore_index),
+            ("--class-field", class_field),
+            ("--background", background),
+        ):
             if val is not None:
                 args += [opt, str(val)]
         self.run(args, progress)
         return json.loads((Path(report_dir) / "report.json").read_text(encoding="utf-8"))
 
     def train(
-        self, image: str, labels: str, out: str, *, arch: str, arch_kwargs: dict[str, Any] | None = None,
-        classes: Sequence[str] | None = None, epochs: int = 20, chip: int = 128, batch_size: int = 8,
-        chips_per_epoch: int = 256, device: str = "auto", max_seconds: float | None = None,
-        class_field: str | None = None, progress: Progress = _no_progress,
+        self,
+        image: str,
+        labels: str,
+        out: str,
+        *,
+        arch: str,
+        arch_kwargs: dict[str, Any] | None = None,
+        classes: Sequence[str] | None = None,
+        epochs: int = 20,
+        chip: int = 128,
+        batch_size: int = 8,
+        chips_per_epoch: int = 256,
+        device: str = "auto",
+        max_seconds: float | None = None,
+        class_field: str | None = None,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = ["train", image, labels, out, "--arch", arch, "--arch-kwargs", json.dumps(arch_kwargs or {}),
-                "--epochs", str(epochs), "--chip", str(chip), "--batch-size", str(batch_size),
-                "--chips-per-epoch", str(chips_per_epoch), "--device", device, "--progress", "json", "--overwrite"]
+        args = [
+            "train",
+            image,
+            labels,
+            out,
+            "--arch",
+            arch,
+            "--arch-kwargs",
+            json.dumps(arch_kwargs or {}),
+            "--epochs",
+            str(epochs),
+            "--chip",
+            str(chip),
+            "--batch-size",
+            str(batch_size),
+            "--chips-per-epoch",
+            str(chips_per_epoch),
+            "--device",
+            device,
+            "--progress",
+            "json",
+            "--overwrite",
+        ]
         if classes:
             args += ["--classes", ",".join(classes)]
         if class_field:

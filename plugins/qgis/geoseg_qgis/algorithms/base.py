@@ -139,7 +139,12 @@ class GeoSegAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def style_output(
-        path: str, output_name: str, palette: Palette, context: QgsProcessingContext, *, vector: bool = False,
+        path: str,
+        output_name: str,
+        palette: Palette,
+        context: QgsProcessingContext,
+        *,
+        vector: bool = False,
         layer_name: str | None = None,
     ) -> None:
         """Class colors: a .qml beside the output and a post-processor for the loaded layer."""

@@ -28,10 +28,22 @@ from .base import GeoSegAlgorithm, progress_callback, split_names
 
 
 class TrainModel(GeoSegAlgorithm):
-    INPUT, LABELS, CLASS_FIELD, CLASSES, ARCH, ARCH_KWARGS = "INPUT", "LABELS", "CLASS_FIELD", "CLASSES", "ARCH", \
-        "ARCH_KWARGS"
-    EPOCHS, CHIP, BATCH_SIZE, CHIPS_PER_EPOCH, DEVICE, MAX_SECONDS = "EPOCHS", "CHIP", "BATCH_SIZE", \
-        "CHIPS_PER_EPOCH", "DEVICE", "MAX_SECONDS"
+    INPUT, LABELS, CLASS_FIELD, CLASSES, ARCH, ARCH_KWARGS = (
+        "INPUT",
+        "LABELS",
+        "CLASS_FIELD",
+        "CLASSES",
+        "ARCH",
+        "ARCH_KWARGS",
+    )
+    EPOCHS, CHIP, BATCH_SIZE, CHIPS_PER_EPOCH, DEVICE, MAX_SECONDS = (
+        "EPOCHS",
+        "CHIP",
+        "BATCH_SIZE",
+        "CHIPS_PER_EPOCH",
+        "DEVICE",
+        "MAX_SECONDS",
+    )
     OUTPUT, BEST_MIOU = "OUTPUT", "BEST_MIOU"
     needs_torch = True
 
@@ -52,39 +64,69 @@ class TrainModel(GeoSegAlgorithm):
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Image raster"))
-        self.addParameter(QgsProcessingParameterMapLayer(
-            self.LABELS, "Labels (class raster or label polygons)",
-            types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon],
-        ))
-        self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, "Class field of label polygons", parentLayerParameterName=self.LABELS, optional=True,
-        ))
-        self.addParameter(QgsProcessingParameterString(
-            self.CLASSES, "Class names for ids 0..K-1, comma-separated (empty = from the labels)", defaultValue="",
-            optional=True,
-        ))
+        self.addParameter(
+            QgsProcessingParameterMapLayer(
+                self.LABELS,
+                "Labels (class raster or label polygons)",
+                types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon],
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.CLASS_FIELD,
+                "Class field of label polygons",
+                parentLayerParameterName=self.LABELS,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.CLASSES,
+                "Class names for ids 0..K-1, comma-separated (empty = from the labels)",
+                defaultValue="",
+                optional=True,
+            )
+        )
         self.addParameter(QgsProcessingParameterString(self.ARCH, "Architecture (see `geoseg models`)", "unet"))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.EPOCHS, "Epochs", QgsProcessingParameterNumber.Integer, 20, minValue=1,
-        ))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.EPOCHS,
+                "Epochs",
+                QgsProcessingParameterNumber.Integer,
+                20,
+                minValue=1,
+            )
+        )
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         advanced = [
             QgsProcessingParameterString(self.ARCH_KWARGS, "Architecture options (JSON)", "{}", optional=True),
-            QgsProcessingParameterNumber(self.CHIP, "Chip size (pixels)", QgsProcessingParameterNumber.Integer, 128,
-                                         minValue=8),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 8,
-                                         minValue=1),
-            QgsProcessingParameterNumber(self.CHIPS_PER_EPOCH, "Chips per epoch",
-                                         QgsProcessingParameterNumber.Integer, 256, minValue=1),
-            QgsProcessingParameterNumber(self.MAX_SECONDS, "Time budget in seconds (0 = none)",
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            QgsProcessingParameterNumber(
+                self.CHIP, "Chip size (pixels)", QgsProcessingParameterNumber.Integer, 128, minValue=8
+            ),
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 8, minValue=1
+            ),
+            QgsProcessingParameterNumber(
+                self.CHIPS_PER_EPOCH, "Chips per epoch", QgsProcessingParameterNumber.Integer, 256, minValue=1
+            ),
+            QgsProcessingParameterNumber(
+                self.MAX_SECONDS,
+                "Time budget in seconds (0 = none)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0.0,
+            ),
         ]
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT, "Model checkpoint", fileFilter="Model checkpoints (*.safetensors)",
-        ))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT,
+                "Model checkpoint",
+                fileFilter="Model checkpoints (*.safetensors)",
+            )
+        )
         self.addOutput(QgsProcessingOutputNumber(self.BEST_MIOU, "Best validation mIoU"))
 
     def processAlgorithm(  # noqa: N802
@@ -97,7 +139,7 @@ class TrainModel(GeoSegAlgorithm):
         try:
             arch_kwargs = json.loads(self.parameterAsString(parameters, self.ARCH_KWARGS, context) or "{}")
         except json.JSONDecodeError as exc:
-            raise QgsProcessingException(f"Architecture options must be JSON, e.g. {{\"width\": 16}} ({exc})") from exc
+            raise QgsProcessingException(f'Architecture options must be JSON, e.g. {{"width": 16}} ({exc})') from exc
         backend = self.backend(feedback)
         class_field = None
         if isinstance(labels_layer, QgsVectorLayer):
@@ -110,14 +152,20 @@ class TrainModel(GeoSegAlgorithm):
         with self.geoseg_errors():
             max_seconds = self.parameterAsDouble(parameters, self.MAX_SECONDS, context) or None
             res = backend.train(
-                image, labels, out, arch=self.parameterAsString(parameters, self.ARCH, context).strip(),
-                arch_kwargs=arch_kwargs, classes=classes,
+                image,
+                labels,
+                out,
+                arch=self.parameterAsString(parameters, self.ARCH, context).strip(),
+                arch_kwargs=arch_kwargs,
+                classes=classes,
                 epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
                 chip=self.parameterAsInt(parameters, self.CHIP, context),
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                 chips_per_epoch=self.parameterAsInt(parameters, self.CHIPS_PER_EPOCH, context),
-                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)], max_seconds=max_seconds,
-                class_field=class_field, progress=progress_callback(feedback, 0, 100, "train"),
+                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                max_seconds=max_seconds,
+                class_field=class_field,
+                progress=progress_callback(feedback, 0, 100, "train"),
             )
         if isinstance(labels_layer, QgsVectorLayer):
             feedback.pushInfo(

@@ -42,23 +42,47 @@ class VectorizeClasses(GeoSegAlgorithm):
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Class raster"))
-        self.addParameter(QgsProcessingParameterString(
-            self.CLASSES, "Class names, comma-separated (empty = stored on the raster)", defaultValue="",
-            optional=True,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_AREA, "Minimum polygon area (map units²)", QgsProcessingParameterNumber.Double, 0.0, minValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SIMPLIFY, "Simplification tolerance (map units)", QgsProcessingParameterNumber.Double, 0.0,
-            minValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.CONNECTIVITY, "Pixel connectivity", options=CONNECTIVITY, defaultValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterVectorDestination(
-            self.OUTPUT, "Class polygons", type=QgsProcessing.TypeVectorPolygon,
-        ))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.CLASSES,
+                "Class names, comma-separated (empty = stored on the raster)",
+                defaultValue="",
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA,
+                "Minimum polygon area (map units²)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SIMPLIFY,
+                "Simplification tolerance (map units)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.CONNECTIVITY,
+                "Pixel connectivity",
+                options=CONNECTIVITY,
+                defaultValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.OUTPUT,
+                "Class polygons",
+                type=QgsProcessing.TypeVectorPolygon,
+            )
+        )
         self.addOutput(QgsProcessingOutputNumber(self.FEATURES, "Number of polygons"))
 
     def processAlgorithm(  # noqa: N802
@@ -71,7 +95,9 @@ class VectorizeClasses(GeoSegAlgorithm):
         backend = self.backend(feedback)
         with self.geoseg_errors():
             res = backend.vectorize(
-                raster, out, classes=classes,
+                raster,
+                out,
+                classes=classes,
                 min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
                 simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
                 connectivity=CONNECTIVITIES[self.parameterAsEnum(parameters, self.CONNECTIVITY, context)],
