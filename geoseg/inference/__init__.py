@@ -6,9 +6,9 @@ torch-free parts (the stitching strategies and their names) serve the CLI and th
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from geoseg._lazy import lazy_attribute, lazy_dir
 from geoseg.inference.stitch import STITCH_METHODS, make_stitcher
 
 _LAZY = {"PredictResult": "geoseg.inference.predict", "predict_raster": "geoseg.inference.predict"}
@@ -17,9 +17,8 @@ __all__ = ["STITCH_METHODS", "PredictResult", "make_stitcher", "predict_raster"]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'geoseg.inference' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(globals(), _LAZY, name)
+
+
+def __dir__() -> list[str]:
+    return lazy_dir(globals(), _LAZY)

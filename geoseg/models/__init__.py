@@ -7,9 +7,9 @@ use. The native architectures register themselves when the registry is first con
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from geoseg._lazy import lazy_attribute, lazy_dir
 from geoseg.models.config import ModelConfig, read_config
 
 # name -> module holding it (these modules import torch)
@@ -28,13 +28,8 @@ __all__ = ["ModelConfig", "read_config", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'geoseg.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(globals(), _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return lazy_dir(globals(), _LAZY)

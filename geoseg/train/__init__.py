@@ -6,8 +6,9 @@ torch-free parts (labels, chip sampling, option names) serve the CLI without it.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from geoseg._lazy import lazy_attribute, lazy_dir
 
 _LAZY = {
     "TrainResult": "geoseg.train.loop",
@@ -19,13 +20,8 @@ __all__ = ["TrainResult", "load_train_config", "train_model"]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'geoseg.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(globals(), _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return lazy_dir(globals(), _LAZY)

@@ -14,8 +14,9 @@ without the ``vector`` extra. No torch.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from geoseg._lazy import lazy_attribute, lazy_dir
 
 #: pixel connectivity of a polygon: 4 (edges) or 8 (edges and corners), as in GDAL/rasterio polygonize
 CONNECTIVITIES = (4, 8)
@@ -32,13 +33,8 @@ __all__ = ["CONNECTIVITIES", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'geoseg.vectorization' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(globals(), _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return lazy_dir(globals(), _LAZY)
