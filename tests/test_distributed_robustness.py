@@ -115,6 +115,25 @@ def _joined(address: str, n: int = 1) -> None:
         c.wait_for_workers(n, timeout=120)
 
 
+def _read_until(stream, text: str, timeout: float) -> str | None:
+    """What ``stream`` (a pipe) printed up to ``text`` (None at EOF or after ``timeout`` seconds)."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    seen = b""
+    fd = stream.fileno()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            seen += chunk
+            if text.encode() in seen:
+                return seen.decode(errors="replace")
+    return None
+
+
 def _kill(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -286,17 +305,15 @@ def test_a_second_run_on_the_same_folder_is_refused(data, client, tmp_path):
         cmd += ["--scheduler", address, "--device", "cpu", "--worker-timeout", "120", "--progress", "none"]
         first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 120
-            while not (out / LOCK_NAME).exists():
-                assert first.poll() is None, first.communicate()
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            # it holds the lock and says why it waits
+            said = _read_until(first.stderr, f"waiting for Dask workers to join the scheduler at {address}", 120)
+            assert said and (out / LOCK_NAME).exists()
             with pytest.raises(OutputLockedError, match=rf"in use by another geoseg batch run .*pid {first.pid}"):
                 run_batch([d / "small.tif"], model=ck, out_dir=out, client=client, device="cpu")
             assert (out / LOCK_NAME).exists() and json.loads((out / LOCK_NAME).read_text())["pid"] == first.pid
         finally:
             first.send_signal(signal.SIGKILL)  # the owner dies without cleaning up: its lock is stale
-            first.wait(timeout=30)
+            first.communicate(timeout=30)
     assert (out / LOCK_NAME).exists()
     messages = []
     res = run_batch([d / "small.tif"], model=ck, out_dir=out, client=client, device="cpu", on_message=messages.append)

@@ -372,19 +372,26 @@ def _planned_outputs(sc: _Scene, out: Path, *, mosaic: bool, cog: bool) -> dict[
     return outputs
 
 
-def _recorded_paths(manifest: Manifest, names: set[str]) -> dict[Path, dict[str, Any]]:
-    """Files the manifest records for scenes ``names`` (any configuration), by path."""
-    found: dict[Path, dict[str, Any]] = {}
+def _recorded_by_scene(manifest: Manifest) -> dict[str, dict[Path, dict[str, Any]]]:
+    """Files the manifest records, by scene name and path (any configuration)."""
+    found: dict[str, dict[Path, dict[str, Any]]] = {}
     for rec in manifest.records.values():
-        if rec.get("scene") in names and rec.get("kind") in ("task", "file"):
+        if rec.get("kind") in ("task", "file") and rec.get("scene"):
             p = manifest.output_path(rec)
             if p is not None:
-                found[p] = rec
-        elif rec.get("kind") == "scene" and str(rec.get("key", ""))[len("scene:") :] in names:
+                found.setdefault(str(rec["scene"]), {})[p] = rec
+        elif rec.get("kind") == "scene" and str(rec.get("key", "")).startswith("scene:"):
+            name = str(rec["key"])[len("scene:") :]
             for k in ("vrt", "cog"):  # records written before "file" records existed
                 if rec.get(k):
-                    found[Path(rec[k])] = rec
+                    found.setdefault(name, {})[Path(rec[k])] = rec
     return found
+
+
+def _recorded_paths(manifest: Manifest, names: set[str]) -> dict[Path, dict[str, Any]]:
+    """Files the manifest records for scenes ``names`` (any configuration), by path."""
+    by_scene = _recorded_by_scene(manifest)
+    return {p: rec for name in names for p, rec in by_scene.get(name, {}).items()}
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -398,9 +405,10 @@ def _inside(path: Path, folder: Path) -> bool:
 def _check_ownership(manifest: Manifest, scenes: list[_Scene], planned: dict[str, dict[Path, str]]) -> None:
     """Without ``overwrite``: refuse to mix a scene with files of another configuration or with foreign files."""
     owners = manifest.by_output()
+    by_scene = _recorded_by_scene(manifest)
     for sc in scenes:
         name = sc.job.name
-        for path, rec in _recorded_paths(manifest, {name}).items():
+        for path, rec in by_scene.get(name, {}).items():
             if rec.get("config") != sc.key and path.exists():
                 raise OutputExistsError(
                     f"{path} belongs to an earlier run of scene {name} with another configuration (model, options "
@@ -415,22 +423,29 @@ def _check_ownership(manifest: Manifest, scenes: list[_Scene], planned: dict[str
                 )
 
 
+def _with_sidecars(path: Path) -> list[Path]:
+    """A file and the sidecars GDAL may have written beside it (statistics, external overviews)."""
+    return [path, Path(str(path) + ".aux.xml"), Path(str(path) + ".ovr")]
+
+
 def _remove_previous(
     manifest: Manifest, scenes: list[_Scene], out: Path, to_remove: dict[Path, dict[str, Any]]
 ) -> list[Path]:
     """``overwrite``: delete every file the manifest records for these scenes, then drop their records."""
     removed = []
+    own = {(out / MANIFEST_NAME).resolve(), (out / LOCK_NAME).resolve()}
     for path in sorted(to_remove):
-        for p in [path, *(Path(str(path) + s) for s in (".aux.xml", ".ovr"))]:
-            if _inside(p, out) and p.is_file():
+        for p in _with_sidecars(path):
+            if _inside(p, out) and p.is_file() and p.resolve() not in own:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
                     removed.append(p)
     names = {sc.job.name for sc in scenes}
+    dropped = {f"scene:{n}" for n in names}
     keep = [
         r
         for r in manifest.records.values()
-        if r.get("scene") not in names and str(r.get("key", ""))[len("scene:") :] not in names
+        if not (r.get("kind") in ("task", "file") and r.get("scene") in names) and r.get("key") not in dropped
     ]
     if len(keep) != len(manifest.records):
         manifest.rewrite(keep)
@@ -619,7 +634,8 @@ def _run_locked(
     planned = {sc.job.name: _planned_outputs(sc, out, mosaic=mosaic, cog=cog) for sc in scenes}
     previous = _recorded_paths(manifest, set(planned)) if overwrite else {}
     outputs: dict[Path, str] = {p: what for outs in planned.values() for p, what in outs.items()}
-    outputs.update({p: f"file of an earlier run of {r.get('scene', 'a scene')}" for p, r in previous.items()})
+    for p, r in previous.items():
+        outputs.update({q: f"file of an earlier run of {r.get('scene', 'a scene')}" for q in _with_sidecars(p)})
     check_outputs_not_inputs(outputs, inputs, fix=_FIX)
     if overwrite:
         removed = _remove_previous(manifest, scenes, out, previous)
@@ -841,8 +857,21 @@ def _compute(
                 continue
             for fut in batch:
                 task = futures.pop(fut)
-                if fut.status == "finished":
+                if fut.status in ("pending", "lost"):  # its result was lost with a worker: computed again
+                    futures[fut] = task
+                    ac.add(fut)
+                    continue
+                if fut.status == "cancelled" and (client.status != "running" or _connection_lost(fut)):
+                    stopped = f"lost the connection to the Dask scheduler at {address}"
+                    futures[fut] = task  # not computed
+                    break
+                try:
                     r = fut.result()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # the task's error, or a cancellation (asyncio's is a BaseException)
+                    failures[task.key] = (task, _reason(exc) or "cancelled")
+                else:
                     manifest.append(
                         {
                             "kind": "task",
@@ -865,15 +894,6 @@ def _compute(
                     w.pixels += r.pixels
                     w.seconds += r.seconds
                     pixels += r.pixels
-                elif fut.status == "cancelled" and (client.status != "running" or _connection_lost(fut)):
-                    stopped = f"lost the connection to the Dask scheduler at {address}"
-                    futures[fut] = task  # not computed
-                    break
-                else:
-                    try:
-                        fut.result()
-                    except Exception as exc:
-                        failures[task.key] = (task, _reason(exc))
                 fut.release()
                 done += 1
                 report(progress, done, total, f"{task.scene} {Path(task.dst).name}")
@@ -893,7 +913,9 @@ def _connection_lost(fut: Any) -> bool:
     """Whether a cancelled future was cancelled because the client lost its scheduler."""
     try:
         fut.result(timeout=5)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # FutureCancelledError derives from asyncio.CancelledError (a BaseException)
         return getattr(exc, "reason", None) == "scheduler-connection-lost"
     return False
 
