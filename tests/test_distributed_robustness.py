@@ -291,6 +291,9 @@ def test_scenes_fail_alone_and_are_all_reported(data, client, tmp_path):
     assert "Error: 4 of 8 scene(s) failed" in r.stderr
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 1 and "FAILED missing" in r.stdout and "raster not found" in r.stdout
+    # when no scene can even start, it is a bad input: exit status 2
+    r = CliRunner().invoke(cli, ["batch", str(tmp_path / "missing.tif"), "-m", str(ck), "-o", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "input raster not found" in r.stderr
 
 
 # ------------------------------------------------------------------ 4. one run per output folder

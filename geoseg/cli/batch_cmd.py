@@ -104,7 +104,7 @@ def batch_command(
     Each scene is cut into regions of whole tiles (one task each); outputs are one file per region, a VRT mosaic per
     scene (and a COG with --cog). Re-running the same command resumes after a crash. A scene that fails (unreadable,
     truth missing, tasks failing) fails alone: the summary lists it with its reason and the exit status is 1; bad
-    options or inputs that stop the whole batch exit with 2.
+    options, or inputs so bad that no scene can start, exit with 2.
     """
     from geoseg.distributed import BatchTaskError, NoInputsError, run_batch
 
@@ -157,4 +157,6 @@ def batch_command(
         click.echo(f"summary: {result.summary}")
     if failure is not None:
         click.echo(f"Error: {failure}", err=True)
-        sys.exit(1)
+        # 2 when no scene could even start (every input bad), as for any bad input; 1 when some scenes failed
+        nothing_started = not result.scenes and all(f.stage in ("input", "plan") for f in result.failed)
+        sys.exit(2 if nothing_started else 1)

@@ -64,6 +64,7 @@ _FIX = "choose another output folder (out_dir; CLI: --out-dir)"
 # temporaries of atomic_path: ".<final name>.<8 random chars>.partial<suffix>[sidecar]"
 _TEMPORARY = re.compile(r"^\.(?P<final>.+)\.[A-Za-z0-9_]{8}\.partial")
 _POLL_S = 0.05
+_LOST = "lost the connection to the Dask scheduler at"
 _HEALTH_S = 2.0
 
 
@@ -635,7 +636,8 @@ def _run_locked(
     previous = _recorded_paths(manifest, set(planned)) if overwrite else {}
     outputs: dict[Path, str] = {p: what for outs in planned.values() for p, what in outs.items()}
     for p, r in previous.items():
-        outputs.update({q: f"file of an earlier run of {r.get('scene', 'a scene')}" for q in _with_sidecars(p)})
+        for q in _with_sidecars(p):
+            outputs.setdefault(q, f"file of an earlier run of {r.get('scene', 'a scene')}")
     check_outputs_not_inputs(outputs, inputs, fix=_FIX)
     if overwrite:
         removed = _remove_previous(manifest, scenes, out, previous)
@@ -758,7 +760,7 @@ def _run_locked(
         more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
         n_done = sum(1 for r in results if r.name not in failed_names)
         finished = f"The other {n_done} scene(s) finished; every" if n_done else "Every"
-        lost_scheduler = lost is not None and lost.startswith("lost the connection")
+        lost_scheduler = lost is not None and lost.startswith(_LOST)
         cls = SchedulerLostError if lost_scheduler else BatchTaskError
         raise cls(
             f"{lost + ', so ' if lost_scheduler else ''}{len(failed_names)} of {n_done + len(failed_names)} scene(s) "
@@ -837,7 +839,7 @@ def _compute(
             batch = ac.next_batch(block=False)
             if not batch:
                 if client.status != "running":
-                    stopped = f"lost the connection to the Dask scheduler at {address}"
+                    stopped = f"{_LOST} {address}"
                 elif time.monotonic() >= next_check:
                     next_check = time.monotonic() + _HEALTH_S
                     try:
@@ -862,7 +864,7 @@ def _compute(
                     ac.add(fut)
                     continue
                 if fut.status == "cancelled" and (client.status != "running" or _connection_lost(fut)):
-                    stopped = f"lost the connection to the Dask scheduler at {address}"
+                    stopped = f"{_LOST} {address}"
                     futures[fut] = task  # not computed
                     break
                 try:
