@@ -107,3 +107,10 @@ class NoValidDataError(GeoSegError, ValueError):
 
 
 __all__ += ["NoValidDataError", "RasterReadError"]
+
+
+class OutputLockedError(OutputError):
+    """An output folder is in use by another run (its lock file names the owner: host, pid, command)."""
+
+
+__all__ += ["OutputLockedError"]

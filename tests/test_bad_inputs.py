@@ -171,6 +171,17 @@ def test_output_equal_to_input(tmp_path, good, ck):
     assert good.read_bytes() == before
 
 
+def test_batch_output_folder_holding_the_inputs(tmp_path, good, ck):
+    pytest.importorskip("distributed")
+    from geoseg.distributed import run_batch
+
+    before = good.read_bytes()
+    # the COG is named after the scene: the scene's own folder as output folder would replace it
+    with pytest.raises(OutputError, match=r"COG of good .*good\.tif is the input raster; inputs are never overwritten"):
+        run_batch([good], model=ck, out_dir=tmp_path, cog=True, overwrite=True, scheduler="tcp://127.0.0.1:9")
+    assert good.read_bytes() == before and not (tmp_path / "good").exists()
+
+
 def _mount_tmpfs(path, opts):
     path.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)

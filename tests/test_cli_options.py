@@ -128,6 +128,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--cluster": (["--cluster", "slurm"], []),
             "--workers": (["--workers", "3"], []),
             "--cluster-option": (["--cluster-option", "cores=4"], []),
+            "--worker-timeout": (["--worker-timeout", "30"], []),
             "--region-size": (["--region-size", "1024"], []),
             "--tile": (["--tile", "128"], []),
             "--overlap": (["--overlap", "16"], []),

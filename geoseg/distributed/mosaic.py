@@ -34,11 +34,13 @@ def build_vrt(
     *,
     shape: tuple[int, int],
     transform: Affine,
+    atomic: bool = True,
 ) -> Path:
     """Write a VRT of ``shape`` (rows, cols) placing each region file at its pixel (row, col) origin.
 
     Band type, nodata, description, color table and dataset tags are copied from the first region. Source paths are
-    stored relative to the VRT. Written atomically.
+    stored relative to the VRT's folder. Written atomically unless ``atomic=False`` (``dst`` is then already a
+    temporary name in the final folder, e.g. from :func:`geoseg.io.write.atomic_path`).
     """
     dst = Path(dst)
     with rasterio.open(regions[0][0]) as ds:
@@ -90,25 +92,42 @@ def build_vrt(
         ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
         ET.SubElement(src, "DstRect", xOff=str(c0), yOff=str(r0), xSize=str(w), ySize=str(h))
     ET.indent(root)
+    text = ET.tostring(root, encoding="unicode") + "\n"
+    if not atomic:
+        dst.write_text(text, encoding="utf-8")
+        return dst
     with atomic_path(dst, overwrite=True) as tmp:
-        tmp.write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return dst
 
 
-def build_cog(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
-    """Copy a mosaic to one Cloud-Optimized GeoTIFF (DEFLATE, mode-resampled overviews), atomically."""
+def build_cog(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, overwrite: bool = True, atomic: bool = True
+) -> Path:
+    """Copy a mosaic to one Cloud-Optimized GeoTIFF (DEFLATE, mode-resampled overviews).
+
+    Written atomically (GDAL's temporary overview file included) unless ``atomic=False`` (``dst`` is then already a
+    temporary name, e.g. from :func:`geoseg.io.write.atomic_path`).
+    """
     dst = Path(dst)
+    if not atomic:
+        _copy_cog(src, dst)
+        return dst
     with atomic_path(dst, overwrite=overwrite) as tmp:
-        rasterio.shutil.copy(
-            str(src),
-            str(tmp),
-            driver="COG",
-            COMPRESS="DEFLATE",
-            OVERVIEW_RESAMPLING="MODE",
-            BIGTIFF="IF_SAFER",
-            NUM_THREADS="ALL_CPUS",
-        )
+        _copy_cog(src, tmp)
     return dst
+
+
+def _copy_cog(src: str | os.PathLike[str], tmp: Path) -> None:
+    rasterio.shutil.copy(
+        str(src),
+        str(tmp),
+        driver="COG",
+        COMPRESS="DEFLATE",
+        OVERVIEW_RESAMPLING="MODE",
+        BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",
+    )
 
 
 __all__ = ["build_cog", "build_vrt"]

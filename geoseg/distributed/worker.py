@@ -28,17 +28,33 @@ class ModelPlugin(WorkerPlugin):
     """Loads ``checkpoint`` on ``device`` when a worker starts (and on workers that join later, e.g. restarts).
 
     The model is kept on the worker keyed by (checkpoint path, mtime, device); tasks fetch it with
-    :func:`worker_model`. ``torch_threads`` caps intra-op threads so that worker processes share the CPU cores.
+    :func:`worker_model`. ``torch_threads`` caps intra-op threads so that the tasks running at once on one CPU set
+    share its CPUs: an int for every worker, or ``{cpu-set key: threads}`` from
+    :func:`geoseg.distributed.cluster.torch_threads_per_task`; a worker whose CPU set is not in the mapping (one that
+    joined later) uses its usable CPUs (affinity and cgroup quota) divided by its Dask threads.
     """
 
-    def __init__(self, checkpoint: str, device: str = "auto", torch_threads: int | None = None) -> None:
+    def __init__(
+        self, checkpoint: str, device: str = "auto", torch_threads: int | dict[str, int] | None = None
+    ) -> None:
         self.checkpoint, self.device, self.torch_threads = str(checkpoint), device, torch_threads
 
+    def threads_for(self, worker: Any) -> int | None:
+        if self.torch_threads is None or isinstance(self.torch_threads, int):
+            return self.torch_threads
+        from geoseg.distributed.cluster import cpu_budget
+
+        key, cpus = cpu_budget()
+        if key in self.torch_threads:
+            return self.torch_threads[key]
+        return max(1, cpus // max(1, int(getattr(worker.state, "nthreads", 1) or 1)))
+
     def setup(self, worker: Any) -> None:
-        if self.torch_threads:
+        threads = self.threads_for(worker)
+        if threads:
             import torch
 
-            torch.set_num_threads(self.torch_threads)
+            torch.set_num_threads(threads)
         from geoseg.models.device import resolve_device
 
         worker_model(self.checkpoint, self.device, worker=worker)

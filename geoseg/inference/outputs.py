@@ -44,10 +44,10 @@ class OutputPlan:
         """
         if prob_dtype not in PROB_DTYPES:
             raise InvalidParameterError(f"prob_dtype must be one of {PROB_DTYPES}, got {prob_dtype!r}")
-        dst_path = check_output_path(dst, overwrite=overwrite, inputs=[src])
+        dst_path = check_output_path(dst, overwrite=overwrite, inputs={src: "input raster"})
         prob_path = None
         if probabilities is not None:
-            prob_path = check_output_path(probabilities, overwrite=overwrite, inputs=[src])
+            prob_path = check_output_path(probabilities, overwrite=overwrite, inputs={src: "input raster"})
             if prob_path.resolve() == dst_path.resolve():
                 raise InvalidParameterError("the probability raster path must differ from the class raster path")
         return cls(dst_path, prob_path, prob_dtype, overwrite)

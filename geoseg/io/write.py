@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +19,93 @@ from rasterio.windows import Window
 from geoseg.errors import InvalidParameterError, OutputError, OutputExistsError
 
 DEFAULT_BLOCK = 256
+# files GDAL may create beside a file while writing it (statistics, masks, overviews being built)
+TEMPORARY_SIDECARS = (".aux.xml", ".msk", ".ovr", ".ovr.tmp")
 
 
-def check_output_path(
-    dst: str | os.PathLike[str], *, overwrite: bool = False, inputs: Sequence[str | os.PathLike[str]] = ()
-) -> Path:
-    """Validate an output path before any work starts; return it as a Path.
+PathsLike = Iterable["str | os.PathLike[str]"] | Mapping["str | os.PathLike[str]", str]
 
-    Refuses an existing file without ``overwrite``, a path equal to an input, a missing or unwritable directory.
+
+def _described(paths: PathsLike, default: str) -> list[tuple[str, str]]:
+    """(path, description) pairs; entries that are not paths (None, "", open datasets, arrays) are skipped."""
+    pairs = paths.items() if isinstance(paths, Mapping) else ((p, default) for p in paths)
+    return [(os.fspath(p), str(what)) for p, what in pairs if isinstance(p, str | os.PathLike) and os.fspath(p)]
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def find_input_clash(outputs: PathsLike, inputs: PathsLike) -> tuple[Path, str, Path, str, str] | None:
+    """The first output that is one of the inputs, or None.
+
+    Two paths are the same file when they resolve to one path (symbolic links, ``..`` and relative paths followed)
+    or, for files that exist, when they are one file on disk (a hard link, a bind mount, a case-insensitive
+    filesystem: :func:`os.path.samefile`'s device and inode). Each of ``outputs`` and ``inputs`` is an iterable of
+    paths or a mapping ``{path: description}`` (e.g. ``{"scene.tif": "input raster"}``); empty entries are skipped.
+
+    Returns:
+        ``(output, output description, input, input description, how)`` where ``how`` says why they are the same
+        (``""`` for the same path, ``" (through a symbolic link)"``, ``" (a hard link to it)"``), or None.
+    """
+    by_real: dict[str, tuple[str, str]] = {}
+    by_inode: dict[tuple[int, int], tuple[str, str]] = {}
+    for path, what in _described(inputs, "input"):
+        by_real.setdefault(os.path.normcase(os.path.realpath(path)), (path, what))
+        ident = _identity(path)
+        if ident is not None:
+            by_inode.setdefault(ident, (path, what))
+    if not by_real:
+        return None
+    for path, what in _described(outputs, "output"):
+        real = os.path.normcase(os.path.realpath(path))
+        hit = by_real.get(real)
+        if hit is None:
+            ident = _identity(path)
+            hit = by_inode.get(ident) if ident is not None else None
+            how = " (a hard link to it)" if hit is not None else ""
+        elif os.path.normcase(os.path.abspath(path)) == os.path.normcase(os.path.abspath(hit[0])):
+            how = ""
+        else:
+            how = " (through a symbolic link)"
+        if hit is not None:
+            return Path(path), what, Path(hit[0]), hit[1], how
+    return None
+
+
+def check_outputs_not_inputs(outputs: PathsLike, inputs: PathsLike, *, fix: str = "choose another output path") -> None:
+    """Refuse, before any work starts, to write any of ``outputs`` over any of ``inputs``.
+
+    Every file a command may create, replace or delete belongs in ``outputs`` (derived names too: mosaics, COGs,
+    sidecars, reports, manifests, lock files); every file it reads belongs in ``inputs``. See
+    :func:`find_input_clash` for what counts as the same file. ``overwrite`` never lifts this refusal.
 
     Raises:
-        OutputExistsError: ``dst`` exists and ``overwrite`` is False.
-        OutputError: ``dst`` is an input, a directory, or in a missing or unwritable directory.
+        OutputError: naming the output, the input it would replace, and ``fix``.
+    """
+    clash = find_input_clash(outputs, inputs)
+    if clash is not None:
+        out, out_what, src, src_what, how = clash
+        same = "" if Path(out) == Path(src) else f" {src}"
+        raise OutputError(f"{out_what} {out} is the {src_what}{same}{how}; inputs are never overwritten: {fix}")
+
+
+def check_output_path(dst: str | os.PathLike[str], *, overwrite: bool = False, inputs: PathsLike = ()) -> Path:
+    """Validate an output path before any work starts; return it as a Path.
+
+    Refuses a path that is one of ``inputs`` (paths, or ``{path: description}``; see :func:`check_outputs_not_inputs`),
+    an existing file without ``overwrite``, a directory, a missing or unwritable parent directory.
+
+    Raises:
+        OutputError: the path is an input, a directory, or its directory is missing or not writable.
+        OutputExistsError: the path exists and ``overwrite`` is False.
     """
     path = Path(dst)
-    for src in inputs:
-        if src and os.path.exists(src) and path.exists() and os.path.samefile(src, path):
-            raise OutputError(
-                f"output {path} is the input raster; choose another output path (inputs are never overwritten)"
-            )
-        if src and Path(src).resolve() == path.resolve():
-            raise OutputError(
-                f"output {path} is the input raster; choose another output path (inputs are never overwritten)"
-            )
+    check_outputs_not_inputs([path], inputs)
     if path.is_dir():
         raise OutputError(f"output {path} is a directory; give a file name, e.g. {path / 'classes.tif'}")
     if path.exists() and not overwrite:
@@ -74,7 +138,7 @@ def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
             raise OutputExistsError(f"output {path} appeared while writing; pass overwrite=True to replace it")
         os.replace(tmp_path, path)
     except BaseException:
-        for p in (tmp_path, Path(str(tmp_path) + ".aux.xml"), Path(str(tmp_path) + ".msk")):
+        for p in [tmp_path, *(Path(str(tmp_path) + s) for s in TEMPORARY_SIDECARS)]:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         raise
