@@ -97,20 +97,62 @@ def load_model(model: ModelLike, device: torch.device) -> tuple[nn.Module, Model
     return load_checkpoint(model, device=device)
 
 
-def auto_batch_size(net: nn.Module, channels: int, tile: tuple[int, int], device: torch.device, *, amp: bool) -> int:
-    """Batch size from free GPU memory (measured with one tile); 4 on CPU; either capped so the pipeline's host batch
-    buffers (3 x batch x tile, float32) stay within :data:`HOST_BATCH_BUDGET` bytes (hyperspectral tiles are big)."""
+def auto_batch_size(
+    net: nn.Module,
+    channels: int,
+    tile: tuple[int, int],
+    device: torch.device,
+    *,
+    amp: bool,
+    num_classes: int = 2,
+    need_probs: bool = False,
+    crf: dict[str, Any] | None = None,
+    slots: int = 3,
+) -> int:
+    """Batch size from free GPU memory (half of it over :func:`device_bytes_per_tile`, at most 64); 4 on CPU; either
+    capped so the pipeline's host batch buffers (3 x batch x tile, float32) stay within :data:`HOST_BATCH_BUDGET`
+    bytes (hyperspectral tiles are big). The options are those of :func:`device_bytes_per_tile`."""
     if device.type != "cuda":
         return _cap_batch(4, channels, tile)
+    per_tile = device_bytes_per_tile(
+        net, channels, tile, device, amp=amp, num_classes=num_classes, need_probs=need_probs, crf=crf, slots=slots
+    )
+    free, _ = torch.cuda.mem_get_info(device)
+    return _cap_batch(int(max(1, min(64, 0.5 * free // per_tile))), channels, tile)
+
+
+def device_bytes_per_tile(
+    net: nn.Module,
+    channels: int,
+    tile: tuple[int, int],
+    device: torch.device,
+    *,
+    amp: bool,
+    num_classes: int = 2,
+    need_probs: bool = False,
+    crf: dict[str, Any] | None = None,
+    slots: int = 3,
+) -> int:
+    """GPU memory (bytes) one tile of a batch takes in the prediction pipeline on CUDA ``device``.
+
+    Measured by running the pipeline's own device step on one (channels, *tile) tile: forward (bf16 autocast when
+    ``amp``), argmax, and the softmax and CRF when ``need_probs``/``crf`` ask for them (the CRF holds
+    ``kernel² - 1`` pairwise weights and several probability maps per pixel, often more than a small model needs),
+    plus the ``slots - 1`` other float32 input buffers the pipeline keeps on the device.
+    """
+    torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    x = torch.zeros((1, channels, *tile), device=device)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        net(x)
-    per_tile = max(torch.cuda.max_memory_allocated(device) - base, 1)
-    free, _ = torch.cuda.mem_get_info(device)
-    return _cap_batch(int(max(1, min(64, 0.5 * free // per_tile))), channels, tile)
+    probe = _Engine(
+        net, device, slots=1, batch=1, channels=channels, tile=tile, n_classes=num_classes, amp=amp,
+        need_probs=need_probs, crf=crf,
+    )  # fmt: skip
+    probe.host[0].zero_()
+    probe.launch(0, 1, [0])
+    probe.collect(0)
+    measured = torch.cuda.max_memory_allocated(device) - base
+    return max(measured, 1) + (slots - 1) * channels * tile[0] * tile[1] * 4
 
 
 HOST_BATCH_BUDGET = 4 * 2**30  # bytes of host batch buffers an automatic batch size may use
@@ -540,14 +582,19 @@ def predict_raster(
             net = net.to(memory_format=torch.channels_last)
         if dev.type == "cpu":
             configure_cpu_allocator()
-        bs = batch_size or auto_batch_size(net, source.count, grid.tile_shape, dev, amp=amp)
-        if bs < 1:
-            raise InvalidParameterError(f"batch_size must be >= 1, got {bs}")
         n_classes = config.num_classes
         out_dtype, out_nodata = ("uint8", 255) if n_classes < 255 else ("uint16", 65535)
         stitcher = make_stitcher(stitch, grid, n_classes, keep_probs=prob_path is not None)
         stitcher.classes_dtype = _class_dtype(n_classes)[1]
         need_probs = stitcher.needs_probs or prob_path is not None
+        crf_options = ({} if crf is True else dict(crf)) if crf else None
+        slots = 3 if dev.type == "cuda" else 2
+        bs = batch_size or auto_batch_size(
+            net, source.count, grid.tile_shape, dev, amp=amp, num_classes=n_classes, need_probs=need_probs,
+            crf=crf_options, slots=slots,
+        )  # fmt: skip
+        if bs < 1:
+            raise InvalidParameterError(f"batch_size must be >= 1, got {bs}")
         h, w = grid.shape
         # GDAL compresses the written blocks on several threads
         common = {"width": w, "height": h, "crs": source.crs, "transform": grid.transform}
@@ -577,7 +624,6 @@ def predict_raster(
         if workers is not None and workers < 0:
             raise InvalidParameterError(f"workers must be >= 0 (0 = read on the calling thread), got {workers}")
         n_workers = _default_workers(dev) if workers is None else workers
-        slots = 3 if dev.type == "cuda" else 2
         engine = _Engine(
             net,
             dev,
@@ -588,7 +634,7 @@ def predict_raster(
             n_classes=n_classes,
             amp=amp,
             need_probs=need_probs,
-            crf=({} if crf is True else dict(crf)) if crf else None,
+            crf=crf_options,
         )
         keep_rows = keep_overlap_rows(source, grid, cuda=dev.type == "cuda")
         norm = Normalization.from_dict(config.normalization)
