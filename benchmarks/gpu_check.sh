@@ -9,6 +9,7 @@
 # did not exit 0 (a test failure, a smoke mismatch, a missed throughput target, a timeout or a crash).
 #
 #   bash benchmarks/gpu_check.sh                                  # on the GPU machine: wheels in .whl, logs in $OUT
+#   bash benchmarks/gpu_check.sh --stages b --budget 300          # only the throughput stage (a1, a2, b)
 #   GPU_CHECK_CAP_SCALE=6 bash benchmarks/gpu_check.sh --device cpu --quick --wheels .whl311 --budget 3000 \
 #       --out /tmp/gpu-check --site /tmp/site311                 # rehearsal on a slow CPU (stage caps x 6)
 #
@@ -21,6 +22,7 @@ out=${OUT:-$PWD/gpu-check-out}
 site=/tmp/site
 quick=0
 budget=480
+stages=a1,a2,b
 while [ $# -gt 0 ]; do
     case $1 in
         --device) device=$2; shift 2 ;;
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
         --site) site=$2; shift 2 ;;
         --budget) budget=$2; shift 2 ;;
         --quick) quick=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --stages) stages=$2; shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -48,6 +51,7 @@ note() { echo "$*" | tee -a "$summary"; }
 run_stage() {
     local name=$1 log=$2 cap=$(($3 * ${GPU_CHECK_CAP_SCALE:-1})) t0=$SECONDS left rc
     shift 3
+    case ",$stages," in *",${name%% *},"*) ;; *) note "$name: skipped (--stages $stages)"; return ;; esac
     left=$((deadline - SECONDS - 5))
     [ "$cap" -gt "$left" ] && cap=$left
     if [ "$cap" -lt 20 ]; then

@@ -278,17 +278,17 @@ def naive_loop(
     grid: TileGrid,
     dev: torch.device,
     max_s: float | None = None,
-) -> tuple[int, int]:
+) -> tuple[int, list[Window]]:
     """Read a tile, run the model on it (batch 1), write its center-cropped core; one tile at a time, no threads.
 
     Stops after the first tile that ends past ``max_s`` seconds (a steady sequential rate needs no whole pass over a
-    large raster). Returns (output pixels written, raster rows fully written: the rows of the complete tile rows)."""
+    large raster). Returns (output pixels written, the core windows written)."""
     cuda = dev.type == "cuda"
     norm = Normalization.from_dict(config.normalization)
     src = RasterSource(path)
     h, w = src.shape
     prof = geotiff_profile(width=w, height=h, count=1, dtype="uint8", crs=src.crs, transform=src.transform, nodata=255)
-    pixels, rows_done, t0 = 0, 0, time.perf_counter()
+    pixels, written, t0 = 0, [], time.perf_counter()
     with rasterio.open(out, "w", **prof) as dst, torch.inference_mode():
         for t in grid:
             data, _ = src.read(t.read, pad=t.pad)
@@ -300,24 +300,21 @@ def naive_loop(
             rs, cs = t.core_slices
             dst.write(classes[rs, cs][None], window=t.core)
             pixels += int(t.core.height * t.core.width)
-            if t.index[1] == grid.grid_shape[1] - 1:
-                rows_done = int(t.core.row_off + t.core.height)
+            written.append(t.core)
             if max_s is not None and time.perf_counter() - t0 > max_s:
                 break
     src.close()
-    return pixels, rows_done
+    return pixels, written
 
 
-def compare(a: Path, b: Path, rows: int | None = None) -> int:
-    """Number of pixels whose class differs between two class rasters (read in row strips), in the first ``rows``
-    rows (default all)."""
-    diff = 0
+def compare(a: Path, b: Path, windows: list[Window]) -> tuple[int, int]:
+    """Pixels whose class differs between two class rasters within ``windows``, and the pixels compared."""
+    diff = total = 0
     with rasterio.open(a) as da, rasterio.open(b) as db:
-        height = da.height if rows is None else min(rows, da.height)
-        for r in range(0, height, 1024):
-            win = Window(0, r, da.width, min(1024, height - r))
+        for win in windows:
             diff += int(np.count_nonzero(da.read(1, window=win) != db.read(1, window=win)))
-    return diff
+            total += int(win.height * win.width)
+    return diff, total
 
 
 # --- (5) TorchGeo ----------------------------------------------------------------------------------------------------
@@ -440,7 +437,7 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
 
     naive_out = workdir / f"naive_{size}_{bands}b.tif"
     s = st["naive"] = Stage("(3) naive loop (batch 1, sequential)")
-    naive_rows = best_rate(
+    naive_windows = best_rate(
         s, dev, args.repeat, lambda: naive_loop(path, naive_out, net, config, grid, dev, args.max_seconds)
     )
     print(f"  {s.name:<44}{_fmt(s.mpix_s)}  ({s.note})", flush=True)
@@ -480,8 +477,8 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
         )  # fmt: skip
         alt.mpix_s = mpix / alt.seconds
         print(f"  {alt.name:<44}{_fmt(alt.mpix_s)}", flush=True)
-    mismatch = compare(geoseg_out, naive_out, naive_rows)
-    print(f"  class map (4) vs (3): {mismatch} mismatching pixels of {naive_rows * size} (the rows (3) covered)")
+    mismatch, compared = compare(geoseg_out, naive_out, naive_windows)
+    print(f"  class map (4) vs (3): {mismatch} mismatching pixels of {compared} (the tiles (3) wrote)", flush=True)
 
     s = st["torchgeo"] = Stage(f"(5) TorchGeo loop, {args.loader_workers} workers")
     if args.skip_torchgeo:
@@ -491,8 +488,11 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
             import torchgeo
             import torchgeo.datasets  # noqa: F401
             import torchgeo.samplers  # noqa: F401
-        except ImportError as exc:
-            s.note = f"skipped: torchgeo not importable ({exc}); it needs torchvision matching this torch"
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a SyntaxError/RuntimeError from a mismatched install
+            s.note = (
+                f"skipped: torchgeo not importable ({type(exc).__name__}: {exc}); it needs Python >= 3.12 (0.10) "
+                f"and torchvision matching this torch"
+            )
         else:
             s.name += f", torchgeo {torchgeo.__version__}"
             stride_px = (tile - overlap) ** 2  # raster pixels per sampled tile, when the pass stops early
