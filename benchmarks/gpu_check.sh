@@ -62,10 +62,13 @@ run_stage() {
     echo "\$ $*   # timeout ${cap}s" | tee -a "$out/$log"
     timeout -k 10 "$cap" "$@" 2>&1 | tee -a "$out/$log"
     rc=${PIPESTATUS[0]}
+    # the closing line says what an exit status means: pytest's counts, throughput's "overall: PASS/FAIL (n checks)"
+    last=$(grep -E '^ *(overall:|=+ .*(passed|failed|error)|smoke:|FAILURES:)' "$out/$log" | tail -1 | sed 's/^ *//')
     case $rc in
-        0) note "$name: OK in $((SECONDS - t0))s" ;;
-        124|137) note "$name: TIMEOUT after $((SECONDS - t0))s (cap ${cap}s)"; failed=$((failed + 1)) ;;
-        *) note "$name: FAILED (exit $rc) after $((SECONDS - t0))s"; failed=$((failed + 1)) ;;
+        0) note "$name: OK in $((SECONDS - t0))s -- $last" ;;
+        124|137) note "$name: TIMEOUT after $((SECONDS - t0))s (cap ${cap}s) -- $last"; failed=$((failed + 1)) ;;
+        *) note "$name: FAILED (exit $rc) after $((SECONDS - t0))s -- ${last:-no closing line: crashed}"
+           failed=$((failed + 1)) ;;
     esac
 }
 
