@@ -501,11 +501,13 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
                 done, total = torchgeo_loop(
                     path, net, tile, overlap, batch, args.loader_workers, dev, args.torchgeo_seconds
                 )
-                return (size * size if done >= total else done * stride_px), (done, total)
+                return (size * size if 0 < total <= done else done * stride_px), (done, total)
 
             try:
                 done, total = best_rate(s, dev, args.repeat, run_torchgeo)
                 s.note += f", {done} of {total} tiles"
+                if total == 0:
+                    s.mpix_s, s.note = None, "skipped: TorchGeo's GridGeoSampler gave no tile (raster smaller than one)"
             except Exception as exc:  # noqa: BLE001 - e.g. a DataLoader worker killed for memory: report, go on
                 s.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     print(f"  {s.name:<44}{_fmt(s.mpix_s)}  {s.note}", flush=True)
