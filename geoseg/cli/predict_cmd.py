@@ -29,7 +29,7 @@ from geoseg.models.device import DEVICES
     "--workers",
     type=int,
     default=None,
-    help="Reader threads (default: up to 8 with a GPU; 0 on CPU, reading between forward passes).",
+    help="Reader threads (default: one per core with a GPU, at most 32; 0 on CPU, reading between forward passes).",
 )
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")

@@ -34,23 +34,66 @@ def class_dtype(n_classes: int) -> tuple[torch.dtype, type[np.integer[Any]]]:
     return (torch.uint8, np.uint8) if n_classes <= 256 else (torch.int32, np.int32)
 
 
-def auto_batch_size(net: nn.Module, channels: int, tile: tuple[int, int], device: torch.device, *, amp: bool) -> int:
-    """Tiles per forward pass: from free GPU memory (measured with one ``(1, channels, *tile)`` tile); 4 on CPU.
+def auto_batch_size(
+    net: nn.Module,
+    channels: int,
+    tile: tuple[int, int],
+    device: torch.device,
+    *,
+    amp: bool,
+    num_classes: int = 2,
+    need_probs: bool = False,
+    crf: dict[str, Any] | None = None,
+    slots: int = 3,
+) -> int:
+    """Tiles per forward pass: from free GPU memory (half of it over :func:`device_bytes_per_tile`, at most 64); 4 on
+    CPU.
 
     Either way capped so the pipeline's host batch buffers (3 x batch x tile, float32) stay within
-    :data:`HOST_BATCH_BUDGET` bytes (hyperspectral tiles are big). Never below 1.
+    :data:`HOST_BATCH_BUDGET` bytes (hyperspectral tiles are big). Never below 1. The options are those of
+    :func:`device_bytes_per_tile`.
     """
     if device.type != "cuda":
         return _cap_batch(4, channels, tile)
+    per_tile = device_bytes_per_tile(
+        net, channels, tile, device, amp=amp, num_classes=num_classes, need_probs=need_probs, crf=crf, slots=slots
+    )
+    free, _ = torch.cuda.mem_get_info(device)
+    return _cap_batch(int(max(1, min(64, 0.5 * free // per_tile))), channels, tile)
+
+
+def device_bytes_per_tile(
+    net: nn.Module,
+    channels: int,
+    tile: tuple[int, int],
+    device: torch.device,
+    *,
+    amp: bool,
+    num_classes: int = 2,
+    need_probs: bool = False,
+    crf: dict[str, Any] | None = None,
+    slots: int = 3,
+) -> int:
+    """GPU memory (bytes) one tile of a batch takes in the prediction pipeline on CUDA ``device``.
+
+    Measured by running the pipeline's own device step (:class:`BatchRunner`) on one ``(channels, *tile)`` tile:
+    forward (bf16 autocast when ``amp``), argmax, and the softmax and CRF when ``need_probs``/``crf`` ask for them
+    (the CRF holds ``kernel² - 1`` pairwise weights and several probability maps per pixel, often more than a small
+    model needs), plus the ``slots - 1`` other float32 input buffers the pipeline keeps on the device.
+    """
+    torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    x = torch.zeros((1, channels, *tile), device=device)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        net(x)
-    per_tile = max(torch.cuda.max_memory_allocated(device) - base, 1)
-    free, _ = torch.cuda.mem_get_info(device)
-    return _cap_batch(int(max(1, min(64, 0.5 * free // per_tile))), channels, tile)
+    probe = BatchRunner(
+        net, device, slots=1, batch=1, channels=channels, tile=tile, n_classes=num_classes, amp=amp,
+        need_probs=need_probs, crf=crf,
+    )  # fmt: skip
+    probe.host[0].zero_()
+    probe.launch(0, 1, [0])
+    probe.collect(0)
+    measured = torch.cuda.max_memory_allocated(device) - base
+    return max(measured, 1) + (slots - 1) * channels * tile[0] * tile[1] * 4
 
 
 def _cap_batch(batch: int, channels: int, tile: tuple[int, int], budget: int = HOST_BATCH_BUDGET) -> int:
@@ -164,4 +207,4 @@ class BatchRunner:
             torch.cuda.synchronize(self.device)
 
 
-__all__ = ["HOST_BATCH_BUDGET", "BatchRunner", "auto_batch_size", "class_dtype", "class_ids"]
+__all__ = ["HOST_BATCH_BUDGET", "BatchRunner", "auto_batch_size", "class_dtype", "class_ids", "device_bytes_per_tile"]

@@ -128,8 +128,8 @@ def predict_raster(
         probabilities: optional path for a per-class probability raster (``prob_dtype`` uint8 = p*254, or float32).
         nodata: override the input nodata value. Output nodata is 255 (uint8 classes) or 65535 (uint16).
         progress: ``(done, total, message) -> bool`` callback; returning True cancels (no output is left).
-        workers: reader threads (default: up to 8 beside a GPU; 0 on CPU, where tiles are read between forward
-            passes on the calling thread because the model already uses every core).
+        workers: reader threads (default: one per core beside a GPU, at most 32; 0 on CPU, where tiles are read
+            between forward passes on the calling thread because the model already uses every core).
         crf: refine each tile's probabilities with the convolutional CRF (:func:`geoseg.inference.crf.crf_refine`;
             True for its defaults or a dict of its options). Give an overlap of at least its kernel.
         tiles: (tile rows, tile cols) of the full tile grid (see :func:`plan_grid`): predict only that region; the
@@ -180,26 +180,32 @@ def predict_raster(
                 )
             grid = grid.restrict(*tiles)
         net = _prepare_model(net, dev, compile=compile)
-        batch = batch_size or auto_batch_size(net, source.count, grid.tile_shape, dev, amp=amp)
-        if batch < 1:
-            raise InvalidParameterError(f"batch_size must be >= 1, got {batch}")
         n_classes = config.num_classes
         stitcher = make_stitcher(stitch, grid, n_classes, keep_probs=plan.probabilities is not None)
         stitcher.classes_dtype = class_dtype(n_classes)[1]
+        need_probs = stitcher.needs_probs or plan.probabilities is not None
+        crf_options = ({} if crf is True else dict(crf)) if crf else None
+        slots = 3 if cuda else 2
+        batch = batch_size or auto_batch_size(
+            net, source.count, grid.tile_shape, dev, amp=amp, num_classes=n_classes, need_probs=need_probs,
+            crf=crf_options, slots=slots,
+        )  # fmt: skip
+        if batch < 1:
+            raise InvalidParameterError(f"batch_size must be >= 1, got {batch}")
         # tile pieces are small: queue two batches of them (not tied to the width); full-width pieces double-buffer
         queued = max(16, 2 * batch) if stitch == "center" else 1
         writer = open_outputs(stack, plan, grid=grid, crs=source.crs, config=config, queued=queued)
         runner = BatchRunner(
             net,
             dev,
-            slots=3 if cuda else 2,
+            slots=slots,
             batch=batch,
             channels=source.count,
             tile=grid.tile_shape,
             n_classes=n_classes,
             amp=amp,
-            need_probs=stitcher.needs_probs or plan.probabilities is not None,
-            crf=({} if crf is True else dict(crf)) if crf else None,
+            need_probs=need_probs,
+            crf=crf_options,
         )
         reader = TileReader(
             source,

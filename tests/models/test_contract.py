@@ -110,9 +110,10 @@ def test_eval_deterministic_and_checkpoint_round_trip(name: str, tmp_path) -> No
         torch.testing.assert_close(loaded(x), y1, rtol=0, atol=0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 @pytest.mark.parametrize("name", NAMES)
-def test_cuda_matches_cpu(name: str) -> None:
+def test_cuda_matches_cpu(name: str, strict_fp32: None) -> None:
     model = build(name, 4).eval()
     x = pad_to_stride(torch.randn(1, 4, 40, 40), model_stride(model, name))
     with torch.no_grad():
