@@ -1,5 +1,6 @@
 """Segmentation architectures, their registry, and safe checkpoints. Importing this package imports torch."""
 
+import geoseg.models.smp  # noqa: F401  (registers the smp-* architectures; smp/timm are imported only when built)
 from geoseg.models import deeplab, densenet, fcn, icnet, pspnet, resunet, segnet, tiny, unet  # noqa: F401  (register the native architectures)
 from geoseg.models.checkpoint import load_checkpoint, read_config, save_checkpoint
 from geoseg.models.config import ModelConfig

@@ -1,8 +1,14 @@
-"""Adapting a local pretrained RGB encoder to N bands (the "pretrained" file is made here with torch)."""
+"""Loading pretrained encoder files: layouts, prefixes, first-layer adaptation, band names, and every error.
+
+Equality with torchvision's and timm's own models is proven in tests/ecosystem (they need torchvision/timm); here the
+files are written with torch alone, in geoseg's layout or with the public key names.
+"""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,11 +77,20 @@ def test_load_encoder_weights(tmp_path, fmt: str, prefix: str, strategy: str) ->
     model = create_model("deeplabv3plus", in_channels=13, num_classes=4, encoder="resnet10", width=8, aspp_channels=8)
     record = load_encoder_weights(model, path, strategy=strategy)
     assert record == {
-        "path": f"rgb.{fmt}",
+        "file": f"rgb.{fmt}",
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "source": "file",
+        "layout": "geoseg",
+        "layout_title": "geoseg encoder (stem.0, layers.N, down)",
+        "prefix": prefix,
+        "encoder": None,
         "first_conv": "stem.0.weight",
-        "strategy": strategy,
+        "adapt": strategy,
         "source_bands": 3,
         "bands": 13,
+        "dropped_keys": 0,
+        "ignored_keys": 0,
+        "band_map": None,
     }
     own = model.encoder.state_dict()
     torch.testing.assert_close(own["layers.3.0.conv1.weight"], state["layers.3.0.conv1.weight"])
@@ -91,18 +106,18 @@ def test_load_encoder_weights(tmp_path, fmt: str, prefix: str, strategy: str) ->
 def test_load_encoder_weights_behind_spectral_stem(tmp_path) -> None:
     path, _ = _pretrained_file(tmp_path, fmt="safetensors")
     model = create_model("fcn8s", in_channels=100, num_classes=3, encoder="resnet10", width=8, spectral_reduction=3)
-    assert load_encoder_weights(model, path)["strategy"] == "none"  # stem outputs 3 channels: no adaptation
+    assert load_encoder_weights(model, path)["adapt"] == "none"  # stem outputs 3 channels: no adaptation
 
 
 def test_load_encoder_weights_mismatch_is_clear(tmp_path) -> None:
     path, _ = _pretrained_file(tmp_path, fmt="safetensors")
     wrong_depth = create_model("fcn8s", in_channels=4, num_classes=3, encoder="resnet18", width=8)
-    with pytest.raises(CheckpointError, match=r"do not match this model's encoder.*missing \d+ key"):
+    with pytest.raises(CheckpointError, match=r"geoseg weights .* do not match this model's encoder.*missing \d+ key"):
         load_encoder_weights(wrong_depth, path)
     wrong_width = create_model("fcn8s", in_channels=4, num_classes=3, encoder="resnet10", width=16)
     with pytest.raises(CheckpointError, match=r"shapes differ.*stem\.0\.weight"):
         load_encoder_weights(wrong_width, path)
-    with pytest.raises(InvalidParameterError, match=r"has no `encoder` module"):
+    with pytest.raises(InvalidParameterError, match=r"has no encoder to load pretrained weights into"):
         load_encoder_weights(create_model("unet", in_channels=4, num_classes=3, width=4), path)
     with pytest.raises(InputNotFoundError, match="encoder weights not found"):
         load_encoder_weights(wrong_depth, tmp_path / "nope.pt")
