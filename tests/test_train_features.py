@@ -188,6 +188,8 @@ def test_cli_encoder_resnet50_from_public_weights(tmp_path, scene):
     assert cfg.arch_kwargs["encoder"] == "resnet50"
     assert rec["file"] == weights.name and rec["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert (rec["layout"], rec["prefix"], rec["encoder"], rec["adapt"]) == ("resnet", "backbone.", "resnet50", "none")
+    info = CliRunner().invoke(cli, ["info", str(tmp_path / "m.safetensors")])
+    assert f"pretrain  {weights.name} (sha256 {rec['sha256'][:12]}..., layout resnet, adapt none)" in info.output
     res = CliRunner().invoke(cli, [*args[:6], "--encoder", "resnet18", *args[8:], "--overwrite"])
     assert res.exit_code == 2 and "holds a resnet50" in res.output and "--encoder resnet50" in res.output
 

@@ -32,6 +32,12 @@ def info_command(path: str, as_json: bool) -> None:
         click.echo(f"classes   {len(cfg.classes)}: {', '.join(cfg.classes)}")
         click.echo(f"normalize {cfg.normalization.get('method', 'none')}")
         click.echo(f"tiling    tile {cfg.tile}, overlap {cfg.overlap}, output stride {cfg.output_stride}")
+        weights = cfg.extra.get("encoder_weights")
+        if weights:
+            click.echo(
+                f"pretrain  {weights.get('file')} (sha256 {str(weights.get('sha256'))[:12]}..., layout "
+                f"{weights.get('layout')}, adapt {weights.get('adapt')})"
+            )
         val = cfg.extra.get("validation")
         if val:
             click.echo(f"val mIoU  {val.get('miou')}")

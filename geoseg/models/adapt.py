@@ -48,7 +48,7 @@ from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterE
 ADAPT_STRATEGIES = ("repeat", "mean", "random")
 NAMED_SOURCES = ("torchvision", "timm")
 
-_Rule = tuple[str, "str | Callable[[re.Match[str]], str]"]
+_Rule = tuple[str, str | Callable[[re.Match[str]], str]]
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int, strategy: str = "repeat") -> torch.Tensor:
@@ -165,6 +165,8 @@ def _mbv2_block(flat: int) -> str:
     """geoseg key of MobileNetV2's ``flat``-th inverted residual after the stem (0-based)."""
     from geoseg.models.backbones import _MBV2_STAGES
 
+    if flat < 0:
+        raise LookupError(flat)
     for stage, groups in enumerate(_MBV2_STAGES):
         n = sum(g[2] for g in groups)
         if flat < n:
