@@ -21,6 +21,7 @@ IMPORT_TO_DIST: dict[str, str] = {
     "dask_jobqueue": "dask-jobqueue",
     "distributed": "dask",
     "geopandas": "geopandas",
+    "huggingface_hub": "huggingface-hub",
     "matplotlib": "matplotlib",
     "numpy": "numpy",
     "onnx": "onnx",

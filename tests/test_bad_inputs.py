@@ -164,6 +164,43 @@ def test_checkpoint_of_another_architecture_and_malicious_pickle(tmp_path, good)
     assert not (tmp_path / "ran").exists() and _no_output(tmp_path)
 
 
+def test_bad_encoder_weights_leave_no_checkpoint(tmp_path, good):
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    labels = write_raster(tmp_path / "lab.tif", class_scene(64, 64, bands=2)[1])
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"conv1.weight": Boom()}))
+    odd = tmp_path / "odd.safetensors"
+    save_file({"foo.weight": torch.zeros(1)}, str(odd))
+    r50 = tmp_path / "r50.safetensors"
+    save_file({"conv1.weight": torch.zeros(4, 3, 7, 7), "bn1.weight": torch.zeros(4),
+               **{f"layer1.{i}.conv3.weight": torch.zeros(1) for i in range(3)},
+               **{f"layer{j}.{i}.conv1.weight": torch.zeros(1) for j, n in ((1, 3), (2, 4), (3, 6), (4, 3))
+                  for i in range(n)}}, str(r50))  # fmt: skip
+    cases = [
+        (tmp_path / "missing.pth", InputNotFoundError, "encoder weights not found"),
+        (evil, CheckpointError, "refused to load"),
+        (odd, CheckpointError, "fit no known encoder layout; expected one of"),
+        (r50, CheckpointError, "holds a resnet50 .*--encoder resnet50"),
+        ("torchvision:resnet50", GeoSegError, "torchvision"),
+    ]
+    for weights, error, message in cases:
+        with pytest.raises(error, match=message):
+            train_model(
+                good, labels, tmp_path / "m.safetensors", arch="fcn8s", arch_kwargs={"width": 4},
+                encoder="resnet18", encoder_weights=weights, epochs=1, chip=32, block=32, device="cpu",
+            )  # fmt: skip
+        assert not (tmp_path / "ran").exists() and _no_output(tmp_path, "m.safetensors")
+
+
 def test_output_equal_to_input(tmp_path, good, ck):
     before = good.read_bytes()
     with pytest.raises(OutputError, match="is the input raster"):

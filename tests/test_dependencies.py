@@ -28,6 +28,8 @@ MODULE_EXTRAS: dict[str, set[str]] = {
     "geoseg.io.labels": {"vector"},  # label polygons (training and evaluation)
     "geoseg.io.xarray_view": {"xarray"},
     "geoseg.models": {"torch", "onnx"},
+    "geoseg.models.adapt": {"torch", "smp"},  # torchvision:/timm: named weight sources
+    "geoseg.models.smp": {"torch", "smp"},
     "geoseg.models.onnx": {"torch", "onnx"},
     "geoseg.report": {"report"},
     "geoseg.train": {"torch", "vector"},
@@ -142,7 +144,8 @@ def test_declared_distributions_are_used() -> None:
 
 def test_all_extra_holds_every_runtime_extra_but_the_hardware_specific_ones() -> None:
     decl = declared()
-    special = {"", "all", "dev", "torch", "jobqueue", "cuda"}
+    # hardware-specific, or (smp) pulling torchvision, which needs its own torch build: installed on purpose
+    special = {"", "all", "dev", "torch", "jobqueue", "cuda", "smp"}
     for extra, dists in decl.items():
         if extra not in special:
             assert dists <= decl["all"], f"geoseg[all] lacks the {extra!r} extra ({sorted(dists - decl['all'])})"

@@ -181,22 +181,47 @@ def test_encoder_weights_adapted_from_rgb(tmp_path, scene):
     data, labels = class_scene(64, 64, bands=5, classes=2, seed=1)
     img = write_raster(tmp_path / "i5.tif", data)
     lab = write_raster(tmp_path / "l.tif", labels)
-    res = train_model(
-        img,
-        lab,
-        tmp_path / "m.safetensors",
-        arch="fcn8s",
-        arch_kwargs={"width": 8},
-        encoder_weights=tmp_path / "enc.safetensors",
-        adapt="mean",
-        epochs=1,
-        chip=32,
-        batch_size=4,
-        chips_per_epoch=4,
-        block=32,
-        device="cpu",
-    )
-    assert read_config(res.checkpoint).extra["encoder_weights"]["strategy"] == "mean"
+    res = train_model(img, lab, tmp_path / "m.safetensors", arch="fcn8s", arch_kwargs={"width": 8},
+                      encoder_weights=tmp_path / "enc.safetensors", adapt="mean", epochs=1, chip=32, batch_size=4,
+                      chips_per_epoch=4, block=32, device="cpu")
+    record = read_config(res.checkpoint).extra["encoder_weights"]
+    assert (record["adapt"], record["layout"], record["source_bands"], record["bands"]) == ("mean", "geoseg", 3, 5)
+
+
+def test_cli_encoder_resnet50_from_public_weights(tmp_path, scene):
+    """`--encoder resnet50 --encoder-weights` with torchvision/timm key names (as TorchGeo ships them)."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from geoseg.models.backbones import build_encoder
+
+    enc = build_encoder("resnet50", 3, width=4)
+    public = {}
+    for k, v in enc.state_dict().items():
+        k = k.replace("stem.0.", "conv1.").replace("stem.1.", "bn1.").replace(".down.", ".downsample.")
+        if k.startswith("layers."):
+            _, stage, rest = k.split(".", 2)
+            k = f"layer{int(stage) + 1}.{rest}"
+        public["backbone." + k] = v.contiguous()
+    weights = tmp_path / "ssl4eo_like.safetensors"
+    save_file(public, str(weights))
+    img, lab, _ = scene
+    args = ["train", str(img), str(lab), str(tmp_path / "m.safetensors"), "--arch", "deeplabv3plus",
+            "--encoder", "resnet50", "--arch-kwargs", '{"width": 4, "aspp_channels": 8}', "--encoder-weights",
+            str(weights), "--epochs", "1", "--chip", "32", "--chips-per-epoch", "4", "--block", "32",
+            "--device", "cpu", "--progress", "none"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    cfg = read_config(tmp_path / "m.safetensors")
+    rec = cfg.extra["encoder_weights"]
+    assert cfg.arch_kwargs["encoder"] == "resnet50"
+    assert rec["file"] == weights.name and rec["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (rec["layout"], rec["prefix"], rec["encoder"], rec["adapt"]) == ("resnet", "backbone.", "resnet50", "none")
+    info = CliRunner().invoke(cli, ["info", str(tmp_path / "m.safetensors")])
+    assert f"pretrain  {weights.name} (sha256 {rec['sha256'][:12]}..., layout resnet, adapt none)" in info.output
+    res = CliRunner().invoke(cli, [*args[:6], "--encoder", "resnet18", *args[8:], "--overwrite"])
+    assert res.exit_code == 2 and "holds a resnet50" in res.output and "--encoder resnet50" in res.output
 
 
 def test_config_files_and_cli(tmp_path, scene):

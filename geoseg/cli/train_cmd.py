@@ -40,8 +40,23 @@ from geoseg.train.names import LOSSES
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--device", default=None, help="auto, cpu, cuda. [default: auto]")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this much wall time.")
-@click.option("--encoder-weights", type=click.Path(dir_okay=False), default=None, help="Local pretrained encoder.")
-@click.option("--adapt", type=click.Choice(ADAPT_STRATEGIES), default=None)
+@click.option("--encoder", default=None, help="Encoder of encoder-based models, e.g. resnet50 (a timm name for smp-*).")
+@click.option(
+    "--encoder-weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Pretrained encoder: a local .safetensors/.pth (torchvision, timm, TorchGeo or geoseg keys), or "
+    "torchvision:NAME / timm:NAME (fetched; needs a connection).",
+)
+@click.option(
+    "--adapt",
+    type=click.Choice(ADAPT_STRATEGIES),
+    default=None,
+    help="First-layer adaptation when the weights' band count differs. [default: repeat]",
+)
+@click.option(
+    "--encoder-bands", default=None, help="The weights' band names in order (B1,...,B12): match the raster's by name."
+)
 @click.option("--resume", is_flag=True, default=None, help="Continue from OUTPUT's saved training state.")
 @click.option("--overwrite", is_flag=True, default=None)
 @progress_option
@@ -69,8 +84,9 @@ def train_command(
             opts["arch_kwargs"] = json.loads(opts["arch_kwargs"])
         except json.JSONDecodeError as exc:
             raise InvalidParameterError(f"--arch-kwargs is not valid JSON ({exc}); e.g. '{{\"width\": 16}}'") from exc
-    if isinstance(opts.get("classes"), str):
-        opts["classes"] = opts["classes"].split(",")
+    for key in ("classes", "encoder_bands"):
+        if isinstance(opts.get(key), str):
+            opts[key] = [v.strip() for v in opts[key].split(",")]
     if opts.get("augment") == "none":
         opts["augment"] = False
     with progress_display(progress_kind, "train", unit="epoch") as progress:

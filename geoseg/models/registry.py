@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class ModelSpec:
     multiples of it. A built model may override it with an ``output_stride`` attribute (e.g. DeepLab at 8 or 16).
     ``global_context`` marks models whose output depends on the whole input (image pooling): tiled and whole-image
     predictions then differ slightly even with a large overlap.
+    ``requires`` names the modules the factory imports beyond torch and ``extra`` the geoseg extra that installs
+    them (``pip install 'geoseg[EXTRA]'``); :attr:`available` tells, without importing them, whether they are there.
     """
 
     name: str
@@ -37,6 +40,13 @@ class ModelSpec:
     family: str = ""
     global_context: bool = False
     defaults: tuple[tuple[str, Any], ...] = ()
+    requires: tuple[str, ...] = ()
+    extra: str = ""
+
+    @property
+    def available(self) -> bool:
+        """True when every module in ``requires`` is installed (found, not imported)."""
+        return all(importlib.util.find_spec(m) is not None for m in self.requires)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -51,7 +61,7 @@ _entry_points_loaded = False
 _builtins_loaded = False
 
 # modules whose import registers the native architectures
-BUILTIN_MODULES = ("deeplab", "densenet", "fcn", "icnet", "pspnet", "resunet", "segnet", "tiny", "unet")
+BUILTIN_MODULES = ("deeplab", "densenet", "fcn", "icnet", "pspnet", "resunet", "segnet", "smp", "tiny", "unet")
 
 
 def register_model(
@@ -62,9 +72,13 @@ def register_model(
     family: str = "",
     global_context: bool = False,
     overwrite: bool = False,
+    requires: tuple[str, ...] = (),
+    extra: str = "",
     **defaults: Any,
 ) -> Callable[[Factory], Factory]:
     """Decorator registering ``factory(in_channels, num_classes, **kwargs) -> nn.Module`` under ``name``.
+
+    ``requires``/``extra``: optional modules the factory imports when called and the extra that installs them.
 
     Raises:
         InvalidParameterError: ``name`` is registered already and ``overwrite`` is False.
@@ -81,6 +95,8 @@ def register_model(
             family=family,
             global_context=global_context,
             defaults=tuple(sorted(defaults.items())),
+            requires=tuple(requires),
+            extra=extra,
         )
         return factory
 
@@ -157,6 +173,12 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
         InvalidParameterError: bad band or class counts, or options the architecture does not take.
     """
     spec = get_model_spec(name)
+    if not spec.available:
+        from geoseg.errors import MissingDependencyError
+
+        missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+        how = f"pip install 'geoseg[{spec.extra}]'" if spec.extra else f"install {', '.join(missing)}"
+        raise MissingDependencyError(f"model {name!r} needs {', '.join(missing)}; {how}")
     if in_channels < 1:
         raise InvalidParameterError(f"in_channels must be >= 1, got {in_channels}")
     if num_classes < 2:

@@ -93,8 +93,10 @@ def train_model(
     tile: int = 512,
     overlap: int = 64,
     augment: bool | str | list[str] = True,
+    encoder: str | None = None,
     encoder_weights: str | os.PathLike[str] | None = None,
     adapt: str = "repeat",
+    encoder_bands: list[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
@@ -114,8 +116,12 @@ def train_model(
     interrupted run and ends exactly where an uninterrupted one would.
 
     ``arch_kwargs`` may hold ``spectral_reduction=K`` (1x1 spectral stem for many bands) with
-    ``spectral_init="pca"`` (initialised from the training raster's principal components); ``encoder_weights`` is a
-    local file of pretrained encoder weights whose first layer is adapted to the band count by ``adapt``.
+    ``spectral_init="pca"`` (initialised from the training raster's principal components). ``encoder`` picks the
+    encoder of encoder-based architectures (e.g. ``resnet50``; a timm name for smp-* models). ``encoder_weights``
+    starts it from pretrained weights: a local file in a torchvision, timm/TorchGeo or geoseg layout, or
+    ``torchvision:NAME`` / ``timm:NAME`` (see :func:`geoseg.models.adapt.load_encoder_weights`); its first layer is
+    adapted to the band count by ``adapt``, or matched to the raster's bands by name when ``encoder_bands`` lists the
+    weights' bands in order. The checkpoint's contract records the file, its sha256, layout and adaptation.
 
     Raises:
         InvalidParameterError: a bad option (loss, sampling, sizes, block), labels that cover no pixel, or too
@@ -152,6 +158,8 @@ def train_model(
         n_classes = len(names)
         norm = compute_normalization(src, normalization, seed=seed)
         kwargs = dict(arch_kwargs or {})
+        if encoder is not None:
+            kwargs["encoder"] = encoder
         net = create_model(arch, in_channels=src.count, num_classes=n_classes, **kwargs)
         stride = model_stride(net, arch)
         chip = max(stride, chip // stride * stride)
@@ -195,7 +203,13 @@ def train_model(
         if encoder_weights is not None and not resume:
             from geoseg.models.adapt import load_encoder_weights
 
-            extra["encoder_weights"] = load_encoder_weights(net, encoder_weights, strategy=adapt)
+            extra["encoder_weights"] = load_encoder_weights(
+                net,
+                encoder_weights,
+                strategy=adapt,
+                weights_bands=encoder_bands,
+                model_bands=None if kwargs.get("spectral_reduction") else src.band_names,
+            )
         config = ModelConfig(
             arch=arch,
             bands=src.band_names,
