@@ -115,9 +115,11 @@ class Georeference:
         if self.rpcs is not None:
             rpcs = RPC(**{**self.rpcs.to_dict(), "line_off": self.rpcs.line_off - row_off,
                           "samp_off": self.rpcs.samp_off - col_off})  # fmt: skip
-        return dataclasses.replace(
-            self, transform=self.transform @ Affine.translation(col_off, row_off), gcps=gcps, rpcs=rpcs
+        # GCPs/RPCs place the pixels: the identity transform stays, or the window would look affine-georeferenced
+        transform = (
+            self.transform if self.kind in ("gcps", "rpcs") else self.transform @ Affine.translation(col_off, row_off)
         )
+        return dataclasses.replace(self, transform=transform, gcps=gcps, rpcs=rpcs)
 
     def creation_options(self) -> dict[str, Any]:
         """Keyword arguments of ``rasterio.open(path, "w", ...)`` that write this georeference."""

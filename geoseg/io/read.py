@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -127,13 +128,43 @@ def check_nodata_override(value: float, dtypes: Sequence[str], indexes: Sequence
         )
 
 
+def declared_nodata(ds: rasterio.DatasetReader) -> list[float | None]:
+    """The nodata value each band *declares*, including values its dtype cannot hold.
+
+    rasterio reports such a value (-9999 on a uint16 band) as no nodata at all; GDAL still keeps it. It is read back
+    from GDAL's own description of the dataset (a VRT copy, which holds only XML, no pixels).
+    """
+    values: list[float | None] = list(ds.nodatavals)
+    if all(v is not None for v in values):
+        return values
+    import xml.etree.ElementTree as ET
+
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+
+    try:
+        with MemoryFile(ext=".vrt") as mem:
+            rasterio.shutil.copy(ds, mem.name, driver="VRT")
+            root = ET.fromstring(mem.read())
+    except Exception:  # a dataset GDAL cannot describe as a VRT: keep what rasterio says
+        return values
+    for band in root.iter("VRTRasterBand"):
+        text = band.findtext("NoDataValue")
+        i = int(band.get("band", "0"))
+        if text is not None and 1 <= i <= len(values) and values[i - 1] is None:
+            with contextlib.suppress(ValueError):
+                values[i - 1] = float(text)
+    return values
+
+
 def warn_impossible_nodata(ds: rasterio.DatasetReader, indexes: Sequence[int], *, path: str) -> None:
     """Warn (:class:`~geoseg.errors.NodataWarning`) when a band's *declared* nodata cannot occur in its dtype (e.g.
     -9999 on uint16): no pixel equals it, so nothing is masked, which the user almost certainly did not intend."""
+    declared = declared_nodata(ds)
     bad = [
-        (i, ds.dtypes[i - 1], ds.nodatavals[i - 1])
+        (i, ds.dtypes[i - 1], declared[i - 1])
         for i in indexes
-        if ds.nodatavals[i - 1] is not None and not nodata_fits(ds.nodatavals[i - 1], ds.dtypes[i - 1])
+        if declared[i - 1] is not None and not nodata_fits(declared[i - 1], ds.dtypes[i - 1])  # type: ignore[arg-type]
     ]
     if bad:
         i, dtype, value = bad[0]

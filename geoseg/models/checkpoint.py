@@ -28,11 +28,19 @@ __all__ = [
 def save_checkpoint(
     path: str | os.PathLike[str], model: nn.Module, config: ModelConfig, *, overwrite: bool = True
 ) -> Path:
-    """Write ``model`` weights and ``config`` to a ``.safetensors`` file atomically."""
+    """Write ``model`` weights and ``config`` to a ``.safetensors`` file atomically.
+
+    Raises:
+        CheckpointError: the model's output channels are not the contract's classes (:func:`check_output_channels`),
+            so no checkpoint contradicting its own weights is ever written.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     config.output_stride = model_stride(model, config.arch)
+    was_training = model.training
+    check_output_channels(model.eval(), config, source=f"the model for {path}")
+    model.train(was_training)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(state, str(tmp), metadata={CONFIG_KEY: config.to_json(), "format": "pt"})
@@ -119,12 +127,13 @@ def _meta_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def output_channels(model: nn.Module, in_channels: int, *, size: int) -> int:
     """Channels of ``model``'s output for a ``(1, in_channels, size, size)`` input: one forward on the meta device
     (no computation), or, for a model whose operations have no meta kernel, one real forward on the CPU."""
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
     x = torch.zeros(1, in_channels, size, size)
     with torch.inference_mode():
         try:
             out = _meta_forward(model, x)
         except Exception:  # an operation without a meta implementation: compute it for real, once, small
-            out = model(x)
+            out = model(x.to(device))
     if isinstance(out, dict):  # torchvision-style {"out": logits}
         out = out.get("out", next(iter(out.values())))
     return int(out.shape[1])

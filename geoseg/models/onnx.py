@@ -15,7 +15,7 @@ from torch import nn
 
 from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError, MissingDependencyError
 from geoseg.io.write import atomic_path
-from geoseg.models.checkpoint import CONFIG_KEY, load_checkpoint
+from geoseg.models.checkpoint import CONFIG_KEY, check_output_channels, load_checkpoint
 from geoseg.models.config import ModelConfig
 from geoseg.models.registry import model_stride
 
@@ -50,6 +50,11 @@ def export_onnx(
     as for the torch model). ``sample_size`` is the traced tile size (default: the stride-aligned ``config.tile``,
     at most 256). ``exporter``: "dynamo" (torch.export-based, the default in torch >= 2.9) or "torchscript" (the
     legacy tracer, much faster to export). The model is exported in eval mode, on CPU, in float32.
+
+    Raises:
+        CheckpointError: the model's output channels are not ``config``'s classes.
+        InvalidParameterError: an unknown ``exporter``, or a module without ``config``.
+        MissingDependencyError: the ``onnx`` extra is not installed.
     """
     onnx = _require("onnx")
     if exporter not in EXPORTERS:
@@ -65,6 +70,7 @@ def export_onnx(
     config.output_stride = stride
     was_training = model.training
     model = model.eval().float().to("cpu")
+    check_output_channels(model, config, source=f"the model for {path}")
     size = sample_size or min(config.tile, 256)
     size = max(stride, -(-size // stride) * stride)
     x = torch.randn(1, config.in_channels, size, size)

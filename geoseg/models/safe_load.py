@@ -50,10 +50,10 @@ def torch_load(path: str | os.PathLike[str], *, what: str = "checkpoint") -> Any
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, AttributeError) as exc:
         raise CheckpointError(
-            f"refused to load {what} {path}: not a safe {what} ({refusal_detail(exc)}); geoseg reads only tensors and plain data from "
-            f"torch.save files, so a {what} can never run code. If the file comes from a source you trust, load it "
-            f"there and re-save its weights as safetensors (safetensors.torch.save_file(state_dict, "
-            f"'weights.safetensors')); never loosen this check for a file you did not make"
+            f"refused to load {what} {path}: not a safe {what} ({refusal_detail(exc)}); geoseg reads only tensors "
+            f"and plain data from torch.save files, so a {what} can never run code. If the file comes from a source "
+            f"you trust, load it there and re-save its weights as safetensors (safetensors.torch.save_file("
+            f"state_dict, 'weights.safetensors')); never loosen this check for a file you did not make"
         ) from exc
 
 
