@@ -114,3 +114,10 @@ class OutputLockedError(OutputError):
 
 
 __all__ += ["OutputLockedError"]
+
+
+class InputUnreadableError(GeoSegError, PermissionError):
+    """An input exists but this process may not read it (permissions)."""
+
+
+__all__ += ["InputUnreadableError"]
