@@ -21,7 +21,6 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
 from geoseg.errors import (
     GridMismatchWarning,
@@ -31,12 +30,15 @@ from geoseg.errors import (
     NotGeoreferencedWarning,
     UnknownClassError,
 )
+from geoseg.hints import option
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
 from geoseg.io.labels import PolygonLabels, is_vector, read_polygons, to_crs
 from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
+from geoseg.options import check_class_names, check_numbers
 from geoseg.progress import ProgressCallback, report_progress
+from geoseg.tiling import window_transform
 
 
 def _georeferenced(ds: Any) -> bool:
@@ -214,8 +216,19 @@ def evaluate(
         NoOverlapError: the inputs do not overlap or share no valid pixel.
         CancelledError: ``progress`` asked to stop.
     """
-    if window < 1:
-        raise InvalidParameterError(f"window must be >= 1, got {window}")
+    check_numbers({"window": window, "ignore_index": ignore_index, "background": background})
+    if classes is not None and not isinstance(classes, int):
+        check_class_names(classes)
+    if truth is not None and not is_vector(truth):
+        for name, value, why in (
+            ("truth_class_field", truth_class_field, "the class attribute"),
+            ("background", background, "the class of pixels outside"),
+        ):
+            if value is not None:
+                raise InvalidParameterError(
+                    f"{option(name)} names {why} of label polygons, but the truth {truth} is a class raster (its "
+                    f"values are the class ids); drop {option(name)}"
+                )
     return _evaluate(prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress)
 
 
