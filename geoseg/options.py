@@ -143,9 +143,7 @@ def check_class_names(names: Any, *, what: str = "classes") -> list[str] | None:
     if names is None:
         return None
     if isinstance(names, str) or not isinstance(names, Sequence):
-        raise InvalidParameterError(
-            f"{option(what)} must be a list of class names (index = class id), got {names!r}"
-        )
+        raise InvalidParameterError(f"{option(what)} must be a list of class names (index = class id), got {names!r}")
     out = list(names)
     if not out:
         raise InvalidParameterError(f"{option(what)} is empty; give at least one class name")
@@ -261,9 +259,7 @@ def check_types(
         if tp is None or matches(value, tp):
             continue
         shown = (names or {}).get(key) or option(key)
-        raise InvalidParameterError(
-            f"{source}{shown} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-        )
+        raise InvalidParameterError(f"{source}{shown} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 __all__ = [

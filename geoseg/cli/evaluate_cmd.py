@@ -23,6 +23,8 @@ from geoseg.io.outputs import OutputSet, check_input_files
     "--background", type=int, default=None, help="Class id for pixels no label polygon covers (default: not evaluated)."
 )
 @click.option("--aoi", type=click.Path(dir_okay=False), default=None, help="Polygons restricting the evaluation.")
+@click.option("--layer", "truth_layer", default=None, help="Layer of polygon truth in a file with several layers.")
+@click.option("--aoi-layer", default=None, help="Layer of the --aoi file when it has several layers.")
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None, help="Write report files here.")
 @click.option(
     "--format",
@@ -43,6 +45,8 @@ def evaluate_command(
     class_field: str | None,
     background: int | None,
     aoi: str | None,
+    truth_layer: str | None,
+    aoi_layer: str | None,
     report_dir: str | None,
     formats: str,
     window: int,
@@ -70,6 +74,8 @@ def evaluate_command(
                 background=background,
                 window=window,
                 progress=progress,
+                truth_layer=truth_layer,
+                aoi_layer=aoi_layer,
             )
         click.echo(report.format_table())
         if report_dir:
@@ -112,9 +118,7 @@ class PostProcessing:
             check_input_files({truth: "ground truth"})
         if vector:
             vector_driver(vector)
-        outputs = OutputSet(
-            {raster: "input raster", checkpoint: "model", truth: "ground truth"}, overwrite=overwrite
-        )
+        outputs = OutputSet({raster: "input raster", checkpoint: "model", truth: "ground truth"}, overwrite=overwrite)
         path = outputs.add(output, "class raster")
         if probabilities:
             outputs.add(probabilities, "probability raster")

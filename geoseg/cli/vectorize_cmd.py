@@ -68,7 +68,7 @@ def vectorize_command(
     overwrite: bool,
     progress_kind: str,
 ) -> None:
-    """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .parquet), window by window."""
+    """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .shp, .parquet), window by window."""
     from geoseg.vectorization import vectorize
 
     with progress_display(progress_kind, "vectorize", unit="window") as progress:

@@ -482,9 +482,7 @@ def _cleanup_temporaries(folders: Iterable[Path], known: set[Path], inputs: dict
 def _check_options(args: dict[str, Any]) -> None:
     """run_batch's options, before anything starts (see :mod:`geoseg.options`)."""
     check_device(args["device"])
-    check_numbers(
-        {k: args[k] for k in ("region_size", "tile", "overlap", "batch_size", "retries", "worker_timeout")}
-    )
+    check_numbers({k: args[k] for k in ("region_size", "tile", "overlap", "batch_size", "retries", "worker_timeout")})
     check_number("workers", args["workers"], Bound(integer=True, low=1, unit="worker processes or jobs"))
     if args["client"] is not None or args["scheduler"]:
         ignored = [

@@ -12,6 +12,8 @@ from typing import Any
 
 from geoseg.errors import InvalidParameterError
 from geoseg.inference.writer import PROB_DTYPES, PROB_SCALE, PieceWriter
+from geoseg.io.formats import raster_driver
+from geoseg.io.georef import Georeference
 from geoseg.io.outputs import OutputSet
 from geoseg.io.write import BlockWriter, geotiff_profile, write_class_metadata
 from geoseg.models.config import ModelConfig
@@ -40,16 +42,21 @@ class OutputPlan:
         overwrite: bool,
     ) -> OutputPlan:
         """Validate the output paths (see :class:`geoseg.io.outputs.OutputSet`: neither may be the input raster or
-        the model file, even with ``overwrite``) and ``prob_dtype``.
+        the model file, even with ``overwrite``), their format (GeoTIFF, by extension:
+        :func:`geoseg.io.formats.raster_driver`) and ``prob_dtype``.
 
         Raises:
-            InvalidParameterError: ``prob_dtype`` is not one of :data:`PROB_DTYPES`.
+            InvalidParameterError: ``prob_dtype`` is not one of :data:`PROB_DTYPES`, or an output is not named as a
+                GeoTIFF (``.tif``/``.tiff``).
             OutputExistsError: an output exists and ``overwrite`` is False.
             OutputError: an output is an input, a directory, in a missing or unwritable directory, or both outputs
                 are the same file.
         """
         if prob_dtype not in PROB_DTYPES:
             raise InvalidParameterError(f"prob_dtype must be one of {PROB_DTYPES}, got {prob_dtype!r}")
+        raster_driver(dst, what="class raster")
+        if probabilities is not None:
+            raster_driver(probabilities, what="probability raster")
         inputs = {src: "input raster"}
         if isinstance(model, str | os.PathLike):  # not a (module, config) pair
             inputs[model] = "model"
@@ -65,18 +72,19 @@ def class_nodata(n_classes: int) -> tuple[str, int]:
 
 
 def open_outputs(
-    stack: ExitStack, plan: OutputPlan, *, grid: TileGrid, crs: Any, config: ModelConfig, queued: int
+    stack: ExitStack, plan: OutputPlan, *, grid: TileGrid, georef: Georeference, config: ModelConfig, queued: int
 ) -> PieceWriter:
     """Open the planned rasters under temporary names on ``stack`` (renamed into place together when the stack closes
     without an error, removed otherwise) and return the :class:`PieceWriter` that fills them.
 
-    The class raster is a tiled DEFLATE GeoTIFF on ``grid`` (its shape and transform) with the model's class names,
-    color table, architecture and band names; the probability raster has one band ``p(name)`` per class.
+    The class raster is a tiled DEFLATE GeoTIFF on ``grid`` (its shape; ``georef``, the input raster's
+    georeference, shifted to the grid's origin: CRS and transform, or GCPs/RPCs) with the model's class names, color
+    table, architecture and band names; the probability raster has one band ``p(name)`` per class.
     """
     n_classes = config.num_classes
     out_dtype, out_nodata = class_nodata(n_classes)
     h, w = grid.shape
-    common = {"width": w, "height": h, "crs": crs, "transform": grid.transform}
+    common: dict[str, Any] = {"width": w, "height": h, "georef": georef.shifted(*grid.origin)}
     threads = {"num_threads": str(min(8, os.cpu_count() or 1))}  # GDAL compresses the written blocks on threads
     stack.enter_context(plan.outputs)  # entered before the writers: it publishes after they have closed
     class_tmp = plan.outputs.stage(plan.classes)

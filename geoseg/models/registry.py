@@ -207,8 +207,7 @@ def check_model_options(name: str, kwargs: dict[str, Any] | None = None) -> None
         kwargs = {}
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise InvalidParameterError(
-            f"{option('arch_kwargs')} must be a mapping of option names to values, e.g. {{\"width\": 16}}, got "
-            f"{kwargs!r}"
+            f'{option("arch_kwargs")} must be a mapping of option names to values, e.g. {{"width": 16}}, got {kwargs!r}'
         )
     _check_available(spec)
     params = _factory_options(spec)

@@ -152,8 +152,7 @@ def check_train_arguments(arguments: Mapping[str, Any]) -> None:
                 )
     if args.get("resume") and args.get("overwrite"):
         raise InvalidParameterError(
-            f"{option('resume', True)} continues the saved run and {option('overwrite', True)} starts over; "
-            f"choose one"
+            f"{option('resume', True)} continues the saved run and {option('overwrite', True)} starts over; choose one"
         )
     kwargs = dict(args.get("arch_kwargs") or {})
     if args.get("encoder") is not None:

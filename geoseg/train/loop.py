@@ -76,6 +76,8 @@ def train_model(
     colors: list[list[int]] | None = None,
     class_field: str | None = None,
     background: int | None = None,
+    label_nodata: float | None = None,
+    layer: str | None = None,
     epochs: int = 20,
     chip: int = 128,
     batch_size: int = 8,
@@ -105,9 +107,13 @@ def train_model(
 ) -> TrainResult:
     """Train ``arch`` on ``image`` + ``labels`` and write the best checkpoint to ``out``.
 
-    Labels are an integer class raster on the image grid (nodata ignored) or polygons (GeoPackage/GeoJSON/
-    Shapefile/FlatGeobuf/GeoParquet) with a ``class_field`` of ids or names, rasterized window by window onto the
-    image grid (reprojected when CRSs differ); pixels outside polygons get ``background`` or are ignored.
+    Labels are an integer class raster (nodata, or ``label_nodata`` when the file declares none, ignored; warped
+    with nearest neighbour onto the image grid when it lies on another one) or polygons (GeoPackage/GeoJSON/
+    Shapefile/FlatGeobuf/GeoParquet; ``layer`` of a multi-layer file) with a ``class_field`` of ids or names,
+    rasterized window by window onto the image grid (reprojected when CRSs differ); pixels outside polygons get
+    ``background`` or are ignored. Label values must be class ids 0..K-1 (K = the number of ``classes`` when given;
+    without names, exactly the values 0..K-1 found): a 0/255 mask or codes such as 11, 21 are refused with the
+    values found, never turned into a model with hundreds of classes; at least 2 classes must be present.
 
     Validation holds out whole ``block``-px blocks at random (``val_fraction``), so no validation pixel has a
     training neighbour; with ``stratify`` every class found in two or more blocks is in both sets. Chips are
@@ -127,11 +133,13 @@ def train_model(
 
     Raises:
         InvalidParameterError: a bad option (loss, sampling, sizes, block), labels that cover no pixel, or too
-            few classes; UnknownClassError (one of them) for label polygons without a usable class attribute.
+            few classes; UnknownClassError (one of them) for label values that are not class ids, or label
+            polygons without a usable class attribute.
+        NoOverlapError: a label raster that does not overlap the image or cannot be placed on its grid.
         CheckpointError: ``resume`` without a saved training state, or one for another run.
         OutputExistsError, OutputError: ``out`` exists without ``overwrite``, or cannot be written.
         InputNotFoundError, NotARasterError, BandSelectionError: the image or labels cannot be read as given.
-        ModelContractError: a label raster that is not on the image grid or not integer.
+        ModelContractError: a label raster whose values are not whole numbers.
         UnknownModelError: ``arch`` is not registered.
         CancelledError: ``progress`` asked to stop (the best checkpoint so far and the training state remain).
     """
@@ -162,7 +170,10 @@ def train_model(
     src = RasterSource(image, bands=bands)
     lab = None
     try:
-        lab = open_labels(labels, src, classes=classes, class_field=class_field, background=background)
+        lab = open_labels(
+            labels, src, classes=classes, class_field=class_field, background=background, nodata=label_nodata,
+            layer=layer,
+        )  # fmt: skip
         names = lab.classes
         n_classes = len(names)
         norm = compute_normalization(src, normalization, seed=seed)
@@ -182,6 +193,12 @@ def train_model(
             raise InvalidParameterError(
                 f"labels {labels} cover no pixel of the image {image} (every label pixel is nodata or outside it); "
                 f"check that labels and image overlap (extent, CRS) and that class values are 0..K-1"
+            )
+        present = [names[k] for k, c in enumerate(np.sum(list(hists.values()), axis=0)) if c > 0]
+        if len(present) < 2:
+            raise InvalidParameterError(
+                f"the labels of {image} hold only class {present} on the image's valid pixels: a model needs at least "
+                f"2 classes present to learn; add labels of the other classes (or check nodata and --background)"
             )
         split = block_split(src.shape, blk, val_fraction, seed, histograms=hists if stratify else None)
         if not split.train:
@@ -372,10 +389,12 @@ def _check_resume(
 
 
 def _load_state(path: Path) -> dict[str, Any]:
+    from geoseg.models.safe_load import torch_load
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot resume from {path}: not a readable training state ({exc})") from exc
+        return torch_load(path, what="training state")
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot resume: {exc}") from exc
 
 
 def _validate(
