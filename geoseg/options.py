@@ -105,6 +105,7 @@ BOUNDS: dict[str, Bound] = {
     "background": Bound(integer=True, low=0, unit="class id"),
     "ignore_index": ANY_INT,
     "nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
+    "label_nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
 }
 
 

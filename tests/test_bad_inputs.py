@@ -387,7 +387,7 @@ BAD_COMMAND_LINES = [
     pytest.param(["evaluate", "lab.tif", "lab.tif", "--report-dir", "rep"],
                  r"report file rep/report\.json already exists; pass --overwrite", id="evaluate-existing-report"),
     pytest.param(["vectorize", "lab.tif", "p.gpkg", "--probabilities", "p.gpkg", "--overwrite"],
-                 r"output p\.gpkg is the input", id="vectorize-out-is-probabilities"),
+                 r"polygon file p\.gpkg is the probability raster; inputs are never overwritten", id="vectorize-out-is-probabilities"),
     pytest.param(["demo", "--out", "d", "--device", "cpu"],
                  r"demo file d/model\.safetensors already exists; pass --overwrite", id="demo-user-files"),
     pytest.param([*BATCH[:5], ".", "--cog", "--overwrite", "--device", "cpu"],
@@ -492,6 +492,7 @@ NUMERIC_VALID = {
     ("predict", "--nodata"): ("0", "-1", "nan", "inf"),  # any value the raster's dtype holds (NaN for float rasters)
     ("predict", "--workers"): ("0",),  # read on the calling thread
     ("train", "--background"): ("0",),  # a class id
+    ("train", "--label-nodata"): ("0", "-1", "nan", "inf"),  # any value; one the label dtype cannot hold is refused
     ("train", "--epochs"): (),
     ("train", "--chip"): (),
     ("train", "--batch-size"): (),

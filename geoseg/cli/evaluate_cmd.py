@@ -111,19 +111,20 @@ class PostProcessing:
         overwrite: bool,
     ) -> PostProcessing:
         """Check the inputs of the later steps and declare every output (raises before any work, see OutputSet)."""
+        from geoseg.io.formats import COMPANION_SUFFIXES, raster_driver, vector_driver
         from geoseg.report import report_paths
-        from geoseg.vectorization.writers import vector_driver
 
         if truth:
             check_input_files({truth: "ground truth"})
-        if vector:
-            vector_driver(vector)
+        driver = vector_driver(vector) if vector else ""
         outputs = OutputSet({raster: "input raster", checkpoint: "model", truth: "ground truth"}, overwrite=overwrite)
         path = outputs.add(output, "class raster")
+        raster_driver(output, what="class raster")  # after the input check: an input named as output is told so
         if probabilities:
             outputs.add(probabilities, "probability raster")
+            raster_driver(probabilities, what="probability raster")
         if vector:
-            outputs.add(vector, "polygon file")
+            outputs.add(vector, "polygon file", companions=COMPANION_SUFFIXES.get(driver, ()))
         if report_dir:
             files = [p.name for p in report_paths(report_dir).values()]
             outputs.add_folder(report_dir, "report", files=files)

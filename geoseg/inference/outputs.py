@@ -54,15 +54,15 @@ class OutputPlan:
         """
         if prob_dtype not in PROB_DTYPES:
             raise InvalidParameterError(f"prob_dtype must be one of {PROB_DTYPES}, got {prob_dtype!r}")
-        raster_driver(dst, what="class raster")
-        if probabilities is not None:
-            raster_driver(probabilities, what="probability raster")
         inputs = {src: "input raster"}
         if isinstance(model, str | os.PathLike):  # not a (module, config) pair
             inputs[model] = "model"
         outputs = OutputSet(inputs, overwrite=overwrite)
         dst_path = outputs.add(dst, "class raster")
         prob_path = outputs.add(probabilities, "probability raster") if probabilities is not None else None
+        raster_driver(dst, what="class raster")  # after the checks above: an input named as output is told so
+        if probabilities is not None:
+            raster_driver(probabilities, what="probability raster")
         return cls(dst_path, prob_path, prob_dtype, overwrite, outputs)
 
 

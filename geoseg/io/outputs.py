@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +46,7 @@ class _Output:
     what: str
     folder: bool = False
     files: tuple[str, ...] = ()
+    companions: tuple[str, ...] = ()
     staged: Path | None = None
 
 
@@ -97,16 +99,23 @@ class OutputSet:
             )
         self._claimed[path] = what
 
-    def add(self, path: str | os.PathLike[str], what: str = "output") -> Path:
-        """Declare an output file; check it now (see :func:`geoseg.io.write.check_output_path`)."""
+    def add(self, path: str | os.PathLike[str], what: str = "output", *, companions: Sequence[str] = ()) -> Path:
+        """Declare an output file; check it now (see :func:`geoseg.io.write.check_output_path`).
+
+        ``companions`` are the suffixes of files the writer puts beside it (a Shapefile's ``.shx``, ``.dbf``, ...;
+        :data:`geoseg.io.formats.COMPANION_SUFFIXES`): they are checked, published and removed with it.
+        """
         p = Path(path)
         known = self._outputs.get(p.absolute())
         if known is not None and known.what == what and not known.folder:
             return p
-        check_output_path(p, overwrite=self.overwrite, inputs=self.inputs, what=what)
+        extra = [p.with_suffix(c) for c in companions]
+        check_output_path(p, overwrite=self.overwrite, inputs=self.inputs, what=what, companions=extra)
         self._claim(p, what)
+        for c in extra:
+            self._claim(c, f"{what} (written with {p.name})")
         remove_stale_temporaries(_folder(p), [p.name])
-        self._outputs[p.absolute()] = _Output(p, what)
+        self._outputs[p.absolute()] = _Output(p, what, companions=tuple(companions))
         return p
 
     def add_folder(self, path: str | os.PathLike[str], what: str, *, files: list[str]) -> Path:
@@ -189,7 +198,7 @@ class OutputSet:
                 if out.folder:
                     self._publish_folder(out, done)
                 else:
-                    self._publish_file(Path(str(out.staged)), out.path, out.what, done)
+                    self._publish_file(Path(str(out.staged)), out.path, out.what, done, out.companions)
         except BaseException:
             _undo(done)
             self.discard()
@@ -200,9 +209,12 @@ class OutputSet:
         self.discard()
         return self.paths
 
-    def _publish_file(self, staged: Path, final: Path, what: str, done: list[_Published]) -> None:
-        for suffix in ("", *SIDECARS):
-            src, dst = Path(f"{staged}{suffix}"), Path(f"{final}{suffix}")
+    def _publish_file(
+        self, staged: Path, final: Path, what: str, done: list[_Published], companions: Sequence[str] = ()
+    ) -> None:
+        pairs = [(Path(f"{staged}{s}"), Path(f"{final}{s}"), s) for s in ("", *SIDECARS)]
+        pairs += [(staged.with_suffix(c), final.with_suffix(c), c) for c in companions]
+        for src, dst, suffix in pairs:
             if suffix and not src.exists() and not dst.exists():
                 continue
             step = _Published(dst)
@@ -241,6 +253,8 @@ class OutputSet:
                 _remove(out.staged)
                 for suffix in SIDECARS:
                     _remove(Path(f"{out.staged}{suffix}"))
+                for suffix in out.companions:
+                    _remove(out.staged.with_suffix(suffix))
                 out.staged = None
         for d in reversed(self._created):
             with contextlib.suppress(OSError):
