@@ -32,7 +32,7 @@ from geoseg.io.labels import AreaOfInterest, PolygonLabels, is_vector
 from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
-from geoseg.options import check_class_names, check_numbers
+from geoseg.options import check_class_names, check_numbers, check_requires
 from geoseg.progress import ProgressCallback, report_progress
 
 
@@ -219,12 +219,14 @@ def evaluate(
         for name, value, why in (
             ("truth_class_field", truth_class_field, "the class attribute"),
             ("background", background, "the class of pixels outside"),
+            ("truth_layer", truth_layer, "the layer"),
         ):
             if value is not None:
                 raise InvalidParameterError(
                     f"{option(name)} names {why} of label polygons, but the truth {truth} is a class raster (its "
                     f"values are the class ids); drop {option(name)}"
                 )
+    check_requires({"aoi_layer": aoi_layer, "aoi": aoi}, {"aoi_layer": ("aoi", "it chooses a layer of the AOI file")})
     return _evaluate(
         prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress,
         truth_layer, aoi_layer,

@@ -444,6 +444,10 @@ BAD_COMMAND_LINES = [
                  r"raster", id="evaluate-background-raster-truth"),
     pytest.param(["evaluate", "lab.tif", "lab.tif", "--class-field", "c"], r"--class-field names the class attribute",
                  id="evaluate-class-field-raster-truth"),
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--layer", "fields"], r"--layer names the layer of label polygons",
+                 id="evaluate-layer-raster-truth"),
+    pytest.param(["evaluate", "lab.tif", "truth.gpkg", "--aoi-layer", "fields"], r"--aoi-layer needs --aoi",
+                 id="evaluate-aoi-layer-alone"),
     pytest.param([*TRAIN, "--class-field", "c"], r"--class-field names the class attribute of label polygons, but "
                  r"lab\.tif is a label raster", id="train-class-field-raster-labels"),
     pytest.param([*TRAIN, "--background", "0"], r"--background names the class of pixels outside",
@@ -631,8 +635,8 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tmp_pat
 
 
 def test_a_run_after_sigkill_removes_the_temporaries_the_killed_run_left(tmp_path):
-    data = np.random.default_rng(0).normal(size=(2, 768, 768)).astype(np.float32)
-    src = write_raster(tmp_path / "in.tif", data, tiled=True, blockxsize=256, blockysize=256)
+    data = np.random.default_rng(0).normal(size=(2, 256, 256)).astype(np.float32)  # ~120 tiles: killed midway
+    src = write_raster(tmp_path / "in.tif", data, tiled=True, blockxsize=128, blockysize=128)
     ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
     args = [sys.executable, "-m", "geoseg", "predict", src, "out.tif", "-m", ck, "--device", "cpu", "--batch-size",
             "2", "--probabilities", "p.tif", "--progress", "json"]  # fmt: skip
@@ -651,10 +655,10 @@ def test_a_run_after_sigkill_removes_the_temporaries_the_killed_run_left(tmp_pat
 
 
 def test_sigint_while_vectorizing_leaves_no_output(tmp_path):
-    data = np.random.default_rng(1).normal(size=(2, 1024, 1024)).astype(np.float32)  # noise: many small polygons
+    data = np.random.default_rng(1).normal(size=(2, 512, 512)).astype(np.float32)  # noise: many small polygons
     src = write_raster(tmp_path / "in.tif", data, tiled=True, blockxsize=256, blockysize=256)
     ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=64, overlap=8)
-    lab = write_raster(tmp_path / "lab.tif", class_scene(1024, 1024, bands=2)[1])
+    lab = write_raster(tmp_path / "lab.tif", class_scene(512, 512, bands=2)[1])
     before = _snapshot(tmp_path)
     args = [sys.executable, "-m", "geoseg", "predict", src, "out.tif", "-m", ck, "--device", "cpu", "--vector",
             "v.gpkg", "--truth", lab, "--report", "rep", "--progress", "json"]  # fmt: skip

@@ -326,6 +326,13 @@ def _set_aside(path: Path) -> Path:
     return backup
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         if path.is_dir() and not path.is_symlink():
@@ -339,7 +346,10 @@ def _undo(done: list[_Published]) -> None:
     for step in reversed(done):
         with contextlib.suppress(OSError):
             if step.backup is not None:
-                os.replace(step.backup, step.final)
+                if _same_file(step.backup, step.final):  # never replaced: rename() between links is a no-op
+                    step.backup.unlink()
+                else:
+                    os.replace(step.backup, step.final)
             else:
                 _remove(step.final)
             for d in reversed(step.created):
