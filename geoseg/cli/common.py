@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -163,7 +163,7 @@ def _unexpected(exc: BaseException) -> str:
     )
 
 
-def _fail(message: str, status: int, debug: bool) -> None:
+def _fail(message: str, status: int, debug: bool) -> NoReturn:
     if debug:
         import traceback
 

@@ -27,7 +27,7 @@ DEFAULT_BLOCK = 256
 TEMPORARY_SIDECARS = (".aux.xml", ".msk", ".ovr", ".ovr.tmp")
 
 
-PathsLike = Iterable["str | os.PathLike[str]"] | Mapping["str | os.PathLike[str]", str]
+PathsLike = Iterable[str | os.PathLike[str] | None] | Mapping[Any, str]  # None entries (an absent option) are skipped
 
 
 def _described(paths: PathsLike, default: str) -> list[tuple[str, str]]:
