@@ -162,7 +162,7 @@ def test_output_path_rules(tmp_path):
     ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
     predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
     before = (tmp_path / "o.tif").read_bytes()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"pass overwrite=True to replace it"):  # the CLI says --overwrite
         predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
     assert (tmp_path / "o.tif").read_bytes() == before
     predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu", overwrite=True)
