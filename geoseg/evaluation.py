@@ -23,6 +23,7 @@ from geoseg.errors import (
     NoOverlapError,
     UnknownClassError,
 )
+from geoseg.hints import option
 from geoseg.io.align import RasterOnGrid
 from geoseg.io.classes import check_class_raster, check_integral
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
@@ -31,6 +32,7 @@ from geoseg.io.labels import AreaOfInterest, PolygonLabels, is_vector
 from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
+from geoseg.options import check_class_names, check_numbers, check_requires
 from geoseg.progress import ProgressCallback, report_progress
 
 
@@ -210,8 +212,21 @@ def evaluate(
         NoOverlapError: the inputs do not overlap or share no valid pixel.
         CancelledError: ``progress`` asked to stop.
     """
-    if window < 1:
-        raise InvalidParameterError(f"window must be >= 1, got {window}")
+    check_numbers({"window": window, "ignore_index": ignore_index, "background": background})
+    if classes is not None and not isinstance(classes, int):
+        check_class_names(classes)
+    if truth is not None and not is_vector(truth):
+        for name, value, why in (
+            ("truth_class_field", truth_class_field, "the class attribute"),
+            ("background", background, "the class of pixels outside"),
+            ("truth_layer", truth_layer, "the layer"),
+        ):
+            if value is not None:
+                raise InvalidParameterError(
+                    f"{option(name)} names {why} of label polygons, but the truth {truth} is a class raster (its "
+                    f"values are the class ids); drop {option(name)}"
+                )
+    check_requires({"aoi_layer": aoi_layer, "aoi": aoi}, {"aoi_layer": ("aoi", "it chooses a layer of the AOI file")})
     return _evaluate(
         prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress,
         truth_layer, aoi_layer,

@@ -77,7 +77,7 @@ def test_block_reuse_and_reader_threads_do_not_change_the_map(tmp_path, layout, 
         out = predict_raster(src, tmp_path / f"o{workers}.tif", model=(net, cfg), tile=48, overlap=32,
                              workers=workers, device="cpu")  # fmt: skip
         np.testing.assert_array_equal(_read(out.output)[0], whole)
-    with pytest.raises(InvalidParameterError, match="workers must be >= 0"):
+    with pytest.raises(InvalidParameterError, match="workers must be an integer >= 0"):
         predict_raster(src, tmp_path / "bad.tif", model=(net, cfg), workers=-1, device="cpu")
 
 
@@ -162,7 +162,7 @@ def test_output_path_rules(tmp_path):
     ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
     predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
     before = (tmp_path / "o.tif").read_bytes()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"pass overwrite=True to replace it"):  # the CLI says --overwrite
         predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
     assert (tmp_path / "o.tif").read_bytes() == before
     predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu", overwrite=True)

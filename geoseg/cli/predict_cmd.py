@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option, tune_cpu_allocator
+from geoseg.cli.common import (
+    check_option_pairs,
+    handle_errors,
+    progress_display,
+    progress_option,
+    tune_cpu_allocator,
+)
+from geoseg.cli.evaluate_cmd import PostProcessing
 from geoseg.inference.stitch import STITCH_METHODS
 from geoseg.inference.writer import PROB_DTYPES
 from geoseg.models.device import DEVICES
@@ -63,46 +70,59 @@ def predict_command(
     overwrite: bool,
     progress_kind: str,
 ) -> None:
-    """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid)."""
+    """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid).
+
+    With --vector, --truth and --report, the polygons and the report are made from the class map in the same run;
+    every input and output is checked before prediction starts, and the outputs appear together at the end, or
+    none of them (an error or Ctrl-C leaves nothing, and replaces nothing).
+    """
     from geoseg.inference.predict import predict_raster
 
-    tune_cpu_allocator(device)
-    with progress_display(progress_kind, "predict") as progress:
-        result = predict_raster(
-            raster,
-            output,
-            model=checkpoint,
-            bands=bands,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            device=device,
-            stitch=stitch,
-            probabilities=probabilities,
-            prob_dtype=prob_dtype,
-            nodata=nodata,
-            workers=workers,
-            amp=not no_amp,
-            crf=crf,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    click.echo(
-        f"wrote {result.output} ({result.tiles} tiles, {result.tiles_skipped} all-nodata skipped, "
-        f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
+    check_option_pairs(
+        requires={
+            "report_dir": ("truth", "the report scores the class map against ground truth"),
+            "class_field": ("truth", "it names the class attribute of polygon ground truth"),
+            "prob_dtype": ("probabilities", "it is the data type of the probability raster"),
+        }
     )
-    if result.probabilities:
-        click.echo(f"wrote {result.probabilities}")
-    if vector or truth:
-        from geoseg.cli.evaluate_cmd import vectorize_and_evaluate
-
-        vectorize_and_evaluate(
-            result.output,
-            vector=vector,
-            truth=truth,
-            report_dir=report_dir,
-            class_field=class_field,
-            probabilities=result.probabilities,
-            overwrite=overwrite,
-            progress_kind=progress_kind,
+    plan = PostProcessing.plan(
+        output,
+        raster=raster,
+        checkpoint=checkpoint,
+        probabilities=probabilities,
+        vector=vector,
+        truth=truth,
+        report_dir=report_dir,
+        overwrite=overwrite,
+    )
+    tune_cpu_allocator(device)
+    with plan.outputs:
+        with progress_display(progress_kind, "predict") as progress:
+            result = predict_raster(
+                raster,
+                plan.outputs.stage(output),
+                model=checkpoint,
+                bands=bands,
+                tile=tile,
+                overlap=overlap,
+                batch_size=batch_size,
+                device=device,
+                stitch=stitch,
+                probabilities=plan.outputs.stage(probabilities) if probabilities else None,
+                prob_dtype=prob_dtype,
+                nodata=nodata,
+                workers=workers,
+                amp=not no_amp,
+                crf=crf,
+                overwrite=True,  # staged names: the checks against existing outputs were made above
+                progress=progress,
+            )
+        click.echo(
+            f"predicted {result.tiles} tiles ({result.tiles_skipped} all-nodata skipped, "
+            f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
         )
+        plan.run(
+            result.output, probabilities=result.probabilities, class_field=class_field, progress_kind=progress_kind
+        )
+    for path in plan.outputs.paths:
+        click.echo(f"wrote {path}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -75,6 +74,7 @@ def train_command(
     to OUTPUT. Options come from --config, overridden by flags."""
     from geoseg.errors import InvalidParameterError
     from geoseg.train import load_train_config, train_model
+    from geoseg.train.config import normalize_train_options
 
     opts: dict[str, Any] = load_train_config(config_file) if config_file else {}
     for key, value in flags.items():
@@ -86,16 +86,13 @@ def train_command(
     missing = [k for k in ("image", "labels", "out") if k not in opts]
     if missing:
         raise InvalidParameterError(f"missing {', '.join(missing)}: pass IMAGE LABELS OUTPUT or set them in --config")
-    if isinstance(opts.get("arch_kwargs"), str):
-        try:
-            opts["arch_kwargs"] = json.loads(opts["arch_kwargs"])
-        except json.JSONDecodeError as exc:
-            raise InvalidParameterError(f"--arch-kwargs is not valid JSON ({exc}); e.g. '{{\"width\": 16}}'") from exc
-    for key in ("classes", "encoder_bands"):
-        if isinstance(opts.get(key), str):
-            opts[key] = [v.strip() for v in opts[key].split(",")]
-    if opts.get("augment") == "none":
-        opts["augment"] = False
+    if config_file:
+        from geoseg.io.write import check_outputs_not_inputs
+        from geoseg.train.loop import state_path
+
+        outputs = {opts["out"]: "checkpoint", state_path(opts["out"]): "training state"}
+        check_outputs_not_inputs(outputs, {config_file: "training config"})
+    opts = normalize_train_options(opts)
     with progress_display(progress_kind, "train", unit="epoch") as progress:
         result = train_model(opts.pop("image"), opts.pop("labels"), opts.pop("out"), progress=progress, **opts)
     click.echo(f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}")

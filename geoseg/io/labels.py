@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from affine import Affine
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
 from geoseg.errors import InputNotFoundError, InvalidParameterError, MissingDependencyError, UnknownClassError
 from geoseg.io.formats import VECTOR_INPUT_SUFFIXES
 from geoseg.io.georef import Georeference
+from geoseg.tiling import window_transform
 
 #: file extensions read as polygons (everything else is opened as a raster)
 VECTOR_SUFFIXES = VECTOR_INPUT_SUFFIXES

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from geoseg.errors import CheckpointError, InvalidParameterError
+from geoseg.errors import CheckpointError, InvalidParameterError, OutputExistsError
+from geoseg.hints import option
 from geoseg.io.bands import BandSpec
 from geoseg.io.normalize import compute_normalization, sample_pixels
 from geoseg.io.read import RasterSource
@@ -27,6 +28,7 @@ from geoseg.progress import ProgressCallback, report_progress
 from geoseg.train.augment import augment as apply_augmentations
 from geoseg.train.augment import check_augmentations
 from geoseg.train.chips import SAMPLING_MODES, ChipReader, block_split
+from geoseg.train.config import RESUME_OPTIONS, check_resume, check_train_arguments, saved_options
 from geoseg.train.labels import IGNORE_INDEX, open_labels
 from geoseg.train.losses import LOSSES, class_weights, make_loss
 
@@ -141,21 +143,28 @@ def train_model(
         UnknownModelError: ``arch`` is not registered.
         CancelledError: ``progress`` asked to stop (the best checkpoint so far and the training state remain).
     """
+    check_train_arguments(locals())
     t0 = time.perf_counter()
     if loss not in LOSSES:
         raise InvalidParameterError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if sampling not in SAMPLING_MODES:
         raise InvalidParameterError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
-    if epochs < 1 or chip < 8 or batch_size < 1 or chips_per_epoch < 1:
-        raise InvalidParameterError("epochs >= 1, chip >= 8, batch_size >= 1 and chips_per_epoch >= 1 are required")
     augmentations = check_augmentations(augment)
     state_file = state_path(out)
+    inputs = {image: "image", labels: "labels", encoder_weights: "encoder weights"}
+    saved_state = None
     if resume:
         if not state_file.exists():
             raise CheckpointError(f"cannot resume: no training state {state_file}; train without resume first")
-        out_path = Path(out)
+        out_path = check_output_path(out, overwrite=True, inputs=inputs, what="checkpoint")
+        saved_state = _load_state(state_file)
+        _check_resume(state_file, saved_state, locals(), classes=classes)
     else:
-        out_path = check_output_path(out, overwrite=overwrite, inputs=[image, labels])
+        out_path = check_output_path(out, overwrite=overwrite, inputs=inputs, what="checkpoint")
+        try:
+            check_output_path(state_file, overwrite=overwrite, inputs=inputs, what="training state")
+        except OutputExistsError as exc:
+            raise OutputExistsError(f"{exc}, or {option('resume', True)} to continue the run that saved it") from exc
     gen = seed_everything(seed)
     dev = resolve_device(device)
     src = RasterSource(image, bands=bands)
@@ -209,6 +218,8 @@ def train_model(
                 "augment": list(augmentations),
                 "epochs": epochs,
                 "lr": lr,
+                "batch_size": batch_size,
+                "chips_per_epoch": chips_per_epoch,
             }
         }
         if kwargs.get("spectral_init") == "pca" and not resume:
@@ -252,8 +263,9 @@ def train_model(
         )
         val_chips = [reader.read(r, c) for r, c in reader.grid_origins(split.val or split.train)]
         best, best_epoch, history, best_report, stale, start = -1.0, 0, [], None, 0, 1
-        if resume:
-            st = _load_state(state_file)
+        if saved_state is not None:
+            _check_resume(state_file, saved_state, locals(), classes=names, bands=src.band_names)
+            st = saved_state
             net.load_state_dict(st["model"])
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
@@ -347,6 +359,33 @@ def _save_state(
     }
     with atomic_path(path, overwrite=True) as tmp:
         torch.save(state, tmp)
+
+
+def _check_resume(
+    state_file: Path,
+    saved_state: dict[str, Any],
+    args: dict[str, Any],
+    *,
+    classes: list[str] | None = None,
+    bands: list[str] | None = None,
+) -> None:
+    """Refuse to resume ``saved_state`` with options other than those it was saved with (see
+    :func:`geoseg.train.config.check_resume`); ``args`` are train_model's arguments."""
+    saved = saved_options(saved_state["config"])
+    stride = int(saved["output_stride"])
+    chip = max(stride, int(args["chip"]) // stride * stride)
+    kwargs = dict(args["arch_kwargs"] or {})
+    if args["encoder"] is not None:
+        kwargs["encoder"] = args["encoder"]
+    requested = {k: args.get(k) for k in RESUME_OPTIONS} | {
+        "arch_kwargs": kwargs,
+        "chip": chip,
+        "block": args["block"] or 4 * chip,
+        "augment": list(check_augmentations(args["augment"])),
+        "classes": classes,
+        "bands": bands,
+    }
+    check_resume(state_file, saved, requested)
 
 
 def _load_state(path: Path) -> dict[str, Any]:

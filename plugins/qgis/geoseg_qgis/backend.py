@@ -280,7 +280,7 @@ class InProcessBackend:
                 background=background,
                 progress=progress,
             )
-            write_report(rep, report_dir)
+            write_report(rep, report_dir, overwrite=True)  # QGIS asked before choosing an existing folder
         return json.loads(json.dumps(rep.to_dict()))
 
     def train(
@@ -538,7 +538,7 @@ class SubprocessBackend:
         background: int | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = ["evaluate", prediction, truth, "--report-dir", report_dir, "--progress", "json"]
+        args = ["evaluate", prediction, truth, "--report-dir", report_dir, "--overwrite", "--progress", "json"]
         for opt, val in (
             ("--classes", ",".join(classes) if classes else None),
             ("--ignore-index", ignore_index),

@@ -152,6 +152,14 @@ def test_cancel_leaves_no_output(tmp_path: Path, scene: str, checkpoint: str) ->
     assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize(("names", "message"), [("water,,forest", "empty name"), ("water,forest,water", "twice")])
+def test_empty_or_repeated_class_names_are_refused(tmp_path: Path, labels: str, names: str, message: str) -> None:
+    out = tmp_path / "v.gpkg"
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run("geoseg:vectorizeclasses", {"INPUT": labels, "OUTPUT": str(out), "CLASSES": names})
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def label_polygons(tmp_path_factory: pytest.TempPathFactory, labels: str) -> str:
     out = tmp_path_factory.mktemp("vec") / "labels.gpkg"

@@ -160,5 +160,11 @@ class GeoSegAlgorithm(QgsProcessingAlgorithm):
 
 
 def split_names(text: str | None) -> list[str] | None:
-    names = [n.strip() for n in (text or "").split(",") if n.strip()]
-    return names or None
+    """Comma-separated class names (index = class id) as a list; None for an empty field.
+
+    Empty and repeated names are kept, for geoseg to refuse with its message: dropping ``water,,forest``'s empty name
+    would silently give forest the id of the missing class.
+    """
+    if not text or not text.strip():
+        return None
+    return [n.strip() for n in text.split(",")]
