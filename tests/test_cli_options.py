@@ -159,6 +159,10 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
 # options that change only what the command prints, never a library call
 CLI_ONLY = {
     ("batch", "--json"): "prints the summary as JSON",
+    ("predict", "--json"): "prints the result as JSON",
+    ("train", "--json"): "prints the result as JSON",
+    ("evaluate", "--json"): "prints the result as JSON",
+    ("vectorize", "--json"): "prints the result as JSON",
     ("info", "--json"): "prints JSON",
     ("models", "--json"): "prints JSON",
 }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option
-from geoseg.cli.vectorize_cmd import split_classes
+from geoseg.cli.common import emit_result, handle_errors, json_option, progress_display, progress_option
+from geoseg.cli.vectorize_cmd import split_classes, vectorize_summary
 
 
 @click.command("evaluate")
@@ -30,6 +31,7 @@ from geoseg.cli.vectorize_cmd import split_classes
 )
 @click.option("--window", type=int, default=1024, show_default=True, help="Processing window in pixels.")
 @progress_option
+@json_option
 @handle_errors
 def evaluate_command(
     prediction: str,
@@ -43,6 +45,7 @@ def evaluate_command(
     formats: str,
     window: int,
     progress_kind: str,
+    as_json: bool,
 ) -> None:
     """Score PREDICTION (class raster) against TRUTH (class raster or label polygons) and print per-class IoU."""
     from geoseg.evaluation import evaluate
@@ -66,10 +69,14 @@ def evaluate_command(
             window=window,
             progress=progress,
         )
-    click.echo(report.format_table())
-    if report_dir:
-        for path in write_report(report, report_dir, formats=fmts).values():
+    written = write_report(report, report_dir, formats=fmts) if report_dir else {}
+
+    def text() -> None:
+        click.echo(report.format_table())
+        for path in written.values():
             click.echo(f"wrote {path}")
+
+    emit_result(as_json, {"report": report.to_dict(), "files": dict(written)}, text)
 
 
 def vectorize_and_evaluate(
@@ -83,8 +90,12 @@ def vectorize_and_evaluate(
     classes: list[str] | None = None,
     overwrite: bool = False,
     progress_kind: str = "bar",
-) -> None:
-    """`geoseg predict --vector --truth --report` post-processing: vectorize, evaluate, print the table, write files."""
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """`geoseg predict --vector --truth --report` post-processing: vectorize, evaluate, print the table (unless
+    ``quiet``), write files. Returns what was done as plain data: ``{"vector": {...}, "report": {...}, "files":
+    {...}}`` (keys of the steps that ran)."""
+    done: dict[str, Any] = {}
     if vector:
         from geoseg.vectorization import vectorize
 
@@ -97,14 +108,19 @@ def vectorize_and_evaluate(
                 overwrite=overwrite,
                 progress=progress,
             )
-        click.echo(f"wrote {res.features} polygons to {res.path}")
+        done["vector"] = vectorize_summary(res)
+        if not quiet:
+            click.echo(f"wrote {res.features} polygons to {res.path}")
     if truth:
         from geoseg.evaluation import evaluate
         from geoseg.report import write_report
 
         with progress_display(progress_kind, "evaluate", unit="window") as progress:
             report = evaluate(class_raster, truth, classes=classes, truth_class_field=class_field, progress=progress)
-        click.echo(report.format_table())
-        if report_dir:
-            for path in write_report(report, report_dir, overwrite=overwrite).values():
+        written = write_report(report, report_dir, overwrite=overwrite) if report_dir else {}
+        done["report"], done["files"] = report.to_dict(), dict(written)
+        if not quiet:
+            click.echo(report.format_table())
+            for path in written.values():
                 click.echo(f"wrote {path}")
+    return done

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option, tune_cpu_allocator
+from geoseg.cli.common import (
+    emit_result,
+    handle_errors,
+    json_option,
+    progress_display,
+    progress_option,
+    tune_cpu_allocator,
+)
 from geoseg.inference.stitch import STITCH_METHODS
 from geoseg.inference.writer import PROB_DTYPES
 from geoseg.models.device import DEVICES
@@ -39,6 +49,7 @@ from geoseg.models.device import DEVICES
 @click.option("--class-field", default=None, help="Class attribute of vector ground truth.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @progress_option
+@json_option
 @handle_errors
 def predict_command(
     raster: str,
@@ -62,6 +73,7 @@ def predict_command(
     class_field: str | None,
     overwrite: bool,
     progress_kind: str,
+    as_json: bool,
 ) -> None:
     """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid)."""
     from geoseg.inference.predict import predict_raster
@@ -87,22 +99,54 @@ def predict_command(
             overwrite=overwrite,
             progress=progress,
         )
-    click.echo(
-        f"wrote {result.output} ({result.tiles} tiles, {result.tiles_skipped} all-nodata skipped, "
-        f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
-    )
-    if result.probabilities:
-        click.echo(f"wrote {result.probabilities}")
-    if vector or truth:
-        from geoseg.cli.evaluate_cmd import vectorize_and_evaluate
 
-        vectorize_and_evaluate(
-            result.output,
-            vector=vector,
-            truth=truth,
-            report_dir=report_dir,
-            class_field=class_field,
-            probabilities=result.probabilities,
-            overwrite=overwrite,
-            progress_kind=progress_kind,
+    def text() -> None:
+        click.echo(
+            f"wrote {result.output} ({result.tiles} tiles, {result.tiles_skipped} all-nodata skipped, "
+            f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
         )
+        if result.probabilities:
+            click.echo(f"wrote {result.probabilities}")
+
+    summary = predict_summary(result) if as_json else {}
+    if not (vector or truth):
+        emit_result(as_json, summary, text)
+        return
+    if not as_json:
+        text()
+    from geoseg.cli.evaluate_cmd import vectorize_and_evaluate
+
+    summary |= vectorize_and_evaluate(
+        result.output,
+        vector=vector,
+        truth=truth,
+        report_dir=report_dir,
+        class_field=class_field,
+        probabilities=result.probabilities,
+        overwrite=overwrite,
+        progress_kind=progress_kind,
+        quiet=as_json,
+    )
+    emit_result(as_json, summary, lambda: None)
+
+
+def predict_summary(result: Any) -> dict[str, Any]:
+    """``geoseg predict --json``: the :class:`~geoseg.inference.predict.PredictResult` and the class raster's legend
+    (:func:`geoseg.io.tags.class_legend`: names, colors, nodata) as plain data."""
+    from geoseg.io.read import open_dataset
+    from geoseg.io.tags import class_legend
+
+    with contextlib.closing(open_dataset(result.output)) as ds:
+        legend = class_legend(ds)
+    return {
+        "output": result.output,
+        "probabilities": result.probabilities,
+        "tiles": result.tiles,
+        "tiles_skipped": result.tiles_skipped,
+        "pixels": result.pixels,
+        "seconds": result.seconds,
+        "mpix_per_s": result.mpix_per_s,
+        "device": result.device,
+        "class_counts": dict(result.class_counts),
+        "legend": legend,
+    }
