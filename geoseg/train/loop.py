@@ -131,7 +131,8 @@ def train_model(
         InputNotFoundError, NotARasterError, BandSelectionError: the image or labels cannot be read as given.
         ModelContractError: a label raster that is not on the image grid or not integer.
         UnknownModelError: ``arch`` is not registered.
-        CancelledError: ``progress`` asked to stop (the best checkpoint so far and the training state remain).
+        CancelledError: ``progress`` asked to stop; it is asked before every batch, so training stops within one
+            batch (the best checkpoint of the epochs completed so far and their training state remain).
     """
     t0 = time.perf_counter()
     if loss not in LOSSES:
@@ -251,6 +252,7 @@ def train_model(
             net.train()
             losses = []
             for group in _batches(reader.origins(sampling, split.train, chips_per_epoch, rng), batch_size):
+                _poll_cancel(progress, epoch, epochs)
                 xs, ys = zip(*(reader.read(r, c) for r, c in group))
                 x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
                 x, y = apply_augmentations(x, y, augmentations, gen)
@@ -313,6 +315,16 @@ def train_model(
     return TrainResult(
         out_path, best, best_epoch, len(history), time.perf_counter() - t0, history, best_report, state_file
     )
+
+
+def _poll_cancel(progress: ProgressCallback | None, epoch: int, epochs: int) -> None:
+    """Before each batch: let ``progress`` stop training within one batch, not one epoch (it sees the epochs
+    completed so far and no message).
+
+    Raises:
+        CancelledError: ``progress`` returned True.
+    """
+    report_progress(progress, epoch - 1, epochs)
 
 
 def _save_state(
