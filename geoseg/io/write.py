@@ -122,7 +122,9 @@ def check_output_path(dst: str | os.PathLike[str], *, overwrite: bool = False, i
 def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``dst``; rename it to ``dst`` only if the block completes without error.
 
-    On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched.
+    On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched. The
+    published file gets the permissions of any new file in its folder (``0o666`` less the umask), also when the
+    library that wrote it made a private file (safetensors writes 0600).
 
     Raises:
         OutputExistsError: ``dst`` appeared while writing and ``overwrite`` is False.
@@ -136,6 +138,8 @@ def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
         yield tmp_path
         if path.exists() and not overwrite:
             raise OutputExistsError(f"output {path} appeared while writing; pass overwrite=True to replace it")
+        if tmp_path.is_file():
+            os.chmod(tmp_path, _new_file_mode(tmp_path.parent))
         os.replace(tmp_path, path)
     except BaseException:
         for p in [tmp_path, *(Path(str(tmp_path) + s) for s in TEMPORARY_SIDECARS)]:
@@ -145,6 +149,20 @@ def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     aux = Path(str(tmp_path) + ".aux.xml")
     if aux.exists():
         os.replace(aux, Path(str(path) + ".aux.xml"))
+
+
+def _new_file_mode(folder: Path) -> int:
+    """The permission bits a new file in ``folder`` gets (``0o666`` less the umask), found by creating one: reading
+    the umask with :func:`os.umask` would change it for every thread for a moment."""
+    fd, probe = tempfile.mkstemp(prefix=".mode-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def _disk_nearly_full(path: Path, margin: int = 4 << 20) -> bool:
