@@ -85,9 +85,10 @@ def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: s
             if idx is None:
                 named = [d for d in descriptions if d]
                 hint = f"its bands are named {', '.join(named)}" if named else "its bands have no names (descriptions)"
+                example = ",".join(str(i) for i in range(1, min(count, 3) + 1))
                 raise BandSelectionError(
                     f"no band named {item!r} in {path}: {hint}; "
-                    f"select bands by 1-based index instead, e.g. --bands 1,2,3"
+                    f"select bands by 1-based index instead, e.g. bands='{example}' (CLI: --bands {example})"
                 )
             out.append(idx)
     return out
