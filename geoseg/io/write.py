@@ -364,11 +364,13 @@ def verify_complete(path: Path) -> None:
 def write_class_metadata(
     ds: rasterio.io.DatasetWriter, *, classes: Sequence[str], colors: Sequence[Sequence[int]] | None, nodata: int
 ) -> None:
-    """Store class names (the ``geoseg_classes`` tag, see :mod:`geoseg.io.tags`, and the band description) and a color
-    table (uint8 rasters; ``nodata`` transparent) on a class raster."""
-    from geoseg.io.tags import write_class_names
+    """Store class names (the ``geoseg_classes`` tag and the band description inside the file; category names and a
+    raster attribute table in its PAM sidecar, see :mod:`geoseg.io.tags`) and a color table (uint8 rasters;
+    ``nodata`` transparent) on a class raster ``ds`` open for writing."""
+    from geoseg.io.tags import write_class_names, write_class_table
 
     write_class_names(ds, classes)
+    write_class_table(ds.name, classes, colors)
     ds.set_band_description(1, "class")
     if colors and np.dtype(ds.dtypes[0]) == np.uint8:
         cmap = {i: tuple(int(v) for v in (list(c) + [255])[:4]) for i, c in enumerate(colors)}
