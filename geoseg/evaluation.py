@@ -145,8 +145,18 @@ class _VectorTruth:
     """Label polygons rasterized per window of the prediction grid; uncovered pixels are ``background`` or left
     out."""
 
-    def __init__(self, truth: Any, pred: Any, field: str | None, names: list[str] | None, background: int | None):
-        self.polygons = PolygonLabels(truth, crs=pred.crs, transform=pred.transform, class_field=field, classes=names)
+    def __init__(
+        self,
+        truth: Any,
+        pred: Any,
+        field: str | None,
+        names: list[str] | None,
+        background: int | None,
+        id_field: str | None = None,
+    ):
+        self.polygons = PolygonLabels(
+            truth, crs=pred.crs, transform=pred.transform, class_field=field, classes=names, id_field=id_field
+        )
         self.background = background
 
     def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -191,6 +201,7 @@ def evaluate(
     background: int | None = None,
     window: int = 1024,
     progress: ProgressCallback | None = None,
+    truth_id_field: str | None = None,
 ) -> SegmentationReport:
     """Compare a class raster with ground truth, window by window, and return a :class:`SegmentationReport`.
 
@@ -204,6 +215,7 @@ def evaluate(
     * ``truth_class_field``: attribute of label polygons holding class ids or names (default: the first of
       :data:`~geoseg.io.labels.CLASS_FIELD_CANDIDATES` present); read by :class:`geoseg.io.labels.PolygonLabels`,
       like training labels.
+    * ``truth_id_field``: attribute of label polygons holding the class ids of a ``truth_class_field`` of names.
     * ``background``: class id for pixels no label polygon covers (default: left out).
 
     Raises:
@@ -216,7 +228,9 @@ def evaluate(
     """
     if window < 1:
         raise InvalidParameterError(f"window must be >= 1, got {window}")
-    return _evaluate(prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress)
+    return _evaluate(
+        prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress, truth_id_field
+    )
 
 
 def _evaluate(
@@ -229,6 +243,7 @@ def _evaluate(
     background: int | None,
     window: int,
     progress: ProgressCallback | None,
+    truth_id_field: str | None = None,
 ) -> SegmentationReport:
     pred = open_dataset(prediction)
     truth_src: _RasterTruth | _VectorTruth | None = None
@@ -237,7 +252,7 @@ def _evaluate(
             raise InvalidParameterError(f"prediction {prediction} has dtype {pred.dtypes[0]}; expected class ids")
         names = _resolve_classes(classes, pred)
         if is_vector(truth):
-            truth_src = _VectorTruth(truth, pred, truth_class_field, names, background)
+            truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_id_field)
         else:
             if not hasattr(truth, "geometry") and not Path(str(truth)).exists():
                 raise InputNotFoundError(f"truth not found: {truth}; check the path (relative to {os.getcwd()})")

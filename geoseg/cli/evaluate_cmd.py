@@ -18,6 +18,9 @@ from geoseg.cli.vectorize_cmd import split_classes, vectorize_summary
 @click.option("--ignore-index", type=int, default=None, help="Truth class id left out of the scores.")
 @click.option("--class-field", default=None, help="Class attribute of polygon ground truth (ids or class names).")
 @click.option(
+    "--id-field", default=None, help="Attribute of polygon ground truth holding the ids of a --class-field of names."
+)
+@click.option(
     "--background", type=int, default=None, help="Class id for pixels no label polygon covers (default: not evaluated)."
 )
 @click.option("--aoi", type=click.Path(dir_okay=False), default=None, help="Polygons restricting the evaluation.")
@@ -39,6 +42,7 @@ def evaluate_command(
     classes: str | None,
     ignore_index: int | None,
     class_field: str | None,
+    id_field: str | None,
     background: int | None,
     aoi: str | None,
     report_dir: str | None,
@@ -65,6 +69,7 @@ def evaluate_command(
             ignore_index=ignore_index,
             aoi=aoi,
             truth_class_field=class_field,
+            truth_id_field=id_field,
             background=background,
             window=window,
             progress=progress,

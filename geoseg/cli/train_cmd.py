@@ -24,6 +24,12 @@ from geoseg.train.names import LOSSES
 @click.option("--bands", default=None, help="Input bands: '1,2,3', '2-5', 'B04,B08'.")
 @click.option("--classes", default=None, help="Comma-separated class names for ids 0..K-1.")
 @click.option("--class-field", default=None, help="Class attribute of vector labels (ids or names).")
+@click.option(
+    "--id-field",
+    default=None,
+    help="Attribute of vector labels holding the class ids of a --class-field of names (default: names are "
+    "numbered by --classes, else alphabetically).",
+)
 @click.option("--background", type=int, default=None, help="Class id for pixels outside label polygons.")
 @click.option("--epochs", type=int, default=None, help="[default: 20]")
 @click.option("--chip", type=int, default=None, help="Training chip size in pixels. [default: 128]")

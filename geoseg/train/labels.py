@@ -105,7 +105,8 @@ class LabelVector:
 
     The class attribute is ``class_field``, or found like everywhere else (:data:`CLASS_FIELD_CANDIDATES`). Class
     values may be integer ids or names (mapped through ``classes``; without ``classes`` the sorted distinct names
-    become the classes). Pixels covered by no polygon get ``background`` (a class id) or are ignored (None).
+    become the classes), or names whose ids are in ``id_field``. Pixels covered by no polygon get ``background`` (a
+    class id) or are ignored (None).
 
     Raises:
         InputNotFoundError, MissingDependencyError: the file is missing, or geopandas is not installed.
@@ -121,6 +122,7 @@ class LabelVector:
         class_field: str | None = None,
         classes: Sequence[str] | None = None,
         background: int | None = None,
+        id_field: str | None = None,
     ) -> None:
         self.path = str(path)
         self._polygons = PolygonLabels(
@@ -130,6 +132,7 @@ class LabelVector:
             class_field=class_field,
             classes=classes,
             names_define_classes=True,
+            id_field=id_field,
             what="vector labels",
         )
         ids, field = self._polygons.ids, self._polygons.field
@@ -163,9 +166,12 @@ def open_labels(
     classes: Sequence[str] | None = None,
     class_field: str | None = None,
     background: int | None = None,
+    id_field: str | None = None,
 ) -> LabelRaster | LabelVector:
     """A label raster, or vector labels (by file extension, see :data:`geoseg.io.labels.VECTOR_SUFFIXES`) rasterized
     on the image grid."""
     if is_vector(path):
-        return LabelVector(path, image, class_field=class_field, classes=classes, background=background)
+        return LabelVector(
+            path, image, class_field=class_field, classes=classes, background=background, id_field=id_field
+        )
     return LabelRaster(path, image, classes)

@@ -74,6 +74,7 @@ def train_model(
     colors: list[list[int]] | None = None,
     class_field: str | None = None,
     background: int | None = None,
+    id_field: str | None = None,
     epochs: int = 20,
     chip: int = 128,
     batch_size: int = 8,
@@ -105,7 +106,9 @@ def train_model(
 
     Labels are an integer class raster on the image grid (nodata ignored) or polygons (GeoPackage/GeoJSON/
     Shapefile/FlatGeobuf/GeoParquet) with a ``class_field`` of ids or names, rasterized window by window onto the
-    image grid (reprojected when CRSs differ); pixels outside polygons get ``background`` or are ignored.
+    image grid (reprojected when CRSs differ); pixels outside polygons get ``background`` or are ignored. Names in
+    ``class_field`` get their ids from ``id_field`` when given (a layer's own ids), else from their position in
+    ``classes``, else alphabetically (:mod:`geoseg.io.labels`).
 
     Validation holds out whole ``block``-px blocks at random (``val_fraction``), so no validation pixel has a
     training neighbour; with ``stratify`` every class found in two or more blocks is in both sets. Chips are
@@ -154,7 +157,9 @@ def train_model(
     src = RasterSource(image, bands=bands)
     lab = None
     try:
-        lab = open_labels(labels, src, classes=classes, class_field=class_field, background=background)
+        lab = open_labels(
+            labels, src, classes=classes, class_field=class_field, background=background, id_field=id_field
+        )
         names = lab.classes
         n_classes = len(names)
         norm = compute_normalization(src, normalization, seed=seed)
