@@ -88,6 +88,7 @@ def test_json_results_of_the_commands_other_programs_call(tmp_path):
     result = json.loads(res.stdout)  # one JSON object, nothing else on stdout
     assert result["output"] == str(out) and result["device"] == "cpu" and result["tiles"] >= 1
     assert result["legend"]["classes"] == ["a", "b", "c"] and result["legend"]["nodata"] == 255
+    assert result["model"] == {"arch": "tiny", "bands": ["1", "2"]}
     assert result["vector"]["output"] == str(tmp_path / "v.gpkg") and result["vector"]["features"] > 0
     assert 0.0 <= result["report"]["miou"] <= 1.0
     vec = json.loads(_run("vectorize", out, tmp_path / "w.fgb", "--json", "--progress", "none").stdout)

@@ -131,13 +131,16 @@ def predict_command(
 
 
 def predict_summary(result: Any) -> dict[str, Any]:
-    """``geoseg predict --json``: the :class:`~geoseg.inference.predict.PredictResult` and the class raster's legend
-    (:func:`geoseg.io.tags.class_legend`: names, colors, nodata) as plain data."""
+    """``geoseg predict --json``: the :class:`~geoseg.inference.predict.PredictResult`, the class raster's legend
+    (:func:`geoseg.io.tags.class_legend`: names, colors, nodata) and the model's architecture and bands as written on
+    the class raster, as plain data."""
     from geoseg.io.read import open_dataset
     from geoseg.io.tags import class_legend
 
     with contextlib.closing(open_dataset(result.output)) as ds:
         legend = class_legend(ds)
+        tags = ds.tags()
+    model = {"arch": tags.get("geoseg_model"), "bands": [b for b in tags.get("geoseg_bands", "").split(",") if b]}
     return {
         "output": result.output,
         "probabilities": result.probabilities,
@@ -149,4 +152,5 @@ def predict_summary(result: Any) -> dict[str, Any]:
         "device": result.device,
         "class_counts": dict(result.class_counts),
         "legend": legend,
+        "model": model,
     }

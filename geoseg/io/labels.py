@@ -88,7 +88,8 @@ def find_class_field(gdf: Any, field: str | None, *, what: str) -> str:
         if found is None:
             raise UnknownClassError(
                 f"{what} have no class attribute (tried {', '.join(CLASS_FIELD_CANDIDATES)}); available fields: "
-                f"{available}; pass the class field (truth_class_field=/class_field=, CLI: --class-field)"
+                f"{available}; pass the class field (class_field=... in training, truth_class_field=... in evaluation; "
+                f"CLI: --class-field)"
             )
         return found
     if field not in columns:
