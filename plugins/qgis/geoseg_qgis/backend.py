@@ -289,7 +289,8 @@ def evaluate_command(
 
 
 def train_command(image: str, labels: str, out: str, **opts: Any) -> list[str]:
-    args = ["train", image, labels, out, "--arch-kwargs", json.dumps(opts.pop("arch_kwargs", None) or {}), "--overwrite"]
+    kwargs = json.dumps(opts.pop("arch_kwargs", None) or {})
+    args = ["train", image, labels, out, "--arch-kwargs", kwargs, "--overwrite"]
     classes = opts.pop("classes", None)
     _opt(args, "--classes", ",".join(classes) if classes else None)
     for key, value in opts.items():
@@ -509,7 +510,8 @@ class SubprocessBackend:
         group and removes ``outputs``. ``script`` replaces the runner (tests).
         """
         full = [[*c, "--json"] + (["--progress", "json"] if c[0] != "info" else []) for c in commands]
-        argv = list(script) if script else [str(RUNNER), str(os.getpid()), json.dumps(full)]
+        owned = [str(o) for o in outputs if o]
+        argv = list(script) if script else [str(RUNNER), str(os.getpid()), json.dumps(full), json.dumps(owned)]
         callbacks = list(progress) or [_no_progress]
         try:
             proc = subprocess.Popen(
