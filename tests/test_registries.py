@@ -63,7 +63,7 @@ def test_architecture_names_are_the_registry_s() -> None:
     from geoseg.models import list_models
 
     builtin = tuple(s.name for s in list_models() if s.factory.__module__.startswith("geoseg."))
-    assert ARCHITECTURES == builtin
+    assert builtin == ARCHITECTURES
 
 
 @pytest.mark.parametrize("name", LOSSES)
