@@ -59,7 +59,7 @@ class CancelledError(GeoSegError, RuntimeError):
 
 
 class NotGeoreferencedWarning(UserWarning):
-    """The input has no CRS or geotransform; outputs use pixel coordinates."""
+    """The input has no georeference (no CRS, geotransform, GCPs or RPCs); outputs use pixel coordinates."""
 
 
 __all__ = [
@@ -114,3 +114,10 @@ class OutputLockedError(OutputError):
 
 
 __all__ += ["OutputLockedError"]
+
+
+class NodataWarning(UserWarning):
+    """A declared nodata value cannot occur in the band's data type (e.g. -9999 in uint16), so it masks no pixel."""
+
+
+__all__ += ["NodataWarning"]

@@ -9,38 +9,29 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-import rasterio.features
 from affine import Affine
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
 from geoseg.errors import (
-    GridMismatchWarning,
     InputNotFoundError,
     InvalidParameterError,
     NoOverlapError,
-    NotGeoreferencedWarning,
     UnknownClassError,
 )
+from geoseg.io.align import RasterOnGrid
+from geoseg.io.classes import check_class_raster, check_integral
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
-from geoseg.io.labels import PolygonLabels, is_vector, read_polygons, to_crs
+from geoseg.io.georef import Georeference
+from geoseg.io.labels import AreaOfInterest, PolygonLabels, is_vector
 from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
 from geoseg.progress import ProgressCallback, report_progress
-
-
-def _georeferenced(ds: Any) -> bool:
-    return ds.crs is not None or ds.transform != Affine.identity()
 
 
 def _pixel_area_m2_rows(transform: Affine, crs: Any, row0: int, nrows: int) -> np.ndarray | float:
@@ -70,6 +61,32 @@ def _pixel_area_m2_rows(transform: Affine, crs: Any, row0: int, nrows: int) -> n
     return out
 
 
+def _mean_pixel_area(georef: Georeference, height: int, width: int) -> tuple[float, float]:
+    """Mean pixel area of a grid placed by GCPs or RPCs, in map units² and m² (NaN when unknown): the area of its
+    footprint (edges sampled every 1/64 of a side, mapped through the transformer) over its pixel count."""
+    from shapely.geometry import Polygon
+
+    k = np.linspace(0.0, 1.0, 65)
+    cols = np.concatenate([k * width, np.full(65, width), (1 - k) * width, np.zeros(65)])
+    rows = np.concatenate([np.zeros(65), k * height, np.full(65, height), (1 - k) * height])
+    xs, ys = georef.pixel_to_map(cols, rows)
+    ring = Polygon(np.column_stack([xs, ys]))
+    n = float(height * width)
+    crs = georef.map_crs
+    if crs is None:
+        return ring.area / n, float("nan")
+    from pyproj import CRS
+
+    pcrs = CRS.from_user_input(crs)
+    if pcrs.is_geographic:
+        geod = pcrs.get_geod()
+        m2 = abs(geod.geometry_area_perimeter(ring)[0]) if geod is not None else float("nan")
+    else:
+        factor = pcrs.axis_info[0].unit_conversion_factor if pcrs.axis_info else 1.0
+        m2 = ring.area * factor**2
+    return ring.area / n, m2 / n
+
+
 def _resolve_classes(classes: Sequence[str] | int | None, pred: Any) -> list[str] | None:
     if classes is None:
         return read_class_names(pred)
@@ -84,61 +101,28 @@ def _resolve_classes(classes: Sequence[str] | int | None, pred: Any) -> list[str
 
 
 class _RasterTruth:
-    def __init__(self, path: Any, pred: Any) -> None:
-        self.ds = open_dataset(path)
-        self.reader = self.ds
-        self.path = path
-        same_shape = (self.ds.height, self.ds.width) == (pred.height, pred.width)
-        if not _georeferenced(self.ds) and same_shape:
-            if _georeferenced(pred):
-                warnings.warn(
-                    f"truth {path} has no georeference; it has the prediction's shape, so it is taken as "
-                    f"pixel-aligned with it",
-                    NotGeoreferencedWarning,
-                    stacklevel=3,
-                )
-            return
-        if self.ds.crs == pred.crs and self.ds.transform == pred.transform and same_shape:
-            return
-        if not _georeferenced(self.ds) or not _georeferenced(pred):
-            raise NoOverlapError(
-                f"cannot align truth {path} ({self.ds.width}x{self.ds.height}) with the prediction "
-                f"({pred.width}x{pred.height}): one of them has no georeference and their shapes differ"
-            )
-        from rasterio.warp import transform_bounds
+    """Raster truth on the prediction grid (:class:`geoseg.io.align.RasterOnGrid`: the grid the training labels use
+    too), checked to be a class raster."""
 
-        src_crs = self.ds.crs or pred.crs
-        b = transform_bounds(src_crs, pred.crs, *self.ds.bounds) if pred.crs else tuple(self.ds.bounds)
-        pb = pred.bounds
-        if b[0] >= pb[2] or b[2] <= pb[0] or b[1] >= pb[3] or b[3] <= pb[1]:
-            raise NoOverlapError(
-                f"truth {path} (bounds {tuple(round(v, 3) for v in b)}) does not overlap the prediction "
-                f"(bounds {tuple(round(v, 3) for v in pb)}) in {pred.crs}; check both cover the same area and CRS"
-            )
-        warnings.warn(
-            f"truth {path} is on another grid ({self.ds.crs}, {self.ds.width}x{self.ds.height}) than the prediction "
-            f"({pred.crs}, {pred.width}x{pred.height}); resampling it with nearest neighbour onto the prediction grid",
-            GridMismatchWarning,
-            stacklevel=3,
+    def __init__(self, path: Any, pred: Any, names: list[str] | None) -> None:
+        self.on_grid = RasterOnGrid(
+            path, georef=Georeference.of(pred), shape=(pred.height, pred.width), what="truth", target="the prediction"
         )
-        self.reader = WarpedVRT(
-            self.ds,
-            crs=pred.crs,
-            transform=pred.transform,
-            width=pred.width,
-            height=pred.height,
-            resampling=Resampling.nearest,
-            add_alpha=self.ds.nodata is None,
-            src_crs=src_crs,
-        )
+        self.ds = self.on_grid.ds
+        self.path = path
+        try:
+            check_class_raster(self.ds, path=path, what="truth", names=names)
+        except BaseException:
+            self.on_grid.close()
+            raise
 
     def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
-        return read_masked(self.reader, win)
+        t, valid = self.on_grid.read(win)
+        check_integral(t, valid, path=self.path, what="truth")
+        return t, valid
 
     def close(self) -> None:
-        if self.reader is not self.ds:
-            self.reader.close()
-        self.ds.close()
+        self.on_grid.close()
 
 
 class _VectorTruth:
@@ -146,17 +130,15 @@ class _VectorTruth:
     out."""
 
     def __init__(
-        self,
-        truth: Any,
-        pred: Any,
-        field: str | None,
-        names: list[str] | None,
-        background: int | None,
+        self, truth: Any, pred: Any, field: str | None, names: list[str] | None, background: int | None,
+        layer: str | None,
         id_field: str | None = None,
-    ):
+    ) -> None:  # fmt: skip
         self.polygons = PolygonLabels(
-            truth, crs=pred.crs, transform=pred.transform, class_field=field, classes=names, id_field=id_field
-        )
+            truth, georef=Georeference.of(pred), class_field=field, classes=names, layer=layer,
+            layer_option="truth_layer= (CLI: --layer)", what="truth polygons",
+            id_field=id_field,
+        )  # fmt: skip
         self.background = background
 
     def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -169,25 +151,21 @@ class _VectorTruth:
         pass
 
 
-class _Aoi:
-    def __init__(self, aoi: Any, pred: Any) -> None:
-        gdf = to_crs(read_polygons(aoi, what="area of interest"), pred.crs)
-        if len(gdf) == 0:
-            raise NoOverlapError(f"area of interest {aoi} holds no geometry")
-        xmin, ymin, xmax, ymax = gdf.total_bounds
-        pb = pred.bounds
-        if xmin >= pb.right or xmax <= pb.left or ymin >= pb.top or ymax <= pb.bottom:
-            raise NoOverlapError(
-                f"area of interest {aoi} (bounds {tuple(round(float(v), 3) for v in gdf.total_bounds)}) does not "
-                f"overlap the prediction (bounds {tuple(round(v, 3) for v in pb)}) in {pred.crs}"
-            )
-        self.geoms = gdf.geometry.values
-        self.pred = pred
-
-    def mask(self, win: Window) -> np.ndarray:
-        t = window_transform(win, self.pred.transform)
-        shape = (int(win.height), int(win.width))
-        return rasterio.features.geometry_mask(self.geoms, out_shape=shape, transform=t, invert=True)
+def _aoi(aoi: Any, pred: Any, layer: str | None) -> AreaOfInterest:
+    georef = Georeference.of(pred)
+    area = AreaOfInterest(aoi, georef, layer=layer, layer_option="aoi_layer= (CLI: --aoi-layer)")
+    if area.bounds is None:
+        raise NoOverlapError(f"area of interest {aoi} holds no geometry")
+    # the grid's four corners (rotated and GCP grids included); pixels are counted exactly while evaluating
+    xs, ys = georef.pixel_to_map(np.array([0, pred.width, pred.width, 0]), np.array([0, 0, pred.height, pred.height]))
+    xmin, ymin, xmax, ymax = area.bounds
+    overlaps = not (xmin >= xs.max() or xmax <= xs.min() or ymin >= ys.max() or ymax <= ys.min())
+    if not overlaps:
+        raise NoOverlapError(
+            f"area of interest {aoi} (bounds {tuple(round(v, 3) for v in area.bounds)}) covers no pixel of the "
+            f"prediction ({georef.describe()}); check both cover the same area in the right CRS"
+        )
+    return area
 
 
 def evaluate(
@@ -201,6 +179,8 @@ def evaluate(
     background: int | None = None,
     window: int = 1024,
     progress: ProgressCallback | None = None,
+    truth_layer: str | None = None,
+    aoi_layer: str | None = None,
     truth_id_field: str | None = None,
 ) -> SegmentationReport:
     """Compare a class raster with ground truth, window by window, and return a :class:`SegmentationReport`.
@@ -217,9 +197,17 @@ def evaluate(
       like training labels.
     * ``truth_id_field``: attribute of label polygons holding the class ids of a ``truth_class_field`` of names.
     * ``background``: class id for pixels no label polygon covers (default: left out).
+    * ``truth_layer``, ``aoi_layer``: the layer to read from a polygon file with several layers (required then).
+
+    The prediction and raster truth must be class rasters (:func:`geoseg.io.classes.check_class_raster`: one band of
+    whole numbers, not a probability or image raster). A prediction georeferenced only by GCPs or RPCs is scored
+    against polygons mapped through GDAL's transformer for them, and against raster truth on the same grid.
 
     Raises:
-        InvalidParameterError: a bad option (window, classes), or a prediction that does not hold class ids.
+        InvalidParameterError: a bad option (window, classes), a polygon file with several layers and no layer
+            chosen, or a prediction that does not hold class ids.
+        UnsupportedRasterError: the prediction or raster truth is not a class raster (several bands, non-integer
+            values, continuous data).
         InputNotFoundError, NotARasterError: the prediction, truth or area of interest cannot be opened.
         UnknownClassError: truth or prediction ids outside the classes, label names not among the classes, or label
             polygons without a class attribute.
@@ -229,8 +217,9 @@ def evaluate(
     if window < 1:
         raise InvalidParameterError(f"window must be >= 1, got {window}")
     return _evaluate(
-        prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress, truth_id_field
-    )
+        prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress,
+        truth_layer, aoi_layer, truth_id_field,
+    )  # fmt: skip
 
 
 def _evaluate(
@@ -243,6 +232,8 @@ def _evaluate(
     background: int | None,
     window: int,
     progress: ProgressCallback | None,
+    truth_layer: str | None = None,
+    aoi_layer: str | None = None,
     truth_id_field: str | None = None,
 ) -> SegmentationReport:
     pred = open_dataset(prediction)
@@ -251,13 +242,14 @@ def _evaluate(
         if np.dtype(pred.dtypes[0]).kind not in "uif":
             raise InvalidParameterError(f"prediction {prediction} has dtype {pred.dtypes[0]}; expected class ids")
         names = _resolve_classes(classes, pred)
+        check_class_raster(pred, path=prediction, what="prediction", names=names)
         if is_vector(truth):
-            truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_id_field)
+            truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_layer, truth_id_field)
         else:
             if not hasattr(truth, "geometry") and not Path(str(truth)).exists():
                 raise InputNotFoundError(f"truth not found: {truth}; check the path (relative to {os.getcwd()})")
-            truth_src = _RasterTruth(truth, pred)
-        aoi_src = _Aoi(aoi, pred) if aoi is not None else None
+            truth_src = _RasterTruth(truth, pred, names)
+        aoi_src = _aoi(aoi, pred, aoi_layer) if aoi is not None else None
         readers = [pred] + ([truth_src.ds] if isinstance(truth_src, _RasterTruth) else [])
         with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in readers)):
             return _accumulate(pred, truth_src, names, ignore_index, aoi_src, window, progress, prediction, truth)
@@ -272,7 +264,7 @@ def _accumulate(
     truth_src: Any,
     names: list[str] | None,
     ignore_index: int | None,
-    aoi: _Aoi | None,
+    aoi: AreaOfInterest | None,
     window: int,
     progress: ProgressCallback | None,
     prediction: Any,
@@ -283,10 +275,17 @@ def _accumulate(
     H, W = pred.height, pred.width
     total_windows = math.ceil(H / window) * math.ceil(W / window)
     report_progress(progress, 0, total_windows, "evaluate")
-    const_m2 = _pixel_area_m2_rows(pred.transform, pred.crs, 0, 1)
+    georef = Georeference.of(pred)
+    affine = georef.kind in (None, "transform")
+    if affine:
+        const_m2 = _pixel_area_m2_rows(pred.transform, pred.crs, 0, 1)
+        pixel_area = abs(pred.transform.a * pred.transform.e - pred.transform.b * pred.transform.d)
+    else:  # GCPs/RPCs: the mean pixel of the grid's footprint
+        pixel_area, const_m2 = _mean_pixel_area(georef, H, W)
     geographic = isinstance(const_m2, np.ndarray)
     for done, win in enumerate(iter_windows(H, W, window), start=1):
         p, valid = read_masked(pred, win)
+        check_integral(p, valid, path=prediction, what="prediction")
         counts["pred_nodata"] += int((~valid).sum())
         t, tvalid = truth_src.read(win)
         counts["truth_nodata"] += int((valid & ~tvalid).sum())
@@ -317,7 +316,6 @@ def _accumulate(
             f"cover the same area and are not empty"
         )
     rep = cm.report(names if names is not None else [str(i) for i in range(n)])
-    pixel_area = abs(pred.transform.a * pred.transform.e - pred.transform.b * pred.transform.d)
     support = matrix.sum(1).astype(np.float64)
     if geographic:
         m2 = cm.truth_area
@@ -330,7 +328,7 @@ def _accumulate(
         {
             "prediction": str(prediction),
             "truth": str(truth) if not hasattr(truth, "geometry") else "<GeoDataFrame>",
-            "crs": pred.crs.to_string() if pred.crs else None,
+            "crs": georef.map_crs.to_string() if georef.map_crs else None,
             "pixel_area": pixel_area,
             "ignore_index": ignore_index,
             "excluded_pixels": counts,

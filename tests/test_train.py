@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
-from rasters import class_scene, write_raster
+from affine import Affine
+from rasters import TRANSFORM, class_scene, write_raster
 
-from geoseg.errors import InvalidParameterError, ModelContractError, OutputExistsError
+from geoseg.errors import InvalidParameterError, NoOverlapError, OutputExistsError
 from geoseg.inference import predict_raster
 from geoseg.models import read_config
 from geoseg.train import train_model
@@ -66,14 +67,14 @@ def test_train_learns_and_checkpoint_predicts(tmp_path):
 def test_train_input_errors(tmp_path):
     data, labels = class_scene(64, 64, bands=2, classes=3)
     img = write_raster(tmp_path / "img.tif", data)
-    small = write_raster(tmp_path / "lab_small.tif", labels[:32])
-    with pytest.raises(ModelContractError, match="labels must be on the image grid"):
-        train_model(img, small, tmp_path / "m.safetensors", arch="tiny", epochs=1, device="cpu")
+    away = write_raster(tmp_path / "lab_away.tif", labels, transform=Affine.translation(2000, 0) @ TRANSFORM)
+    with pytest.raises(NoOverlapError, match="does not overlap the image"):
+        train_model(img, away, tmp_path / "m.safetensors", arch="tiny", epochs=1, device="cpu")
     one = write_raster(tmp_path / "one.tif", np.zeros((64, 64), np.uint8))
     with pytest.raises(InvalidParameterError, match="at least 2 classes"):
         train_model(img, one, tmp_path / "m.safetensors", arch="tiny", epochs=1, device="cpu")
     lab = write_raster(tmp_path / "lab.tif", labels)
-    with pytest.raises(InvalidParameterError, match="exceed the 2 class names"):
+    with pytest.raises(InvalidParameterError, match="outside the class ids 0..1 of the 2 class names"):
         train_model(img, lab, tmp_path / "m.safetensors", arch="tiny", classes=["a", "b"], epochs=1, device="cpu")
     (tmp_path / "exists.safetensors").write_bytes(b"keep")
     with pytest.raises(OutputExistsError):

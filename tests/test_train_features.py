@@ -199,9 +199,21 @@ def test_encoder_weights_adapted_from_rgb(tmp_path, scene):
     data, labels = class_scene(64, 64, bands=5, classes=2, seed=1)
     img = write_raster(tmp_path / "i5.tif", data)
     lab = write_raster(tmp_path / "l.tif", labels)
-    res = train_model(img, lab, tmp_path / "m.safetensors", arch="fcn8s", arch_kwargs={"width": 8},
-                      encoder_weights=tmp_path / "enc.safetensors", adapt="mean", epochs=1, chip=32, batch_size=4,
-                      chips_per_epoch=4, block=32, device="cpu")
+    res = train_model(
+        img,
+        lab,
+        tmp_path / "m.safetensors",
+        arch="fcn8s",
+        arch_kwargs={"width": 8},
+        encoder_weights=tmp_path / "enc.safetensors",
+        adapt="mean",
+        epochs=1,
+        chip=32,
+        batch_size=4,
+        chips_per_epoch=4,
+        block=32,
+        device="cpu",
+    )
     record = read_config(res.checkpoint).extra["encoder_weights"]
     assert (record["adapt"], record["layout"], record["source_bands"], record["bands"]) == ("mean", "geoseg", 3, 5)
 
@@ -225,10 +237,32 @@ def test_cli_encoder_resnet50_from_public_weights(tmp_path, scene):
     weights = tmp_path / "ssl4eo_like.safetensors"
     save_file(public, str(weights))
     img, lab, _ = scene
-    args = ["train", str(img), str(lab), str(tmp_path / "m.safetensors"), "--arch", "deeplabv3plus",
-            "--encoder", "resnet50", "--arch-kwargs", '{"width": 4, "aspp_channels": 8}', "--encoder-weights",
-            str(weights), "--epochs", "1", "--chip", "32", "--chips-per-epoch", "4", "--block", "32",
-            "--device", "cpu", "--progress", "none"]
+    args = [
+        "train",
+        str(img),
+        str(lab),
+        str(tmp_path / "m.safetensors"),
+        "--arch",
+        "deeplabv3plus",
+        "--encoder",
+        "resnet50",
+        "--arch-kwargs",
+        '{"width": 4, "aspp_channels": 8}',
+        "--encoder-weights",
+        str(weights),
+        "--epochs",
+        "1",
+        "--chip",
+        "32",
+        "--chips-per-epoch",
+        "4",
+        "--block",
+        "32",
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+    ]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     cfg = read_config(tmp_path / "m.safetensors")

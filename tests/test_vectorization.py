@@ -208,8 +208,9 @@ def test_all_nodata_writes_empty_layer(tmp_path: Path) -> None:
 
 def test_errors(tmp_path: Path) -> None:
     src = write_raster(tmp_path / "c.tif", np.zeros((8, 8), dtype=np.uint8))
-    with pytest.raises(InvalidParameterError, match=r"unsupported vector output format '\.shp'.*\.gpkg"):
-        vectorize(src, tmp_path / "x.shp")
+    for name in ("x.png", "x.kml", "x"):
+        with pytest.raises(InvalidParameterError, match=r"unsupported vector output format .*\.gpkg.*\.shp"):
+            vectorize(src, tmp_path / name)
     with pytest.raises(InvalidParameterError, match="connectivity must be 4 or 8"):
         vectorize(src, connectivity=6)
     with pytest.raises(GeoSegError, match="not found"):

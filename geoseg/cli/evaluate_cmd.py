@@ -24,6 +24,8 @@ from geoseg.cli.vectorize_cmd import split_classes, vectorize_summary
     "--background", type=int, default=None, help="Class id for pixels no label polygon covers (default: not evaluated)."
 )
 @click.option("--aoi", type=click.Path(dir_okay=False), default=None, help="Polygons restricting the evaluation.")
+@click.option("--layer", "truth_layer", default=None, help="Layer of polygon truth in a file with several layers.")
+@click.option("--aoi-layer", default=None, help="Layer of the --aoi file when it has several layers.")
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None, help="Write report files here.")
 @click.option(
     "--format",
@@ -45,6 +47,8 @@ def evaluate_command(
     id_field: str | None,
     background: int | None,
     aoi: str | None,
+    truth_layer: str | None,
+    aoi_layer: str | None,
     report_dir: str | None,
     formats: str,
     window: int,
@@ -73,6 +77,8 @@ def evaluate_command(
             background=background,
             window=window,
             progress=progress,
+            truth_layer=truth_layer,
+            aoi_layer=aoi_layer,
         )
     written = write_report(report, report_dir, formats=fmts) if report_dir else {}
 

@@ -50,7 +50,8 @@ def info_command(path: str, as_json: bool) -> None:
         echo_json(d)
         return
     click.echo(f"{d['path']}: {d['width']} x {d['height']} px, {len(d['bands'])} band(s)")
-    click.echo(f"CRS       {d['crs'] or 'none (not georeferenced)'}")
+    click.echo(f"georef    {d['georeference']}")
+    click.echo(f"CRS       {d['crs'] or 'none'}")
     click.echo(f"transform {d['transform']}")
     click.echo(f"mask      {d['mask']}")
     for b in d["bands"]:

@@ -31,6 +31,13 @@ from geoseg.train.names import LOSSES
     "numbered by --classes, else alphabetically).",
 )
 @click.option("--background", type=int, default=None, help="Class id for pixels outside label polygons.")
+@click.option(
+    "--label-nodata",
+    type=float,
+    default=None,
+    help="Value of unlabelled pixels in a label raster that declares no nodata (e.g. -1 or 255).",
+)
+@click.option("--layer", default=None, help="Layer of polygon labels in a file with several layers (GeoPackage).")
 @click.option("--epochs", type=int, default=None, help="[default: 20]")
 @click.option("--chip", type=int, default=None, help="Training chip size in pixels. [default: 128]")
 @click.option("--batch-size", type=int, default=None, help="[default: 8]")

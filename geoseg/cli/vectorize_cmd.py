@@ -72,7 +72,7 @@ def vectorize_command(
     progress_kind: str,
     as_json: bool,
 ) -> None:
-    """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .parquet), window by window."""
+    """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .shp, .parquet), window by window."""
     from geoseg.vectorization import vectorize
 
     with progress_display(progress_kind, "vectorize", unit="window") as progress:

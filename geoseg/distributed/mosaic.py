@@ -11,6 +11,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 
+from geoseg.io.georef import Georeference
 from geoseg.io.write import atomic_path
 
 GDAL_TYPES = {
@@ -38,23 +39,37 @@ def build_vrt(
 ) -> Path:
     """Write a VRT of ``shape`` (rows, cols) placing each region file at its pixel (row, col) origin.
 
-    Band type, nodata, description, color table and dataset tags are copied from the first region. Source paths are
-    stored relative to the VRT's folder. Written atomically unless ``atomic=False`` (``dst`` is then already a
-    temporary name in the final folder, e.g. from :func:`geoseg.io.write.atomic_path`).
+    Band type, nodata, description, color table and dataset tags are copied from the first region; so is the
+    georeference when the scene has no geotransform (its GCPs or RPCs, shifted back to the scene's origin). Source
+    paths are stored relative to the VRT's folder. Written atomically unless ``atomic=False`` (``dst`` is then
+    already a temporary name in the final folder, e.g. from :func:`geoseg.io.write.atomic_path`).
     """
     dst = Path(dst)
     with rasterio.open(regions[0][0]) as ds:
         dtype, nodata, crs, tags = ds.dtypes[0], ds.nodata, ds.crs, ds.tags()
         desc = ds.descriptions[0]
         block = ds.block_shapes[0]
+        georef = Georeference.of(ds).shifted(-regions[0][1][0], -regions[0][1][1])
         try:
             cmap = ds.colormap(1)
         except ValueError:
             cmap = None
     root = ET.Element("VRTDataset", rasterXSize=str(shape[1]), rasterYSize=str(shape[0]))
-    if crs is not None:
-        ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = crs.to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in transform.to_gdal())
+    if georef.kind == "transform":
+        if crs is not None:
+            ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = crs.to_wkt()
+        ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in transform.to_gdal())
+    if georef.gcps:
+        attrs = {"Projection": georef.gcps_crs.to_wkt(), "dataAxisToSRSAxisMapping": "1,2"} if georef.gcps_crs else {}
+        gcp_list = ET.SubElement(root, "GCPList", **attrs)
+        for g in georef.gcps:
+            point = {"Id": str(g.id or ""), "Info": str(g.info or ""), "Pixel": repr(float(g.col))}
+            point |= {"Line": repr(float(g.row)), "X": repr(float(g.x)), "Y": repr(float(g.y))}
+            ET.SubElement(gcp_list, "GCP", point, Z=repr(float(g.z or 0.0)))
+    if georef.rpcs is not None:
+        rpc = ET.SubElement(root, "Metadata", domain="RPC")
+        for k, v in sorted(georef.rpcs.to_gdal().items()):
+            ET.SubElement(rpc, "MDI", key=k).text = v
     if tags:
         md = ET.SubElement(root, "Metadata")
         for k in sorted(tags):

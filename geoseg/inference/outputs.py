@@ -11,6 +11,8 @@ from typing import Any
 
 from geoseg.errors import InvalidParameterError
 from geoseg.inference.writer import PROB_DTYPES, PROB_SCALE, PieceWriter
+from geoseg.io.formats import raster_driver
+from geoseg.io.georef import Georeference
 from geoseg.io.write import BlockWriter, atomic_path, check_output_path, geotiff_profile, write_class_metadata
 from geoseg.models.config import ModelConfig
 from geoseg.tiling import TileGrid
@@ -35,15 +37,20 @@ class OutputPlan:
         prob_dtype: str,
         overwrite: bool,
     ) -> OutputPlan:
-        """Validate the output paths (see :func:`geoseg.io.write.check_output_path`) and ``prob_dtype``.
+        """Validate the output paths (see :func:`geoseg.io.write.check_output_path`), their format (GeoTIFF, by
+        extension: :func:`geoseg.io.formats.raster_driver`) and ``prob_dtype``.
 
         Raises:
-            InvalidParameterError: ``prob_dtype`` is not one of :data:`PROB_DTYPES`, or both paths are the same.
+            InvalidParameterError: ``prob_dtype`` is not one of :data:`PROB_DTYPES`, an output is not named as a
+                GeoTIFF (``.tif``/``.tiff``), or both paths are the same.
             OutputExistsError: an output exists and ``overwrite`` is False.
             OutputError: an output is the input, a directory, or in a missing or unwritable directory.
         """
         if prob_dtype not in PROB_DTYPES:
             raise InvalidParameterError(f"prob_dtype must be one of {PROB_DTYPES}, got {prob_dtype!r}")
+        raster_driver(dst, what="class raster")
+        if probabilities is not None:
+            raster_driver(probabilities, what="probability raster")
         dst_path = check_output_path(dst, overwrite=overwrite, inputs={src: "input raster"})
         prob_path = None
         if probabilities is not None:
@@ -59,18 +66,19 @@ def class_nodata(n_classes: int) -> tuple[str, int]:
 
 
 def open_outputs(
-    stack: ExitStack, plan: OutputPlan, *, grid: TileGrid, crs: Any, config: ModelConfig, queued: int
+    stack: ExitStack, plan: OutputPlan, *, grid: TileGrid, georef: Georeference, config: ModelConfig, queued: int
 ) -> PieceWriter:
     """Open the planned rasters under temporary names on ``stack`` (renamed into place when the stack closes without
     an error, removed otherwise) and return the :class:`PieceWriter` that fills them.
 
-    The class raster is a tiled DEFLATE GeoTIFF on ``grid`` (its shape and transform) with the model's class names,
-    color table, architecture and band names; the probability raster has one band ``p(name)`` per class.
+    The class raster is a tiled DEFLATE GeoTIFF on ``grid`` (its shape; ``georef``, the input raster's
+    georeference, shifted to the grid's origin: CRS and transform, or GCPs/RPCs) with the model's class names, color
+    table, architecture and band names; the probability raster has one band ``p(name)`` per class.
     """
     n_classes = config.num_classes
     out_dtype, out_nodata = class_nodata(n_classes)
     h, w = grid.shape
-    common = {"width": w, "height": h, "crs": crs, "transform": grid.transform}
+    common: dict[str, Any] = {"width": w, "height": h, "georef": georef.shifted(*grid.origin)}
     threads = {"num_threads": str(min(8, os.cpu_count() or 1))}  # GDAL compresses the written blocks on threads
     class_tmp = stack.enter_context(atomic_path(plan.classes, overwrite=plan.overwrite))
     class_writer = BlockWriter(

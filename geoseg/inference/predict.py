@@ -42,7 +42,7 @@ from geoseg.inference.writer import PieceWriter
 from geoseg.io.bands import BandSpec
 from geoseg.io.normalize import Normalization
 from geoseg.io.read import RasterSource
-from geoseg.models.checkpoint import load_checkpoint
+from geoseg.models.checkpoint import check_output_channels, load_checkpoint
 from geoseg.models.config import ModelConfig
 from geoseg.models.device import resolve_device
 from geoseg.models.registry import model_stride
@@ -78,13 +78,14 @@ def load_model(model: ModelLike, device: torch.device) -> tuple[nn.Module, Model
 
     Raises:
         InvalidParameterError: a pair whose second item is not a :class:`ModelConfig`.
-        CheckpointError, InputNotFoundError: the checkpoint is missing or unreadable (see
-            :func:`geoseg.models.checkpoint.load_checkpoint`).
+        CheckpointError, InputNotFoundError: the checkpoint is missing or unreadable, or its contract contradicts the
+            weights (see :func:`geoseg.models.checkpoint.load_checkpoint`, :class:`geoseg.models.onnx.OnnxModel`).
     """
     if isinstance(model, tuple):
         net, config = model
         if not isinstance(config, ModelConfig):
             raise InvalidParameterError("model must be a checkpoint path or a (torch.nn.Module, ModelConfig) pair")
+        check_output_channels(net.eval(), config, source="the (module, ModelConfig) pair")
         return net.to(device).eval(), config
     if str(model).lower().endswith(".onnx"):
         from geoseg.models.onnx import load_onnx
@@ -115,7 +116,7 @@ def predict_raster(
     tiles: tuple[range, range] | None = None,
     crf: bool | dict[str, Any] = False,
 ) -> PredictResult:
-    """Segment ``src`` into a class raster at ``dst`` (tiled GeoTIFF, same grid, CRS and transform as the input).
+    """Segment ``src`` into a class raster at ``dst`` (tiled GeoTIFF, same grid and georeference as the input).
 
     Args:
         model: checkpoint path (``.safetensors``) or a ``(module, ModelConfig)`` pair.
@@ -147,8 +148,12 @@ def predict_raster(
         NoValidDataError: every pixel of the input is nodata.
         CancelledError: ``progress`` asked to stop (no output is left).
 
+    The outputs carry the input's georeference: its CRS and geotransform, or its ground control points (GCPs) and
+    rational polynomial coefficients (RPCs) with their CRS (shifted to the region for ``tiles``).
+
     Warns:
-        NotGeoreferencedWarning: the input has no CRS or geotransform (the map is in pixel coordinates).
+        NotGeoreferencedWarning: the input has no georeference at all (no CRS, geotransform, GCPs or RPCs): the map
+            is in pixel coordinates.
     """
     t_start = time.perf_counter()
     plan = OutputPlan.check(dst, probabilities, src=src, prob_dtype=prob_dtype, overwrite=overwrite)
@@ -166,7 +171,7 @@ def predict_raster(
         stack.callback(source.close)
         if not source.is_georeferenced:
             warnings.warn(
-                f"{source.path} has no CRS or geotransform; the class map will be in pixel coordinates",
+                f"{source.path} has {source.georef.describe()}; the class map will be in pixel coordinates",
                 NotGeoreferencedWarning,
                 stacklevel=2,
             )
@@ -194,7 +199,7 @@ def predict_raster(
             raise InvalidParameterError(f"batch_size must be >= 1, got {batch}")
         # tile pieces are small: queue two batches of them (not tied to the width); full-width pieces double-buffer
         queued = max(16, 2 * batch) if stitch == "center" else 1
-        writer = open_outputs(stack, plan, grid=grid, crs=source.crs, config=config, queued=queued)
+        writer = open_outputs(stack, plan, grid=grid, georef=source.georef, config=config, queued=queued)
         runner = BatchRunner(
             net,
             dev,

@@ -1,8 +1,11 @@
 """Label polygons on a raster grid: read them, find the class attribute, map class names to ids, reproject to the
 grid's CRS and rasterize them window by window. No torch; needs the ``vector`` extra (geopandas, pyogrio, pyarrow).
 
-Used by training (:mod:`geoseg.train.labels`), evaluation (:mod:`geoseg.evaluation`) and, through them, the QGIS
-plugin, so a polygon file means the same classes everywhere.
+Used by training (:mod:`geoseg.train.labels`), evaluation (:mod:`geoseg.evaluation`, ground truth and areas of
+interest) and, through them, the QGIS plugin, so a polygon file means the same classes everywhere. A file with
+several layers is refused unless the layer is chosen; windows of rotated, sheared or flipped grids are found from
+all four corners of the full affine transform, and grids placed by GCPs or RPCs map the polygons through GDAL's
+transformer for them (:class:`geoseg.io.georef.Georeference`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from geoseg.errors import InputNotFoundError, InvalidParameterError, MissingDependencyError, UnknownClassError
+from geoseg.io.formats import VECTOR_INPUT_SUFFIXES
+from geoseg.io.georef import Georeference
 
 #: file extensions read as polygons (everything else is opened as a raster)
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".gml", ".kml")
+VECTOR_SUFFIXES = VECTOR_INPUT_SUFFIXES
 #: extensions read as GeoParquet with pyarrow (GDAL's Parquet driver is missing from most pyogrio/rasterio wheels)
 GEOPARQUET_SUFFIXES = (".parquet", ".geoparquet")
 #: attribute names tried, in order, when no class attribute is given
@@ -36,15 +41,20 @@ def is_vector(labels: LabelsLike) -> bool:
     return Path(str(labels)).suffix.lower() in VECTOR_SUFFIXES
 
 
-def read_polygons(source: LabelsLike, *, what: str = "label polygons") -> Any:
+def read_polygons(
+    source: LabelsLike, *, what: str = "label polygons", layer: str | None = None, layer_option: str = "layer="
+) -> Any:
     """A GeoDataFrame of the features of ``source`` (a path or a GeoDataFrame) with a non-empty geometry.
 
     Paths are read with pyogrio (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, GML, KML, any OGR format), GeoParquet
-    (``.parquet``/``.geoparquet``) with pyarrow through :func:`geopandas.read_parquet`.
+    (``.parquet``/``.geoparquet``) with pyarrow through :func:`geopandas.read_parquet`. A file with several layers
+    (a GeoPackage holding fields and roads) is read only when ``layer`` names one: geoseg never takes the first.
+    ``layer_option`` is how the caller's user chooses a layer (e.g. ``"truth_layer= (CLI: --layer)"``), for messages.
 
     Raises:
         InputNotFoundError: the path does not exist.
-        InvalidParameterError: the file cannot be read as polygons.
+        InvalidParameterError: the file cannot be read as polygons, holds several layers and ``layer`` is None, or
+            has no layer ``layer``.
         MissingDependencyError: geopandas is not installed.
     """
     try:
@@ -62,10 +72,35 @@ def read_polygons(source: LabelsLike, *, what: str = "label polygons") -> Any:
             if path.suffix.lower() in GEOPARQUET_SUFFIXES:
                 gdf = gpd.read_parquet(path)
             else:
-                gdf = gpd.read_file(path, engine="pyogrio")
+                chosen = _choose_layer(path, layer, what=what, option=layer_option)
+                gdf = gpd.read_file(path, engine="pyogrio", layer=chosen)
+        except (InvalidParameterError, InputNotFoundError):
+            raise
         except Exception as exc:
             raise InvalidParameterError(f"cannot read {what} {path} as polygons: {exc}") from exc
     return gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+
+
+def _choose_layer(path: Path, layer: str | None, *, what: str, option: str) -> str | None:
+    """The layer of ``path`` to read: ``layer`` (checked), the only one, or an error listing them."""
+    import pyogrio
+
+    try:
+        layers = [str(row[0]) for row in pyogrio.list_layers(path)]
+    except Exception as exc:
+        raise InvalidParameterError(f"cannot read {what} {path} as polygons: {exc}") from exc
+    if layer is not None:
+        if layer not in layers:
+            raise InvalidParameterError(
+                f"{what} {path} has no layer {layer!r}; its layers are {', '.join(map(repr, layers)) or '(none)'}"
+            )
+        return layer
+    if len(layers) > 1:
+        raise InvalidParameterError(
+            f"{what} {path} holds {len(layers)} layers ({', '.join(map(repr, layers[:10]))}"
+            f"{', ...' if len(layers) > 10 else ''}); choose one with {option}"
+        )
+    return layers[0] if layers else None
 
 
 def to_crs(gdf: Any, crs: Any) -> Any:
@@ -189,13 +224,78 @@ def ids_from_id_field(
     return out, [next(iter(by_id[i])) if i in by_id else f"class_{i}" for i in range(top + 1)]
 
 
+class GridPolygons:
+    """Polygons on a raster grid, rasterized window by window.
+
+    ``geometries`` are in the grid's map CRS (:attr:`Georeference.map_crs`). On an affine grid (north-up, rotated,
+    sheared or flipped) they are rasterized in map coordinates with each window's transform, after a spatial-index
+    query with the window's four corners; on a grid placed by GCPs or RPCs they are first mapped to pixel coordinates
+    through GDAL's transformer (densified to about a pixel, so edges follow the mapping).
+    """
+
+    def __init__(self, geometries: Any, georef: Georeference) -> None:
+        import shapely
+
+        self.georef = georef
+        geoms = np.asarray(geometries, dtype=object)
+        self.pixel_space = georef.kind in ("gcps", "rpcs")
+        if self.pixel_space and geoms.size:
+            x, y = georef.pixel_to_map(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+            step = float(min(np.hypot(x[1] - x[0], y[1] - y[0]), np.hypot(x[2] - x[0], y[2] - y[0])))
+            if step > 0:
+                geoms = shapely.segmentize(geoms, step)
+            geoms = shapely.transform(geoms, lambda xy: np.column_stack(georef.map_to_pixel(xy[:, 0], xy[:, 1])))
+        self.geometries = geoms
+        self._tree = shapely.STRtree(geoms) if geoms.size else None
+
+    def __len__(self) -> int:
+        return int(self.geometries.size)
+
+    def _window_box(self, window: Window) -> Any:
+        from shapely.geometry import box
+
+        r0, c0 = float(window.row_off), float(window.col_off)
+        r1, c1 = r0 + float(window.height), c0 + float(window.width)
+        if self.pixel_space:
+            return box(c0, r0, c1, r1)
+        xs, ys = self.georef.pixel_to_map(np.array([c0, c1, c1, c0]), np.array([r0, r0, r1, r1]))
+        return box(xs.min(), ys.min(), xs.max(), ys.max())
+
+    def burn(self, window: Window) -> np.ndarray:
+        """``(rows, cols)`` int64: 0 where no polygon covers the pixel centre, else 1 + the index of the last polygon
+        (in file order) that does (GDAL's rule: a pixel belongs to a polygon when its centre lies inside)."""
+        from rasterio.features import rasterize
+
+        h, w = int(window.height), int(window.width)
+        hits = np.empty(0, dtype=np.intp)
+        if self._tree is not None:
+            hits = np.sort(self._tree.query(self._window_box(window)))
+        if hits.size == 0:
+            return np.zeros((h, w), np.int64)
+        if self.pixel_space:
+            t = Affine.translation(float(window.col_off), float(window.row_off))
+        else:
+            t = window_transform(window, self.georef.transform)
+        # burn 1 + the position among the hits, so coverage is exact whatever the polygons' values
+        burned = rasterize(zip(self.geometries[hits], range(1, hits.size + 1)), out_shape=(h, w), transform=t,
+                           fill=0, dtype="int32")  # fmt: skip
+        return np.concatenate([[0], hits + 1])[burned]
+
+
+def _grid(georef: Georeference | None, crs: Any, transform: Affine | None) -> Georeference:
+    if georef is not None:
+        return georef
+    return Georeference(crs=crs, transform=transform if transform is not None else Affine.identity())
+
+
 class PolygonLabels:
-    """Label polygons with one class id each, on the grid of a raster (its CRS and transform).
+    """Label polygons with one class id each, on the grid of a raster.
 
     Args:
         source: a vector file (see :func:`read_polygons`) or a GeoDataFrame.
-        crs, transform: the grid the polygons are rasterized on; polygons are reprojected to ``crs`` when both CRSs
-            are known.
+        georef: the grid's georeference (:class:`~geoseg.io.georef.Georeference`: CRS and transform, GCPs or RPCs);
+            or, for an affine grid, ``crs`` and ``transform``. Polygons are reprojected to the grid's CRS when both
+            CRSs are known.
         class_field: the attribute holding class ids or names (default: the first of
             :data:`CLASS_FIELD_CANDIDATES` present).
         classes: class names, index = id; names in the attribute are mapped through them.
@@ -203,6 +303,8 @@ class PolygonLabels:
             :func:`class_ids`).
         id_field: an attribute of integer class ids: each polygon gets its id from it, and a ``class_field`` of names
             names those ids (:func:`ids_from_id_field`) instead of being numbered alphabetically.
+        layer, layer_option: the layer to read from a multi-layer file, and how users choose it (see
+            :func:`read_polygons`).
 
     Attributes:
         field: the class attribute used; id_field: the id attribute used, or None. ids: the class id of each polygon
@@ -218,16 +320,19 @@ class PolygonLabels:
         self,
         source: LabelsLike,
         *,
-        crs: Any,
-        transform: Affine,
+        crs: Any = None,
+        transform: Affine | None = None,
+        georef: Georeference | None = None,
         class_field: str | None = None,
         classes: Sequence[str] | None = None,
         names_define_classes: bool = False,
         id_field: str | None = None,
         what: str = "label polygons",
+        layer: str | None = None,
+        layer_option: str = "layer=",
     ) -> None:
         self.what = what if hasattr(source, "geometry") else f"{what} {source}"
-        gdf = read_polygons(source, what=what)
+        gdf = read_polygons(source, what=what, layer=layer, layer_option=layer_option)
         self.field = find_class_field(gdf, class_field, what=self.what)
         self.classes: list[str] | None
         if id_field is not None:
@@ -249,10 +354,11 @@ class PolygonLabels:
                 what=self.what,
             )
         self.id_field = id_field
-        gdf = to_crs(gdf, crs)
-        self.geometries = gdf.geometry.to_numpy()
-        self.transform = transform
-        self._tree = gdf.sindex if len(gdf) else None
+        grid = _grid(georef, crs, transform)
+        gdf = to_crs(gdf, grid.map_crs)
+        self.transform = grid.transform
+        self._polygons = GridPolygons(gdf.geometry.to_numpy(), grid)
+        self.geometries = self._polygons.geometries
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -263,28 +369,39 @@ class PolygonLabels:
         A pixel belongs to a polygon when its centre lies inside (GDAL's rule); where polygons overlap, the later one
         in file order wins. Uncovered pixels hold 0 in the ids.
         """
-        from rasterio.features import rasterize
-        from shapely.geometry import box
-
-        h, w = int(window.height), int(window.width)
-        t = window_transform(window, self.transform)
-        hits = np.empty(0, dtype=np.intp)
-        if self._tree is not None:
-            x0, y0 = t @ (0, 0)
-            x1, y1 = t @ (w, h)
-            hits = np.sort(self._tree.query(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))))
-        if hits.size == 0:
-            return np.zeros((h, w), np.int64), np.zeros((h, w), bool)
-        # burn 1 + the position among the hits, so any class id (negative, huge) survives and coverage is exact
-        shapes = zip(self.geometries[hits], range(1, hits.size + 1))
-        burned = rasterize(shapes, out_shape=(h, w), transform=t, fill=0, dtype="int32")
-        lut = np.concatenate([[0], self.ids[hits]])
+        burned = self._polygons.burn(window)
+        lut = np.concatenate([[0], self.ids])
         return lut[burned], burned > 0
+
+
+class AreaOfInterest:
+    """Polygons (any attributes) restricting an operation to where they lie, on a raster grid.
+
+    Raises:
+        InputNotFoundError, InvalidParameterError, MissingDependencyError: see :func:`read_polygons`.
+    """
+
+    def __init__(
+        self, source: LabelsLike, georef: Georeference, *, layer: str | None = None, layer_option: str = "layer="
+    ) -> None:
+        gdf = to_crs(read_polygons(source, what="area of interest", layer=layer, layer_option=layer_option),
+                     georef.map_crs)  # fmt: skip
+        self.bounds = tuple(float(v) for v in gdf.total_bounds) if len(gdf) else None
+        self._polygons = GridPolygons(gdf.geometry.to_numpy(), georef)
+
+    def __len__(self) -> int:
+        return len(self._polygons)
+
+    def mask(self, window: Window) -> np.ndarray:
+        """``(rows, cols)`` bool: pixels of ``window`` whose centre lies inside a polygon."""
+        return self._polygons.burn(window) > 0
 
 
 __all__ = [
     "CLASS_FIELD_CANDIDATES",
     "VECTOR_SUFFIXES",
+    "AreaOfInterest",
+    "GridPolygons",
     "PolygonLabels",
     "class_ids",
     "find_class_field",

@@ -17,6 +17,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.errors import InvalidParameterError, OutputError, OutputExistsError
+from geoseg.io.georef import Georeference
 
 DEFAULT_BLOCK = 256
 # files GDAL may create beside a file while writing it (statistics, masks, overviews being built)
@@ -94,22 +95,34 @@ def check_outputs_not_inputs(outputs: PathsLike, inputs: PathsLike, *, fix: str 
         raise OutputError(f"{out_what} {out} is the {src_what}{same}{how}; inputs are never overwritten: {fix}")
 
 
-def check_output_path(dst: str | os.PathLike[str], *, overwrite: bool = False, inputs: PathsLike = ()) -> Path:
+def check_output_path(
+    dst: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    inputs: PathsLike = (),
+    companions: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
     """Validate an output path before any work starts; return it as a Path.
 
     Refuses a path that is one of ``inputs`` (paths, or ``{path: description}``; see :func:`check_outputs_not_inputs`),
-    an existing file without ``overwrite``, a directory, a missing or unwritable parent directory.
+    an existing file without ``overwrite``, a directory, a missing or unwritable parent directory. ``companions`` are
+    files written with ``dst`` (a Shapefile's ``.dbf``, ...; see :func:`geoseg.io.formats.companion_files`): they are
+    checked like ``dst``.
 
     Raises:
         OutputError: the path is an input, a directory, or its directory is missing or not writable.
         OutputExistsError: the path exists and ``overwrite`` is False.
     """
     path = Path(dst)
-    check_outputs_not_inputs([path], inputs)
+    check_outputs_not_inputs([path, *map(Path, companions)], inputs)
     if path.is_dir():
         raise OutputError(f"output {path} is a directory; give a file name, e.g. {path / 'classes.tif'}")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    for p in (path, *map(Path, companions)):
+        if p.exists() and not overwrite:
+            what = "" if p == path else f" (written with {path.name})"
+            raise OutputExistsError(
+                f"output {p}{what} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+            )
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist; create it first (mkdir -p {parent})")
@@ -119,12 +132,17 @@ def check_output_path(dst: str | os.PathLike[str], *, overwrite: bool = False, i
 
 
 @contextlib.contextmanager
-def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(
+    dst: str | os.PathLike[str], *, overwrite: bool = False, companions: Sequence[str] = ()
+) -> Iterator[Path]:
     """Yield a temporary path beside ``dst``; rename it to ``dst`` only if the block completes without error.
 
-    On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched. The
-    published file gets the permissions of any new file in its folder (``0o666`` less the umask), also when the
-    library that wrote it made a private file (safetensors writes 0600).
+    On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched.
+    ``companions`` are the suffixes of files a driver writes beside the named one (a Shapefile's ``.shx``, ``.dbf``,
+    ...): those written beside the temporary file are renamed with it, and ``dst``'s old ones that were not rewritten
+    are removed, so the published set is complete and of one run. The published file gets the permissions of any new
+    file in its folder (``0o666`` less the umask), also when the library that wrote it made a private file
+    (safetensors writes 0600).
 
     Raises:
         OutputExistsError: ``dst`` appeared while writing and ``overwrite`` is False.
@@ -134,15 +152,22 @@ def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     os.close(fd)
     os.unlink(tmp)
     tmp_path = Path(tmp)
+    extra = [(tmp_path.with_suffix(s), path.with_suffix(s)) for s in companions]
     try:
         yield tmp_path
         if path.exists() and not overwrite:
             raise OutputExistsError(f"output {path} appeared while writing; pass overwrite=True to replace it")
         if tmp_path.is_file():
             os.chmod(tmp_path, _new_file_mode(tmp_path.parent))
+        for tmp_part, final in extra:
+            if tmp_part.exists():
+                os.replace(tmp_part, final)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    final.unlink()
         os.replace(tmp_path, path)
     except BaseException:
-        for p in [tmp_path, *(Path(str(tmp_path) + s) for s in TEMPORARY_SIDECARS)]:
+        for p in [tmp_path, *(Path(str(tmp_path) + s) for s in TEMPORARY_SIDECARS), *(t for t, _ in extra)]:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         raise
@@ -172,15 +197,27 @@ def _disk_nearly_full(path: Path, margin: int = 4 << 20) -> bool:
         return False
 
 
-def _oserror_to_output(exc: BaseException, path: Path) -> OutputError:
-    """An OutputError naming the cause; GDAL reports ENOSPC only as "Write failed", so check free space too."""
+#: how writers word a full disk: the OS, GDAL ("Write failed", "Cannot write feature"), SQLite ("database or disk is
+#: full", a failed "ROLLBACK" after it), pyarrow ("IOError: ... No space left")
+_DISK_FULL_TEXT = ("no space left", "disk is full", "disk full", "database or disk is full")
+
+
+def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputError:
+    """An OutputError for a writer's failure on ``path``, worded for the user.
+
+    Every writer (GDAL rasters, pyogrio/GDAL vectors, SQLite under GeoPackage, pyarrow) words a full disk its own
+    way, often without saying so ("Write failed", "Cannot write feature", "sqlite3_exec(ROLLBACK) failed"): the
+    cause is ENOSPC, one of those texts, or a filesystem left with (almost) no free space, and is then reported as
+    "disk full". Anything else is "could not write PATH: <the writer's message>".
+    """
+    p = Path(path)
     text = str(exc)
-    enospc = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-    if enospc or "No space left" in text or _disk_nearly_full(path):
+    enospc = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if enospc or any(t in text.lower() for t in _DISK_FULL_TEXT) or _disk_nearly_full(p):
         return OutputError(
-            f"disk full while writing {path.parent}: free space or write elsewhere (the partial file is removed)"
+            f"disk full (no space left) while writing {p}: free space or write elsewhere (the partial file is removed)"
         )
-    return OutputError(f"could not write {path}: {text}")
+    return OutputError(f"could not write {p}: {text}")
 
 
 def geotiff_profile(
@@ -189,22 +226,29 @@ def geotiff_profile(
     height: int,
     count: int,
     dtype: str,
-    crs: Any,
-    transform: Affine,
+    crs: Any = None,
+    transform: Affine | None = None,
     nodata: float | None,
     block: int = DEFAULT_BLOCK,
     compress: str = "deflate",
+    georef: Georeference | None = None,
 ) -> dict[str, Any]:
-    """A tiled, compressed GeoTIFF profile (BigTIFF when needed)."""
+    """A tiled, compressed GeoTIFF profile (BigTIFF when needed).
+
+    The grid is georeferenced by ``georef`` (a CRS and geotransform, GCPs or RPCs; see
+    :class:`geoseg.io.georef.Georeference`) or, without it, by ``crs`` and ``transform``.
+    """
     block = max(16, block // 16 * 16)
+    where = georef.creation_options() if georef is not None else {"crs": crs, "transform": transform}
+    if where.get("transform") is None:
+        where.pop("transform", None)
     prof: dict[str, Any] = {
         "driver": "GTiff",
         "width": width,
         "height": height,
         "count": count,
         "dtype": dtype,
-        "crs": crs,
-        "transform": transform,
+        **where,
         "nodata": nodata,
         "compress": compress,
         "BIGTIFF": "IF_SAFER",
@@ -243,7 +287,7 @@ class BlockWriter:
         try:
             self._ds = rasterio.open(path, "w", **profile)
         except (rasterio.errors.RasterioIOError, OSError) as exc:
-            raise _oserror_to_output(exc, path) from exc
+            raise output_error(exc, path) from exc
         # partly filled blocks: (block row, block col) -> (buffer, filled pixel count, rectangles written)
         self._partial: dict[tuple[int, int], tuple[np.ndarray, int, list[tuple[int, int, int, int]]]] = {}
         self._done = np.zeros((-(-self.height // self.block[0]), -(-self.width // self.block[1])), bool)
@@ -318,14 +362,14 @@ class BlockWriter:
         try:
             self._ds.write(data, window=window)
         except (rasterio.errors.RasterioIOError, OSError) as exc:
-            raise _oserror_to_output(exc, self.path) from exc
+            raise output_error(exc, self.path) from exc
 
     def close(self) -> None:
         """Close the file; raise if any pixel was never written or a block failed to reach the disk."""
         try:
             self._ds.close()
         except (rasterio.errors.RasterioIOError, OSError) as exc:
-            raise _oserror_to_output(exc, self.path) from exc
+            raise output_error(exc, self.path) from exc
         if not self._done.all():
             raise OutputError(
                 f"{self.path}: {int((~self._done).sum())} of {self._done.size} blocks were never completely written "
@@ -358,7 +402,7 @@ def verify_complete(path: Path) -> None:
                         if not nbytes or offset is None or int(offset) + nbytes > size:
                             raise OSError(f"block ({i}, {j}) of band {b} never reached the disk")
     except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError, OSError) as exc:
-        raise _oserror_to_output(exc, path) from exc
+        raise output_error(exc, path) from exc
 
 
 def write_class_metadata(

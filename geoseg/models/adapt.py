@@ -32,9 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +43,7 @@ from torch import nn
 
 from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError, MissingDependencyError
 from geoseg.models.names import ADAPT_STRATEGIES
+from geoseg.models.safe_load import torch_load
 
 NAMED_SOURCES = ("torchvision", "timm")
 
@@ -269,13 +268,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-    try:
-        obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, AttributeError) as exc:
-        raise CheckpointError(
-            f"refused to load {path}: not a safe weights file (only tensors and plain data are accepted). "
-            f"Details: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
-        ) from exc
+    obj: Any = torch_load(path, what="encoder weights")
     # training checkpoints wrap the weights: Lightning/TorchGeo "state_dict", timm "state_dict"/"model", others
     for wrapper in ("state_dict", "model", "model_state_dict", "net"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,9 +45,14 @@ class ModelConfig:
     * ``classes`` / ``colors``: class names and RGB colors, index = class id.
     * ``tile`` / ``overlap``: defaults for prediction; ``output_stride``: the alignment tiles need.
 
+    Every field is validated (:data:`CONTRACT_SCHEMA`): types, ranges and agreement between fields (one color and
+    one name per class, one normalization value per band, names that do not repeat).
+
     Raises:
-        InvalidParameterError: no band, fewer than 2 classes, or colors that do not match the classes.
-        CheckpointError: (:meth:`from_json`) a contract that is not valid JSON or lacks fields.
+        InvalidParameterError: a field of the wrong type or out of range, naming the field (no band, fewer than 2
+            classes, colors that do not match the classes, a negative overlap, ...).
+        CheckpointError: (:meth:`from_json`, :meth:`from_dict`) a contract that is not valid JSON, lacks fields, or
+            has an invalid field (the same message as above, for a file).
     """
 
     arch: str
@@ -63,17 +69,10 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if not self.bands:
-            raise InvalidParameterError("a model needs at least one input band")
-        if len(self.classes) < 2:
-            raise InvalidParameterError(f"a model needs at least 2 classes, got {self.classes!r}")
+        _check_fields(self)
         if not self.colors:
             self.colors = default_colors(len(self.classes))
-        if len(self.colors) != len(self.classes):
-            raise InvalidParameterError(
-                f"{len(self.colors)} colors given for {len(self.classes)} classes; give one RGB color per class"
-            )
-        self.colors = [list(map(int, c))[:3] for c in self.colors]
+        self.colors = [[int(v) for v in c][:3] for c in self.colors]
 
     @property
     def in_channels(self) -> int:
@@ -96,9 +95,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """A contract from its JSON object, validated field by field (unknown keys of newer versions are ignored).
+
+        Raises:
+            CheckpointError: not an object, a missing field, a field of the wrong type or range, or a format newer
+                than this geoseg.
+        """
         if not isinstance(data, dict):
             raise CheckpointError("model config must be a JSON object")
         version = data.get("format_version", FORMAT_VERSION)
+        if not _is_int(version) or version < 1:
+            raise CheckpointError(
+                f"invalid model contract in checkpoint: field 'format_version': expected a positive integer, got "
+                f"{version!r}"
+            )
         if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"checkpoint format {version} is newer than this geoseg understands ({FORMAT_VERSION}); upgrade geoseg"
@@ -109,8 +119,88 @@ class ModelConfig:
         known = set(cls.__dataclass_fields__)
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
-        except (TypeError, InvalidParameterError) as exc:
-            raise CheckpointError(f"invalid model config in checkpoint: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid model contract in checkpoint: {exc}") from exc
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _names(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(n, str) and n.strip() for n in v)
+
+
+def _color(c: Any) -> bool:
+    return isinstance(c, list | tuple) and len(c) in (3, 4) and all(_is_int(x) and 0 <= x <= 255 for x in c)
+
+
+#: the model contract's fields: (check, what a valid value is)
+CONTRACT_SCHEMA: dict[str, tuple[Any, str]] = {
+    "arch": (lambda v: isinstance(v, str) and bool(v.strip()), "an architecture name (see `geoseg models`)"),
+    "bands": (lambda v: _names(v) and len(v) >= 1, "a list of band names (strings), at least one band"),
+    "classes": (lambda v: _names(v) and len(v) >= 2, "a list of class names (strings), at least 2 classes"),
+    "colors": (lambda v: isinstance(v, list) and all(_color(c) for c in v), "a list of [r, g, b] integers 0..255"),
+    "normalization": (lambda v: isinstance(v, dict), "an object {method, shift, scale}"),
+    "arch_kwargs": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "an object of options"),
+    "tile": (lambda v: _is_int(v) and v >= 1, "a positive integer (pixels)"),
+    "overlap": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (pixels)"),
+    "output_stride": (lambda v: _is_int(v) and v >= 1, "a positive integer (pixels)"),
+    "scale_offset": (lambda v: isinstance(v, bool), "true or false"),
+    "extra": (lambda v: isinstance(v, dict), "an object"),
+    "format_version": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+}
+
+
+def _field_error(name: str, value: Any, expected: str) -> InvalidParameterError:
+    shown = repr(value)
+    return InvalidParameterError(
+        f"model contract field {name!r}: expected {expected}, got {shown[:120]}{'...' if len(shown) > 120 else ''}"
+    )
+
+
+def _check_fields(cfg: ModelConfig) -> None:
+    """Validate every field of ``cfg`` against :data:`CONTRACT_SCHEMA` and against each other.
+
+    Raises:
+        InvalidParameterError: naming the first invalid field.
+    """
+    for name, (ok, expected) in CONTRACT_SCHEMA.items():
+        value = getattr(cfg, name)
+        if not ok(value):
+            raise _field_error(name, value, expected)
+    for name in ("bands", "classes"):
+        names = getattr(cfg, name)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InvalidParameterError(
+                f"model contract field {name!r}: names {dupes} repeat; each of the {len(names)} {name} needs its own "
+                f"name (a model picks bands and labels classes by name)"
+            )
+    if cfg.colors and len(cfg.colors) != len(cfg.classes):
+        raise InvalidParameterError(
+            f"model contract field 'colors': {len(cfg.colors)} colors given for {len(cfg.classes)} classes; give one "
+            f"RGB color per class"
+        )
+    norm = cfg.normalization
+    if norm:
+        from geoseg.io.normalize import NORMALIZATION_METHODS
+
+        if norm.get("method", "none") not in NORMALIZATION_METHODS:
+            raise _field_error("normalization", norm, f"a method among {', '.join(NORMALIZATION_METHODS)}")
+        for key in ("shift", "scale"):
+            values = norm.get(key, [])
+            if not isinstance(values, list) or not all(_is_number(v) for v in values):
+                raise _field_error("normalization", norm, f"{key!r} as a list of finite numbers")
+            if values and len(values) != len(cfg.bands):
+                raise InvalidParameterError(
+                    f"model contract field 'normalization': {len(values)} {key} value(s) for {len(cfg.bands)} band(s); "
+                    f"give one per band"
+                )
 
 
 def checkpoint_kind(path: str | os.PathLike[str]) -> str:

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.errors import InvalidParameterError
+from geoseg.train.labels import IGNORE_INDEX
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # the one ignore label of training (negative: never a class id)
 AUGMENTATIONS = ("flip", "rot90", "crop", "spectral", "blur", "elastic")
 DEFAULT_AUGMENTATIONS = ("flip", "rot90", "spectral")
 

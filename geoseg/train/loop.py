@@ -75,6 +75,8 @@ def train_model(
     class_field: str | None = None,
     background: int | None = None,
     id_field: str | None = None,
+    label_nodata: float | None = None,
+    layer: str | None = None,
     epochs: int = 20,
     chip: int = 128,
     batch_size: int = 8,
@@ -104,9 +106,13 @@ def train_model(
 ) -> TrainResult:
     """Train ``arch`` on ``image`` + ``labels`` and write the best checkpoint to ``out``.
 
-    Labels are an integer class raster on the image grid (nodata ignored) or polygons (GeoPackage/GeoJSON/
-    Shapefile/FlatGeobuf/GeoParquet) with a ``class_field`` of ids or names, rasterized window by window onto the
-    image grid (reprojected when CRSs differ); pixels outside polygons get ``background`` or are ignored. Names in
+    Labels are an integer class raster (nodata, or ``label_nodata`` when the file declares none, ignored; warped
+    with nearest neighbour onto the image grid when it lies on another one) or polygons (GeoPackage/GeoJSON/
+    Shapefile/FlatGeobuf/GeoParquet; ``layer`` of a multi-layer file) with a ``class_field`` of ids or names,
+    rasterized window by window onto the image grid (reprojected when CRSs differ); pixels outside polygons get
+    ``background`` or are ignored. Label values must be class ids 0..K-1 (K = the number of ``classes`` when given;
+    without names, exactly the values 0..K-1 found): a 0/255 mask or codes such as 11, 21 are refused with the
+    values found, never turned into a model with hundreds of classes; at least 2 classes must be present. Names in
     ``class_field`` get their ids from ``id_field`` when given (a layer's own ids), else from their position in
     ``classes``, else alphabetically (:mod:`geoseg.io.labels`).
 
@@ -128,11 +134,13 @@ def train_model(
 
     Raises:
         InvalidParameterError: a bad option (loss, sampling, sizes, block), labels that cover no pixel, or too
-            few classes; UnknownClassError (one of them) for label polygons without a usable class attribute.
+            few classes; UnknownClassError (one of them) for label values that are not class ids, or label
+            polygons without a usable class attribute.
+        NoOverlapError: a label raster that does not overlap the image or cannot be placed on its grid.
         CheckpointError: ``resume`` without a saved training state, or one for another run.
         OutputExistsError, OutputError: ``out`` exists without ``overwrite``, or cannot be written.
         InputNotFoundError, NotARasterError, BandSelectionError: the image or labels cannot be read as given.
-        ModelContractError: a label raster that is not on the image grid or not integer.
+        ModelContractError: a label raster whose values are not whole numbers.
         UnknownModelError: ``arch`` is not registered.
         CancelledError: ``progress`` asked to stop; it is asked before every batch, so training stops within one
             batch (the best checkpoint of the epochs completed so far and their training state remain).
@@ -158,8 +166,9 @@ def train_model(
     lab = None
     try:
         lab = open_labels(
-            labels, src, classes=classes, class_field=class_field, background=background, id_field=id_field
-        )
+            labels, src, classes=classes, class_field=class_field, background=background, nodata=label_nodata,
+            layer=layer, id_field=id_field,
+        )  # fmt: skip
         names = lab.classes
         n_classes = len(names)
         norm = compute_normalization(src, normalization, seed=seed)
@@ -179,6 +188,12 @@ def train_model(
             raise InvalidParameterError(
                 f"labels {labels} cover no pixel of the image {image} (every label pixel is nodata or outside it); "
                 f"check that labels and image overlap (extent, CRS) and that class values are 0..K-1"
+            )
+        present = [names[k] for k, c in enumerate(np.sum(list(hists.values()), axis=0)) if c > 0]
+        if len(present) < 2:
+            raise InvalidParameterError(
+                f"the labels of {image} hold only class {present} on the image's valid pixels: a model needs at least "
+                f"2 classes present to learn; add labels of the other classes (or check nodata and --background)"
             )
         split = block_split(src.shape, blk, val_fraction, seed, histograms=hists if stratify else None)
         if not split.train:
@@ -350,10 +365,12 @@ def _save_state(
 
 
 def _load_state(path: Path) -> dict[str, Any]:
+    from geoseg.models.safe_load import torch_load
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot resume from {path}: not a readable training state ({exc})") from exc
+        return torch_load(path, what="training state")
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot resume: {exc}") from exc
 
 
 def _validate(

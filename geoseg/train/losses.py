@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.errors import InvalidParameterError
+from geoseg.train.labels import IGNORE_INDEX
 from geoseg.train.names import LOSSES
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # the one ignore label of training (negative: never a class id)
 
 
 def class_weights(counts: np.ndarray) -> torch.Tensor:

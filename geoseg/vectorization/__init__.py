@@ -4,8 +4,8 @@
   union-find, polygons in pixel coordinates);
 * :mod:`~geoseg.vectorization.attributes`: class name, pixels, area (map units and m²), mean probability, world
   geometry (filtered, simplified, reprojected);
-* :mod:`~geoseg.vectorization.writers`: GeoPackage/GeoJSON/FlatGeobuf (pyogrio) or GeoParquet (pyarrow) written
-  incrementally and atomically, or a GeoDataFrame;
+* :mod:`~geoseg.vectorization.writers`: GeoPackage/GeoJSON/FlatGeobuf/Shapefile (pyogrio) or GeoParquet (pyarrow)
+  written incrementally and atomically, or a GeoDataFrame (formats by extension: :mod:`geoseg.io.formats`);
 * :mod:`~geoseg.vectorization.pipeline`: :func:`vectorize`, which runs them.
 
 Importing this package loads none of them (nor scipy, shapely or pyarrow): the CLI lists :data:`CONNECTIVITIES`
@@ -24,8 +24,8 @@ CONNECTIVITIES = (4, 8)
 _LAZY = {
     "vectorize": "geoseg.vectorization.pipeline",
     "VectorizeResult": "geoseg.vectorization.writers",
-    "VECTOR_FORMATS": "geoseg.vectorization.writers",
-    "vector_driver": "geoseg.vectorization.writers",
+    "VECTOR_FORMATS": "geoseg.io.formats",
+    "vector_driver": "geoseg.io.formats",
     "polygonize_stream": "geoseg.vectorization.polygons",
 }
 

@@ -10,6 +10,8 @@ import numpy as np
 import rasterio
 import shapely
 
+from geoseg.io.georef import Georeference
+
 
 def _area_m2_function(crs: Any) -> Any:
     """A function geometries(map units) -> area in m², or None when unknown."""
@@ -54,16 +56,32 @@ class FeatureBuilder:
         out_crs: Any,
         with_prob: bool,
     ) -> None:
+        self.georef = Georeference.of(ds)
         self.transform = ds.transform
+        # an affine grid has one pixel area; through GCPs or RPCs the area is measured on each world polygon
+        self.affine = self.georef.kind in (None, "transform")
         self.pixel_area = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
         self.names = list(names) if names else None
         self.min_area = min_area
         self.simplify = simplify
         self.multi = connectivity == 8
-        self.src_crs = ds.crs
+        self.src_crs = self.georef.map_crs
         self.out_crs = out_crs
         self.with_prob = with_prob
-        self.area_m2 = _area_m2_function(ds.crs)
+        self.area_m2 = _area_m2_function(self.src_crs)
+
+    def _to_map(self, geoms: np.ndarray) -> np.ndarray:
+        """Pixel-space polygons -> map coordinates (the affine transform, or GDAL's GCP/RPC transformer)."""
+        georef = self.georef
+        geoms = shapely.transform(geoms, lambda xy: np.column_stack(georef.pixel_to_map(xy[:, 0], xy[:, 1])))
+        if self.affine:
+            t = self.transform
+            mirrored = t.a * t.e - t.b * t.d > 0  # a south-up grid mirrors rings
+        else:
+            mirrored = True  # orientation after a GCP/RPC mapping is not known in advance
+        if mirrored and hasattr(shapely, "orient_polygons"):  # restore the orientation GDAL writes
+            geoms = shapely.orient_polygons(geoms)
+        return geoms
 
     def name(self, cid: int) -> str:
         return self.names[cid] if self.names and 0 <= cid < len(self.names) else str(cid)
@@ -74,18 +92,17 @@ class FeatureBuilder:
         psum = np.array([b[2] for b in batch], dtype=np.float64)
         geoms = np.empty(len(batch), dtype=object)
         geoms[:] = [b[3] for b in batch]
-        area = pixels * self.pixel_area
+        if not self.affine:
+            geoms = self._to_map(geoms)
+            area = shapely.area(geoms).astype(np.float64)
+        else:
+            area = pixels * self.pixel_area
         keep = area >= self.min_area if self.min_area > 0 else np.ones(len(batch), dtype=bool)
         if not keep.any():
             return None
         cls, pixels, psum, geoms, area = cls[keep], pixels[keep], psum[keep], geoms[keep], area[keep]
-        t = self.transform
-        geoms = shapely.transform(
-            geoms,
-            lambda xy: np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f]),
-        )
-        if t.a * t.e - t.b * t.d > 0:  # a south-up grid mirrors rings: restore the orientation GDAL writes
-            geoms = shapely.orient_polygons(geoms) if hasattr(shapely, "orient_polygons") else geoms
+        if self.affine:
+            geoms = self._to_map(geoms)
         area_m2 = self.area_m2(geoms, area) if self.area_m2 is not None else np.full(area.shape, np.nan)
         if self.simplify > 0:
             geoms = shapely.simplify(geoms, self.simplify, preserve_topology=True)

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from geoseg.errors import InvalidParameterError, UnsupportedRasterError
+from geoseg.errors import InvalidParameterError
+from geoseg.io.classes import check_class_raster
+from geoseg.io.formats import companion_files, vector_driver
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
+from geoseg.io.georef import Georeference
 from geoseg.io.read import open_dataset
 from geoseg.io.tags import read_class_names
 from geoseg.io.write import check_output_path
@@ -19,7 +20,7 @@ from geoseg.progress import ProgressCallback
 from geoseg.vectorization import CONNECTIVITIES
 from geoseg.vectorization.attributes import FeatureBuilder
 from geoseg.vectorization.polygons import polygonize_stream
-from geoseg.vectorization.writers import to_geodataframe, vector_driver, write_features
+from geoseg.vectorization.writers import to_geodataframe, write_features
 
 
 def vectorize(
@@ -43,11 +44,17 @@ def vectorize(
     * ``min_area``: drop polygons smaller than this, in square map units of the raster CRS (the ``area`` column).
     * ``simplify``: Douglas-Peucker tolerance in map units of the raster CRS (topology-preserving, per polygon).
     * ``connectivity``: 4 (edges) or 8 (edges and corners), as in GDAL/rasterio polygonize.
-    * ``crs``: write polygons in this CRS (default: the raster's).
+    * ``crs``: write polygons in this CRS (default: the raster's, or that of its GCPs; polygons of a raster placed
+      only by GCPs or RPCs are mapped through GDAL's transformer for them).
     * ``probabilities``: a raster with one band per class on the same grid; adds ``mean_prob``, the mean of the
       polygon's class probability over its pixels.
-    * ``dst``: GeoPackage, GeoJSON, FlatGeobuf or GeoParquet path (by extension), written incrementally and
-      atomically; without it a GeoDataFrame is returned.
+    * ``dst``: GeoPackage, GeoJSON, FlatGeobuf, Shapefile or GeoParquet path (by extension, see
+      :data:`geoseg.io.formats.VECTOR_FORMATS`), written incrementally and atomically; without it a GeoDataFrame is
+      returned.
+
+    The raster must be a class raster (:func:`geoseg.io.classes.check_class_raster`): one band of class ids (integers,
+    or floats holding whole numbers); a multiband image, a probability raster or continuous data without class names
+    is refused.
 
     Columns: ``class_id``, ``class_name``, ``pixels``, ``area`` (map units of the raster CRS, before simplification),
     ``area_m2`` (geodesic for geographic CRSs, NaN without a CRS), optional ``mean_prob``, ``geometry``.
@@ -59,7 +66,8 @@ def vectorize(
             grid, or ``crs`` for a raster without one.
         OutputExistsError, OutputError: ``dst`` exists without ``overwrite``, or cannot be written.
         InputNotFoundError, NotARasterError: the class raster cannot be opened.
-        UnsupportedRasterError: the raster does not hold integer class ids.
+        UnsupportedRasterError: the raster is not a class raster (several bands, non-integer values, continuous data
+            without class names).
         CancelledError: ``progress`` asked to stop (nothing is left at ``dst``).
     """
     if connectivity not in CONNECTIVITIES:
@@ -73,7 +81,7 @@ def vectorize(
     if dst is not None:
         driver = vector_driver(dst)
         inputs = [class_raster] + ([probabilities] if probabilities is not None else [])
-        out_path = check_output_path(dst, overwrite=overwrite, inputs=inputs)
+        out_path = check_output_path(dst, overwrite=overwrite, inputs=inputs, companions=companion_files(dst, driver))
     return _vectorize(
         class_raster,
         out_path,
@@ -109,8 +117,7 @@ def _vectorize(
     ds = open_dataset(class_raster)
     prob_ds = None
     try:
-        if np.dtype(ds.dtypes[0]).kind not in "uif":
-            raise UnsupportedRasterError(f"{class_raster} has dtype {ds.dtypes[0]}; a class raster holds integers")
+        check_class_raster(ds, path=class_raster, names=classes)
         if probabilities is not None:
             prob_ds = open_dataset(probabilities)
             if (prob_ds.height, prob_ds.width) != (ds.height, ds.width) or prob_ds.transform != ds.transform:
@@ -120,8 +127,9 @@ def _vectorize(
                 )
         names = list(classes) if classes is not None else read_class_names(ds)
         out_crs = None
+        src_crs = Georeference.of(ds).map_crs
         if crs is not None:
-            if ds.crs is None:
+            if src_crs is None:
                 raise InvalidParameterError(
                     f"cannot reproject to {crs}: {class_raster} has no CRS; omit crs to write pixel/map coordinates"
                 )
@@ -139,7 +147,7 @@ def _vectorize(
         )
         stream = polygonize_stream(ds, connectivity=connectivity, window=window, prob_ds=prob_ds, progress=progress)
         batches = (cols for cols in (builder.build(b) for b in stream) if cols is not None)
-        final_crs = out_crs if out_crs is not None else (ds.crs if ds.crs else None)
+        final_crs = out_crs if out_crs is not None else src_crs
         with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in (ds, prob_ds) if d is not None)):
             if out_path is None or driver is None:
                 return to_geodataframe(batches, final_crs, prob_ds is not None)

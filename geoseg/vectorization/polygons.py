@@ -27,7 +27,8 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from geoseg.allocator import release_freed_memory
-from geoseg.errors import InvalidParameterError, UnsupportedRasterError
+from geoseg.errors import InvalidParameterError
+from geoseg.io.classes import check_integral
 from geoseg.io.read import iter_windows, read_masked
 from geoseg.progress import ProgressCallback, report_progress
 
@@ -169,10 +170,8 @@ def polygonize_stream(
             above_cls, next_above_cls = next_above_cls, above_cls
             next_above_ids[:] = -1
         raw, valid = read_masked(ds, win)
-        if float_data and valid.any() and not np.all(raw[valid] == np.round(raw[valid])):
-            raise UnsupportedRasterError(
-                f"{ds.name} holds non-integer values; vectorize expects a class raster (integer class ids)"
-            )
+        if float_data:
+            check_integral(raw, valid, path=ds.name)
         data = np.where(valid, raw, 0)
         del raw
         labels, label_cls = _label(data, valid, connectivity)

@@ -1,10 +1,10 @@
-"""Polygon writers: attribute batches -> a GeoPackage, GeoJSON, FlatGeobuf or GeoParquet file written incrementally and
-atomically, or a GeoDataFrame. No torch."""
+"""Polygon writers: attribute batches -> a GeoPackage, GeoJSON, FlatGeobuf, Shapefile or GeoParquet file written
+incrementally and atomically, or a GeoDataFrame. No torch. Formats are chosen by extension in one place,
+:mod:`geoseg.io.formats`."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,20 +13,10 @@ from typing import Any
 import numpy as np
 import shapely
 
-from geoseg.errors import GeoSegError, InvalidParameterError, OutputError
-from geoseg.io.write import atomic_path
+from geoseg.errors import GeoSegError
+from geoseg.io.formats import COMPANION_SUFFIXES
+from geoseg.io.write import atomic_path, output_error
 from geoseg.vectorization.attributes import attribute_schema
-
-#: output extension -> driver ("GeoParquet" is written with pyarrow, the others with pyogrio/GDAL)
-VECTOR_FORMATS: dict[str, str] = {
-    ".gpkg": "GPKG",
-    ".geojson": "GeoJSON",
-    ".json": "GeoJSON",
-    ".fgb": "FlatGeobuf",
-    ".parquet": "GeoParquet",
-    ".geoparquet": "GeoParquet",
-}
-
 
 #: GeoPackage 1.2, which every GDAL since 2.2 reads without a warning: GDAL 3.7+ writes 1.4 by default, and QGIS
 #: 3.28/3.34/3.40 on GDAL 3.6 (e.g. Debian bookworm) warn that a 1.4 file "may only be partially supported"
@@ -45,22 +35,6 @@ class VectorizeResult:
 
     def __len__(self) -> int:
         return self.features
-
-
-def vector_driver(path: str | os.PathLike[str]) -> str:
-    """The output driver for ``path`` chosen by its extension (raises with the list of supported formats).
-
-    Raises:
-        InvalidParameterError: an extension not in :data:`VECTOR_FORMATS`.
-    """
-    suffix = Path(path).suffix.lower()
-    try:
-        return VECTOR_FORMATS[suffix]
-    except KeyError:
-        known = ", ".join(f"{k} ({v})" for k, v in VECTOR_FORMATS.items())
-        raise InvalidParameterError(
-            f"unsupported vector output format {suffix or '(no extension)'!r} for {path}; use one of: {known}"
-        ) from None
 
 
 def _record_batch(cols: dict[str, np.ndarray], schema: Any) -> Any:
@@ -111,10 +85,14 @@ def write_features(
     overwrite: bool,
     layer: str | None,
 ) -> VectorizeResult:
-    """Stream attribute batches into ``path`` with ``driver`` (a value of :data:`VECTOR_FORMATS`), atomically.
+    """Stream attribute batches into ``path`` with ``driver`` (a value of :data:`geoseg.io.formats.VECTOR_FORMATS`),
+    atomically.
+
+    A Shapefile's companion files (``.shx``, ``.dbf``, ``.prj``, ``.cpg``) are written and published with it.
 
     Raises:
-        OutputError: the file cannot be written (the partial file is removed).
+        OutputError: the file cannot be written (the partial file is removed); a full disk is reported as such,
+            whatever the writer's own words for it (:func:`geoseg.io.write.output_error`).
         GeoSegError: the polygon stream failed, e.g. :class:`~geoseg.errors.CancelledError` (raised as is).
     """
     schema = attribute_schema(with_prob)
@@ -135,7 +113,7 @@ def write_features(
             raise
 
     geometry_type = "MultiPolygon" if connectivity == 8 else "Polygon"
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, companions=COMPANION_SUFFIXES.get(driver, ())) as tmp:
         try:
             if driver == "GeoParquet":
                 _write_geoparquet(tmp, schema, record_batches(), crs, geometry_type)
@@ -161,7 +139,7 @@ def write_features(
                 raise failure[0] from None
             if isinstance(exc, GeoSegError) or not isinstance(exc, Exception):
                 raise
-            raise OutputError(f"could not write {path} ({driver}): {exc}") from exc
+            raise output_error(exc, path) from exc
     return VectorizeResult(path, driver, total, _crs_string(crs), counts)
 
 
