@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +116,83 @@ def test_qgis_process_inprocess_clash_is_refused(
     qp_env: dict[str, str], tmp_path: Path, scene: str, checkpoint: str, backend_mode: str
 ) -> None:
     """Forcing in-process where geoseg's GDAL would clash with QGIS's gives an error, not a crash."""
-    from geoseg_qgis.backend import bundled_gdal
+    from geoseg_qgis.backend import bundled_libraries
 
-    if backend_mode == "subprocess" or not bundled_gdal():
+    if backend_mode == "subprocess" or "GDAL" not in bundled_libraries():
         pytest.skip("only where geoseg is importable with wheels that bundle their own GDAL")
     env = dict(qp_env, GEOSEG_QGIS_BACKEND="inprocess")
     proc = qgis_process_run(env, "geoseg:segmentraster", INPUT=scene, MODEL=checkpoint, OUTPUT=tmp_path / "o.tif")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "geoseg cannot run inside this QGIS process" in proc.stdout + proc.stderr
     assert not (tmp_path / "o.tif").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    found.append(int(child))
+                    todo.append(int(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_qgis_process_train_stops_on_a_signal_and_leaves_nothing(
+    qp_env: dict[str, str], tmp_path: Path, scene: str, labels: str, sig: signal.Signals
+) -> None:
+    """A signal to qgis_process during training (epoch 2, after epoch 1 wrote its checkpoint and training state)
+    reaches geoseg's process: it stops within a few seconds, not at the end of the epoch or the run, no geoseg
+    process is left running, and neither the checkpoint nor the training state is left."""
+    out = tmp_path / "model.safetensors"
+    params = {
+        "INPUT": scene,
+        "LABELS": labels,
+        "ARCH": "tiny",
+        "ARCH_KWARGS": '{"width": 8}',
+        "EPOCHS": 50,
+        "CHIP": 64,
+        "CHIPS_PER_EPOCH": 400,
+        "BATCH_SIZE": 8,
+        "DEVICE": 1,
+        "OUTPUT": out,
+    }
+    args = [QGIS_PROCESS, "run", "geoseg:trainmodel", "--"] + [f"{k}={v}" for k, v in params.items()]
+    proc = subprocess.Popen(args, env=qp_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the end of epoch 1: its checkpoint is written
+        assert proc.poll() is None and out.exists(), "training did not reach epoch 2"
+        time.sleep(1.0)
+        geoseg = _children(proc.pid)
+        assert geoseg, "no geoseg process under qgis_process"
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+        stopped = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    lingering = [pid for pid in geoseg if _alive(pid)]
+    for pid in lingering:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not lingering, f"geoseg processes {lingering} kept running after {sig.name} to qgis_process"
+    assert stopped < 10.0, f"{sig.name}: qgis_process took {stopped:.1f} s to stop\n{output[-2000:]}"
+    assert proc.returncode != 0
+    assert "cancelled" in output, output[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], output[-2000:]
