@@ -1,21 +1,25 @@
-"""How the plugin runs geoseg: in QGIS's own Python, or as one geoseg process per algorithm run.
+"""How the plugin runs geoseg: one geoseg process per algorithm run, never inside the QGIS process.
 
-This module imports nothing from QGIS (it is unit-testable without it). Selection:
+This module imports nothing from QGIS (it is unit-testable without it). The process runs
 
-* ``GEOSEG_QGIS_BACKEND`` (environment) or the ``geoseg/backend`` setting: ``inprocess``, ``subprocess`` or ``auto``
-  (default). ``auto`` runs in-process when ``import geoseg`` (and, for prediction/training, ``import torch``) works
-  in QGIS's Python and geoseg's GDAL, GEOS and PROJ cannot clash with QGIS's (:func:`library_conflict`), otherwise
-  as a subprocess.
-* ``GEOSEG_PYTHON`` (environment) or the ``geoseg/python`` setting: a python executable, or a virtual environment
-  folder, whose ``python -m geoseg`` works.
+* the Python named by ``GEOSEG_PYTHON`` (environment) or the ``geoseg/python`` setting: a python executable, or a
+  virtual environment folder, whose ``python -m geoseg`` works; else
+* QGIS's own Python interpreter (:func:`host_python`) when geoseg (and torch, for prediction and training) is
+  importable in QGIS's Python, with QGIS's ``sys.path``.
 
-Both backends offer the same four calls, one per algorithm (:meth:`segment`, :meth:`vectorize`, :meth:`evaluate`,
-:meth:`train`), returning the same plain data: what geoseg's CLI prints with ``--json``. The subprocess backend runs
-every step of a call in one process (:mod:`geoseg_qgis.runner`), so torch is imported once per run.
+geoseg never runs inside the QGIS process itself: pip's rasterio, pyogrio, shapely and pyproj bundle their own GDAL,
+GEOS and PROJ, which clash with the copies QGIS links (a crash of QGIS, and the user's unsaved work with it), and
+building them against QGIS's libraries is not an option most QGIS installations have (README, "QGIS"). A process of
+its own also contains any crash of geoseg or torch, and can always be stopped.
 
-Every call takes one ``progress(done, total, message) -> bool`` per step; returning True cancels: in-process geoseg
-raises its CancelledError, a subprocess's process group gets SIGTERM (then SIGKILL), and either way the outputs of the
-call are removed (:func:`remove_outputs`): a cancelled run leaves no file that looks finished.
+:class:`SubprocessBackend` offers one call per algorithm (:meth:`~SubprocessBackend.segment`,
+:meth:`~SubprocessBackend.vectorize`, :meth:`~SubprocessBackend.evaluate`, :meth:`~SubprocessBackend.train`),
+each returning what geoseg's CLI prints with ``--json``; every step of a call runs in the one process
+(:mod:`geoseg_qgis.runner`), so torch is imported once per run.
+
+Every call takes one ``progress(done, total, message) -> bool`` per step; returning True cancels: the process group
+gets SIGTERM (then SIGKILL) and the outputs of the call are removed (:func:`remove_outputs`): a cancelled run leaves
+no file that looks finished.
 """
 
 from __future__ import annotations
@@ -30,15 +34,12 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 Progress = Callable[[int, int, str], bool]
-BACKENDS = ("auto", "inprocess", "subprocess")
-ENV_BACKEND = "GEOSEG_QGIS_BACKEND"
 ENV_PYTHON = "GEOSEG_PYTHON"
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -108,106 +109,35 @@ def resolve_python(value: str | None) -> str | None:
     return str(p)
 
 
-def inprocess_available(needs_torch: bool) -> bool:
-    """True when geoseg (and torch, if needed) import in this interpreter."""
-    try:
-        importlib.import_module("geoseg")
-    except Exception:
-        return False
-    return not needs_torch or importlib.util.find_spec("torch") is not None
+def importable_here(needs_torch: bool) -> bool:
+    """True when geoseg (and torch, if needed) can be imported by this interpreter (nothing is imported)."""
+    return importlib.util.find_spec("geoseg") is not None and (
+        not needs_torch or importlib.util.find_spec("torch") is not None
+    )
 
 
-#: libraries QGIS links itself -> (Python packages whose wheels bundle their own copy, file name, a symbol of it)
-SHARED_LIBRARIES = {
-    "GDAL": (("rasterio", "pyogrio", "fiona"), "libgdal", "GDALOpenEx"),
-    "GEOS": (("shapely",), "libgeos", "GEOSversion"),
-    "PROJ": (("pyproj",), "libproj", "proj_context_create"),
-}
+def select_backend(*, needs_torch: bool, python: str | None = None) -> SubprocessBackend:
+    """The geoseg process to run: ``GEOSEG_PYTHON`` or ``python`` (the plugin's setting), else QGIS's own Python
+    when geoseg is importable there (:func:`importable_here`).
 
-
-def bundled_libraries() -> dict[str, list[str]]:
-    """Library -> the installed packages whose wheels bundle their own copy of it (``rasterio (libgdal-...so)``)."""
-    found: dict[str, list[str]] = {}
-    for lib, (packages, stem, _) in SHARED_LIBRARIES.items():
-        for pkg in packages:
-            spec = importlib.util.find_spec(pkg)
-            if spec is None or not spec.origin:
-                continue
-            libs = Path(spec.origin).parent.parent / f"{pkg}.libs"
-            copies = [p.name for p in libs.glob(f"{stem}*")] if libs.is_dir() else []
-            found.setdefault(lib, []).extend(f"{pkg} ({name})" for name in copies)
-    return {lib: pkgs for lib, pkgs in found.items() if pkgs}
-
-
-def library_conflict() -> str | None:
-    """Why in-process geoseg would clash with QGIS, or None.
-
-    The QGIS application and qgis_process link GDAL, GEOS and PROJ themselves, so their symbols are global in the
-    process: a rasterio/pyogrio/shapely/pyproj wheel that bundles its own copy then calls QGIS's copy (of another
-    version) and can crash or misread its data. A Python that imports qgis (PyQGIS scripts, tests) keeps them apart,
-    and packages built against the system's libraries (e.g. ``pip install --no-binary rasterio,pyogrio,shapely,pyproj``
-    or Debian's python3-rasterio) are fine everywhere.
+    Raises:
+        BackendError: the configured python does not exist, or none is configured and geoseg is not importable in
+            QGIS's Python.
     """
-    import ctypes
-
-    try:
-        process = ctypes.CDLL(None)
-    except OSError:  # pragma: no cover - no dlopen(NULL) (Windows)
-        return None
-    clashes = [
-        f"{', '.join(pkgs)} bundle their own {lib}"
-        for lib, pkgs in bundled_libraries().items()
-        if hasattr(process, SHARED_LIBRARIES[lib][2])
-    ]
-    if clashes:
-        return f"{'; '.join(clashes)}, which clashes with the one this QGIS process uses"
-    return None
-
-
-def select_backend(
-    *, needs_torch: bool, mode: str | None = None, python: str | None = None
-) -> InProcessBackend | SubprocessBackend:
-    """The backend to use. ``mode``/``python`` default to the environment variables (the plugin passes settings).
-
-    ``auto``: in-process when geoseg (and torch when needed) import here and cannot clash with QGIS's libraries
-    (:func:`library_conflict`); otherwise the configured environment. ``inprocess`` refuses a clash with a readable
-    error instead of risking a crash of QGIS.
-    """
-    mode = (os.environ.get(ENV_BACKEND) or mode or "auto").strip().lower()
-    if mode not in BACKENDS:
-        raise BackendError(f"{ENV_BACKEND}={mode!r} is not valid; use one of {', '.join(BACKENDS)}")
     py = resolve_python(os.environ.get(ENV_PYTHON) or python)
-    reason = ""
-    if mode == "inprocess" and not inprocess_available(needs_torch):
-        what = "geoseg and torch" if needs_torch else "geoseg"
-        raise BackendError(
-            f"the in-process backend needs {what} importable in QGIS's Python ({host_python()}); install them there "
-            f"({host_python()} -m pip install geoseg), or set {ENV_BACKEND}=subprocess and {ENV_PYTHON} to a Python "
-            f"environment with geoseg"
-        )
-    if mode == "inprocess" or (mode == "auto" and inprocess_available(needs_torch)):
-        conflict = library_conflict()
-        if conflict is None:
-            return InProcessBackend()
-        if mode == "inprocess" or py is None:
-            raise BackendError(
-                f"geoseg cannot run inside this QGIS process: {conflict}. Set {ENV_PYTHON} (or the plugin's "
-                f"'Python of the geoseg environment' option) to a Python environment with geoseg to run it as a "
-                f"subprocess, or build rasterio, pyogrio, shapely and pyproj against QGIS's libraries "
-                f"(pip install --no-binary rasterio,pyogrio,shapely,pyproj ...)"
-            )
-        reason = f"{conflict}; running the configured geoseg environment instead"
-    elif mode == "auto":
-        reason = "geoseg" + (" and torch are" if needs_torch else " is") + f" not importable in {host_python()}"
-    if py is None:
-        raise BackendError(
-            f"geoseg is not importable in QGIS's Python ({host_python()}) and no geoseg environment is configured: "
-            f"set the environment variable {ENV_PYTHON} (or Settings > Options > Processing > Providers > geoseg > "
-            f"'Python of the geoseg environment') to a python executable or venv where `python -m geoseg` works"
-        )
-    backend = SubprocessBackend(py)
-    backend.reason = reason
-    return backend
+    if py is not None:
+        return SubprocessBackend(py)
+    host = host_python()
+    if importable_here(needs_torch) and Path(host).is_file():
+        backend = SubprocessBackend(host, path=[p for p in sys.path if p])
+        backend.reason = "no geoseg environment is configured; geoseg is importable in QGIS's Python"
+        return backend
+    what = "geoseg and torch are" if needs_torch else "geoseg is"
+    raise BackendError(
+        f"{what} not importable in QGIS's Python ({host}) and no geoseg environment is configured: set the "
+        f"environment variable {ENV_PYTHON} (or Settings > Options > Processing > Providers > geoseg > 'Python of the "
+        f"geoseg environment') to a python executable or venv where `python -m geoseg` works"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- commands
@@ -298,179 +228,6 @@ def train_command(image: str, labels: str, out: str, **opts: Any) -> list[str]:
     return args
 
 
-# ---------------------------------------------------------------------------------------------------- in-process
-
-
-class InProcessBackend:
-    """Calls geoseg's functions in this interpreter."""
-
-    name = "inprocess"
-
-    @contextlib.contextmanager
-    def _errors(self, outputs: Sequence[str | None] = ()) -> Iterator[None]:
-        """geoseg's errors -> BackendError/BackendCancelled with one readable line; outputs removed on failure."""
-        from geoseg.errors import CancelledError, GeoSegError
-
-        try:
-            yield
-        except CancelledError as exc:
-            remove_outputs(outputs)
-            raise BackendCancelled("cancelled; no output was left", "CancelledError") from exc
-        except GeoSegError as exc:
-            remove_outputs(outputs)
-            raise BackendError(" ".join(str(exc).split()), type(exc).__name__) from exc
-        except Exception as exc:  # a bug, or a library failing in a way geoseg does not catch
-            remove_outputs(outputs)
-            first = " ".join(str(exc).split()) or "(no message)"
-            raise BackendError(
-                f"geoseg failed unexpectedly ({type(exc).__name__}: {first}); the log holds the details",
-                type(exc).__name__,
-                traceback.format_exc(),
-            ) from exc
-
-    def segment(
-        self,
-        raster: str,
-        out: str,
-        *,
-        checkpoint: str,
-        bands: str | None = None,
-        tile: int | None = None,
-        overlap: int | None = None,
-        batch_size: int | None = None,
-        device: str = "auto",
-        stitch: str = "center",
-        probabilities: str | None = None,
-        polygons: str | None = None,
-        min_area: float = 0.0,
-        simplify: float = 0.0,
-        progress: Sequence[Progress] = (_no_progress, _no_progress),
-    ) -> dict[str, Any]:
-        """Predict (and vectorize): ``{"predict": <predict --json>, "vector": <vectorize --json> | None}``."""
-        from geoseg.cli.predict_cmd import predict_summary
-        from geoseg.cli.vectorize_cmd import vectorize_summary
-        from geoseg.inference.predict import predict_raster
-        from geoseg.vectorization import vectorize
-
-        with self._errors((out, probabilities, polygons)):
-            res = predict_raster(
-                raster,
-                out,
-                model=checkpoint,
-                bands=bands or None,
-                tile=tile,
-                overlap=overlap,
-                batch_size=batch_size,
-                device=device,
-                stitch=stitch,
-                probabilities=probabilities,
-                overwrite=True,
-                progress=progress[0],
-            )
-            result: dict[str, Any] = {"predict": _plain(predict_summary(res)), "vector": None}
-            if polygons:
-                vres = vectorize(
-                    out, polygons, min_area=min_area, simplify=simplify, overwrite=True, progress=progress[1]
-                )
-                result["vector"] = _plain(vectorize_summary(vres))
-        return result
-
-    def vectorize(
-        self,
-        class_raster: str,
-        out: str,
-        *,
-        classes: Sequence[str] | None = None,
-        min_area: float = 0.0,
-        simplify: float = 0.0,
-        connectivity: int = 4,
-        progress: Progress = _no_progress,
-    ) -> dict[str, Any]:
-        """``{"vector": <vectorize --json>, "legend": <the raster's class legend>}``."""
-        from geoseg.cli.vectorize_cmd import vectorize_summary
-        from geoseg.io.read import open_dataset
-        from geoseg.io.tags import class_legend
-        from geoseg.vectorization import vectorize
-
-        with self._errors((out,)):
-            res = vectorize(
-                class_raster,
-                out,
-                classes=classes,
-                min_area=min_area,
-                simplify=simplify,
-                connectivity=connectivity,
-                overwrite=True,
-                progress=progress,
-            )
-            with contextlib.closing(open_dataset(class_raster)) as ds:
-                legend = class_legend(ds)
-        return {"vector": _plain(vectorize_summary(res)), "legend": legend}
-
-    def evaluate(
-        self,
-        prediction: str,
-        truth: str,
-        report_dir: str,
-        *,
-        classes: Sequence[str] | None = None,
-        ignore_index: int | None = None,
-        class_field: str | None = None,
-        id_field: str | None = None,
-        background: int | None = None,
-        progress: Progress = _no_progress,
-    ) -> dict[str, Any]:
-        """``<evaluate --json>``: ``{"report": {...}, "files": {...}}``."""
-        from geoseg.evaluation import evaluate
-        from geoseg.report import write_report
-
-        with self._errors():
-            rep = evaluate(
-                prediction,
-                truth,
-                classes=classes,
-                ignore_index=ignore_index,
-                truth_class_field=class_field,
-                truth_id_field=id_field,
-                background=background,
-                progress=progress,
-            )
-            files = write_report(rep, report_dir)
-        return _plain({"report": rep.to_dict(), "files": dict(files)})
-
-    def train(
-        self, image: str, labels: str, out: str, *, progress: Progress = _no_progress, **opts: Any
-    ) -> dict[str, Any]:
-        """``<train --json>``; a cancelled or failed run leaves neither checkpoint nor training state."""
-        from geoseg.train import train_model
-
-        with self._errors((out,)):
-            res = train_model(image, labels, out, overwrite=True, progress=progress, **opts)
-        return _plain(
-            {
-                "output": res.checkpoint,
-                "best_miou": res.best_miou,
-                "best_epoch": res.best_epoch,
-                "epochs_run": res.epochs_run,
-                "seconds": res.seconds,
-                "state": res.state,
-            }
-        )
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-compatible plain data, as the subprocess backend reads it: paths as strings, NaN and inf as None."""
-    if isinstance(obj, float):
-        return obj if obj == obj and abs(obj) != float("inf") else None
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if obj is None or isinstance(obj, str | int | bool):
-        return obj
-    return os.fspath(obj) if isinstance(obj, os.PathLike) else str(obj)
-
-
 # ---------------------------------------------------------------------------------------------------- subprocess
 
 
@@ -482,9 +239,10 @@ class SubprocessBackend:
     poll_s = 0.1
     grace_s = 10.0  # after SIGTERM, before SIGKILL
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, *, path: Sequence[str] = ()) -> None:
         self.python = python
-        self.reason = ""  # why auto chose it
+        self.path = list(path)  # the child's sys.path (QGIS's, when geoseg runs in QGIS's own Python)
+        self.reason = ""  # why this python was chosen, when it was not configured
         self.started = 0  # processes started (one per call)
 
     def _env(self) -> dict[str, str]:
@@ -492,6 +250,8 @@ class SubprocessBackend:
         # QGIS's own Python/GDAL settings must not leak into another interpreter
         for key in ("PYTHONPATH", "PYTHONHOME", "GDAL_DRIVER_PATH", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA"):
             env.pop(key, None)
+        if self.path:
+            env["PYTHONPATH"] = os.pathsep.join(self.path)
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("PYTHONIOENCODING", "utf-8")
         return env

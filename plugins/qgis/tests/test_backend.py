@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,19 +12,9 @@ import pytest
 from geoseg_qgis import backend as bk
 
 
-def test_invalid_mode_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(bk.ENV_BACKEND, "gpu")
-    with pytest.raises(bk.BackendError, match="GEOSEG_QGIS_BACKEND='gpu' is not valid; use one of auto"):
-        bk.select_backend(needs_torch=False)
-
-
 def test_missing_python_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(bk.ENV_BACKEND, "subprocess")
     monkeypatch.setenv(bk.ENV_PYTHON, str(tmp_path / "nope" / "python"))
     with pytest.raises(bk.BackendError, match="does not exist"):
-        bk.select_backend(needs_torch=True)
-    monkeypatch.delenv(bk.ENV_PYTHON)
-    with pytest.raises(bk.BackendError, match="GEOSEG_PYTHON"):
         bk.select_backend(needs_torch=True)
 
 
@@ -37,26 +26,19 @@ def test_python_from_venv_folder(tmp_path: Path) -> None:
 
 
 def test_selected_backend_matches_environment(backend_mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """geoseg always runs in a process of its own: the configured environment, else QGIS's own Python with QGIS's
+    sys.path when geoseg is importable there, else a readable error."""
     chosen = bk.select_backend(needs_torch=True)
-    if backend_mode == "subprocess":
-        assert isinstance(chosen, bk.SubprocessBackend)
-        # the subprocess run really is without geoseg in QGIS's Python
-        assert importlib.util.find_spec("geoseg") is None or not bk.inprocess_available(False)
-        monkeypatch.setenv(bk.ENV_BACKEND, "inprocess")
-        with pytest.raises(bk.BackendError, match="in-process backend needs"):
+    assert isinstance(chosen, bk.SubprocessBackend)
+    if backend_mode == "configured":
+        assert chosen.python == bk.resolve_python(os.environ[bk.ENV_PYTHON]) and not chosen.reason and not chosen.path
+        monkeypatch.delenv(bk.ENV_PYTHON)
+        assert not bk.importable_here(False)  # the configured run really is without geoseg in QGIS's Python
+        with pytest.raises(bk.BackendError, match=r"not importable in QGIS's Python \(/.*python3[.0-9]*\) and no"):
             bk.select_backend(needs_torch=True)
     else:
-        assert isinstance(chosen, bk.InProcessBackend)
-        monkeypatch.setenv(bk.ENV_BACKEND, "auto")
-        monkeypatch.delenv(bk.ENV_PYTHON, raising=False)
-        assert isinstance(bk.select_backend(needs_torch=True), bk.InProcessBackend)
-        # with an environment configured, auto avoids a GDAL clash (pip rasterio vs QGIS's GDAL)
-        monkeypatch.setenv(bk.ENV_PYTHON, sys.executable)
-        auto = bk.select_backend(needs_torch=True)
-        if bk.library_conflict():
-            assert isinstance(auto, bk.SubprocessBackend) and "bundle their own" in auto.reason
-        else:
-            assert isinstance(auto, bk.InProcessBackend)
+        assert chosen.python == bk.host_python() and "importable in QGIS's Python" in chosen.reason
+        assert [p for p in sys.path if p] == chosen.path
 
 
 FAKE = r"""

@@ -6,8 +6,8 @@ vector as the active layer, and checks QGIS is still alive afterwards; a crash f
 signal. Screenshots of the dialogs are test artefacts: their folder is printed (``-s`` shows it) and kept by pytest's
 tmp_path retention; nothing is committed. Segment raster also runs from its dialog, end to end.
 
-Opening a dialog does not involve the backend, so those tests run in the subprocess-backend run of run_tests.sh only
-(they cost one QGIS start each); Segment's run from the dialog runs with both.
+Opening a dialog does not involve geoseg's process, so those tests run in the configured-environment run of
+run_tests.sh only (they cost one QGIS start each); Segment's run from the dialog runs in both.
 """
 
 from __future__ import annotations
@@ -80,19 +80,15 @@ def vector_layer(tmp_path_factory: pytest.TempPathFactory, labels: str) -> str:
 
 
 def qgis_env(display: str, backend_mode: str) -> dict[str, str]:
-    """The QGIS desktop's environment: the display, and the backend under test as qgis_process gets it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "PYTHONHOME")}
+    """The QGIS desktop's environment: the display, and geoseg as the run under test offers it (a configured
+    environment, or importable in the Python QGIS embeds)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "PYTHONHOME", "PYTHONPATH")}
     env["DISPLAY"] = display
-    if backend_mode != "subprocess":
-        # the desktop embeds the system Python: make geoseg importable there and leave the choice to "auto"
+    if backend_mode != "configured":
         import geoseg
 
         paths = [str(Path(geoseg.__file__).resolve().parents[1]), *(p for p in sys.path if p.endswith("-packages"))]
         env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["GEOSEG_QGIS_BACKEND"] = "auto"
-        env.setdefault("GEOSEG_PYTHON", sys.executable)
-    else:
-        env.pop("PYTHONPATH", None)
     return env
 
 
@@ -156,8 +152,8 @@ def test_dialog_opens_without_crashing(
     scene: str,
     vector_layer: str,
 ) -> None:
-    if backend_mode == "inprocess":
-        pytest.skip("opening a dialog does not involve the backend: tested in the subprocess-backend run")
+    if backend_mode != "configured":
+        pytest.skip("opening a dialog does not involve geoseg's process: tested in the configured-environment run")
     shot = screenshots / f"{algorithm.split(':')[1]}-{active}.png"
     report = open_dialog(
         tmp_path, display, backend_mode, algorithm, active, raster=scene, vector=vector_layer, screenshot=shot

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import processing
 import pytest
-from conftest import CLASSES
+from conftest import CLASSES, geoseg_env
 from helpers import RecordingFeedback, polygons, raster, same_crs
 from qgis.core import (
     QgsApplication,
@@ -33,7 +33,10 @@ CPU = 1  # index of "cpu" in the Device enum
 
 
 def expected_backend_line(mode: str) -> str:
-    return "geoseg backend: subprocess" if mode == "subprocess" else "geoseg backend: in-process"
+    """How the log names the geoseg process: the configured environment, or QGIS's own Python."""
+    if mode == "configured":
+        return f"geoseg backend: subprocess {os.environ['GEOSEG_PYTHON']}"
+    return "(no geoseg environment is configured; geoseg is importable in QGIS's Python)"
 
 
 def test_provider_and_algorithms() -> None:
@@ -323,8 +326,10 @@ def test_raster_and_polygons_of_the_same_name_keep_both_legends(
     renderer = bare.renderer()
     assert [c.label for c in renderer.classes()] == CLASSES
     assert [[c.color.red(), c.color.green(), c.color.blue()] for c in renderer.classes()] == model_config["colors"]
-    band = gdal.Open(str(out)).GetRasterBand(1)
+    ds = gdal.Open(str(out))  # keep the dataset: its band dangles without it
+    band = ds.GetRasterBand(1)
     assert band.GetCategoryNames() == CLASSES and band.GetDefaultRAT().GetRowCount() == len(CLASSES)
+    band = ds = None
     # GeoJSON polygons of the same name cannot have a style inside: the raster's classes.qml is kept
     processing.run(
         "geoseg:segmentraster",
@@ -376,11 +381,13 @@ def test_errors_are_one_line_in_the_dialog_s_terms(tmp_path: Path, scene: str, c
     assert "the raster has only 3 band(s)" in text and "--bands" not in text and "1,2,3" not in text
     # an 8-band raster without band names: the hint names the dialog's parameter and 6 bands
     eight = str(tmp_path / "eight.tif")
-    gdal.Translate(eight, scene, bandList=[1, 2, 3, 4, 5, 6, 1, 2])
-    ds = gdal.Open(eight, gdal.GA_Update)
-    for i in range(1, 9):
-        ds.GetRasterBand(i).SetDescription("")
-    ds = None
+    src = gdal.Open(scene)
+    ds = gdal.GetDriverByName("GTiff").Create(eight, src.RasterXSize, src.RasterYSize, 8, gdal.GDT_Float32)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    for i, b in enumerate([1, 2, 3, 4, 5, 6, 1, 2], start=1):  # written band by band: no band names
+        ds.GetRasterBand(i).WriteArray(src.GetRasterBand(b).ReadAsArray().astype(np.float32))
+    ds = src = None
     text = _one_line_error(
         lambda: processing.run(
             "geoseg:segmentraster", {"INPUT": eight, "MODEL": checkpoint, "OUTPUT": str(tmp_path / "c.tif")}
@@ -460,7 +467,7 @@ def _umask() -> int:
 def _info(geoseg_python: str, path: Path) -> dict:
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env = geoseg_env()
     out = subprocess.run(
         [geoseg_python, "-m", "geoseg", "info", str(path), "--json"],
         check=True,
@@ -523,11 +530,11 @@ def test_cancel_stops_training_within_a_batch_and_leaves_nothing(tmp_path: Path,
 def test_one_geoseg_process_per_run(
     tmp_path: Path, scene: str, checkpoint: str, backend_mode: str, geoseg_python: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if backend_mode != "subprocess":
-        pytest.skip("counts the processes of the subprocess backend")
     log = tmp_path / "starts.log"
     wrapper = tmp_path / "python"
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {geoseg_python} "$@"\n')
+    path = geoseg_env().get("PYTHONPATH")
+    export = f"export PYTHONPATH='{path}'\n" if path else ""
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\n{export}exec {geoseg_python} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("GEOSEG_PYTHON", str(wrapper))
     processing.run(

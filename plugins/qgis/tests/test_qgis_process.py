@@ -28,16 +28,13 @@ def qp_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["QT_QPA_PLATFORM"] = "offscreen"
     env["QGIS_PLUGINPATH"] = str(PLUGIN_ROOT)
     env["QGIS_CUSTOM_CONFIG_PATH"] = str(tmp_path_factory.mktemp("qgis_profile"))
-    if env.get("GEOSEG_QGIS_BACKEND") != "subprocess":
-        # qgis_process embeds the system Python: make geoseg importable there (this venv's packages) and leave the
-        # choice to "auto". qgis_process links QGIS's GDAL itself, so with pip wheels bundling another GDAL, auto
-        # must pick the configured environment (in-process would crash there); with a matching GDAL, in-process.
+    if not env.get("GEOSEG_PYTHON"):
+        # qgis_process embeds the system Python: make geoseg importable there (this venv's packages), so that the
+        # plugin runs it with QGIS's own Python in a process of its own
         import geoseg
 
         paths = [str(Path(geoseg.__file__).resolve().parents[1]), *(p for p in sys.path if p.endswith("-packages"))]
         env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["GEOSEG_QGIS_BACKEND"] = "auto"
-        env["GEOSEG_PYTHON"] = sys.executable
     proc = subprocess.run(
         [QGIS_PROCESS, "plugins", "enable", "geoseg_qgis"], env=env, capture_output=True, text=True, timeout=120
     )
@@ -74,12 +71,9 @@ def test_qgis_process_segment_and_evaluate(
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(proc.stdout)
-    from geoseg_qgis.backend import bundled_gdal
-
-    # qgis_process links QGIS's GDAL: auto runs in-process only when geoseg's rasterio/pyogrio use that GDAL too
-    inprocess = backend_mode != "subprocess" and not bundled_gdal()
-    backend = "in-process" if inprocess else "subprocess"
-    assert any(f"geoseg backend: {backend}" in line for line in result["log"]["info"]), result["log"]
+    # geoseg never runs inside qgis_process (its GDAL would clash with QGIS's): a process of its own
+    where = "subprocess " + (qp_env["GEOSEG_PYTHON"] if backend_mode == "configured" else "/usr/bin/python3")
+    assert any(f"geoseg backend: {where}" in line for line in result["log"]["info"]), result["log"]
     assert result["results"]["OUTPUT"] == str(out)
     arr, crs, size, _ = raster(str(out))
     _, scene_crs, scene_size, _ = raster(scene)
@@ -109,21 +103,6 @@ def test_qgis_process_error_message(qp_env: dict[str, str], tmp_path: Path, scen
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "geoseg: " in text and "missing.safetensors" in text
-    assert not (tmp_path / "o.tif").exists()
-
-
-def test_qgis_process_inprocess_clash_is_refused(
-    qp_env: dict[str, str], tmp_path: Path, scene: str, checkpoint: str, backend_mode: str
-) -> None:
-    """Forcing in-process where geoseg's GDAL would clash with QGIS's gives an error, not a crash."""
-    from geoseg_qgis.backend import bundled_libraries
-
-    if backend_mode == "subprocess" or "GDAL" not in bundled_libraries():
-        pytest.skip("only where geoseg is importable with wheels that bundle their own GDAL")
-    env = dict(qp_env, GEOSEG_QGIS_BACKEND="inprocess")
-    proc = qgis_process_run(env, "geoseg:segmentraster", INPUT=scene, MODEL=checkpoint, OUTPUT=tmp_path / "o.tif")
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "geoseg cannot run inside this QGIS process" in proc.stdout + proc.stderr
     assert not (tmp_path / "o.tif").exists()
 
 

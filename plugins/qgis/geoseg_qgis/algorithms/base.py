@@ -28,7 +28,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ..backend import BackendCancelled, BackendError, InProcessBackend, SubprocessBackend, select_backend
+from ..backend import BackendCancelled, BackendError, SubprocessBackend, select_backend
 from ..messages import in_dialog_terms
 from ..styling import ClassStyler, Palette, save_style
 
@@ -157,19 +157,15 @@ class GeoSegAlgorithm(QgsProcessingAlgorithm):
                 labels[keyword] = definition.description().split(" (")[0]
         return in_dialog_terms(message, labels)
 
-    def backend(self, feedback: QgsProcessingFeedback) -> InProcessBackend | SubprocessBackend:
-        from ..provider import configured_backend, configured_python
+    def backend(self, feedback: QgsProcessingFeedback) -> SubprocessBackend:
+        from ..provider import configured_python
 
         try:
-            backend = select_backend(
-                needs_torch=self.needs_torch, mode=configured_backend(), python=configured_python()
-            )
+            backend = select_backend(needs_torch=self.needs_torch, python=configured_python())
         except BackendError as exc:
             raise QgsProcessingException(f"geoseg: {exc}") from exc
-        where = "in-process"
-        if isinstance(backend, SubprocessBackend):
-            where = f"subprocess {backend.python}" + (f" ({backend.reason})" if backend.reason else "")
-        feedback.pushInfo(f"geoseg backend: {where}")
+        reason = f" ({backend.reason})" if backend.reason else ""
+        feedback.pushInfo(f"geoseg backend: subprocess {backend.python}{reason}")
         return backend
 
     # ---------------------------------------------------------------------------------------------- files
