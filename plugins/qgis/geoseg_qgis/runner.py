@@ -48,11 +48,18 @@ def _run(cli: object, args: list[str]) -> tuple[int, object]:
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    lines = [line for line in out.getvalue().splitlines() if line.startswith("{")]
-    try:
-        return code, json.loads(lines[-1]) if lines else None
+    text = out.getvalue().strip()
+    try:  # the whole output (geoseg info indents its JSON) ...
+        return code, json.loads(text)
     except ValueError:
-        return code, None
+        pass
+    for line in reversed(text.splitlines()):  # ... or its last line, after any other text
+        if line.startswith("{"):
+            try:
+                return code, json.loads(line)
+            except ValueError:
+                break
+    return code, None
 
 
 def _remove(outputs: list[str]) -> None:
