@@ -134,10 +134,12 @@ class _VectorTruth:
     def __init__(
         self, truth: Any, pred: Any, field: str | None, names: list[str] | None, background: int | None,
         layer: str | None,
+        id_field: str | None = None,
     ) -> None:  # fmt: skip
         self.polygons = PolygonLabels(
             truth, georef=Georeference.of(pred), class_field=field, classes=names, layer=layer,
             layer_option="truth_layer= (CLI: --layer)", what="truth polygons",
+            id_field=id_field,
         )  # fmt: skip
         self.background = background
 
@@ -181,6 +183,7 @@ def evaluate(
     progress: ProgressCallback | None = None,
     truth_layer: str | None = None,
     aoi_layer: str | None = None,
+    truth_id_field: str | None = None,
 ) -> SegmentationReport:
     """Compare a class raster with ground truth, window by window, and return a :class:`SegmentationReport`.
 
@@ -194,6 +197,7 @@ def evaluate(
     * ``truth_class_field``: attribute of label polygons holding class ids or names (default: the first of
       :data:`~geoseg.io.labels.CLASS_FIELD_CANDIDATES` present); read by :class:`geoseg.io.labels.PolygonLabels`,
       like training labels.
+    * ``truth_id_field``: attribute of label polygons holding the class ids of a ``truth_class_field`` of names.
     * ``background``: class id for pixels no label polygon covers (default: left out).
     * ``truth_layer``, ``aoi_layer``: the layer to read from a polygon file with several layers (required then).
 
@@ -229,7 +233,7 @@ def evaluate(
     check_requires({"aoi_layer": aoi_layer, "aoi": aoi}, {"aoi_layer": ("aoi", "it chooses a layer of the AOI file")})
     return _evaluate(
         prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress,
-        truth_layer, aoi_layer,
+        truth_layer, aoi_layer, truth_id_field,
     )  # fmt: skip
 
 
@@ -245,6 +249,7 @@ def _evaluate(
     progress: ProgressCallback | None,
     truth_layer: str | None = None,
     aoi_layer: str | None = None,
+    truth_id_field: str | None = None,
 ) -> SegmentationReport:
     pred = open_dataset(prediction)
     truth_src: _RasterTruth | _VectorTruth | None = None
@@ -254,7 +259,7 @@ def _evaluate(
         names = _resolve_classes(classes, pred)
         check_class_raster(pred, path=prediction, what="prediction", names=names)
         if is_vector(truth):
-            truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_layer)
+            truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_layer, truth_id_field)
         else:
             if not hasattr(truth, "geometry") and not Path(str(truth)).exists():
                 raise InputNotFoundError(f"truth not found: {truth}; check the path (relative to {os.getcwd()})")

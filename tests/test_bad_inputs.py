@@ -181,6 +181,20 @@ def test_checkpoint_of_another_architecture_and_malicious_pickle(tmp_path, good)
     assert not (tmp_path / "ran").exists() and _no_output(tmp_path)
 
 
+def test_a_raster_or_other_file_given_as_the_model(tmp_path, good):
+    """A raster picked as the model file is named as such (not a torch unpickling error, not a TypeError)."""
+    from geoseg.models import read_config
+
+    for path, what in ((good, "a TIFF/GeoTIFF raster"), (tmp_path / "notes.txt", "of no checkpoint format")):
+        if not path.exists():
+            path.write_text("some notes")
+        for call in (lambda p=path: _predict(tmp_path, good, p), lambda p=path: read_config(p)):
+            with pytest.raises(CheckpointError, match=f"is not a model checkpoint: it is {what}.*geoseg train") as err:
+                call()
+            assert "\n" not in str(err.value)
+    assert _no_output(tmp_path)
+
+
 def test_bad_encoder_weights_leave_no_checkpoint(tmp_path, good):
     import pickle
 

@@ -72,6 +72,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--bands": (["--bands", "1,2"], []),
             "--classes": (["--classes", "a,b"], []),
             "--class-field": (["--class-field", "cls"], []),
+            "--id-field": (["--class-field", "name", "--id-field", "cid"], ["--class-field", "name"]),
             "--background": (["--background", "0"], []),
             "--label-nodata": (["--label-nodata", "-1"], []),
             "--layer": (["--layer", "fields"], []),
@@ -105,6 +106,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--classes": (["--classes", "a,b"], []),
             "--ignore-index": (["--ignore-index", "0"], []),
             "--class-field": (["--class-field", "cls"], []),
+            "--id-field": (["--class-field", "name", "--id-field", "cid"], ["--class-field", "name"]),
             "--background": (["--background", "0"], []),
             "--aoi": (["--aoi", "aoi.gpkg"], []),
             "--layer": (["--layer", "truth"], []),
@@ -174,6 +176,10 @@ EXISTING_INPUTS = ("t.tif", "t.gpkg")
 # options that change only what the command prints, never a library call
 CLI_ONLY = {
     ("batch", "--json"): "prints the summary as JSON",
+    ("predict", "--json"): "prints the result as JSON",
+    ("train", "--json"): "prints the result as JSON",
+    ("evaluate", "--json"): "prints the result as JSON",
+    ("vectorize", "--json"): "prints the result as JSON",
     ("info", "--json"): "prints JSON",
     ("models", "--json"): "prints JSON",
 }

@@ -149,10 +149,18 @@ def test_band_contract_errors(tmp_path):
     data, _ = class_scene(40, 40, bands=4, classes=3)
     src = write_raster(tmp_path / "in.tif", data, descriptions=["B2", "B3", "B4", "B8"])
     ck = tiny_checkpoint(tmp_path / "m.safetensors", ["B2", "B3", "B4", "B8", "B11"])
-    with pytest.raises(ModelContractError, match=r"model expects 5 band\(s\) B2,B3,B4,B8,B11.*lacks B11.*--bands"):
+    # fewer raster bands than the model has: no band selection is suggested (it could not help)
+    with pytest.raises(
+        ModelContractError, match=r"model expects 5 band\(s\) B2,B3,B4,B8,B11; the raster has only 4 "
+    ) as e:
         predict_raster(src, tmp_path / "o.tif", model=ck, device="cpu")
+    assert "no band selection can feed it" in str(e.value) and "--bands" not in str(e.value)
     with pytest.raises(ModelContractError, match="gives 2"):
         predict_raster(src, tmp_path / "o.tif", model=ck, bands="1,2", device="cpu")
+    # enough bands, but not named as the model's: a selection of exactly the model's band count is suggested
+    six = write_raster(tmp_path / "six.tif", np.concatenate([data, data[:2]]))
+    with pytest.raises(ModelContractError, match=r"lacks B2,B3,B4,B8,B11.*e\.g\. bands='1-5' \(CLI: --bands 1-5\)"):
+        predict_raster(six, tmp_path / "o.tif", model=ck, device="cpu")
     assert not (tmp_path / "o.tif").exists()
 
 

@@ -46,13 +46,13 @@ def handle_errors(func: F) -> F:
         except click.exceptions.ClickException:
             raise
         except GeoSegError as exc:
-            _fail(f"Error: {exc}", 2, debug)
+            _fail(f"Error: {exc}", 2, debug, exc)
         except ModuleNotFoundError as exc:
             from geoseg.deps import IMPORT_TO_DIST, missing_dependency_message
 
             if not exc.name or exc.name.split(".")[0] not in IMPORT_TO_DIST:
-                _fail(_unexpected(exc), 1, debug)
-            _fail(f"Error: {missing_dependency_message(exc.name)}", 2, debug)
+                _fail(_unexpected(exc), 1, debug, exc)
+            _fail(f"Error: {missing_dependency_message(exc.name)}", 2, debug, exc)
         except KeyboardInterrupt:
             name = _command_name()
             click.echo(INTERRUPTED.get(name, INTERRUPTED[""]), err=True)
@@ -67,9 +67,9 @@ def handle_errors(func: F) -> F:
         except OSError as exc:
             what = exc.strerror or str(exc)
             where = f": {exc.filename}" if exc.filename else ""
-            _fail(f"Error: {what}{where}", 2, debug)
+            _fail(f"Error: {what}{where}", 2, debug, exc)
         except Exception as exc:
-            _fail(_unexpected(exc), 1, debug)
+            _fail(_unexpected(exc), 1, debug, exc)
 
     return wrapper  # type: ignore[return-value]
 
@@ -163,7 +163,10 @@ def _unexpected(exc: BaseException) -> str:
     )
 
 
-def _fail(message: str, status: int, debug: bool) -> NoReturn:
+def _fail(message: str, status: int, debug: bool, exc: BaseException | None = None) -> NoReturn:
+    """Print ``message`` as the one error line (and as JSON on stdout with ``--json``), then exit with ``status``."""
+    if exc is not None:
+        _json_error(exc, message.removeprefix("Error: "))
     if debug:
         import traceback
 
@@ -243,3 +246,46 @@ def tune_cpu_allocator(device: str | None) -> None:
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
+
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as one JSON object on stdout (for other programs) instead of text; an error is printed "
+    'as {"error": MESSAGE, "type": ERROR CLASS} too.',
+)
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with paths as strings and NaN/inf as None, so that any JSON parser reads it."""
+    import math
+    import os
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, str | int | bool):
+        return obj
+    return str(obj)
+
+
+def emit_result(as_json: bool, result: dict[str, Any], text: Callable[[], None]) -> None:
+    """The one way a command reports what it did: ``result`` as one line of JSON on stdout with ``--json``, else the
+    human text that ``text()`` prints. ``result`` holds plain data (paths, numbers, names; NaN becomes null)."""
+    if as_json:
+        click.echo(json.dumps(_plain(result), allow_nan=False))
+    else:
+        text()
+
+
+def _json_error(exc: BaseException, message: str | None = None) -> None:
+    """With ``--json``, also print the error as JSON on stdout (the ``Error:`` line on stderr stays)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("as_json"):
+        click.echo(json.dumps({"error": message or str(exc), "type": type(exc).__name__}))

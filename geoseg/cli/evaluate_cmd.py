@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-from geoseg.cli.common import check_option_pairs, handle_errors, progress_display, progress_option
-from geoseg.cli.vectorize_cmd import split_classes
+from geoseg.cli.common import (
+    check_option_pairs,
+    emit_result,
+    handle_errors,
+    json_option,
+    progress_display,
+    progress_option,
+)
+from geoseg.cli.vectorize_cmd import split_classes, vectorize_summary
 from geoseg.io.outputs import OutputSet, check_input_files
 
 
@@ -19,6 +27,9 @@ from geoseg.io.outputs import OutputSet, check_input_files
 @click.option("--classes", default=None, help="Comma-separated class names (index = id) or the number of classes.")
 @click.option("--ignore-index", type=int, default=None, help="Truth class id left out of the scores.")
 @click.option("--class-field", default=None, help="Class attribute of polygon ground truth (ids or class names).")
+@click.option(
+    "--id-field", default=None, help="Attribute of polygon ground truth holding the ids of a --class-field of names."
+)
 @click.option(
     "--background", type=int, default=None, help="Class id for pixels no label polygon covers (default: not evaluated)."
 )
@@ -36,6 +47,7 @@ from geoseg.io.outputs import OutputSet, check_input_files
 @click.option("--window", type=int, default=1024, show_default=True, help="Processing window in pixels.")
 @click.option("--overwrite", is_flag=True, help="Replace existing report files.")
 @progress_option
+@json_option
 @handle_errors
 def evaluate_command(
     prediction: str,
@@ -43,6 +55,7 @@ def evaluate_command(
     classes: str | None,
     ignore_index: int | None,
     class_field: str | None,
+    id_field: str | None,
     background: int | None,
     aoi: str | None,
     truth_layer: str | None,
@@ -52,6 +65,7 @@ def evaluate_command(
     window: int,
     overwrite: bool,
     progress_kind: str,
+    as_json: bool,
 ) -> None:
     """Score PREDICTION (class raster) against TRUTH (class raster or label polygons) and print per-class IoU."""
     from geoseg.evaluation import evaluate
@@ -59,6 +73,7 @@ def evaluate_command(
 
     check_option_pairs(requires={"formats": ("report_dir", "it chooses the formats of the report files")})
     outputs = OutputSet({prediction: "prediction", truth: "ground truth", aoi: "area of interest"}, overwrite=overwrite)
+    files: dict[str, Path] = {}
     if report_dir:
         files = report_paths(report_dir, formats=[f.strip() for f in formats.split(",") if f.strip()])
         outputs.add_folder(report_dir, "report", files=[p.name for p in files.values()])
@@ -71,18 +86,22 @@ def evaluate_command(
                 ignore_index=ignore_index,
                 aoi=aoi,
                 truth_class_field=class_field,
+                truth_id_field=id_field,
                 background=background,
                 window=window,
                 progress=progress,
                 truth_layer=truth_layer,
                 aoi_layer=aoi_layer,
             )
-        click.echo(report.format_table())
         if report_dir:
             write_report(report, outputs.stage(report_dir), formats=list(files), overwrite=True)
-    if report_dir:
+
+    def text() -> None:
+        click.echo(report.format_table())
         for path in files.values():
             click.echo(f"wrote {path}")
+
+    emit_result(as_json, {"report": report.to_dict(), "files": {k: str(v) for k, v in files.items()}}, text)
 
 
 @dataclass
@@ -138,8 +157,12 @@ class PostProcessing:
         class_field: str | None = None,
         classes: list[str] | None = None,
         progress_kind: str = "bar",
-    ) -> None:
-        """Vectorize and evaluate the (staged) class raster into the staged outputs; print the table."""
+        quiet: bool = False,
+    ) -> dict[str, Any]:
+        """Vectorize and evaluate the (staged) class raster into the staged outputs; print the table (unless
+        ``quiet``). Returns what was done as plain data: ``{"vector": {...}, "report": {...}, "files": {...}}`` (keys
+        of the steps that ran; paths are the final names)."""
+        done: dict[str, Any] = {}
         if self.vector:
             from geoseg.vectorization import vectorize
 
@@ -153,16 +176,22 @@ class PostProcessing:
                     progress=progress,
                     layer=Path(self.vector).stem,  # named after the final file, not the staged one
                 )
-            click.echo(f"made {res.features} polygons")
+            done["vector"] = vectorize_summary(res) | {"output": str(self.vector)}
+            if not quiet:
+                click.echo(f"made {res.features} polygons")
         if self.truth:
             from geoseg.evaluation import evaluate
-            from geoseg.report import write_report
+            from geoseg.report import report_paths, write_report
 
             with progress_display(progress_kind, "evaluate", unit="window") as progress:
                 report = evaluate(
                     class_raster, self.truth, classes=classes, truth_class_field=class_field, progress=progress
                 )
             report.extra["prediction"] = str(self.output)
-            click.echo(report.format_table())
+            done["report"] = report.to_dict()
+            if not quiet:
+                click.echo(report.format_table())
             if self.report_dir:
                 write_report(report, self.outputs.stage(self.report_dir), overwrite=True)
+                done["files"] = {k: str(v) for k, v in report_paths(self.report_dir).items()}
+        return done

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import click
 
 from geoseg.cli.common import (
     check_option_pairs,
+    emit_result,
     handle_errors,
+    json_option,
     progress_display,
     progress_option,
     tune_cpu_allocator,
@@ -46,6 +51,7 @@ from geoseg.models.device import DEVICES
 @click.option("--class-field", default=None, help="Class attribute of vector ground truth.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @progress_option
+@json_option
 @handle_errors
 def predict_command(
     raster: str,
@@ -69,6 +75,7 @@ def predict_command(
     class_field: str | None,
     overwrite: bool,
     progress_kind: str,
+    as_json: bool,
 ) -> None:
     """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid).
 
@@ -117,12 +124,52 @@ def predict_command(
                 overwrite=True,  # staged names: the checks against existing outputs were made above
                 progress=progress,
             )
-        click.echo(
-            f"predicted {result.tiles} tiles ({result.tiles_skipped} all-nodata skipped, "
-            f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
+        summary = predict_summary(result) if as_json else {}
+        if not as_json:
+            click.echo(
+                f"predicted {result.tiles} tiles ({result.tiles_skipped} all-nodata skipped, "
+                f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
+            )
+        summary |= plan.run(
+            result.output,
+            probabilities=result.probabilities,
+            class_field=class_field,
+            progress_kind=progress_kind,
+            quiet=as_json,
         )
-        plan.run(
-            result.output, probabilities=result.probabilities, class_field=class_field, progress_kind=progress_kind
-        )
-    for path in plan.outputs.paths:
-        click.echo(f"wrote {path}")
+    if as_json:
+        # the staged names are published now: report the final ones
+        summary["output"] = str(plan.output)
+        summary["probabilities"] = str(probabilities) if probabilities else None
+
+    def text() -> None:
+        for path in plan.outputs.paths:
+            click.echo(f"wrote {path}")
+
+    emit_result(as_json, summary, text)
+
+
+def predict_summary(result: Any) -> dict[str, Any]:
+    """``geoseg predict --json``: the :class:`~geoseg.inference.predict.PredictResult`, the class raster's legend
+    (:func:`geoseg.io.tags.class_legend`: names, colors, nodata) and the model's architecture and bands as written on
+    the class raster, as plain data."""
+    from geoseg.io.read import open_dataset
+    from geoseg.io.tags import class_legend
+
+    with contextlib.closing(open_dataset(result.output)) as ds:
+        legend = class_legend(ds)
+        tags = ds.tags()
+    model = {"arch": tags.get("geoseg_model"), "bands": [b for b in tags.get("geoseg_bands", "").split(",") if b]}
+    return {
+        "output": result.output,
+        "probabilities": result.probabilities,
+        "tiles": result.tiles,
+        "tiles_skipped": result.tiles_skipped,
+        "pixels": result.pixels,
+        "seconds": result.seconds,
+        "mpix_per_s": result.mpix_per_s,
+        "device": result.device,
+        "class_counts": dict(result.class_counts),
+        "legend": legend,
+        "model": model,
+    }

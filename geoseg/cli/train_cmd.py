@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option
+from geoseg.cli.common import emit_result, handle_errors, json_option, progress_display, progress_option
 from geoseg.io.normalize import NORMALIZATION_METHODS
 from geoseg.models.names import ADAPT_STRATEGIES
 from geoseg.train.chips import SAMPLING_MODES
@@ -23,6 +23,12 @@ from geoseg.train.names import LOSSES
 @click.option("--bands", default=None, help="Input bands: '1,2,3', '2-5', 'B04,B08'.")
 @click.option("--classes", default=None, help="Comma-separated class names for ids 0..K-1.")
 @click.option("--class-field", default=None, help="Class attribute of vector labels (ids or names).")
+@click.option(
+    "--id-field",
+    default=None,
+    help="Attribute of vector labels holding the class ids of a --class-field of names (default: names are "
+    "numbered by --classes, else alphabetically).",
+)
 @click.option("--background", type=int, default=None, help="Class id for pixels outside label polygons.")
 @click.option(
     "--label-nodata",
@@ -66,9 +72,16 @@ from geoseg.train.names import LOSSES
 @click.option("--resume", is_flag=True, default=None, help="Continue from OUTPUT's saved training state.")
 @click.option("--overwrite", is_flag=True, default=None)
 @progress_option
+@json_option
 @handle_errors
 def train_command(
-    image: str | None, labels: str | None, output: str | None, config_file: str | None, progress_kind: str, **flags: Any
+    image: str | None,
+    labels: str | None,
+    output: str | None,
+    config_file: str | None,
+    progress_kind: str,
+    as_json: bool,
+    **flags: Any,
 ) -> None:
     """Train a model on IMAGE with LABELS (class raster on the grid, or polygons) and write the best checkpoint
     to OUTPUT. Options come from --config, overridden by flags."""
@@ -95,6 +108,22 @@ def train_command(
     opts = normalize_train_options(opts)
     with progress_display(progress_kind, "train", unit="epoch") as progress:
         result = train_model(opts.pop("image"), opts.pop("labels"), opts.pop("out"), progress=progress, **opts)
-    click.echo(f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}")
-    if result.report is not None:
-        click.echo(result.report.format_table())
+
+    def text() -> None:
+        click.echo(
+            f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}"
+        )
+        if result.report is not None:
+            click.echo(result.report.format_table())
+
+    summary = {
+        "output": result.checkpoint,
+        "best_miou": result.best_miou,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "seconds": result.seconds,
+        "state": result.state,
+        "history": result.history,
+        "report": result.report.to_dict() if result.report is not None else None,
+    }
+    emit_result(as_json, summary, text)

@@ -222,7 +222,8 @@ def atomic_path(
     removed first (:func:`remove_stale_temporaries`). ``companions`` are the suffixes of files a driver writes
     beside the named one (a Shapefile's ``.shx``, ``.dbf``, ...): those written beside the temporary file are renamed
     with it, and ``dst``'s old ones that were not rewritten are removed, so the published set is complete and of one
-    run.
+    run. The published file gets the permissions of any new file in its folder (``0o666`` less the
+    umask), also when the library that wrote it made a private file (safetensors writes 0600).
 
     Raises:
         OutputExistsError: ``dst`` appeared while writing and ``overwrite`` is False.
@@ -237,6 +238,8 @@ def atomic_path(
             raise OutputExistsError(
                 f"output {path} appeared while writing; pass {option('overwrite', True)} to replace it"
             )
+        if tmp_path.is_file():
+            os.chmod(tmp_path, _new_file_mode(tmp_path.parent))
         for tmp_part, final in extra:
             if tmp_part.exists():
                 os.replace(tmp_part, final)
@@ -252,6 +255,20 @@ def atomic_path(
     aux = Path(str(tmp_path) + ".aux.xml")
     if aux.exists():
         os.replace(aux, Path(str(path) + ".aux.xml"))
+
+
+def _new_file_mode(folder: Path) -> int:
+    """The permission bits a new file in ``folder`` gets (``0o666`` less the umask), found by creating one: reading
+    the umask with :func:`os.umask` would change it for every thread for a moment."""
+    fd, probe = tempfile.mkstemp(prefix=".mode-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def _disk_nearly_full(path: Path, margin: int = 4 << 20) -> bool:
@@ -472,11 +489,13 @@ def verify_complete(path: Path) -> None:
 def write_class_metadata(
     ds: rasterio.io.DatasetWriter, *, classes: Sequence[str], colors: Sequence[Sequence[int]] | None, nodata: int
 ) -> None:
-    """Store class names (the ``geoseg_classes`` tag, see :mod:`geoseg.io.tags`, and the band description) and a color
-    table (uint8 rasters; ``nodata`` transparent) on a class raster."""
-    from geoseg.io.tags import write_class_names
+    """Store class names (the ``geoseg_classes`` tag and the band description inside the file; category names and a
+    raster attribute table in its PAM sidecar, see :mod:`geoseg.io.tags`) and a color table (uint8 rasters;
+    ``nodata`` transparent) on a class raster ``ds`` open for writing."""
+    from geoseg.io.tags import write_class_names, write_class_table
 
     write_class_names(ds, classes)
+    write_class_table(ds.name, classes, colors)
     ds.set_band_description(1, "class")
     if colors and np.dtype(ds.dtypes[0]) == np.uint8:
         cmap = {i: tuple(int(v) for v in (list(c) + [255])[:4]) for i, c in enumerate(colors)}

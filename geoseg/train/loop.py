@@ -76,6 +76,7 @@ def train_model(
     colors: list[list[int]] | None = None,
     class_field: str | None = None,
     background: int | None = None,
+    id_field: str | None = None,
     label_nodata: float | None = None,
     layer: str | None = None,
     epochs: int = 20,
@@ -113,7 +114,9 @@ def train_model(
     rasterized window by window onto the image grid (reprojected when CRSs differ); pixels outside polygons get
     ``background`` or are ignored. Label values must be class ids 0..K-1 (K = the number of ``classes`` when given;
     without names, exactly the values 0..K-1 found): a 0/255 mask or codes such as 11, 21 are refused with the
-    values found, never turned into a model with hundreds of classes; at least 2 classes must be present.
+    values found, never turned into a model with hundreds of classes; at least 2 classes must be present. Names in
+    ``class_field`` get their ids from ``id_field`` when given (a layer's own ids), else from their position in
+    ``classes``, else alphabetically (:mod:`geoseg.io.labels`).
 
     Validation holds out whole ``block``-px blocks at random (``val_fraction``), so no validation pixel has a
     training neighbour; with ``stratify`` every class found in two or more blocks is in both sets. Chips are
@@ -141,7 +144,8 @@ def train_model(
         InputNotFoundError, NotARasterError, BandSelectionError: the image or labels cannot be read as given.
         ModelContractError: a label raster whose values are not whole numbers.
         UnknownModelError: ``arch`` is not registered.
-        CancelledError: ``progress`` asked to stop (the best checkpoint so far and the training state remain).
+        CancelledError: ``progress`` asked to stop; it is asked before every batch, so training stops within one
+            batch (the best checkpoint of the epochs completed so far and their training state remain).
     """
     check_train_arguments(locals())
     t0 = time.perf_counter()
@@ -172,7 +176,7 @@ def train_model(
     try:
         lab = open_labels(
             labels, src, classes=classes, class_field=class_field, background=background, nodata=label_nodata,
-            layer=layer,
+            layer=layer, id_field=id_field,
         )  # fmt: skip
         names = lab.classes
         n_classes = len(names)
@@ -280,6 +284,7 @@ def train_model(
             net.train()
             losses = []
             for group in _batches(reader.origins(sampling, split.train, chips_per_epoch, rng), batch_size):
+                _poll_cancel(progress, epoch, epochs)
                 xs, ys = zip(*(reader.read(r, c) for r, c in group))
                 x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
                 x, y = apply_augmentations(x, y, augmentations, gen)
@@ -342,6 +347,16 @@ def train_model(
     return TrainResult(
         out_path, best, best_epoch, len(history), time.perf_counter() - t0, history, best_report, state_file
     )
+
+
+def _poll_cancel(progress: ProgressCallback | None, epoch: int, epochs: int) -> None:
+    """Before each batch: let ``progress`` stop training within one batch, not one epoch (it sees the epochs
+    completed so far and no message).
+
+    Raises:
+        CancelledError: ``progress`` returned True.
+    """
+    report_progress(progress, epoch - 1, epochs)
 
 
 def _save_state(
