@@ -246,7 +246,10 @@ class _Aoi:
             raise NoOverlapError(f"area of interest {aoi} holds no geometry")
         xmin, ymin, xmax, ymax = gdf.total_bounds
         pb = pred.bounds
-        if xmin >= pb.right or xmax <= pb.left or ymin >= pb.top or ymax <= pb.bottom:
+        # bounds of a south-up grid (e.g. the identity transform of an image without georeference) have top < bottom
+        left, right = sorted((pb.left, pb.right))
+        bottom, top = sorted((pb.bottom, pb.top))
+        if xmin >= right or xmax <= left or ymin >= top or ymax <= bottom:
             raise NoOverlapError(
                 f"area of interest {aoi} (bounds {tuple(round(float(v), 3) for v in gdf.total_bounds)}) does not "
                 f"overlap the prediction (bounds {tuple(round(v, 3) for v in pb)}) in {pred.crs}"

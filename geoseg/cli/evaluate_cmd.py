@@ -42,7 +42,11 @@ def evaluate_command(
     window: int,
     progress_kind: str,
 ) -> None:
-    """Score PREDICTION (class raster) against TRUTH (class raster or label polygons) and print per-class IoU."""
+    """Score PREDICTION (class raster) against TRUTH (class raster or label polygons) and print per-class IoU.
+
+    IoU = TP / (TP + FP + FN) per class; mIoU is the mean over classes present in the truth or the prediction: a
+    class absent from the truth but predicted scores IoU 0, a class absent from both is n/a and left out of the mean.
+    """
     from geoseg.evaluate import evaluate
     from geoseg.report import REPORT_FORMATS, write_report
 
