@@ -104,3 +104,10 @@ class NoValidDataError(GeoSegError, ValueError):
 
 
 __all__ += ["NoValidDataError", "RasterReadError"]
+
+
+class ClassNotTrainedWarning(UserWarning):
+    """A named class has no training pixel: the model cannot learn it and will not predict it."""
+
+
+__all__ += ["ClassNotTrainedWarning"]

@@ -39,6 +39,8 @@ class ModelConfig:
     * ``normalization``: per-band ``(x - shift) / scale`` as a dict (see :class:`geoseg.io.Normalization`).
     * ``classes`` / ``colors``: class names and RGB colors, index = class id.
     * ``tile`` / ``overlap``: defaults for prediction; ``output_stride``: the alignment tiles need.
+    * ``trained_classes``: names of the classes that had training pixels (None: not recorded, i.e. all). Prediction
+      never outputs the others: a class the model never saw cannot be told apart.
     """
 
     arch: str
@@ -51,6 +53,7 @@ class ModelConfig:
     overlap: int = 64
     output_stride: int = 1
     scale_offset: bool = True
+    trained_classes: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -66,6 +69,20 @@ class ModelConfig:
                 f"{len(self.colors)} colors given for {len(self.classes)} classes; give one RGB color per class"
             )
         self.colors = [list(map(int, c))[:3] for c in self.colors]
+        if self.trained_classes is not None:
+            unknown = [c for c in self.trained_classes if c not in self.classes]
+            if unknown or not self.trained_classes:
+                raise InvalidParameterError(
+                    f"trained_classes {self.trained_classes} must be a non-empty subset of the classes {self.classes}"
+                )
+
+    @property
+    def untrained_class_ids(self) -> list[int]:
+        """Ids of the classes without training pixels (never predicted)."""
+        if self.trained_classes is None:
+            return []
+        seen = set(self.trained_classes)
+        return [i for i, c in enumerate(self.classes) if c not in seen]
 
     @property
     def in_channels(self) -> int:

@@ -34,7 +34,8 @@ def is_vector(path: str | os.PathLike[str]) -> bool:
 
 
 class LabelRaster:
-    """Windowed reads of an integer label raster on the image grid; nodata / unknown ids -> IGNORE_INDEX."""
+    """Windowed reads of an integer label raster on the image grid; nodata, negative ids (a common nodata convention,
+    e.g. -1) and, without a nodata value, 255 -> IGNORE_INDEX."""
 
     def __init__(self, path: str | os.PathLike[str], image: RasterSource, classes: Sequence[str] | None) -> None:
         self.path = str(path)
@@ -80,6 +81,7 @@ class LabelRaster:
         vals = np.unique(arr)
         if self.nodata is not None:
             vals = vals[vals != self.nodata]
+        vals = vals[vals >= 0]  # negative ids are nodata (e.g. Sen1Floods11's -1), as in read()
         return vals[vals != IGNORE_INDEX] if self.nodata is None else vals
 
     def read(self, window: Window) -> np.ndarray:
