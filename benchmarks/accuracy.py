@@ -9,7 +9,7 @@ region. In the same run:
 * geoseg trains with its default recipe (only image, labels, class names and the training area are given; polygon
   labels also say which attribute holds the class and that uncovered pixels are background) and maps the scene with
   ``predict_raster``'s defaults;
-* both class maps are scored on the test region by :func:`geoseg.evaluate.evaluate` (same grid, same convention: a
+* both class maps are scored on the test region by :func:`geoseg.evaluation.evaluate` (same grid, same convention: a
   class absent from the truth but predicted counts as IoU 0; classes absent from both are left out of the mean).
 
 Prints per-class IoU, mIoU, the gap (geoseg - forest) and training seconds per scene and fold, and a summary with the
@@ -43,7 +43,7 @@ from shapely.geometry import box
 
 from geoseg import datasets
 from geoseg.errors import GridMismatchWarning, NotGeoreferencedWarning
-from geoseg.evaluate import evaluate
+from geoseg.evaluation import evaluate
 from geoseg.inference import predict_raster
 from geoseg.io import RasterSource
 from geoseg.train import train_model
@@ -81,8 +81,13 @@ def _sen1floods11(data: Path, work: Path) -> Scene:
 
 def _spacenet(data: Path, work: Path) -> Scene:
     img, polys, classes = datasets.spacenet_buildings(data / "spacenet_solaris", work)
-    return Scene(img, polys, classes, {"class_field": "class_id", "background": 0},
-                 {"truth_class_field": "class_id", "background": 0})
+    return Scene(
+        img,
+        polys,
+        classes,
+        {"class_field": "class_id", "background": 0},
+        {"truth_class_field": "class_id", "background": 0},
+    )
 
 
 SCENES: dict[str, Callable[[Path, Path], Scene]] = {
@@ -104,16 +109,36 @@ def run_fold(name: str, scene: Scene, fold: str, work: Path, seed: int, train_js
     with RasterSource(scene.image) as src:
         shape, transform, crs = src.shape, src.transform, src.crs
         train_win, test_win = halves(shape, fold)
-        labels = AreaLabels(open_labels(scene.labels, src, classes=scene.classes, **scene.label_options),
-                            PixelArea(train_win, src), None, IGNORE_INDEX)
+        labels = AreaLabels(
+            open_labels(scene.labels, src, classes=scene.classes, **scene.label_options),
+            PixelArea(train_win, src),
+            None,
+            IGNORE_INDEX,
+        )
         try:
-            rf = forest_baseline(scene.image, labels, work / f"{name}_{fold}_rf.tif", classes=scene.classes,
-                                 seed=seed, threads=torch.get_num_threads(), overwrite=True)
+            rf = forest_baseline(
+                scene.image,
+                labels,
+                work / f"{name}_{fold}_rf.tif",
+                classes=scene.classes,
+                seed=seed,
+                threads=torch.get_num_threads(),
+                overwrite=True,
+            )
         finally:
             labels.close()
     t0 = time.perf_counter()
-    trained = train_model(scene.image, scene.labels, work / f"{name}_{fold}.safetensors", classes=scene.classes,
-                          train_area=train_win, seed=seed, overwrite=True, **scene.label_options, **train_json)
+    trained = train_model(
+        scene.image,
+        scene.labels,
+        work / f"{name}_{fold}.safetensors",
+        classes=scene.classes,
+        train_area=train_win,
+        seed=seed,
+        overwrite=True,
+        **scene.label_options,
+        **train_json,
+    )
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     predict_raster(scene.image, work / f"{name}_{fold}_geoseg.tif", model=trained.checkpoint, overwrite=True)
@@ -123,24 +148,40 @@ def run_fold(name: str, scene: Scene, fold: str, work: Path, seed: int, train_js
         kind: evaluate(path, scene.labels, classes=scene.classes, aoi=test_area, **scene.truth_options)
         for kind, path in (("rf", rf.output), ("geoseg", work / f"{name}_{fold}_geoseg.tif"))
     }
-    return {"scene": name, "fold": fold, "rf": reports["rf"], "geoseg": reports["geoseg"], "rf_s": rf.seconds,
-            "rf_pixels": rf.pixels, "train_s": train_s, "predict_s": predict_s, "val_miou": trained.best_miou,
-            "epochs": trained.epochs_run}
+    return {
+        "scene": name,
+        "fold": fold,
+        "rf": reports["rf"],
+        "geoseg": reports["geoseg"],
+        "rf_s": rf.seconds,
+        "rf_pixels": rf.pixels,
+        "train_s": train_s,
+        "predict_s": predict_s,
+        "val_miou": trained.best_miou,
+        "epochs": trained.epochs_run,
+    }
 
 
 def print_fold(r: dict) -> None:
     rf, gs = r["rf"], r["geoseg"]
-    print(f"\n== {r['scene']} / train {r['fold']} half, test the other half "
-          f"({gs.pixels} test px; forest on {r['rf_pixels']} px) ==")
+    print(
+        f"\n== {r['scene']} / train {r['fold']} half, test the other half "
+        f"({gs.pixels} test px; forest on {r['rf_pixels']} px) =="
+    )
     w = max(8, *(len(c.name) for c in gs.classes))
     print(f"{'class':<{w}}  {'support':>8}  {'forest':>7}  {'geoseg':>7}")
     for a, b in zip(rf.classes, gs.classes):
+
         def f(x: float) -> str:
             return "    n/a" if np.isnan(x) else f"{x:7.3f}"
+
         print(f"{a.name:<{w}}  {b.support:>8d}  {f(a.iou)}  {f(b.iou)}")
     print(f"{'mIoU':<{w}}  {'':>8}  {rf.miou:7.3f}  {gs.miou:7.3f}   gap {gs.miou - rf.miou:+.3f}")
-    print(f"forest {r['rf_s']:.1f} s; geoseg trained {r['train_s']:.1f} s ({r['epochs']} epochs, validation mIoU "
-          f"{r['val_miou']:.3f}), predicted {r['predict_s']:.1f} s", flush=True)
+    print(
+        f"forest {r['rf_s']:.1f} s; geoseg trained {r['train_s']:.1f} s ({r['epochs']} epochs, validation mIoU "
+        f"{r['val_miou']:.3f}), predicted {r['predict_s']:.1f} s",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -160,9 +201,12 @@ def main() -> None:
     train_json = json.loads(args.train_json)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="geoseg-accuracy-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"contiguous hold-out: train on one half of the columns, score the other half; forest: {FOREST_TREES} "
-          f"trees on {FOREST_PIXELS} px of the training half; geoseg: default recipe"
-          + (f" + {train_json}" if train_json else "") + f"; torch threads {torch.get_num_threads()}; seed {args.seed}")
+    print(
+        f"contiguous hold-out: train on one half of the columns, score the other half; forest: {FOREST_TREES} "
+        f"trees on {FOREST_PIXELS} px of the training half; geoseg: default recipe"
+        + (f" + {train_json}" if train_json else "")
+        + f"; torch threads {torch.get_num_threads()}; seed {args.seed}"
+    )
     results = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -177,12 +221,16 @@ def main() -> None:
     print("\n| scene | fold | forest mIoU | geoseg mIoU | gap | geoseg train s |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['scene']} | {r['fold']} | {r['rf'].miou:.3f} | {r['geoseg'].miou:.3f} | "
-              f"{r['geoseg'].miou - r['rf'].miou:+.3f} | {r['train_s']:.0f} |")
+        print(
+            f"| {r['scene']} | {r['fold']} | {r['rf'].miou:.3f} | {r['geoseg'].miou:.3f} | "
+            f"{r['geoseg'].miou - r['rf'].miou:+.3f} | {r['train_s']:.0f} |"
+        )
     gaps = np.array([r["geoseg"].miou - r["rf"].miou for r in results])
-    print(f"\nsummary: mean gap {gaps.mean():+.3f} (geoseg - forest) over {len(gaps)} scene/folds; min gap "
-          f"{gaps.min():+.3f}; geoseg >= forest on {int((gaps >= 0).sum())}/{len(gaps)}; max train "
-          f"{max(r['train_s'] for r in results):.0f} s")
+    print(
+        f"\nsummary: mean gap {gaps.mean():+.3f} (geoseg - forest) over {len(gaps)} scene/folds; min gap "
+        f"{gaps.min():+.3f}; geoseg >= forest on {int((gaps >= 0).sum())}/{len(gaps)}; max train "
+        f"{max(r['train_s'] for r in results):.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
-"""run_batch scaling: 1 vs 2 Dask worker processes on this machine (CPU), plus a GPU country-mapping estimate.
+"""run_batch scaling: 1 vs 2 Dask worker processes on this machine (CPU), its fixed costs, and a GPU estimate.
 
-    python benchmarks/batch_scaling.py [--size 3072] [--region-size 512] [--width 16] [--workers 1,2] [--repeat 3]
+    nice -n 0 python benchmarks/batch_scaling.py [--size 3072] [--region-size 512] [--width 16] [--workers 1,2]
+        [--repeat 3]
 
 A 4-band float32 scene of ``size``² pixels is generated block by block; a U-Net (width ``width``, random weights,
 256-px tiles, 32-px overlap) maps it with ``geoseg.run_batch`` on a LocalCluster of N worker processes (1 thread
-each; torch uses cores/N intra-op threads). Each cluster is warmed up first (torch import + model load on every
-worker via a tiny scene), so the timing is the batch itself: region tasks, per-region files and the VRT mosaic.
-The mosaics of all runs are checked to be identical.
+each; torch uses cores/N intra-op threads). Worker counts are interleaved within each of ``repeat`` rounds, so a
+busy spell on a shared machine hits both; the median and the spread (min-max) over the rounds are reported.
+
+Fixed costs, measured in every round, before the timed batch:
+  * cluster start: ``make_client("local", workers=N)`` until all N worker processes are up;
+  * first call: ``run_batch`` of a tiny 256² scene on the fresh workers (torch import, model load on every worker,
+    one task, VRT);
+  * warm call: the same tiny scene again into another folder (one task, VRT; the model is already loaded);
+  * model load = first call - warm call (torch import + checkpoint load per worker, in parallel).
+The timed batch is the scene itself: region tasks, per-region files and the VRT mosaic. The mosaics of all runs
+are checked to be identical.
 
 The GPU estimate is arithmetic on figures quoted in /work/shared/DESIGN.md (NVIDIA H100), NOT measured here.
 """
@@ -17,6 +26,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -121,7 +131,7 @@ def main() -> int:
     ap.add_argument("--region-size", type=int, default=512)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--workers", default="1,2")
-    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (best kept: the machine may be shared)")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median and spread are reported)")
     ap.add_argument("--tmp", default=None)
     args = ap.parse_args()
 
@@ -145,14 +155,23 @@ def main() -> int:
             f"overlap 32, region ~{args.region_size} px, device cpu"
         )
         counts = [int(v) for v in args.workers.split(",")]
-        best: dict[int, tuple[int, float]] = {}
+        walls: dict[int, list[float]] = {n: [] for n in counts}
+        fixed: dict[str, dict[int, list[float]]] = {k: {n: [] for n in counts} for k in ("start", "first", "warm")}
+        tasks: dict[int, int] = {}
         mosaics = []
         for rnd in range(args.repeat):
             for n in counts:
                 load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
                 handle = make_client("local", workers=n)
                 try:
-                    run_batch([warm], model=ck, out_dir=tmp / f"warm{n}-{rnd}", client=handle.client, device="cpu")
+                    handle.client.wait_for_workers(n, timeout=300)
+                    t_start = time.perf_counter() - t0
+                    times = []
+                    for k in ("first", "warm"):
+                        t0 = time.perf_counter()
+                        run_batch([warm], model=ck, out_dir=tmp / f"{k}{n}-{rnd}", client=handle.client, device="cpu")
+                        times.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     res = run_batch(
                         [scene],
@@ -167,22 +186,41 @@ def main() -> int:
                     handle.close()
                 with rasterio.open(res.scenes[0].mosaic) as ds:
                     mosaics.append(ds.read(1))
+                walls[n].append(wall)
+                tasks[n] = res.tasks
+                for k, v in zip(("start", "first", "warm"), (t_start, *times)):
+                    fixed[k][n].append(v)
                 print(
-                    f"  round {rnd + 1}, {n} worker(s): {res.tasks} tasks, {wall:.1f} s, {mpix / wall:.3f} MPix/s "
+                    f"  round {rnd + 1}, {n} worker(s): {res.tasks} tasks, {wall:.1f} s, {mpix / wall:.3f} MPix/s; "
+                    f"cluster start {t_start:.1f} s, first call {times[0]:.1f} s, warm call {times[1]:.1f} s "
                     f"(1-min load average before: {load0:.2f})"
                 )
                 for w in sorted(res.workers.values(), key=lambda s: s.address):
                     print(f"      {w.address}: {w.tasks} tasks, {w.seconds:.1f} s busy, {w.mpix_per_s:.3f} MPix/s")
-                if n not in best or wall < best[n][1]:
-                    best[n] = (res.tasks, wall)
-        rows = [(n, *best[n], mpix / best[n][1]) for n in counts]
-        for n, _tasks, wall, rate in rows:
-            print(f"best {n} worker(s): {wall:.1f} s, {rate:.3f} MPix/s")
-        base = rows[0][3]
-        for n, _, _, rate in rows[1:]:
+
+        def spread(v: list[float], unit: str = "s", digits: int = 1) -> str:
+            return f"median {statistics.median(v):.{digits}f} {unit} (min {min(v):.{digits}f}, max {max(v):.{digits}f})"
+
+        print(f"over {args.repeat} round(s):")
+        for n in counts:
+            rates = [mpix / w for w in walls[n]]
+            print(f"  {n} worker(s), {tasks[n]} tasks: {spread(walls[n])}; {spread(rates, 'MPix/s', 3)}")
+        base = counts[0]
+        for n in counts[1:]:
+            med = statistics.median(walls[base]) / statistics.median(walls[n])
+            per_round = [a / b for a, b in zip(walls[base], walls[n])]
             print(
-                f"speedup {n} vs {rows[0][0]} worker(s): {rate / base:.2f}x (ideal {n / rows[0][0]:.0f}x; torch "
-                f"already uses all cores inside one worker, so processes mostly add parallel reads/writes)"
+                f"  speedup {n} vs {base} worker(s): {med:.2f}x from the medians; per round "
+                f"{', '.join(f'{r:.2f}x' for r in per_round)} (ideal {n / base:.0f}x; torch already uses all cores "
+                f"inside one worker, so processes mostly add parallel reads/writes)"
+            )
+        print("fixed costs per batch (not in the timings above):")
+        for n in counts:
+            load = [a - b for a, b in zip(fixed["first"][n], fixed["warm"][n])]
+            print(f"  {n} worker(s): cluster start {spread(fixed['start'][n])}")
+            print(
+                f"  {n} worker(s): first call on fresh workers {spread(fixed['first'][n])}; warm call "
+                f"{spread(fixed['warm'][n])}; model load (first - warm) {spread(load)}"
             )
         same = all(np.array_equal(mosaics[0], m) for m in mosaics[1:])
         print(f"mosaics identical across worker counts: {same}")

@@ -75,8 +75,10 @@ def make_model(path: Path, bands: int) -> None:
 
 def child(raster: str, model: str, out: str) -> None:
     """Run in a fresh process: predict on the CPU and print JSON with peak RSS."""
+    from geoseg.allocator import configure_cpu_allocator
     from geoseg.inference import predict_raster
 
+    configure_cpu_allocator()  # as the CLI does before predicting on the CPU
     t0 = time.perf_counter()
     res = predict_raster(raster, out, model=model, device="cpu", overwrite=True)
     seconds = time.perf_counter() - t0

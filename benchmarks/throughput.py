@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -43,11 +44,13 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.inference.predict import auto_batch_size, class_ids, predict_raster, resolve_device
+from geoseg.inference.engine import auto_batch_size, class_ids
+from geoseg.inference.predict import predict_raster
 from geoseg.io.normalize import Normalization
 from geoseg.io.read import RasterSource
 from geoseg.io.write import geotiff_profile
 from geoseg.models.config import ModelConfig
+from geoseg.models.device import resolve_device
 from geoseg.models.registry import create_model, model_stride
 from geoseg.tiling import TileGrid
 
@@ -128,17 +131,31 @@ def measure(stage: Stage, device: torch.device) -> Iterator[Stage]:
 
 
 def best_of(stage: Stage, device: torch.device, repeat: int, fn: Callable[[], Any]) -> list[Any]:
-    """Run ``fn`` ``repeat`` times under :func:`measure`: keep the fastest time and the largest memory; all results."""
+    """Run ``fn`` ``repeat`` times under :func:`measure`: keep the fastest time and the largest memory; all results
+    (each run's seconds in ``stage.extra["seconds"]``)."""
     out, best = [], None
+    stage.extra["seconds"] = []
     for _ in range(repeat):
         trial = Stage(stage.name)
         with measure(trial, device):
             out.append(fn())
         best = trial.seconds if best is None else min(best, trial.seconds)
+        stage.extra["seconds"].append(trial.seconds)
         stage.rss = max(stage.rss, trial.rss)
         stage.gpu = trial.gpu if stage.gpu is None else max(stage.gpu, trial.gpu or 0)
     stage.seconds = best or 0.0
     return out
+
+
+def best_rate(stage: Stage, device: torch.device, repeat: int, fn: Callable[[], tuple[int, Any]]) -> Any:
+    """:func:`best_of` for a ``fn`` that returns (output pixels it covered, anything): sets ``stage.mpix_s`` to the
+    best rate and ``stage.seconds`` to that run's time; returns that run's second value."""
+    results = best_of(stage, device, repeat, fn)
+    rates = [px / 1e6 / max(sec, 1e-9) for (px, _), sec in zip(results, stage.extra["seconds"])]
+    k = int(np.argmax(rates))
+    stage.mpix_s, stage.seconds = rates[k], stage.extra["seconds"][k]
+    stage.note = f"{results[k][0] / 1e6:.1f} MPix in {stage.seconds:.1f} s" + stage.note
+    return results[k][1]
 
 
 # --- test raster -----------------------------------------------------------------------------------------------------
@@ -171,11 +188,16 @@ def make_raster(path: Path, size: int, bands: int) -> Path:
         "num_threads": "all_cpus",
     }  # fmt: skip
     t0 = time.perf_counter()
-    with rasterio.open(tmp, "w", **prof) as ds:
+
+    def block(r0: int, c0: int) -> tuple[Window, np.ndarray]:
+        h, w = min(BLOCK, size - r0), min(BLOCK, size - c0)
+        return Window(c0, r0, w, h), _pattern(r0, c0, h, w, bands)
+
+    # numpy releases the GIL: one block row is computed on all cores, then written in order (one row held)
+    with rasterio.open(tmp, "w", **prof) as ds, ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for r0 in range(0, size, BLOCK):
-            for c0 in range(0, size, BLOCK):
-                h, w = min(BLOCK, size - r0), min(BLOCK, size - c0)
-                ds.write(_pattern(r0, c0, h, w, bands), window=Window(c0, r0, w, h))
+            for win, data in pool.map(lambda c0, r0=r0: block(r0, c0), range(0, size, BLOCK)):
+                ds.write(data, window=win)
     os.replace(tmp, path)
     mb = path.stat().st_size / 2**20
     print(f"  generated {path} ({size}x{size}x{bands}, {mb:.0f} MiB) in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -251,17 +273,27 @@ def bench_decode(path: Path, threads: int, window: int, max_s: float | None = No
 
 # --- (3) naive loop --------------------------------------------------------------------------------------------------
 def naive_loop(
-    path: Path, out: Path, net: torch.nn.Module, config: ModelConfig, grid: TileGrid, dev: torch.device
-) -> None:
-    """Read a tile, run the model on it (batch 1), write its center-cropped core; one tile at a time, no threads."""
+    path: Path,
+    out: Path,
+    net: torch.nn.Module,
+    config: ModelConfig,
+    grid: TileGrid,
+    dev: torch.device,
+    max_s: float | None = None,
+) -> tuple[int, list[Window]]:
+    """Read a tile, run the model on it (batch 1), write its center-cropped core; one tile at a time, no threads.
+
+    Stops after the first tile that ends past ``max_s`` seconds (a steady sequential rate needs no whole pass over a
+    large raster). Returns (output pixels written, the core windows written)."""
     cuda = dev.type == "cuda"
     norm = Normalization.from_dict(config.normalization)
     src = RasterSource(path)
     h, w = src.shape
     prof = geotiff_profile(width=w, height=h, count=1, dtype="uint8", crs=src.crs, transform=src.transform, nodata=255)
+    pixels, written, t0 = 0, [], time.perf_counter()
     with rasterio.open(out, "w", **prof) as dst, torch.inference_mode():
         for t in grid:
-            data, _ = src.read(t.read, pad=t.pad)
+            data, _ = src.read(t.read_window, pad=t.pad)
             x = torch.from_numpy(norm.apply(data)[None]).to(dev)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -269,24 +301,38 @@ def naive_loop(
                 classes = class_ids(net(x))[0].to(torch.uint8).cpu().numpy()
             rs, cs = t.core_slices
             dst.write(classes[rs, cs][None], window=t.core)
+            pixels += int(t.core.height * t.core.width)
+            written.append(t.core)
+            if max_s is not None and time.perf_counter() - t0 > max_s:
+                break
     src.close()
+    return pixels, written
 
 
-def compare(a: Path, b: Path) -> int:
-    """Number of pixels whose class differs between two class rasters (read in row strips)."""
-    diff = 0
+def compare(a: Path, b: Path, windows: list[Window]) -> tuple[int, int]:
+    """Pixels whose class differs between two class rasters within ``windows``, and the pixels compared."""
+    diff = total = 0
     with rasterio.open(a) as da, rasterio.open(b) as db:
-        for r in range(0, da.height, 1024):
-            win = Window(0, r, da.width, min(1024, da.height - r))
+        for win in windows:
             diff += int(np.count_nonzero(da.read(1, window=win) != db.read(1, window=win)))
-    return diff
+            total += int(win.height * win.width)
+    return diff, total
 
 
 # --- (5) TorchGeo ----------------------------------------------------------------------------------------------------
 def torchgeo_loop(
-    path: Path, net: torch.nn.Module, tile: int, overlap: int, batch: int, workers: int, dev: torch.device
-) -> int:
-    """TorchGeo RasterDataset + GridGeoSampler + DataLoader, normalize on device, forward + argmax; returns tiles."""
+    path: Path,
+    net: torch.nn.Module,
+    tile: int,
+    overlap: int,
+    batch: int,
+    workers: int,
+    dev: torch.device,
+    max_s: float | None = None,
+) -> tuple[int, int]:
+    """TorchGeo RasterDataset + GridGeoSampler + DataLoader, normalize on device, forward + argmax.
+
+    Returns (tiles done, tiles in the sampler); stops after the first batch that ends past ``max_s`` seconds."""
     from torch.utils.data import DataLoader
     from torchgeo.datasets import RasterDataset, stack_samples
     from torchgeo.samplers import GridGeoSampler
@@ -298,6 +344,11 @@ def torchgeo_loop(
     cuda = dev.type == "cuda"
     ds = Bench(paths=[str(path.parent)])
     sampler = GridGeoSampler(ds, size=tile, stride=tile - overlap)
+    # batches waiting in shared memory: workers x prefetch_factor (default 2); 200-band float32 batches of 16 x 512²
+    # are 3.4 GB each, so keep one per worker there (the host's RAM, not TorchGeo, would be measured otherwise)
+    with rasterio.open(path) as r:
+        batch_bytes = batch * r.count * tile * tile * 4
+    prefetch = 1 if workers and workers * 2 * batch_bytes > 16 * 2**30 else 2
     loader = DataLoader(
         ds,
         sampler=sampler,
@@ -306,10 +357,12 @@ def torchgeo_loop(
         collate_fn=stack_samples,
         pin_memory=cuda,
         persistent_workers=False,
+        prefetch_factor=prefetch if workers else None,
     )
-    n = 0
+    n, t0 = 0, time.perf_counter()
     with torch.inference_mode():
-        for sample in loader:
+        batches = iter(loader)
+        for sample in batches:
             x = sample["image"].to(dev, non_blocking=True)
             x = (x - SHIFT) / SCALE
             if cuda:
@@ -317,7 +370,10 @@ def torchgeo_loop(
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
                 class_ids(net(x)).to(torch.uint8).cpu()
             n += x.shape[0]
-    return n
+            if max_s is not None and time.perf_counter() - t0 > max_s:
+                break
+        del batches  # shuts the DataLoader workers down
+    return n, len(sampler)
 
 
 # --- driver ----------------------------------------------------------------------------------------------------------
@@ -361,7 +417,8 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
     efficiency = size * size / (len(grid) * tile * tile)
     print(
         f"\n== {bands} bands: raster {size}x{size} ({mpix:.1f} MPix), tile {tile}, overlap {overlap}, batch {batch}"
-        f"{' (auto)' if not args.batch else ''}, {len(grid)} tiles; output/processed pixels {efficiency:.3f}",
+        f"{' (auto)' if not args.batch else ''}, {len(grid)} tiles; output/processed pixels {efficiency:.3f}; "
+        f"geoseg reader threads {'default' if args.workers is None else args.workers}",
         flush=True,
     )
     st: dict[str, Stage] = {}
@@ -382,9 +439,10 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
 
     naive_out = workdir / f"naive_{size}_{bands}b.tif"
     s = st["naive"] = Stage("(3) naive loop (batch 1, sequential)")
-    best_of(s, dev, args.repeat, lambda: naive_loop(path, naive_out, net, config, grid, dev))
-    s.mpix_s = mpix / s.seconds
-    print(f"  {s.name:<44}{_fmt(s.mpix_s)}", flush=True)
+    naive_windows = best_rate(
+        s, dev, args.repeat, lambda: naive_loop(path, naive_out, net, config, grid, dev, args.max_seconds)
+    )
+    print(f"  {s.name:<44}{_fmt(s.mpix_s)}  ({s.note})", flush=True)
 
     geoseg_out = workdir / f"geoseg_{size}_{bands}b.tif"
     s = st["geoseg"] = Stage("(4) geoseg predict_raster (written)")
@@ -408,8 +466,21 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
     )[-1]
     s.mpix_s = mpix / s.seconds
     print(f"  {s.name:<44}{_fmt(s.mpix_s)}  (internal {res.mpix_per_s:.2f})", flush=True)
-    mismatch = compare(geoseg_out, naive_out)
-    print(f"  class map (4) vs (3): {mismatch} mismatching pixels of {size * size}", flush=True)
+    for n_readers in args.also_workers:  # informative: the same run with another number of reader threads
+        alt = st[f"geoseg_w{n_readers}"] = Stage(f"    geoseg with {n_readers} reader threads")
+        best_of(
+            alt,
+            dev,
+            1,
+            lambda n_readers=n_readers: predict_raster(
+                path, geoseg_out, model=(net, config), tile=tile, overlap=overlap, batch_size=batch, device=dev,
+                amp=cuda, workers=n_readers, overwrite=True, compile=args.compile,
+            ),
+        )  # fmt: skip
+        alt.mpix_s = mpix / alt.seconds
+        print(f"  {alt.name:<44}{_fmt(alt.mpix_s)}", flush=True)
+    mismatch, compared = compare(geoseg_out, naive_out, naive_windows)
+    print(f"  class map (4) vs (3): {mismatch} mismatching pixels of {compared} (the tiles (3) wrote)", flush=True)
 
     s = st["torchgeo"] = Stage(f"(5) TorchGeo loop, {args.loader_workers} workers")
     if args.skip_torchgeo:
@@ -419,18 +490,26 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
             import torchgeo
             import torchgeo.datasets  # noqa: F401
             import torchgeo.samplers  # noqa: F401
-        except ImportError as exc:
-            s.note = f"skipped: torchgeo not importable ({exc}); it needs torchvision matching this torch"
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a SyntaxError/RuntimeError from a mismatched install
+            s.note = (
+                f"skipped: torchgeo not importable ({type(exc).__name__}: {exc}); it needs Python >= 3.12 (0.10) "
+                f"and torchvision matching this torch"
+            )
         else:
             s.name += f", torchgeo {torchgeo.__version__}"
-            try:
-                best_of(
-                    s,
-                    dev,
-                    args.repeat,
-                    lambda: torchgeo_loop(path, net, tile, overlap, batch, args.loader_workers, dev),
+            stride_px = (tile - overlap) ** 2  # raster pixels per sampled tile, when the pass stops early
+
+            def run_torchgeo() -> tuple[int, tuple[int, int]]:
+                done, total = torchgeo_loop(
+                    path, net, tile, overlap, batch, args.loader_workers, dev, args.torchgeo_seconds
                 )
-                s.mpix_s = mpix / s.seconds
+                return (size * size if 0 < total <= done else done * stride_px), (done, total)
+
+            try:
+                done, total = best_rate(s, dev, args.repeat, run_torchgeo)
+                s.note += f", {done} of {total} tiles"
+                if total == 0:
+                    s.mpix_s, s.note = None, "skipped: TorchGeo's GridGeoSampler gave no tile (raster smaller than one)"
             except Exception as exc:  # noqa: BLE001 - e.g. a DataLoader worker killed for memory: report, go on
                 s.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     print(f"  {s.name:<44}{_fmt(s.mpix_s)}  {s.note}", flush=True)
@@ -476,13 +555,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--readers", type=int, default=os.cpu_count() or 2, help="decode threads for (2)")
     p.add_argument("--workers", type=int, help="predict_raster reader threads (default: its own choice)")
+    p.add_argument(
+        "--also-workers", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+        help="also time (4) with these reader thread counts, e.g. 8 (informative)",
+    )  # fmt: skip
     p.add_argument("--loader-workers", type=int, help="TorchGeo DataLoader workers (default min(8, cores))")
     p.add_argument("--max-samples", type=float, help="cap bands*pixels per raster (default 4e9 GPU, 1e9 CPU)")
     p.add_argument("--min-seconds", type=float, help="model-only timing length (default 5 GPU, 10 CPU)")
     p.add_argument("--repeat", type=int, help="timed runs per stage, the fastest kept (default 1 GPU, 2 CPU)")
-    p.add_argument("--max-seconds", type=float, default=15.0, help="single-thread decode time cap")
+    p.add_argument("--max-seconds", type=float, default=15.0, help="time cap of the single-thread decode and (3)")
+    p.add_argument("--torchgeo-seconds", type=float, default=60.0, help="time cap of (5)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model inside predict_raster")
     p.add_argument("--skip-torchgeo", action="store_true")
+    p.add_argument("--delete-rasters", action="store_true", help="delete each generated raster after its band count")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "geoseg-bench")
     args = p.parse_args(argv)
     dev = resolve_device(args.device)
@@ -503,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = platform.processor() or platform.machine()
         try:  # the allocator setting predict_raster uses on CPU, applied to every stage alike
-            from geoseg.inference.predict import configure_cpu_allocator
+            from geoseg.allocator import configure_cpu_allocator
         except ImportError:
             pass
         else:
@@ -516,7 +601,20 @@ def main(argv: list[str] | None = None) -> int:
         f"fastest of {args.repeat} run(s) per stage; workdir {args.workdir}",
         flush=True,
     )
-    results = [run_bands(args, int(b), dev, args.workdir) for b in str(args.bands).split(",") if b.strip()]
+    results, crashed = [], []
+    for b in (int(b) for b in str(args.bands).split(",") if b.strip()):
+        try:  # one band count failing (out of memory, say) must not hide the others
+            results.append(run_bands(args, b, dev, args.workdir))
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            crashed.append(b)
+            print(f"  {b} bands: FAILED (traceback above)", flush=True)
+        finally:
+            if args.delete_rasters:
+                for f in args.workdir.glob(f"*_{b}b.tif"):
+                    f.unlink()
+            if cuda:
+                torch.cuda.empty_cache()
     print("\n== summary (MPix/s)")
     print(
         f"  {'bands':>5} {'model':>8} {'decodeN':>8} {'decode1':>8} {'naive':>8} {'geoseg':>8} {'torchgeo':>9}  ",
@@ -534,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"  peak host RSS of the whole run (ru_maxrss): {_mb(maxrss)}", end="")
     print(f"; peak GPU memory: {_mb(torch.cuda.max_memory_reserved(dev))} reserved" if cuda else "")
-    failed = [t for r in results for t, ok in r["checks"] if ok is False]
+    failed = [t for r in results for t, ok in r["checks"] if ok is False] + [f"{b} bands crashed" for b in crashed]
     print(f"  overall: {'PASS' if not failed else f'FAIL ({len(failed)} check(s))'}")
     return 0 if not failed else 1
 

@@ -63,7 +63,7 @@ def generate(path: Path, size: int, window: int = 2048) -> None:
 
 def child(raster: str, out: str, window: int) -> None:
     """Run in a fresh process: vectorize and print JSON with peak RSS."""
-    from geoseg.vectorize import vectorize
+    from geoseg.vectorization import vectorize
 
     t0 = time.perf_counter()
     res = vectorize(raster, out, window=window, overwrite=True)

@@ -6,9 +6,9 @@ vectorization work in environments without it.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from geoseg._lazy import lazy_attribute, lazy_dir
 from geoseg.errors import GeoSegError
 from geoseg.io import Normalization, RasterSource, compute_normalization, open_dataarray, open_raster
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
@@ -29,9 +29,9 @@ _LAZY = {
     "read_config": "geoseg.models",
     "train_model": "geoseg.train",
     "run_batch": "geoseg.distributed",
-    "vectorize": "geoseg.vectorize",
-    "VectorizeResult": "geoseg.vectorize",
-    "evaluate": "geoseg.evaluate",
+    "vectorize": "geoseg.vectorization",
+    "VectorizeResult": "geoseg.vectorization",
+    "evaluate": "geoseg.evaluation",
     "write_report": "geoseg.report",
     "BatchResult": "geoseg.distributed",
 }
@@ -53,13 +53,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'geoseg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(globals(), _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return lazy_dir(globals(), _LAZY)

@@ -34,11 +34,11 @@ def run_demo(
     overwrite: bool = True,
 ) -> DemoResult:
     """Run the whole path on the bundled sample and return the evaluation against its labels."""
-    from geoseg.evaluate import evaluate
+    from geoseg.evaluation import evaluate
     from geoseg.inference.predict import predict_raster
     from geoseg.report import write_report
     from geoseg.train import train_model
-    from geoseg.vectorize import vectorize
+    from geoseg.vectorization import vectorize
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -83,4 +83,3 @@ def run_demo(
     echo(f"[5/5] per-class IoU against the sample labels (report in {out / 'report'}):")
     echo(rep.format_table())
     return DemoResult(out, ckpt, class_map, polygons, rep, trained.best_miou, time.perf_counter() - t0)
-

@@ -59,7 +59,7 @@ class CancelledError(GeoSegError, RuntimeError):
 
 
 class NotGeoreferencedWarning(UserWarning):
-    """The input has no CRS or geotransform; outputs use pixel coordinates."""
+    """The input has no georeference (no CRS, geotransform, GCPs or RPCs); outputs use pixel coordinates."""
 
 
 __all__ = [
@@ -84,8 +84,11 @@ class NoOverlapError(GeoSegError, ValueError):
     """Two inputs (prediction, truth, area of interest) do not overlap, or share no valid pixel."""
 
 
-class UnknownClassError(GeoSegError, LookupError):
-    """Labels hold class ids or names the class list does not know, or lack the class attribute."""
+class UnknownClassError(InvalidParameterError, LookupError):
+    """Labels hold class ids or names the class list does not know, or lack the class attribute.
+
+    Also an :class:`InvalidParameterError`: training reported these label problems as such before label polygons had
+    one reader for training and evaluation."""
 
 
 class GridMismatchWarning(UserWarning):
@@ -104,6 +107,20 @@ class NoValidDataError(GeoSegError, ValueError):
 
 
 __all__ += ["NoValidDataError", "RasterReadError"]
+
+
+class OutputLockedError(OutputError):
+    """An output folder is in use by another run (its lock file names the owner: host, pid, command)."""
+
+
+__all__ += ["OutputLockedError"]
+
+
+class NodataWarning(UserWarning):
+    """A declared nodata value cannot occur in the band's data type (e.g. -9999 in uint16), so it masks no pixel."""
+
+
+__all__ += ["NodataWarning"]
 
 
 class ClassNotTrainedWarning(UserWarning):

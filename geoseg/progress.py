@@ -17,8 +17,12 @@ class ProgressCallback(Protocol):
     def __call__(self, done: int, total: int, message: str = "", /) -> bool | None: ...
 
 
-def report(callback: ProgressCallback | None, done: int, total: int, message: str = "") -> None:
-    """Call ``callback`` and raise :class:`CancelledError` if it asks to stop."""
+def report_progress(callback: ProgressCallback | None, done: int, total: int, message: str = "") -> None:
+    """Call ``callback`` (when given) with ``done`` of ``total`` steps.
+
+    Raises:
+        CancelledError: the callback returned True (asked to stop).
+    """
     if callback is not None and callback(done, total, message):
         raise CancelledError(f"cancelled at {done}/{total} {message}".strip())
 

@@ -37,13 +37,33 @@ def report_csv(report: SegmentationReport) -> str:
     IoU 0, counted in mIoU; ``absent``: IoU empty, left out of mIoU)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["class_id", "class_name", "iou", "precision", "recall", "f1", "support_pixels", "support_area",
-                "support_m2", "predicted_pixels", "status"])
+    w.writerow(
+        [
+            "class_id",
+            "class_name",
+            "iou",
+            "precision",
+            "recall",
+            "f1",
+            "support_pixels",
+            "support_area",
+            "support_m2",
+            "predicted_pixels",
+            "status",
+        ]
+    )
     for i, c in enumerate(report.classes):
-        w.writerow([i, c.name, *(("" if math.isnan(v) else f"{v:.6f}") for v in (c.iou, c.precision, c.recall,
-                                                                                    c.f1)),
-                    c.support, *(("" if math.isnan(v) else f"{v:.6g}") for v in (c.support_area, c.support_m2)),
-                    c.predicted, class_status(c.support, c.predicted)])
+        w.writerow(
+            [
+                i,
+                c.name,
+                *(("" if math.isnan(v) else f"{v:.6f}") for v in (c.iou, c.precision, c.recall, c.f1)),
+                c.support,
+                *(("" if math.isnan(v) else f"{v:.6g}") for v in (c.support_area, c.support_m2)),
+                c.predicted,
+                class_status(c.support, c.predicted),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -66,17 +86,28 @@ def report_markdown(report: SegmentationReport, *, title: str = "Segmentation re
     lines += ["", "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in _summary_rows(report)]
     lines += ["", f"{MIOU_CONVENTION[0].upper()}{MIOU_CONVENTION[1:]}."]
-    lines += ["", "## Per class", "",
-              "| id | class | IoU | precision | recall | F1 | support (px) | support (m²) | predicted (px) |",
-              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Per class",
+        "",
+        "| id | class | IoU | precision | recall | F1 | support (px) | support (m²) | predicted (px) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for i, c in enumerate(report.classes):
         m2 = "n/a" if math.isnan(c.support_m2) else f"{c.support_m2:.6g}"
         iou = _fmt(c.iou) + _STATUS_NOTE[class_status(c.support, c.predicted)]
-        lines.append(f"| {i} | {c.name} | {iou} | {_fmt(c.precision)} | {_fmt(c.recall)} | {_fmt(c.f1)} | "
-                     f"{c.support} | {m2} | {c.predicted} |")
+        lines.append(
+            f"| {i} | {c.name} | {iou} | {_fmt(c.precision)} | {_fmt(c.recall)} | {_fmt(c.f1)} | "
+            f"{c.support} | {m2} | {c.predicted} |"
+        )
     names = [c.name for c in report.classes]
-    lines += ["", "## Confusion matrix (rows = truth, columns = prediction)", "",
-              "| truth \\ pred | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [
+        "",
+        "## Confusion matrix (rows = truth, columns = prediction)",
+        "",
+        "| truth \\ pred | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
     for name, row in zip(names, report.matrix):
         lines.append(f"| **{name}** | " + " | ".join(str(int(v)) for v in row) + " |")
     lines.append("")
@@ -114,8 +145,15 @@ def _figures(report: SegmentationReport) -> tuple[str, str]:
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(m[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     heat = _png(fig)
     return heat, _png(iou_bar_figure(report))
 
@@ -153,8 +191,11 @@ def report_html(report: SegmentationReport, *, title: str = "Segmentation report
     """A self-contained HTML page: summary, per-class table, heat map and IoU bar chart (embedded PNGs)."""
     heat, bars = _figures(report)
     e = html.escape
-    meta = "".join(f"<li>{e(k)}: <code>{e(str(report.extra[k]))}</code></li>" for k in ("prediction", "truth", "crs")
-                   if report.extra.get(k))
+    meta = "".join(
+        f"<li>{e(k)}: <code>{e(str(report.extra[k]))}</code></li>"
+        for k in ("prediction", "truth", "crs")
+        if report.extra.get(k)
+    )
     summary = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _summary_rows(report))
     rows = "".join(
         f"<tr><td>{i}</td><td>{e(c.name)}</td><td>{_fmt(c.iou)}{e(_STATUS_NOTE[class_status(c.support, c.predicted)])}"
@@ -194,6 +235,10 @@ def write_report(
     """Write ``report`` as ``<out_dir>/<stem>.{json,csv,md,html}`` (each atomically); return format -> path.
 
     ``out_dir`` is created if missing. Existing files are replaced unless ``overwrite=False``.
+
+    Raises:
+        InvalidParameterError: an unknown format.
+        OutputExistsError, OutputError: a report file exists without ``overwrite``, or cannot be written.
     """
     fmts = [f.lower().lstrip(".") for f in formats]
     fmts = ["md" if f == "markdown" else f for f in fmts]

@@ -7,13 +7,14 @@ per-parcel spectral variation, textured noise and a nodata corner (value 0). UTM
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+
+from geoseg.io.tags import write_class_names
 
 CLASSES = ["water", "forest", "cropland", "urban", "bare_soil"]
 COLORS = [[30, 100, 200], [20, 110, 40], [230, 210, 90], [200, 40, 40], [160, 120, 80]]
@@ -104,6 +105,6 @@ def write_sample(out_dir: str | Path, *, size: int = 320, seed: int = 7) -> tupl
     lab = out / "labels.tif"
     with rasterio.open(lab, "w", count=1, dtype="uint8", nodata=LABEL_NODATA, **common) as ds:
         ds.write(labels, 1)
-        ds.update_tags(geoseg_classes=json.dumps(CLASSES))
+        write_class_names(ds, CLASSES)
         ds.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(COLORS)})
     return scene, lab

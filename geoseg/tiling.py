@@ -10,7 +10,8 @@ predicted from a larger *read* window (core plus a halo of context on every side
 * every tile has the same shape, so tiles batch together.
 
 Consequence: with center-crop stitching and a halo at least the model's receptive-field radius, tiled prediction
-equals whole-image prediction pixel for pixel (see ``tests/test_seams.py``).
+equals whole-image prediction pixel for pixel (see
+``tests/test_predict.py::test_tiled_center_crop_equals_whole_image_prediction``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from affine import Affine
 from rasterio.windows import Window
@@ -29,14 +31,14 @@ from geoseg.errors import InvalidParameterError
 class Tile:
     """One unit of prediction.
 
-    ``read`` is the in-bounds window to read from the raster; ``pad`` is (bottom, right) reflection padding that
-    brings it to the tile shape; ``core`` is the window of output pixels this tile decides; ``core_in_tile`` gives
-    the core's offset (row, col) inside the padded tile array.
+    ``read_window`` is the in-bounds window to read from the raster; ``pad`` is (bottom, right) reflection padding
+    that brings it to the tile shape; ``core`` is the window of output pixels this tile decides; ``core_in_tile``
+    gives the core's offset (row, col) inside the padded tile array.
     """
 
     index: tuple[int, int]
     core: Window
-    read: Window
+    read_window: Window
     pad: tuple[int, int]
     core_in_tile: tuple[int, int]
     transform: Affine
@@ -50,6 +52,16 @@ class Tile:
 
 def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
+
+
+class _Span(NamedTuple):
+    """Where tile ``i`` lies along one axis, in pixels."""
+
+    core_start: int
+    core_len: int
+    read_start: int
+    read_len: int
+    pad_after: int  # reflection padding after the read part, up to the tile length
 
 
 @dataclass(frozen=True)
@@ -79,13 +91,13 @@ class _Axis:
     def count(self) -> int:
         return max(1, int(math.ceil(self.size / self.core)))
 
-    def span(self, i: int) -> tuple[int, int, int, int, int]:
-        """(core_start, core_len, read_start, read_len, pad_after) for tile i."""
+    def span(self, i: int) -> _Span:
+        """Where tile ``i`` lies along this axis."""
         core_start = i * self.core
         core_len = min(self.core, self.size - core_start)
         start = min(max(core_start - self.halo, 0), self.padded - self.tile)
         read_len = min(self.tile, self.size - start)
-        return core_start, core_len, start, read_len, self.tile - read_len
+        return _Span(core_start, core_len, start, read_len, self.tile - read_len)
 
 
 class TileGrid:
@@ -97,6 +109,10 @@ class TileGrid:
         overlap: pixels shared by neighbouring read windows (halo = overlap/2 per side, rounded up to ``align``).
         align: model's total downsampling factor (output stride); tiles start on multiples of it.
         transform: raster geotransform, used to give each tile its own transform.
+
+    Raises:
+        InvalidParameterError: an empty shape, ``align`` below 1, a negative overlap, a tile that is not a
+            multiple of ``align``, or an overlap that leaves no core.
     """
 
     def __init__(
@@ -173,20 +189,20 @@ class TileGrid:
         sub = object.__new__(TileGrid)
         sub.__dict__.update(self.__dict__)
         sub._sub = (rows, cols)
-        r0, r1 = self._rows.span(rows.start)[0], self._row_end(rows.stop - 1)
-        c0, c1 = self._cols.span(cols.start)[0], self._col_end(cols.stop - 1)
+        r0, r1 = self._rows.span(rows.start).core_start, self._row_end(rows.stop - 1)
+        c0, c1 = self._cols.span(cols.start).core_start, self._col_end(cols.stop - 1)
         sub.shape = (r1 - r0, c1 - c0)
         sub.origin = (r0, c0)
         sub.transform = self.transform @ Affine.translation(c0, r0)
         return sub
 
     def _row_end(self, i: int) -> int:
-        s, n, *_ = self._rows.span(i)
-        return s + n
+        s = self._rows.span(i)
+        return s.core_start + s.core_len
 
     def _col_end(self, j: int) -> int:
-        s, n, *_ = self._cols.span(j)
-        return s + n
+        s = self._cols.span(j)
+        return s.core_start + s.core_len
 
     def __len__(self) -> int:
         r, c = self.grid_shape
@@ -197,32 +213,27 @@ class TileGrid:
     def tile(self, i: int, j: int) -> Tile:
         """Tile ``(i, j)``; in a restricted grid, indexes and core are relative to the region."""
         gi, gj = (i, j) if self._sub is None else (i + self._sub[0].start, j + self._sub[1].start)
-        cr0, crn, rr0, rrn, rpad = self._rows.span(gi)
-        cc0, ccn, rc0, rcn, cpad = self._cols.span(gj)
+        r, c = self._rows.span(gi), self._cols.span(gj)
         o_r, o_c = self.origin
         return Tile(
             index=(i, j),
-            core=Window(cc0 - o_c, cr0 - o_r, ccn, crn),
-            read=Window(rc0, rr0, rcn, rrn),
-            pad=(rpad, cpad),
-            core_in_tile=(cr0 - rr0, cc0 - rc0),
-            transform=self.transform @ Affine.translation(rc0 - o_c, rr0 - o_r),
+            core=Window(c.core_start - o_c, r.core_start - o_r, c.core_len, r.core_len),
+            read_window=Window(c.read_start, r.read_start, c.read_len, r.read_len),
+            pad=(r.pad_after, c.pad_after),
+            core_in_tile=(r.core_start - r.read_start, c.core_start - c.read_start),
+            transform=self.transform @ Affine.translation(c.read_start - o_c, r.read_start - o_r),
         )
-
-    def row(self, i: int) -> list[Tile]:
-        """All tiles of tile-row ``i``, left to right."""
-        return [self.tile(i, j) for j in range(self.grid_shape[1])]
 
     def row_span(self, i: int) -> tuple[int, int]:
         """Output rows [start, stop) decided by tile-row ``i`` (relative to ``origin``)."""
         gi = i if self._sub is None else i + self._sub[0].start
-        start, length, *_ = self._rows.span(gi)
-        return start - self.origin[0], start - self.origin[0] + length
+        s = self._rows.span(gi)
+        return s.core_start - self.origin[0], s.core_start - self.origin[0] + s.core_len
 
     def read_row_span(self, i: int) -> tuple[int, int]:
         """Raster rows [start, stop) read by tile-row ``i`` (before padding; whole grids only)."""
-        _, _, start, length, _ = self._rows.span(i)
-        return start, start + length
+        s = self._rows.span(i)
+        return s.read_start, s.read_start + s.read_len
 
     @property
     def is_region(self) -> bool:

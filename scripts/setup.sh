@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create ./.venv with geoseg and everything it needs (CPU torch). `--dev` adds test tools and, as root on Debian,
-# QGIS 3.40 LTR for the plugin tests. Idempotent: re-running only installs what is missing.
+# Create ./.venv with geoseg and everything it needs (CPU torch). `--dev` adds test tools, a small torch-free
+# environment ./.venv-notorch (geoseg info/evaluate/vectorize must work without torch: tests/test_torch_free.py) and,
+# as root on Debian, QGIS 3.40 LTR for the plugin tests. Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=0
@@ -13,6 +14,18 @@ PY=${PYTHON:-python3}
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
 if [[ $DEV == 1 ]]; then
   .venv/bin/python -m pip install -q -e ".[all,dev]"
+  [[ -x .venv-notorch/bin/python ]] || "$PY" -m venv .venv-notorch
+  .venv-notorch/bin/python -m pip install -q --upgrade pip
+  .venv-notorch/bin/python -m pip install -q -e ".[vector,report]"
+  # Second environment for the ecosystem tests (equality with torchvision's and timm's models, smp-* models):
+  # torchvision has no build for torch 2.13.0, so .venv-eco gets torch 2.14.1 + torchvision 0.29.1, pinned on the
+  # same command line as geoseg's extras so the resolver keeps them (the pair pip finds on local disk; an unpinned
+  # torch makes it fetch a multi-GB CUDA build from the registry). ~6 GB; GEOSEG_SKIP_ECOSYSTEM=1 skips it.
+  if [[ "${GEOSEG_SKIP_ECOSYSTEM:-}" != "1" ]]; then
+    [[ -x .venv-eco/bin/python ]] || "$PY" -m venv .venv-eco
+    .venv-eco/bin/python -m pip install -q --upgrade pip
+    .venv-eco/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[smp,onnx,dev]"
+  fi
   if [[ -x plugins/qgis/ci_setup.sh ]] || [[ -f plugins/qgis/ci_setup.sh ]]; then
     if [[ $(id -u) == 0 ]]; then
       bash plugins/qgis/ci_setup.sh

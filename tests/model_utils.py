@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from geoseg.io.read import reflect_pad
 from geoseg.models import ModelConfig, create_model, save_checkpoint
 
 
@@ -30,3 +32,14 @@ def tiny_checkpoint(
     net = random_tiny(len(bands), len(classes), seed=seed)
     cfg = ModelConfig(arch="tiny", bands=bands, classes=classes, arch_kwargs={"width": 8}, tile=tile, overlap=overlap)
     return save_checkpoint(path, net, cfg)
+
+
+def predict_array(net: nn.Module, data: np.ndarray, *, stride: int, device: str = "cpu") -> np.ndarray:
+    """Whole-image prediction of a small ``(bands, rows, cols)`` array, reflect-padded to ``stride``: the reference
+    the tiled pipeline must reproduce. Returns ``(rows, cols)`` int32 class ids."""
+    h, w = data.shape[-2:]
+    pad = ((-h) % stride, (-w) % stride)
+    x = torch.from_numpy(reflect_pad(np.asarray(data, np.float32), pad))[None]
+    with torch.inference_mode():
+        logits = net.to(torch.device(device)).eval()(x.to(device)).float()
+    return logits.argmax(1).to(torch.int32).cpu().numpy()[0, :h, :w]

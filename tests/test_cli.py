@@ -33,8 +33,9 @@ def test_predict_writes_class_map_and_reports(tmp_path):
     src = write_raster(tmp_path / "in.tif", data)
     ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
     out = tmp_path / "out.tif"
-    res = _run("predict", src, out, "-m", ck, "--device", "cpu", "--progress", "none", "--probabilities",
-               tmp_path / "p.tif")
+    res = _run(
+        "predict", src, out, "-m", ck, "--device", "cpu", "--progress", "none", "--probabilities", tmp_path / "p.tif"
+    )
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and out.exists() and (tmp_path / "p.tif").exists()
     with rasterio.open(out) as ds:

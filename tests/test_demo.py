@@ -21,6 +21,11 @@ def test_demo_end_to_end(tmp_path):
         arr = ds.read(1)
         assert arr[0, -1] == 255  # the nodata corner stays nodata
     polys = gpd.read_file(out / "classes.gpkg")
-    assert polys.crs == "EPSG:32633" and set(polys["class_name"]) <= {"water", "forest", "cropland", "urban",
-                                                                       "bare_soil"}
+    assert polys.crs == "EPSG:32633" and set(polys["class_name"]) <= {
+        "water",
+        "forest",
+        "cropland",
+        "urban",
+        "bare_soil",
+    }
     assert (out / "report").is_dir() and any((out / "report").iterdir())

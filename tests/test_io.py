@@ -252,9 +252,10 @@ def test_read_into_a_batch_buffer_equals_read(tmp_path, dtype):
     np.testing.assert_array_equal(buf[:, :21, :25], ref)
     assert (buf[:, 21:] == 7).all() and (buf[:, :, 25:] == 7).all()  # nothing outside the window's part is touched
     assert not valid.all()
-    expected = data[[2, 0], 5:26, 3:28].astype(np.float64) * np.array([2.0, 0.5])[:, None, None] + np.array(
-        [-3.0, 1.0]
-    )[:, None, None]
+    expected = (
+        data[[2, 0], 5:26, 3:28].astype(np.float64) * np.array([2.0, 0.5])[:, None, None]
+        + np.array([-3.0, 1.0])[:, None, None]
+    )
     np.testing.assert_allclose(ref[:, valid], expected[:, valid].astype(np.float32), rtol=1e-6)
 
 
@@ -275,8 +276,8 @@ def test_block_cache_decodes_each_block_once_and_frees_it(tmp_path):
             for t in grid:
                 buf = np.zeros((2, 32, 32), np.float32)
                 ref = np.zeros((2, 32, 32), np.float32)
-                valid = cache.read_into(t.index[0], t.read, buf)
-                np.testing.assert_array_equal(valid, src.read_into(t.read, ref))
+                valid = cache.read_into(t.index[0], t.read_window, buf)
+                np.testing.assert_array_equal(valid, src.read_into(t.read_window, ref))
                 np.testing.assert_array_equal(buf, ref)
             if decoded:
                 assert cache.decoded == decoded  # 5 x 6 blocks of 16 px, each once

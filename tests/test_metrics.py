@@ -49,3 +49,42 @@ def test_support_area_in_dict() -> None:
 def test_bad_names() -> None:
     with pytest.raises(InvalidParameterError, match="2 class names for a 3-class"):
         SegmentationReport.from_matrix(np.zeros((3, 3)), ["a", "b"])
+
+
+def test_one_nodata_rule_unknown_ids_growth_and_area() -> None:
+    """NaN/inf are nodata like a masked pixel; ids outside the classes are counted apart; a matrix without a class
+    count grows to the largest id; truth_area weights are summed per truth class."""
+    pred = np.array([[0.0, 1.0, np.nan], [2.0, 1.0, 0.0]])
+    truth = np.array([[0.0, np.inf, 1.0], [2.0, 5.0, -1.0]])
+    cm = ConfusionMatrix(3, track_unknown=True)
+    cm.update(pred, truth, np.array([[True, True, True], [True, True, False]]), truth_area=np.array([[1.0], [2.0]]))
+    assert cm.matrix.tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+    assert cm.unknown_truth == {5: 1} and cm.unknown_pred == {}
+    assert cm.truth_area.tolist() == [1.0, 0.0, 2.0]
+    grown = ConfusionMatrix(None)
+    grown.update(np.array([0, 4]), np.array([1, 4]))
+    assert grown.num_classes == 5 and grown.matrix[4, 4] == 1 and grown.matrix[1, 0] == 1
+    with pytest.raises(InvalidParameterError, match="cannot merge a 5-class matrix into a 3-class one"):
+        cm.merge(grown)
+
+
+def test_evaluate_and_batch_reports_use_the_same_rule(tmp_path) -> None:
+    """evaluate (and the batch report built on it) on float rasters with NaN and a nodata value equals the matrix
+    accumulated directly."""
+    from rasters import write_raster
+
+    from geoseg.distributed.report import scene_report
+    from geoseg.evaluation import evaluate
+
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 3, (20, 30)).astype(np.float32)
+    truth = rng.integers(0, 3, (20, 30)).astype(np.float32)
+    pred[:3] = np.nan
+    truth[:, :4] = 9  # the truth's nodata value
+    truth[10, 10] = np.nan
+    p = write_raster(tmp_path / "p.tif", pred)
+    t = write_raster(tmp_path / "t.tif", truth, nodata=9)
+    cm = ConfusionMatrix(3)
+    cm.update(pred, truth, truth != 9)
+    np.testing.assert_array_equal(evaluate(p, t, classes=3).matrix, cm.matrix)
+    np.testing.assert_array_equal(scene_report(p, t, ["a", "b", "c"]).matrix, cm.matrix)

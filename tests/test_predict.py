@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from model_utils import random_tiny, tiny_checkpoint
+from model_utils import predict_array, random_tiny, tiny_checkpoint
 from rasters import TRANSFORM, UTM, class_scene, write_raster
 
 from geoseg.errors import (
@@ -15,7 +15,7 @@ from geoseg.errors import (
     OutputError,
     OutputExistsError,
 )
-from geoseg.inference import predict_array, predict_raster
+from geoseg.inference import predict_raster
 from geoseg.models import ModelConfig
 
 
@@ -329,7 +329,7 @@ def test_crf_refinement_option(tmp_path):
 def test_overlap_block_rows_are_kept_only_within_budget(tmp_path):
     """On CPU the blocks two tile rows share are held across the width only while they fit 128 MB; beside a GPU up
     to 2 GiB. A 32768-px-wide 4-band uint16 file with 512-px blocks needs 2 block rows x 32768 x 8 B = 256 MiB."""
-    from geoseg.inference.predict import keep_overlap_rows
+    from geoseg.inference.reader import keep_overlap_rows
     from geoseg.io import RasterSource
     from geoseg.tiling import TileGrid
 

@@ -47,8 +47,8 @@ def test_consistent_tiles_stitch_back_to_the_same_map(h, w, tile_k, align, overl
     hits = np.zeros((h, w), int)
     th, tw = grid.tile_shape
     for t in grid:
-        r0, c0 = int(t.read.row_off), int(t.read.col_off)
-        rh, rw = int(t.read.height), int(t.read.width)
+        r0, c0 = int(t.read_window.row_off), int(t.read_window.col_off)
+        rh, rw = int(t.read_window.height), int(t.read_window.width)
         p = np.zeros((3, th, tw), np.float32)
         v = np.zeros((th, tw), bool)
         p[:, :rh, :rw] = probs[:, r0 : r0 + rh, c0 : c0 + rw]

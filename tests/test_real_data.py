@@ -12,8 +12,17 @@ from geoseg.datasets import salinas_a, samson
 from geoseg.errors import NotGeoreferencedWarning
 from geoseg.train import train_model
 
-HSI = {"arch": "tiny", "arch_kwargs": {"width": 16, "spectral_reduction": 16, "spectral_init": "pca"}, "chip": 16,
-       "block": 16, "batch_size": 16, "chips_per_epoch": 128, "val_fraction": 0.3, "seed": 0, "device": "cpu"}
+HSI = {
+    "arch": "tiny",
+    "arch_kwargs": {"width": 16, "spectral_reduction": 16, "spectral_init": "pca"},
+    "chip": 16,
+    "block": 16,
+    "batch_size": 16,
+    "chips_per_epoch": 128,
+    "val_fraction": 0.3,
+    "seed": 0,
+    "device": "cpu",
+}
 
 
 @pytest.mark.shared_data

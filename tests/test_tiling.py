@@ -38,12 +38,12 @@ def test_cores_cover_every_pixel_exactly_once(params):
         r0, c0 = int(t.core.row_off), int(t.core.col_off)
         cover[r0 : r0 + int(t.core.height), c0 : c0 + int(t.core.width)] += 1
         # read windows in bounds, padding only below the stride, one tile shape for all
-        assert t.read.row_off >= 0 and t.read.row_off + t.read.height <= shape[0]
-        assert t.read.col_off >= 0 and t.read.col_off + t.read.width <= shape[1]
-        assert (t.read.height + t.pad[0], t.read.width + t.pad[1]) == (th, tw)
+        assert t.read_window.row_off >= 0 and t.read_window.row_off + t.read_window.height <= shape[0]
+        assert t.read_window.col_off >= 0 and t.read_window.col_off + t.read_window.width <= shape[1]
+        assert (t.read_window.height + t.pad[0], t.read_window.width + t.pad[1]) == (th, tw)
         assert 0 <= t.pad[0] < align and 0 <= t.pad[1] < align
         # reads start on the model's stride grid
-        assert t.read.row_off % align == 0 and t.read.col_off % align == 0
+        assert t.read_window.row_off % align == 0 and t.read_window.col_off % align == 0
         # the core lies inside the padded tile
         rs, cs = t.core_slices
         assert rs.start >= 0 and rs.stop <= th and cs.start >= 0 and cs.stop <= tw
@@ -61,11 +61,11 @@ def test_halo_context_available_around_every_core(params):
     hr, hc = grid.halo
     padded = (-(-shape[0] // align) * align, -(-shape[1] // align) * align)
     for t in grid:
-        read_end_r = t.read.row_off + t.read.height + t.pad[0]
-        read_end_c = t.read.col_off + t.read.width + t.pad[1]
-        assert t.core.row_off - t.read.row_off >= min(hr, t.core.row_off)
+        read_end_r = t.read_window.row_off + t.read_window.height + t.pad[0]
+        read_end_c = t.read_window.col_off + t.read_window.width + t.pad[1]
+        assert t.core.row_off - t.read_window.row_off >= min(hr, t.core.row_off)
         assert read_end_r - (t.core.row_off + t.core.height) >= min(hr, padded[0] - (t.core.row_off + t.core.height))
-        assert t.core.col_off - t.read.col_off >= min(hc, t.core.col_off)
+        assert t.core.col_off - t.read_window.col_off >= min(hc, t.core.col_off)
         assert read_end_c - (t.core.col_off + t.core.width) >= min(hc, padded[1] - (t.core.col_off + t.core.width))
 
 
@@ -74,7 +74,7 @@ def test_small_raster_is_one_shrunken_tile():
     assert len(grid) == 1
     assert grid.tile_shape == (8, 4)
     (t,) = list(grid)
-    assert (t.read.height, t.read.width, t.pad) == (5, 3, (3, 1))
+    assert (t.read_window.height, t.read_window.width, t.pad) == (5, 3, (3, 1))
 
 
 def test_row_spans_partition_rows():
@@ -90,7 +90,7 @@ def test_tile_transform_is_read_window_origin():
     tr = Affine(10, 0, 1000, 0, -10, 5000)
     grid = TileGrid((300, 300), 128, 32, align=16, transform=tr)
     t = grid.tile(1, 2)
-    assert t.transform == tr @ Affine.translation(t.read.col_off, t.read.row_off)
+    assert t.transform == tr @ Affine.translation(t.read_window.col_off, t.read_window.row_off)
 
 
 @pytest.mark.parametrize(

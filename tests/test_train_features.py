@@ -3,11 +3,11 @@ import json
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import torch
 from click.testing import CliRunner
 from rasterio.features import rasterize
 from rasterio.windows import Window
-import rasterio
 from rasters import TRANSFORM, UTM, class_scene, write_raster
 from shapely.geometry import box
 
@@ -21,8 +21,15 @@ from geoseg.train.augment import AUGMENTATIONS, augment, check_augmentations
 from geoseg.train.chips import ChipReader
 from geoseg.train.labels import IGNORE_INDEX, LabelVector
 
-FAST = {"arch": "tiny", "arch_kwargs": {"width": 8}, "chip": 32, "batch_size": 8, "chips_per_epoch": 32,
-        "block": 32, "device": "cpu"}
+FAST = {
+    "arch": "tiny",
+    "arch_kwargs": {"width": 8},
+    "chip": 32,
+    "batch_size": 8,
+    "chips_per_epoch": 32,
+    "block": 32,
+    "device": "cpu",
+}
 
 
 @pytest.fixture
@@ -34,8 +41,11 @@ def scene(tmp_path):
 def _polygons(tmp_path, crs="EPSG:4326"):
     """Three class rectangles in the image's UTM grid, stored in another CRS."""
     x0, y0 = TRANSFORM.c, TRANSFORM.f
-    rects = [box(x0, y0 - 400, x0 + 500, y0), box(x0 + 500, y0 - 960, x0 + 960, y0 - 300),
-             box(x0 + 100, y0 - 900, x0 + 400, y0 - 500)]
+    rects = [
+        box(x0, y0 - 400, x0 + 500, y0),
+        box(x0 + 500, y0 - 960, x0 + 960, y0 - 300),
+        box(x0 + 100, y0 - 900, x0 + 400, y0 - 500),
+    ]
     gdf = gpd.GeoDataFrame({"landcover": ["water", "forest", "urban"], "code": [0, 1, 2]}, geometry=rects, crs=UTM)
     path = tmp_path / "labels.geojson"
     gdf.to_crs(crs).to_file(path)
@@ -49,8 +59,9 @@ def test_vector_labels_are_reprojected_and_rasterized_per_window(tmp_path, scene
         lv = LabelVector(path, src, class_field="landcover", classes=["water", "forest", "urban"])
         full = lv.read(Window(0, 0, 96, 96))
         part = lv.read(Window(40, 30, 20, 50))
-    ref = rasterize(((g, i) for g, i in zip(gdf.geometry, gdf.code)), out_shape=(96, 96), transform=TRANSFORM,
-                    fill=IGNORE_INDEX)
+    ref = rasterize(
+        ((g, i) for g, i in zip(gdf.geometry, gdf.code)), out_shape=(96, 96), transform=TRANSFORM, fill=IGNORE_INDEX
+    )
     assert (full == ref).mean() > 0.995  # reprojection round trip may move a border pixel
     np.testing.assert_array_equal(part, full[30:80, 40:60])
     with RasterSource(img) as src:
@@ -65,8 +76,17 @@ def test_vector_labels_are_reprojected_and_rasterized_per_window(tmp_path, scene
 def test_train_from_polygons_with_background(tmp_path, scene):
     img, _, _ = scene
     path, _ = _polygons(tmp_path, crs=UTM)
-    res = train_model(img, path, tmp_path / "m.safetensors", class_field="code", classes=["bg", "a", "b"],
-                      background=0, epochs=1, val_fraction=0.0, **FAST)
+    res = train_model(
+        img,
+        path,
+        tmp_path / "m.safetensors",
+        class_field="code",
+        classes=["bg", "a", "b"],
+        background=0,
+        epochs=1,
+        val_fraction=0.0,
+        **FAST,
+    )
     assert read_config(res.checkpoint).classes == ["bg", "a", "b"]
 
 
@@ -131,9 +151,19 @@ def test_hyperspectral_pca_stem_and_aux_loss(tmp_path):
     data = (spectra[labels].transpose(2, 0, 1) + rng.normal(0, 0.05, (40, 64, 64))).astype(np.float32)
     img = write_raster(tmp_path / "hsi.tif", data)
     lab = write_raster(tmp_path / "lab.tif", labels)
-    res = train_model(img, lab, tmp_path / "m.safetensors", arch="pspnet",
-                      arch_kwargs={"width": 8, "spectral_reduction": 6, "spectral_init": "pca"}, epochs=1, chip=32,
-                      batch_size=4, chips_per_epoch=8, block=32, device="cpu")
+    res = train_model(
+        img,
+        lab,
+        tmp_path / "m.safetensors",
+        arch="pspnet",
+        arch_kwargs={"width": 8, "spectral_reduction": 6, "spectral_init": "pca"},
+        epochs=1,
+        chip=32,
+        batch_size=4,
+        chips_per_epoch=8,
+        block=32,
+        device="cpu",
+    )
     cfg = read_config(res.checkpoint)
     assert cfg.arch_kwargs["spectral_reduction"] == 6 and 0.5 < cfg.extra["spectral_pca_explained"] <= 1.0
     net, _ = load_checkpoint(res.checkpoint)
@@ -152,17 +182,90 @@ def test_encoder_weights_adapted_from_rgb(tmp_path, scene):
     data, labels = class_scene(64, 64, bands=5, classes=2, seed=1)
     img = write_raster(tmp_path / "i5.tif", data)
     lab = write_raster(tmp_path / "l.tif", labels)
-    res = train_model(img, lab, tmp_path / "m.safetensors", arch="fcn8s", arch_kwargs={"width": 8},
-                      encoder_weights=tmp_path / "enc.safetensors", adapt="mean", epochs=1, chip=32, batch_size=4,
-                      chips_per_epoch=4, block=32, device="cpu")
-    assert read_config(res.checkpoint).extra["encoder_weights"]["strategy"] == "mean"
+    res = train_model(
+        img,
+        lab,
+        tmp_path / "m.safetensors",
+        arch="fcn8s",
+        arch_kwargs={"width": 8},
+        encoder_weights=tmp_path / "enc.safetensors",
+        adapt="mean",
+        epochs=1,
+        chip=32,
+        batch_size=4,
+        chips_per_epoch=4,
+        block=32,
+        device="cpu",
+    )
+    record = read_config(res.checkpoint).extra["encoder_weights"]
+    assert (record["adapt"], record["layout"], record["source_bands"], record["bands"]) == ("mean", "geoseg", 3, 5)
+
+
+def test_cli_encoder_resnet50_from_public_weights(tmp_path, scene):
+    """`--encoder resnet50 --encoder-weights` with torchvision/timm key names (as TorchGeo ships them)."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from geoseg.models.backbones import build_encoder
+
+    enc = build_encoder("resnet50", 3, width=4)
+    public = {}
+    for k, v in enc.state_dict().items():
+        k = k.replace("stem.0.", "conv1.").replace("stem.1.", "bn1.").replace(".down.", ".downsample.")
+        if k.startswith("layers."):
+            _, stage, rest = k.split(".", 2)
+            k = f"layer{int(stage) + 1}.{rest}"
+        public["backbone." + k] = v.contiguous()
+    weights = tmp_path / "ssl4eo_like.safetensors"
+    save_file(public, str(weights))
+    img, lab, _ = scene
+    args = [
+        "train",
+        str(img),
+        str(lab),
+        str(tmp_path / "m.safetensors"),
+        "--arch",
+        "deeplabv3plus",
+        "--encoder",
+        "resnet50",
+        "--arch-kwargs",
+        '{"width": 4, "aspp_channels": 8}',
+        "--encoder-weights",
+        str(weights),
+        "--epochs",
+        "1",
+        "--chip",
+        "32",
+        "--chips-per-epoch",
+        "4",
+        "--block",
+        "32",
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+    ]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    cfg = read_config(tmp_path / "m.safetensors")
+    rec = cfg.extra["encoder_weights"]
+    assert cfg.arch_kwargs["encoder"] == "resnet50"
+    assert rec["file"] == weights.name and rec["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (rec["layout"], rec["prefix"], rec["encoder"], rec["adapt"]) == ("resnet", "backbone.", "resnet50", "none")
+    info = CliRunner().invoke(cli, ["info", str(tmp_path / "m.safetensors")])
+    assert f"pretrain  {weights.name} (sha256 {rec['sha256'][:12]}..., layout resnet, adapt none)" in info.output
+    res = CliRunner().invoke(cli, [*args[:6], "--encoder", "resnet18", *args[8:], "--overwrite"])
+    assert res.exit_code == 2 and "holds a resnet50" in res.output and "--encoder resnet50" in res.output
 
 
 def test_config_files_and_cli(tmp_path, scene):
     img, lab, _ = scene
     cfg = tmp_path / "train.yaml"
-    cfg.write_text(f"image: {img}\nlabels: {lab}\nout: {tmp_path / 'm.safetensors'}\narch: tiny\n"
-                   f"arch_kwargs: {{width: 8}}\nepochs: 1\nchip: 32\nchips-per-epoch: 16\nblock: 32\ndevice: cpu\n")
+    cfg.write_text(
+        f"image: {img}\nlabels: {lab}\nout: {tmp_path / 'm.safetensors'}\narch: tiny\n"
+        f"arch_kwargs: {{width: 8}}\nepochs: 1\nchip: 32\nchips-per-epoch: 16\nblock: 32\ndevice: cpu\n"
+    )
     assert load_train_config(cfg)["chips_per_epoch"] == 16
     res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--epochs", "2", "--progress", "none"])
     assert res.exit_code == 0, res.output
@@ -216,7 +319,8 @@ def test_training_area_window_and_exclusion_polygons(tmp_path):
 
 
 def test_area_pixels_match_the_evaluation_area_rule(tmp_path):
-    from geoseg.evaluate import _Aoi
+    from geoseg.io.georef import Georeference
+    from geoseg.io.labels import AreaOfInterest
     from geoseg.train.area import AreaLabels, PixelArea
     from geoseg.train.labels import LabelRaster
 
@@ -227,7 +331,7 @@ def test_area_pixels_match_the_evaluation_area_rule(tmp_path):
         area = PixelArea(poly, src)
         labels = AreaLabels(LabelRaster(lab, src, None), area, None, IGNORE_INDEX)
         win = Window(5, 7, 80, 50)
-        inside = _Aoi(poly, ds).mask(win)
+        inside = AreaOfInterest(poly, Georeference.of(ds)).mask(win)
         np.testing.assert_array_equal(area.mask(win), inside)
         y = labels.read(win)
         assert (y[~inside] == IGNORE_INDEX).all() and (y[inside] != IGNORE_INDEX).all()

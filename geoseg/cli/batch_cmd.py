@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from geoseg.cli.common import echo_json, handle_errors, progress_display, progress_option
+from geoseg.distributed.cluster import CLUSTERS
 
-CLUSTER_CHOICES = ["local", "slurm", "pbs", "cuda"]
 
+def _parse_cluster_options(items: tuple[str, ...], cluster: str | None = None) -> dict[str, Any]:
+    from geoseg.distributed import parse_cluster_options
 
-def _parse_cluster_options(items: tuple[str, ...]) -> dict[str, Any]:
-    from geoseg.errors import InvalidParameterError
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidParameterError(f"--cluster-option expects KEY=VALUE (e.g. memory=32GB), got {item!r}")
-        parsed: Any = value
-        for conv in (int, float):
-            try:
-                parsed = conv(value)
-                break
-            except ValueError:
-                continue
-        out[key.replace("-", "_")] = parsed
-    return out
+    return parse_cluster_options(items, cluster=cluster)
 
 
 @click.command("batch")
@@ -44,7 +31,7 @@ def _parse_cluster_options(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://HOST:8786).")
 @click.option(
     "--cluster",
-    type=click.Choice(CLUSTER_CHOICES),
+    type=click.Choice(CLUSTERS),
     default="local",
     show_default=True,
     help="Cluster to start when no --scheduler is given.",
@@ -55,7 +42,16 @@ def _parse_cluster_options(items: tuple[str, ...]) -> dict[str, Any]:
     "cluster_options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Extra cluster argument, e.g. cores=8, memory=32GB, queue=gpu, walltime=04:00:00; repeatable.",
+    help="Extra cluster argument, e.g. cores=8, memory=32GB, queue=gpu, walltime=04:00:00; repeatable. List options "
+    "(job_extra_directives=--gres=gpu:1, worker_extra_args, job_script_prologue) take one entry per repetition or a "
+    "JSON list.",
+)
+@click.option(
+    "--worker-timeout",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="Seconds to wait for Dask workers to join (and to come back if all leave); 0 waits forever.",
 )
 @click.option("--region-size", type=int, default=4096, show_default=True, help="Region edge in pixels (one task).")
 @click.option("--tile", type=int, default=None, help="Tile size in pixels (default: the model's).")
@@ -72,7 +68,11 @@ def _parse_cluster_options(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--cog", is_flag=True, help="Also write one Cloud-Optimized GeoTIFF per scene.")
 @click.option("--retries", type=int, default=3, show_default=True, help="Attempts per failed task.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--overwrite", is_flag=True, help="Recompute everything (default: resume from the manifest).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Recompute everything and remove the files an earlier run recorded for these scenes (default: resume).",
+)
 @progress_option
 @handle_errors
 def batch_command(
@@ -84,6 +84,7 @@ def batch_command(
     cluster: str,
     workers: int | None,
     cluster_options: tuple[str, ...],
+    worker_timeout: float,
     region_size: int,
     tile: int | None,
     overlap: int | None,
@@ -100,9 +101,11 @@ def batch_command(
     """Segment INPUTS (files, quoted globs or .txt/.csv manifests) into OUT_DIR on a Dask cluster.
 
     Each scene is cut into regions of whole tiles (one task each); outputs are one file per region, a VRT mosaic per
-    scene (and a COG with --cog). Re-running the same command resumes after a crash.
+    scene (and a COG with --cog). Re-running the same command resumes after a crash. A scene that fails (unreadable,
+    truth missing, tasks failing) fails alone: the summary lists it with its reason and the exit status is 1; bad
+    options, or inputs so bad that no scene can start, exit with 2.
     """
-    from geoseg.distributed import NoInputsError, run_batch
+    from geoseg.distributed import BatchTaskError, NoInputsError, run_batch
 
     jobs = [*inputs, *manifests]
     if not jobs:
@@ -113,30 +116,46 @@ def batch_command(
         if link:
             click.echo(f"Dask dashboard: {link}", err=True)
 
+    def show(message: str) -> None:
+        click.echo(message, err=True)
+
+    failure: BatchTaskError | None = None
     with progress_display(progress_kind, "batch", unit="task") as progress:
-        result = run_batch(
-            jobs,
-            model=checkpoint,
-            out_dir=out_dir,
-            scheduler=scheduler,
-            cluster=cluster,
-            workers=workers,
-            cluster_kwargs=_parse_cluster_options(cluster_options),
-            region_size=region_size,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            device=device,
-            bands=bands,
-            truth=truth_dir,
-            cog=cog,
-            retries=retries,
-            overwrite=overwrite,
-            progress=progress,
-            on_client=show_dashboard,
-        )
+        try:
+            result = run_batch(
+                jobs,
+                model=checkpoint,
+                out_dir=out_dir,
+                scheduler=scheduler,
+                cluster=cluster,
+                workers=workers,
+                cluster_kwargs=_parse_cluster_options(cluster_options, cluster),
+                region_size=region_size,
+                tile=tile,
+                overlap=overlap,
+                batch_size=batch_size,
+                device=device,
+                bands=bands,
+                truth=truth_dir,
+                cog=cog,
+                retries=retries,
+                overwrite=overwrite,
+                progress=progress,
+                on_client=show_dashboard,
+                on_message=show,
+                worker_timeout=worker_timeout or None,
+            )
+        except BatchTaskError as exc:
+            if exc.result is None:
+                raise
+            failure, result = exc, exc.result
     if as_json:
         echo_json(result.to_dict())
     else:
         click.echo(result.format_summary())
         click.echo(f"summary: {result.summary}")
+    if failure is not None:
+        click.echo(f"Error: {failure}", err=True)
+        # 2 when no scene could even start (every input bad), as for any bad input; 1 when some scenes failed
+        nothing_started = not result.scenes and all(f.stage in ("input", "plan") for f in result.failed)
+        sys.exit(2 if nothing_started else 1)

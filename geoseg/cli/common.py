@@ -31,6 +31,13 @@ def handle_errors(func: F) -> F:
         except GeoSegError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except ModuleNotFoundError as exc:
+            from geoseg.deps import IMPORT_TO_DIST, missing_dependency_message
+
+            if not exc.name or exc.name.split(".")[0] not in IMPORT_TO_DIST:
+                raise
+            click.echo(f"Error: {missing_dependency_message(exc.name)}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("Interrupted: no partial output was left behind.", err=True)
             sys.exit(130)
@@ -76,6 +83,17 @@ progress_option = click.option(
     show_default=True,
     help="Progress display: a bar, JSON lines on stderr (for other programs), or nothing.",
 )
+
+
+def tune_cpu_allocator(device: str | None) -> None:
+    """Before predicting on the CPU: let glibc keep large freed blocks
+    (:func:`geoseg.allocator.configure_cpu_allocator`: a process-wide setting the CLI makes on behalf of the user; the
+    library never does). Imports torch."""
+    from geoseg.allocator import configure_cpu_allocator
+    from geoseg.models.device import resolve_device
+
+    if resolve_device(device).type == "cpu":
+        configure_cpu_allocator()
 
 
 def echo_json(obj: Any) -> None:

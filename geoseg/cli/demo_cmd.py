@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.common import handle_errors
+from geoseg.cli.common import handle_errors, tune_cpu_allocator
 
 
 @click.command("demo")
@@ -18,5 +18,6 @@ def demo_command(out_dir: str, arch: str, epochs: int, max_seconds: float, devic
     """Generate the sample scene, train briefly, predict, vectorize and print the per-class IoU report."""
     from geoseg.demo import run_demo
 
+    tune_cpu_allocator(device)
     result = run_demo(out_dir, arch=arch, epochs=epochs, max_seconds=max_seconds, device=device, echo=click.echo)
     click.echo(f"done in {result.seconds:.0f}s; outputs in {result.out_dir}")

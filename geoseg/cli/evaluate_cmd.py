@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from geoseg.cli.common import handle_errors, progress_display, progress_option
@@ -18,6 +20,8 @@ from geoseg.cli.vectorize_cmd import split_classes
     "--background", type=int, default=None, help="Class id for pixels no label polygon covers (default: not evaluated)."
 )
 @click.option("--aoi", type=click.Path(dir_okay=False), default=None, help="Polygons restricting the evaluation.")
+@click.option("--layer", "truth_layer", default=None, help="Layer of polygon truth in a file with several layers.")
+@click.option("--aoi-layer", default=None, help="Layer of the --aoi file when it has several layers.")
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None, help="Write report files here.")
 @click.option(
     "--format",
@@ -37,6 +41,8 @@ def evaluate_command(
     class_field: str | None,
     background: int | None,
     aoi: str | None,
+    truth_layer: str | None,
+    aoi_layer: str | None,
     report_dir: str | None,
     formats: str,
     window: int,
@@ -47,7 +53,7 @@ def evaluate_command(
     IoU = TP / (TP + FP + FN) per class; mIoU is the mean over classes present in the truth or the prediction: a
     class absent from the truth but predicted scores IoU 0, a class absent from both is n/a and left out of the mean.
     """
-    from geoseg.evaluate import evaluate
+    from geoseg.evaluation import evaluate
     from geoseg.report import REPORT_FORMATS, write_report
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
@@ -67,6 +73,8 @@ def evaluate_command(
             background=background,
             window=window,
             progress=progress,
+            truth_layer=truth_layer,
+            aoi_layer=aoi_layer,
         )
     click.echo(report.format_table())
     if report_dir:
@@ -75,20 +83,20 @@ def evaluate_command(
 
 
 def vectorize_and_evaluate(
-    class_raster: str,
+    class_raster: str | os.PathLike[str],
     *,
     vector: str | None = None,
     truth: str | None = None,
     report_dir: str | None = None,
     class_field: str | None = None,
-    probabilities: str | None = None,
+    probabilities: str | os.PathLike[str] | None = None,
     classes: list[str] | None = None,
     overwrite: bool = False,
     progress_kind: str = "bar",
 ) -> None:
     """`geoseg predict --vector --truth --report` post-processing: vectorize, evaluate, print the table, write files."""
     if vector:
-        from geoseg.vectorize import vectorize
+        from geoseg.vectorization import vectorize
 
         with progress_display(progress_kind, "vectorize", unit="window") as progress:
             res = vectorize(
@@ -101,7 +109,7 @@ def vectorize_and_evaluate(
             )
         click.echo(f"wrote {res.features} polygons to {res.path}")
     if truth:
-        from geoseg.evaluate import evaluate
+        from geoseg.evaluation import evaluate
         from geoseg.report import write_report
 
         with progress_display(progress_kind, "evaluate", unit="window") as progress:

@@ -32,6 +32,12 @@ def info_command(path: str, as_json: bool) -> None:
         click.echo(f"classes   {len(cfg.classes)}: {', '.join(cfg.classes)}")
         click.echo(f"normalize {cfg.normalization.get('method', 'none')}")
         click.echo(f"tiling    tile {cfg.tile}, overlap {cfg.overlap}, output stride {cfg.output_stride}")
+        weights = cfg.extra.get("encoder_weights")
+        if weights:
+            click.echo(
+                f"pretrain  {weights.get('file')} (sha256 {str(weights.get('sha256'))[:12]}..., layout "
+                f"{weights.get('layout')}, adapt {weights.get('adapt')})"
+            )
         val = cfg.extra.get("validation")
         if val:
             click.echo(f"val mIoU  {val.get('miou')}")
@@ -44,29 +50,41 @@ def info_command(path: str, as_json: bool) -> None:
         echo_json(d)
         return
     click.echo(f"{d['path']}: {d['width']} x {d['height']} px, {len(d['bands'])} band(s)")
-    click.echo(f"CRS       {d['crs'] or 'none (not georeferenced)'}")
+    click.echo(f"georef    {d['georeference']}")
+    click.echo(f"CRS       {d['crs'] or 'none'}")
     click.echo(f"transform {d['transform']}")
     click.echo(f"mask      {d['mask']}")
     for b in d["bands"]:
         click.echo(f"  band {b['index']:>3}  {b['name']:<16} {b['dtype']:<8} nodata={b['nodata']}")
+    classes = d["legend"]["classes"]
+    if classes:
+        click.echo(f"classes   {len(classes)}: {', '.join(classes)}")
 
 
 @click.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def models_command(as_json: bool) -> None:
-    """List the registered model architectures."""
+    """List the registered model architectures (those needing a missing extra are marked)."""
     from geoseg.models import list_models
 
     specs = list_models()
     if as_json:
         echo_json(
             [
-                {"name": s.name, "family": s.family, "output_stride": s.output_stride, "description": s.description}
+                {
+                    "name": s.name,
+                    "family": s.family,
+                    "output_stride": s.output_stride,
+                    "description": s.description,
+                    "available": s.available,
+                    "extra": s.extra or None,
+                }
                 for s in specs
             ]
         )
         return
     w = max(len(s.name) for s in specs)
     for s in specs:
-        click.echo(f"{s.name:<{w}}  stride {s.output_stride:>2}  {s.description}")
+        needs = "" if s.available else f"  [needs pip install 'geoseg[{s.extra}]']"
+        click.echo(f"{s.name:<{w}}  stride {s.output_stride:>2}  {s.description}{needs}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option
-
-STITCH_CHOICES = ["center", "mean", "gaussian"]
+from geoseg.cli.common import handle_errors, progress_display, progress_option, tune_cpu_allocator
+from geoseg.inference.stitch import STITCH_METHODS
+from geoseg.inference.writer import PROB_DTYPES
+from geoseg.models.device import DEVICES
 
 
 @click.command("predict")
@@ -19,16 +20,22 @@ STITCH_CHOICES = ["center", "mean", "gaussian"]
 @click.option("--tile", type=int, default=None, help="Tile size in pixels (default: the model's).")
 @click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels (default: the model's).")
 @click.option("--batch-size", type=int, default=None, help="Tiles per forward pass (default: from free GPU memory).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--stitch", type=click.Choice(STITCH_CHOICES), default="center", show_default=True)
+@click.option("--device", default="auto", show_default=True, help=f"{', '.join(DEVICES)} or cuda:N.")
+@click.option("--stitch", type=click.Choice(list(STITCH_METHODS)), default="center", show_default=True)
 @click.option("--probabilities", type=click.Path(dir_okay=False), default=None, help="Also write class probabilities.")
-@click.option("--prob-dtype", type=click.Choice(["uint8", "float32"]), default="uint8", show_default=True)
+@click.option("--prob-dtype", type=click.Choice(PROB_DTYPES), default="uint8", show_default=True)
 @click.option("--nodata", type=float, default=None, help="Override the input nodata value.")
 @click.option(
     "--workers",
     type=int,
     default=None,
-    help="Reader threads (default: up to 8 with a GPU; 0 on CPU, reading between forward passes).",
+    help="Reader threads (default: one per core with a GPU, at most 32; 0 on CPU, reading between forward passes).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch. [default: the cores this process may use that are not already busy]",
 )
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")
@@ -53,6 +60,7 @@ def predict_command(
     prob_dtype: str,
     nodata: float | None,
     workers: int | None,
+    threads: int | None,
     no_amp: bool,
     crf: bool,
     vector: str | None,
@@ -65,6 +73,7 @@ def predict_command(
     """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid)."""
     from geoseg.inference.predict import predict_raster
 
+    tune_cpu_allocator(device)
     with progress_display(progress_kind, "predict") as progress:
         result = predict_raster(
             raster,
@@ -80,7 +89,9 @@ def predict_command(
             prob_dtype=prob_dtype,
             nodata=nodata,
             workers=workers,
+            threads=threads,
             amp=not no_amp,
+            crf=crf,
             overwrite=overwrite,
             progress=progress,
         )

@@ -8,6 +8,10 @@ from typing import Any
 import click
 
 from geoseg.cli.common import handle_errors, progress_display, progress_option
+from geoseg.io.normalize import NORMALIZATION_METHODS
+from geoseg.models.names import ADAPT_STRATEGIES
+from geoseg.train.chips import SAMPLING_MODES
+from geoseg.train.names import LOSSES
 
 
 @click.command("train")
@@ -21,37 +25,79 @@ from geoseg.cli.common import handle_errors, progress_display, progress_option
 @click.option("--classes", default=None, help="Comma-separated class names for ids 0..K-1.")
 @click.option("--class-field", default=None, help="Class attribute of vector labels (ids or names).")
 @click.option("--background", type=int, default=None, help="Class id for pixels outside label polygons.")
-@click.option("--train-area", default=None,
-              help="Train only on labels inside these polygons (a vector file) or pixel window 'col,row,width,height'.")
-@click.option("--exclude-area", default=None,
-              help="Never train on labels inside these polygons or pixel window 'col,row,width,height' (a test region).")
+@click.option(
+    "--train-area",
+    default=None,
+    help="Train only on labels inside these polygons (a vector file) or pixel window 'col,row,width,height'.",
+)
+@click.option(
+    "--exclude-area",
+    default=None,
+    help="Never train on labels inside these polygons or pixel window 'col,row,width,height' (a test region).",
+)
+@click.option(
+    "--label-nodata",
+    type=float,
+    default=None,
+    help="Value of unlabelled pixels in a label raster that declares no nodata (e.g. -1 or 255).",
+)
+@click.option("--layer", default=None, help="Layer of polygon labels in a file with several layers (GeoPackage).")
 @click.option("--epochs", type=int, default=None, help="[default: from the labelled pixel count]")
-@click.option("--chip", type=int, default=None, help="Training chip size in pixels. [default: 64, less for small areas]")
+@click.option(
+    "--chip", type=int, default=None, help="Training chip size in pixels. [default: 64, less for small areas]"
+)
 @click.option("--batch-size", type=int, default=None, help="[default: 8]")
 @click.option("--chips-per-epoch", type=int, default=None, help="[default: from the labelled pixel count]")
-@click.option("--sampling", type=click.Choice(["centered", "random", "grid", "balanced"]), default=None,
-              help="[default: centered (chips centred on labelled pixels)]")
+@click.option(
+    "--sampling",
+    type=click.Choice(SAMPLING_MODES),
+    default=None,
+    help="[default: centered (chips centred on labelled pixels)]",
+)
 @click.option("--lr", type=float, default=None, help="Peak learning rate (one-cycle AdamW). [default: 0.002]")
 @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay. [default: 0.01]")
-@click.option("--loss", type=click.Choice(["ce", "weighted_ce", "dice", "ce_dice", "focal"]), default=None)
+@click.option("--loss", type=click.Choice(LOSSES), default=None)
 @click.option("--class-weights", default=None, help="Comma-separated loss weight per class, e.g. '1,1,4'.")
 @click.option("--label-smoothing", type=float, default=None, help="[default: 0.05]")
 @click.option("--ema/--no-ema", default=None, help="Validate and save a moving average of the weights. [default: on]")
-@click.option("--normalization", type=click.Choice(["meanstd", "percentile", "minmax", "none"]), default=None)
+@click.option("--normalization", type=click.Choice(NORMALIZATION_METHODS), default=None)
 @click.option("--augment", default=None, help="Comma-separated: flip,rot90,crop,spectral,blur,elastic; 'none'.")
 @click.option("--val-fraction", type=float, default=None, help="Share of labelled pixels validated. [default: 0.2]")
 @click.option("--block", type=int, default=None, help="Validation block size in pixels. [default: from the labels]")
 @click.option("--patience", type=int, default=None, help="Early stopping patience (epochs). [default: none]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--device", default=None, help="auto, cpu, cuda. [default: auto]")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch. [default: the cores this process may use]")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch. [default: the cores this process may use]",
+)
 @click.option("--max-seconds", type=float, default=None, help="Stop after this much wall time.")
-@click.option("--encoder-weights", type=click.Path(dir_okay=False), default=None, help="Local pretrained encoder.")
-@click.option("--adapt", type=click.Choice(["repeat", "mean", "random"]), default=None)
-@click.option("--baseline", type=click.Choice(["rf"]), default=None,
-              help="Also fit a pixel-wise random forest on the training pixels and print its validation IoU beside "
-                   "the network's (needs scikit-learn: pip install 'geoseg[baseline]').")
+@click.option("--encoder", default=None, help="Encoder of encoder-based models, e.g. resnet50 (a timm name for smp-*).")
+@click.option(
+    "--encoder-weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Pretrained encoder: a local .safetensors/.pth (torchvision, timm, TorchGeo or geoseg keys), or "
+    "torchvision:NAME / timm:NAME (fetched; needs a connection).",
+)
+@click.option(
+    "--adapt",
+    type=click.Choice(ADAPT_STRATEGIES),
+    default=None,
+    help="First-layer adaptation when the weights' band count differs. [default: repeat]",
+)
+@click.option(
+    "--encoder-bands", default=None, help="The weights' band names in order (B1,...,B12): match the raster's by name."
+)
+@click.option(
+    "--baseline",
+    type=click.Choice(["rf"]),
+    default=None,
+    help="Also fit a pixel-wise random forest on the training pixels and print its validation IoU beside the "
+    "network's (needs scikit-learn: pip install 'geoseg[baseline]').",
+)
 @click.option("--resume", is_flag=True, default=None, help="Continue from OUTPUT's saved training state.")
 @click.option("--overwrite", is_flag=True, default=None)
 @progress_option
@@ -83,8 +129,9 @@ def train_command(
             opts["arch_kwargs"] = json.loads(opts["arch_kwargs"])
         except json.JSONDecodeError as exc:
             raise InvalidParameterError(f"--arch-kwargs is not valid JSON ({exc}); e.g. '{{\"width\": 16}}'") from exc
-    if isinstance(opts.get("classes"), str):
-        opts["classes"] = opts["classes"].split(",")
+    for key in ("classes", "encoder_bands"):
+        if isinstance(opts.get(key), str):
+            opts[key] = [v.strip() for v in opts[key].split(",")]
     if isinstance(opts.get("class_weights"), str):
         try:
             opts["class_weights"] = [float(v) for v in opts["class_weights"].split(",")]
@@ -114,5 +161,7 @@ def format_comparison(network: Any, forest: Any) -> str:
     lines = [f"{'class':<{w}}  {'network':>7}  {'forest':>7}   (validation IoU on the same pixels)"]
     for a, b in zip(network.classes, forest.classes):
         lines.append(f"{a.name:<{w}}  {f(a.iou)}  {f(b.iou)}")
-    lines.append(f"{'mIoU':<{w}}  {f(network.miou)}  {f(forest.miou)}   (network - forest {network.miou - forest.miou:+.3f})")
+    lines.append(
+        f"{'mIoU':<{w}}  {f(network.miou)}  {f(forest.miou)}   (network - forest {network.miou - forest.miou:+.3f})"
+    )
     return "\n".join(lines)

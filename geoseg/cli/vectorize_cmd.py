@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg.cli.common import handle_errors, progress_display, progress_option
+from geoseg.vectorization import CONNECTIVITIES
 
 
 def split_classes(value: str | None) -> list[str] | None:
@@ -35,8 +36,8 @@ def split_classes(value: str | None) -> list[str] | None:
 )
 @click.option(
     "--connectivity",
-    type=click.Choice(["4", "8"]),
-    default="4",
+    type=click.Choice([str(c) for c in CONNECTIVITIES]),
+    default=str(CONNECTIVITIES[0]),
     show_default=True,
     help="Pixels join by edges (4) or also by corners (8).",
 )
@@ -67,8 +68,8 @@ def vectorize_command(
     overwrite: bool,
     progress_kind: str,
 ) -> None:
-    """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .parquet), window by window."""
-    from geoseg.vectorize import vectorize
+    """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .shp, .parquet), window by window."""
+    from geoseg.vectorization import vectorize
 
     with progress_display(progress_kind, "vectorize", unit="window") as progress:
         res = vectorize(

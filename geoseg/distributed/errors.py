@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from geoseg.errors import GeoSegError
 
 
@@ -17,8 +19,32 @@ class SchedulerUnreachableError(GeoSegError, ConnectionError):
     """No Dask scheduler answered at the given address within the timeout."""
 
 
+class NoWorkersError(GeoSegError, TimeoutError):
+    """The Dask scheduler had no worker (or none with the resources the tasks need) within the wait timeout."""
+
+
 class BatchTaskError(GeoSegError, RuntimeError):
-    """Some tasks failed after all retries; finished tasks are recorded and a re-run resumes from them."""
+    """Some scenes failed (unreadable input, missing truth, tasks failing after all retries); the others finished.
+
+    ``result`` is the :class:`geoseg.distributed.BatchResult` of the run: finished scenes, and every failed scene with
+    its reason (``result.failed``); it is also written to the JSON summary. Finished tasks are recorded in the
+    manifest, so a re-run of the same command retries only what failed.
+    """
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
-__all__ = ["BatchTaskError", "ManifestError", "NoInputsError", "SchedulerUnreachableError"]
+class SchedulerLostError(BatchTaskError):
+    """The connection to the Dask scheduler was lost during the run; unfinished scenes are listed as failed."""
+
+
+__all__ = [
+    "BatchTaskError",
+    "ManifestError",
+    "NoInputsError",
+    "NoWorkersError",
+    "SchedulerLostError",
+    "SchedulerUnreachableError",
+]

@@ -22,37 +22,51 @@ TruthLike = str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]] | None
 
 @dataclass(frozen=True)
 class Job:
-    """One scene: its raster, optional ground truth, and a unique output name."""
+    """One scene: its raster, optional ground truth, and a unique output name.
+
+    With ``resolve_jobs(..., scene_errors=True)`` a scene whose raster or truth is missing is returned with ``error``
+    (one line: what is missing and where it was looked for) instead of stopping the whole batch. ``listed_in`` is the
+    jobs manifest (text/CSV) that named the scene, if any.
+    """
 
     src: Path
     truth: Path | None
     name: str
+    error: str | None = None
+    listed_in: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    src: Path
+    truth: Path | None
+    listed_in: Path | None = None
+    error: str | None = None
 
 
 def _is_glob(s: str) -> bool:
     return any(ch in s for ch in GLOB_CHARS)
 
 
-def _expand(item: str) -> list[Path]:
+def _expand(item: str, *, scene_errors: bool = False) -> list[_Entry]:
     if _is_glob(item):
         found = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True) if os.path.isfile(p))
         if not found:
             raise NoInputsError(f"no file matches {item!r} (relative to {os.getcwd()}); check the pattern and quote it")
-        return found
+        return [_Entry(p, None) for p in found]
     p = Path(os.path.expanduser(item))
     if not p.is_file():
-        raise InputNotFoundError(f"input raster not found: {p}; check the path (relative to {os.getcwd()})")
-    return [p]
+        message = f"input raster not found: {p}; check the path (relative to {os.getcwd()})"
+        if not scene_errors:
+            raise InputNotFoundError(message)
+        return [_Entry(p, None, error=message)]
+    return [_Entry(p, None)]
 
 
-def read_jobs_manifest(path: str | os.PathLike[str]) -> list[tuple[Path, Path | None]]:
-    """Parse a manifest: one raster per line, optionally ``,truth`` (CSV; a ``path,truth`` header is allowed).
-
-    Blank lines and lines starting with ``#`` are skipped; relative paths are relative to the manifest's folder.
-    """
+def _read_manifest(path: str | os.PathLike[str], *, scene_errors: bool) -> list[_Entry]:
     mpath = Path(path)
     base = mpath.parent
-    out: list[tuple[Path, Path | None]] = []
+    out: list[_Entry] = []
     with open(mpath, newline="", encoding="utf-8") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             cells = [c.strip() for c in row]
@@ -66,14 +80,30 @@ def read_jobs_manifest(path: str | os.PathLike[str]) -> list[tuple[Path, Path | 
                 )
             src = base / os.path.expanduser(cells[0])
             truth = base / os.path.expanduser(cells[1]) if len(cells) > 1 and cells[1] else None
+            error = None
             if not src.is_file():
-                raise InputNotFoundError(f"{mpath}, line {lineno}: raster not found: {src}")
-            if truth is not None and not truth.exists():
-                raise InputNotFoundError(f"{mpath}, line {lineno}: truth not found: {truth}")
-            out.append((src, truth))
+                error = f"{mpath}, line {lineno}: raster not found: {src}"
+            elif truth is not None and not truth.exists():
+                error = f"{mpath}, line {lineno}: truth not found: {truth}"
+            if error is not None and not scene_errors:
+                raise InputNotFoundError(error)
+            out.append(_Entry(src, truth, mpath, error))
     if not out:
         raise NoInputsError(f"manifest {mpath} lists no rasters")
     return out
+
+
+def read_jobs_manifest(path: str | os.PathLike[str]) -> list[tuple[Path, Path | None]]:
+    """Parse a manifest: one raster per line, optionally ``,truth`` (CSV; a ``path,truth`` header is allowed).
+
+    Blank lines and lines starting with ``#`` are skipped; relative paths are relative to the manifest's folder.
+
+    Raises:
+        ManifestError: a line has more than two cells or no raster (the message names file and line).
+        InputNotFoundError: a raster or truth file does not exist.
+        NoInputsError: the manifest lists no raster.
+    """
+    return [(e.src, e.truth) for e in _read_manifest(path, scene_errors=False)]
 
 
 def _truth_for(src: Path, truth: TruthLike) -> Path | None:
@@ -97,9 +127,26 @@ def _truth_for(src: Path, truth: TruthLike) -> Path | None:
     return same_stem[0]
 
 
-def resolve_jobs(jobs: JobsLike, truth: TruthLike = None) -> list[Job]:
-    """Expand ``jobs`` into scenes with unique output names (stem, or stem-<hash> when stems collide)."""
-    pairs: list[tuple[Path, Path | None]] = []
+def resolve_jobs(jobs: JobsLike, truth: TruthLike = None, *, scene_errors: bool = False) -> list[Job]:
+    """Expand ``jobs`` into scenes with unique output names (stem, or stem-<hash> when stems collide).
+
+    Args:
+        jobs: raster paths, quoted globs, text/CSV manifests (``raster[,truth]`` per line), ``(raster, truth)``
+            tuples, or a list of those.
+        truth: truth rasters as a folder (same file name, or same stem) or a ``{raster: truth}`` mapping; manifest
+            truth columns take precedence.
+        scene_errors: return a scene whose raster or truth is missing as a :class:`Job` with ``error`` set (so that
+            a batch can go on with the others) instead of raising.
+
+    Raises:
+        NoInputsError: nothing given, a glob that matches nothing, or an empty manifest.
+        ManifestError: a malformed manifest line.
+        InputNotFoundError: a missing raster, truth or manifest (raster and truth only when not ``scene_errors``);
+            a missing truth folder.
+    """
+    if truth is not None and not isinstance(truth, Mapping) and not Path(truth).is_dir():
+        raise InputNotFoundError(f"truth directory not found: {truth}; give the folder that holds the truth rasters")
+    entries: list[_Entry] = []
     items: Sequence = [jobs] if isinstance(jobs, str | os.PathLike) else list(jobs)
     if not items:
         raise NoInputsError("no input rasters given")
@@ -107,29 +154,44 @@ def resolve_jobs(jobs: JobsLike, truth: TruthLike = None) -> list[Job]:
         if isinstance(item, tuple):
             if len(item) != 2:
                 raise InvalidParameterError(f"a job tuple must be (raster, truth), got {item!r}")
-            pairs.extend((p, Path(item[1]) if item[1] else None) for p in _expand(str(item[0])))
+            t = Path(item[1]) if item[1] else None
+            for e in _expand(str(item[0]), scene_errors=scene_errors):
+                error = e.error
+                if error is None and t is not None and not t.exists():
+                    error = f"truth not found: {t}"
+                    if not scene_errors:
+                        raise InputNotFoundError(error)
+                entries.append(_Entry(e.src, t, None, error))
             continue
         s = str(item)
         if not _is_glob(s) and Path(s).suffix.lower() in MANIFEST_SUFFIXES:
             if not Path(s).is_file():
                 raise InputNotFoundError(f"manifest not found: {s}")
-            pairs.extend(read_jobs_manifest(s))
+            entries.extend(_read_manifest(s, scene_errors=scene_errors))
         else:
-            pairs.extend((p, None) for p in _expand(s))
-    seen: dict[Path, int] = {}
-    unique = []
-    for src, t in pairs:
-        key = src.resolve()
+            entries.extend(_expand(s, scene_errors=scene_errors))
+    seen: set[Path] = set()
+    unique: list[_Entry] = []
+    for e in entries:
+        key = e.src.resolve()
         if key not in seen:
-            seen[key] = len(unique)
-            unique.append((src, t))
-    stems = [p.stem for p, _ in unique]
+            seen.add(key)
+            unique.append(e)
+    stems = [e.src.stem for e in unique]
     jobs_out = []
-    for src, t in unique:
-        name = src.stem
+    for e in unique:
+        name = e.src.stem
         if stems.count(name) > 1:
-            name = f"{name}-{hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:8]}"
-        jobs_out.append(Job(src=src, truth=t if t is not None else _truth_for(src, truth), name=name))
+            name = f"{name}-{hashlib.sha1(str(e.src.resolve()).encode()).hexdigest()[:8]}"
+        t, error = e.truth, e.error
+        if t is None and error is None:
+            try:
+                t = _truth_for(e.src, truth)
+            except InputNotFoundError as exc:
+                if not scene_errors:
+                    raise
+                error = str(exc)
+        jobs_out.append(Job(src=e.src, truth=t, name=name, error=error, listed_in=e.listed_in))
     return jobs_out
 
 

@@ -11,6 +11,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 
+from geoseg.io.georef import Georeference
 from geoseg.io.write import atomic_path
 
 GDAL_TYPES = {
@@ -34,25 +35,41 @@ def build_vrt(
     *,
     shape: tuple[int, int],
     transform: Affine,
+    atomic: bool = True,
 ) -> Path:
     """Write a VRT of ``shape`` (rows, cols) placing each region file at its pixel (row, col) origin.
 
-    Band type, nodata, description, color table and dataset tags are copied from the first region. Source paths are
-    stored relative to the VRT. Written atomically.
+    Band type, nodata, description, color table and dataset tags are copied from the first region; so is the
+    georeference when the scene has no geotransform (its GCPs or RPCs, shifted back to the scene's origin). Source
+    paths are stored relative to the VRT's folder. Written atomically unless ``atomic=False`` (``dst`` is then
+    already a temporary name in the final folder, e.g. from :func:`geoseg.io.write.atomic_path`).
     """
     dst = Path(dst)
     with rasterio.open(regions[0][0]) as ds:
         dtype, nodata, crs, tags = ds.dtypes[0], ds.nodata, ds.crs, ds.tags()
         desc = ds.descriptions[0]
         block = ds.block_shapes[0]
+        georef = Georeference.of(ds).shifted(-regions[0][1][0], -regions[0][1][1])
         try:
             cmap = ds.colormap(1)
         except ValueError:
             cmap = None
     root = ET.Element("VRTDataset", rasterXSize=str(shape[1]), rasterYSize=str(shape[0]))
-    if crs is not None:
-        ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = crs.to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in transform.to_gdal())
+    if georef.kind == "transform":
+        if crs is not None:
+            ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = crs.to_wkt()
+        ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in transform.to_gdal())
+    if georef.gcps:
+        attrs = {"Projection": georef.gcps_crs.to_wkt(), "dataAxisToSRSAxisMapping": "1,2"} if georef.gcps_crs else {}
+        gcp_list = ET.SubElement(root, "GCPList", **attrs)
+        for g in georef.gcps:
+            point = {"Id": str(g.id or ""), "Info": str(g.info or ""), "Pixel": repr(float(g.col))}
+            point |= {"Line": repr(float(g.row)), "X": repr(float(g.x)), "Y": repr(float(g.y))}
+            ET.SubElement(gcp_list, "GCP", point, Z=repr(float(g.z or 0.0)))
+    if georef.rpcs is not None:
+        rpc = ET.SubElement(root, "Metadata", domain="RPC")
+        for k, v in sorted(georef.rpcs.to_gdal().items()):
+            ET.SubElement(rpc, "MDI", key=k).text = v
     if tags:
         md = ET.SubElement(root, "Metadata")
         for k in sorted(tags):
@@ -90,25 +107,42 @@ def build_vrt(
         ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
         ET.SubElement(src, "DstRect", xOff=str(c0), yOff=str(r0), xSize=str(w), ySize=str(h))
     ET.indent(root)
+    text = ET.tostring(root, encoding="unicode") + "\n"
+    if not atomic:
+        dst.write_text(text, encoding="utf-8")
+        return dst
     with atomic_path(dst, overwrite=True) as tmp:
-        tmp.write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return dst
 
 
-def build_cog(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
-    """Copy a mosaic to one Cloud-Optimized GeoTIFF (DEFLATE, mode-resampled overviews), atomically."""
+def build_cog(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, overwrite: bool = True, atomic: bool = True
+) -> Path:
+    """Copy a mosaic to one Cloud-Optimized GeoTIFF (DEFLATE, mode-resampled overviews).
+
+    Written atomically (GDAL's temporary overview file included) unless ``atomic=False`` (``dst`` is then already a
+    temporary name, e.g. from :func:`geoseg.io.write.atomic_path`).
+    """
     dst = Path(dst)
+    if not atomic:
+        _copy_cog(src, dst)
+        return dst
     with atomic_path(dst, overwrite=overwrite) as tmp:
-        rasterio.shutil.copy(
-            str(src),
-            str(tmp),
-            driver="COG",
-            COMPRESS="DEFLATE",
-            OVERVIEW_RESAMPLING="MODE",
-            BIGTIFF="IF_SAFER",
-            NUM_THREADS="ALL_CPUS",
-        )
+        _copy_cog(src, tmp)
     return dst
+
+
+def _copy_cog(src: str | os.PathLike[str], tmp: Path) -> None:
+    rasterio.shutil.copy(
+        str(src),
+        str(tmp),
+        driver="COG",
+        COMPRESS="DEFLATE",
+        OVERVIEW_RESAMPLING="MODE",
+        BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",
+    )
 
 
 __all__ = ["build_cog", "build_vrt"]

@@ -62,7 +62,11 @@ def split_ranges(n: int, k: int) -> list[range]:
 
 
 def plan_regions(grid: TileGrid, region_size: int) -> list[tuple[range, range] | None]:
-    """Tile ranges of regions about ``region_size`` px on a side (whole tiles), or ``[None]`` for one region."""
+    """Tile ranges of regions about ``region_size`` px on a side (whole tiles), or ``[None]`` for one region.
+
+    Raises:
+        InvalidParameterError: a region size below 1 pixel.
+    """
     if region_size < 1:
         raise InvalidParameterError(f"region_size must be >= 1 pixel, got {region_size}")
     nr, nc = grid.full_grid_shape

@@ -6,8 +6,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
 
 
@@ -28,50 +26,25 @@ class WorkerStats:
 def scene_report(
     prediction: str | os.PathLike[str], truth: str | os.PathLike[str], classes: Sequence[str]
 ) -> SegmentationReport:
-    """Per-class scores of a class mosaic against truth (geoseg.evaluate when present, else a same-grid stream)."""
-    try:
-        from geoseg.evaluate import evaluate
-    except ImportError:
-        return _stream_same_grid(prediction, truth, classes)
+    """Per-class scores of a class mosaic against truth (a raster or label polygons), by
+    :func:`geoseg.evaluation.evaluate`.
+
+    Raises:
+        UnknownClassError, NoOverlapError, InputNotFoundError: see :func:`geoseg.evaluation.evaluate`.
+    """
+    from geoseg.evaluation import evaluate
+
     return evaluate(prediction, truth, classes=list(classes))
-
-
-def _stream_same_grid(
-    prediction: str | os.PathLike[str], truth: str | os.PathLike[str], classes: Sequence[str], window: int = 1024
-) -> SegmentationReport:
-    import rasterio
-    from rasterio.windows import Window
-
-    from geoseg.errors import InvalidParameterError
-
-    cm = ConfusionMatrix(len(classes))
-    with rasterio.open(prediction) as p, rasterio.open(truth) as t:
-        if (p.height, p.width) != (t.height, t.width):
-            raise InvalidParameterError(f"truth {truth} is {t.height}x{t.width}, prediction {p.height}x{p.width}")
-        for r in range(0, p.height, window):
-            for c in range(0, p.width, window):
-                win = Window(c, r, min(window, p.width - c), min(window, p.height - r))
-                pa, ta = p.read(1, window=win), t.read(1, window=win)
-                valid = np.ones(pa.shape, bool)
-                if p.nodata is not None:
-                    valid &= pa != p.nodata
-                if t.nodata is not None:
-                    valid &= ta != t.nodata
-                cm.update(pa, ta, valid)
-    return cm.report(classes)
 
 
 def combined_report(reports: Sequence[SegmentationReport], classes: Sequence[str]) -> SegmentationReport | None:
     """All scenes together: the sum of their confusion matrices."""
     if not reports:
         return None
-    n = len(classes)
-    total = np.zeros((n, n), np.int64)
+    total = ConfusionMatrix(len(classes))
     for r in reports:
-        m = np.asarray(r.matrix)
-        k = min(n, m.shape[0])
-        total[:k, :k] += m[:k, :k]
-    return SegmentationReport.from_matrix(total, classes)
+        total.add_matrix(r.matrix)
+    return total.report(classes)
 
 
 __all__ = ["WorkerStats", "combined_report", "scene_report"]

@@ -120,8 +120,8 @@ class BlendStitcher(Stitcher):
     def add(self, result: TileResult) -> list[Piece]:
         t = result.tile
         i, j = t.index
-        r0, c0 = int(t.read.row_off), int(t.read.col_off)
-        h, w = int(t.read.height), int(t.read.width)
+        r0, c0 = int(t.read_window.row_off), int(t.read_window.col_off)
+        h, w = int(t.read_window.height), int(t.read_window.width)
         self._extend_to(max(r0 + h, int(t.core.row_off + t.core.height)))
         # validity is decided by the core owner (cores partition the raster)
         rs, cs = t.core_slices
@@ -159,15 +159,14 @@ STITCH_METHODS: dict[str, Callable[..., Stitcher]] = {
     "mean": BlendStitcher,
     "gaussian": lambda grid, n, **kw: BlendStitcher(grid, n, weights=gaussian_weights, **kw),
 }
-STITCH_DOCS = {
-    "center": "core crop: each pixel from the tile centred on it (exact with overlap >= receptive field; fastest)",
-    "mean": "uniform average of overlapping tile probabilities",
-    "gaussian": "Gaussian-weighted average of overlapping tile probabilities (tile centres count most)",
-}
 
 
 def make_stitcher(method: str, grid: TileGrid, num_classes: int, *, keep_probs: bool = False) -> Stitcher:
-    """Instantiate a stitching strategy by name."""
+    """Instantiate a stitching strategy by name.
+
+    Raises:
+        InvalidParameterError: ``method`` is not in :data:`STITCH_METHODS`.
+    """
     from geoseg.errors import InvalidParameterError
 
     if method not in STITCH_METHODS:

@@ -17,6 +17,9 @@ def parse_band_spec(spec: BandSpec) -> list[int | str] | None:
 
     Integers (and all-digit strings) are 1-based band indexes; ``a-b`` is an inclusive range; anything else is a
     band name matched against the raster's band descriptions.
+
+    Raises:
+        BandSelectionError: an empty, malformed or descending selection, or one that selects no band.
     """
     if spec is None:
         return None
@@ -54,16 +57,25 @@ def default_band_name(index: int, description: str | None) -> str:
 
 
 def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: str = "raster") -> list[int]:
-    """Resolve a band selection against a raster's band descriptions; return 1-based indexes."""
+    """Resolve a band selection against a raster's band descriptions; return 1-based indexes.
+
+    A name matches a description exactly, else ignoring case. A name that more than one band carries (two bands
+    described ``B2``) is ambiguous and refused: geoseg never picks the first of them.
+
+    Raises:
+        BandSelectionError: a band index or name the raster does not have (with the bands it has), or a name that
+            several bands share (with their indexes).
+    """
     count = len(descriptions)
     items = parse_band_spec(spec)
     if items is None:
         return list(range(1, count + 1))
-    by_name: dict[str, int] = {}
+    exact: dict[str, list[int]] = {}
+    folded: dict[str, list[int]] = {}
     for i, d in enumerate(descriptions, start=1):
         if d:
-            by_name.setdefault(d, i)
-            by_name.setdefault(d.lower(), i)
+            exact.setdefault(d, []).append(i)
+            folded.setdefault(d.lower(), []).append(i)
     out: list[int] = []
     for item in items:
         if isinstance(item, int):
@@ -73,14 +85,21 @@ def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: s
                     f"(band indexes are 1-based)"
                 )
             out.append(item)
-        else:
-            idx = by_name.get(item, by_name.get(item.lower()))
-            if idx is None:
-                named = [d for d in descriptions if d]
-                hint = f"its bands are named {', '.join(named)}" if named else "its bands have no names (descriptions)"
-                raise BandSelectionError(
-                    f"no band named {item!r} in {path}: {hint}; "
-                    f"select bands by 1-based index instead, e.g. --bands 1,2,3"
-                )
-            out.append(idx)
+            continue
+        found = exact.get(item) or folded.get(item.lower())
+        if not found:
+            named = [d for d in descriptions if d]
+            hint = f"its bands are named {', '.join(named)}" if named else "its bands have no names (descriptions)"
+            raise BandSelectionError(
+                f"no band named {item!r} in {path}: {hint}; select bands by 1-based index instead, e.g. --bands 1,2,3"
+            )
+        if len(found) > 1:
+            which = ", ".join(str(i) for i in found)
+            example = ",".join(str(found[0]) if x == item else str(x) for x in items)
+            raise BandSelectionError(
+                f"band name {item!r} is ambiguous in {path}: bands {which} are all named "
+                f"{descriptions[found[0] - 1]!r}; select bands by 1-based index instead (e.g. --bands {example}, "
+                f"with the index of the band you mean), or give the bands distinct descriptions"
+            )
+        out.append(found[0])
     return out

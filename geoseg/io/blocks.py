@@ -68,9 +68,9 @@ class BlockCache:
         rows: dict[int, tuple[int, int]] = {}
         cols: dict[int, tuple[int, int]] = {}
         for t in grid:
-            r0, c0 = int(t.read.row_off), int(t.read.col_off)
-            rows[t.index[0]] = (r0, r0 + int(t.read.height))
-            cols[t.index[1]] = (c0, c0 + int(t.read.width))
+            r0, c0 = int(t.read_window.row_off), int(t.read_window.col_off)
+            rows[t.index[0]] = (r0, r0 + int(t.read_window.height))
+            cols[t.index[1]] = (c0, c0 + int(t.read_window.width))
         return cls(source, [rows[i] for i in sorted(rows)], [cols[j] for j in sorted(cols)], per_row=per_row)
 
     @staticmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,12 @@ NORMALIZATION_METHODS = ("meanstd", "percentile", "minmax", "none")
 
 @dataclass
 class Normalization:
-    """``(x - shift) / scale`` per band. ``method`` records where the numbers came from."""
+    """``(x - shift) / scale`` per band. ``method`` records where the numbers came from.
+
+    Raises:
+        InvalidParameterError: an unknown ``method``, or ``shift`` and ``scale`` of different lengths;
+            :meth:`apply` to data with another band count.
+    """
 
     method: str = "none"
     shift: list[float] = field(default_factory=list)
@@ -57,11 +61,6 @@ class Normalization:
             return cls()
         return cls(method=d.get("method", "none"), shift=list(d.get("shift", [])), scale=list(d.get("scale", [])))
 
-    @classmethod
-    def given(cls, mean: Sequence[float], std: Sequence[float]) -> Normalization:
-        """Normalization from known per-band mean and standard deviation."""
-        return cls(method="meanstd", shift=list(map(float, mean)), scale=list(map(float, std)))
-
 
 def sample_pixels(source: RasterSource, *, max_pixels: int = 200_000, window: int = 64, seed: int = 0) -> np.ndarray:
     """Valid pixels (n, bands) drawn from random windows of a raster, never reading it whole."""
@@ -93,7 +92,12 @@ def sample_pixels(source: RasterSource, *, max_pixels: int = 200_000, window: in
 def compute_normalization(
     source: RasterSource, method: str = "meanstd", *, percentiles: tuple[float, float] = (2.0, 98.0), **kw: Any
 ) -> Normalization:
-    """Statistics for ``method`` sampled from ``source`` (meanstd, percentile, minmax or none)."""
+    """Statistics for ``method`` sampled from ``source`` (meanstd, percentile, minmax or none).
+
+    Raises:
+        InvalidParameterError: an unknown ``method``.
+        RasterReadError: the raster cannot be read while sampling.
+    """
     if method == "none":
         return Normalization()
     if method not in NORMALIZATION_METHODS:

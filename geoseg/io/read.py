@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,28 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import (
+    GeoSegError,
     InputNotFoundError,
     InvalidParameterError,
+    NodataWarning,
     NotARasterError,
     RasterReadError,
     UnsupportedRasterError,
 )
 from geoseg.io.bands import BandSpec, default_band_name, resolve_bands
+from geoseg.io.georef import Georeference
 
 NODATA_POLICIES = ("any", "all")
 
 
 def open_dataset(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
-    """Open ``path`` with rasterio, turning GDAL failures into errors that say what to do."""
+    """Open ``path`` with rasterio, turning GDAL failures into errors that say what to do.
+
+    Raises:
+        InputNotFoundError: ``path`` does not exist, or it is a VRT whose source files are missing (named).
+        NotARasterError: it is a directory, an empty file, not readable by GDAL, or has no raster band.
+        UnsupportedRasterError: it holds complex numbers.
+    """
     p = str(path)
     is_gdal_vsi = p.startswith("/vsi") or "://" in p
     if not is_gdal_vsi:
@@ -58,7 +69,113 @@ def open_dataset(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
             f"{p} holds complex numbers ({ds.dtypes[0]}); convert to amplitude/intensity first, e.g. "
             f"gdal_translate with a VRT pixel function"
         )
+    missing = missing_sources(ds)
+    if missing:
+        ds.close()
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputNotFoundError(
+            f"{p} is a VRT whose source file(s) {shown} do not exist; restore them or rebuild the VRT (gdalbuildvrt)"
+        )
     return ds
+
+
+def missing_sources(ds: rasterio.DatasetReader) -> list[str]:
+    """Local files a VRT refers to that do not exist (GDAL opens such a VRT and fails only when reading them)."""
+    if ds.driver != "VRT":
+        return []
+    files = list(ds.files or [])[1:]
+    return [f for f in files if not f.startswith("/vsi") and "://" not in f and not os.path.exists(f)]
+
+
+def nodata_fits(value: float, dtype: str | np.dtype) -> bool:
+    """Whether a band of ``dtype`` can hold the value ``value`` (so that pixels can equal it).
+
+    NaN and infinities fit floating-point bands only; integer bands hold integral values in their range; float32
+    holds values up to about 3.4e38.
+    """
+    dt = np.dtype(dtype)
+    v = float(value)
+    if dt.kind == "f":
+        return bool(np.isnan(v) or np.isinf(v) or abs(v) <= float(np.finfo(dt).max))
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return bool(np.isfinite(v) and v == np.floor(v) and info.min <= v <= info.max)
+    return True
+
+
+def _dtype_range(dtype: str) -> str:
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return f"integers {info.min}..{info.max}"
+    return f"values up to ±{float(np.finfo(dt).max):.3g}, NaN, inf"
+
+
+def check_nodata_override(value: float, dtypes: Sequence[str], indexes: Sequence[int], *, path: str) -> None:
+    """Refuse a nodata value (an override given by the user) that the bands' data types cannot hold.
+
+    Raises:
+        InvalidParameterError: naming the bands, their dtype and the values it holds.
+    """
+    bad = [(i, d) for i, d in zip(indexes, dtypes) if not nodata_fits(value, d)]
+    if bad:
+        kinds = sorted({d for _, d in bad})
+        which = ",".join(str(i) for i, _ in bad)
+        raise InvalidParameterError(
+            f"nodata {value:g} cannot occur in {path}: band(s) {which} are {'/'.join(kinds)} "
+            f"({'; '.join(_dtype_range(k) for k in kinds)}); give a nodata value of the bands' data type "
+            f"(CLI: --nodata)"
+        )
+
+
+def declared_nodata(ds: rasterio.DatasetReader) -> list[float | None]:
+    """The nodata value each band *declares*, including values its dtype cannot hold.
+
+    rasterio reports such a value (-9999 on a uint16 band) as no nodata at all; GDAL still keeps it. It is read back
+    from GDAL's own description of the dataset (a VRT copy, which holds only XML, no pixels).
+    """
+    values: list[float | None] = list(ds.nodatavals)
+    if all(v is not None for v in values):
+        return values
+    import xml.etree.ElementTree as ET
+
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+
+    try:
+        with MemoryFile(ext=".vrt") as mem:
+            rasterio.shutil.copy(ds, mem.name, driver="VRT")
+            root = ET.fromstring(mem.read())
+    except Exception:  # a dataset GDAL cannot describe as a VRT: keep what rasterio says
+        return values
+    for band in root.iter("VRTRasterBand"):
+        text = band.findtext("NoDataValue")
+        i = int(band.get("band", "0"))
+        if text is not None and 1 <= i <= len(values) and values[i - 1] is None:
+            with contextlib.suppress(ValueError):
+                values[i - 1] = float(text)
+    return values
+
+
+def warn_impossible_nodata(ds: rasterio.DatasetReader, indexes: Sequence[int], *, path: str) -> None:
+    """Warn (:class:`~geoseg.errors.NodataWarning`) when a band's *declared* nodata cannot occur in its dtype (e.g.
+    -9999 on uint16): no pixel equals it, so nothing is masked, which the user almost certainly did not intend."""
+    declared = declared_nodata(ds)
+    bad = [
+        (i, ds.dtypes[i - 1], declared[i - 1])
+        for i in indexes
+        if declared[i - 1] is not None and not nodata_fits(declared[i - 1], ds.dtypes[i - 1])  # type: ignore[arg-type]
+    ]
+    if bad:
+        i, dtype, value = bad[0]
+        bands = ",".join(str(b[0]) for b in bad)
+        warnings.warn(
+            f"{path}: the declared nodata {value:g} of band(s) {bands} cannot occur in {dtype} data, so no pixel is "
+            f"masked as nodata; fix the file's nodata (gdal_edit -a_nodata VALUE) or pass the right value (CLI: "
+            f"--nodata)",
+            NodataWarning,
+            stacklevel=3,
+        )
 
 
 class RasterSource:
@@ -71,6 +188,12 @@ class RasterSource:
 
     Each thread gets its own GDAL handle, so one RasterSource can be read from a pool of threads.
     The raster is never read whole.
+
+    Raises:
+        InvalidParameterError: an unknown ``nodata_policy``.
+        InputNotFoundError, NotARasterError, UnsupportedRasterError: see :func:`open_dataset`.
+        BandSelectionError: ``bands`` names or indexes bands the raster lacks.
+        RasterReadError: (when reading) pixels of a truncated or corrupt file.
     """
 
     def __init__(
@@ -97,6 +220,11 @@ class RasterSource:
         self.band_indexes: list[int] = resolve_bands(bands, self.descriptions, path=self.path)
         self.band_names: list[str] = [default_band_name(i, self.descriptions[i - 1]) for i in self.band_indexes]
         self.dtypes = [ds.dtypes[i - 1] for i in self.band_indexes]
+        if nodata is not None:
+            check_nodata_override(nodata, self.dtypes, self.band_indexes, path=self.path)
+        else:
+            warn_impossible_nodata(ds, self.band_indexes, path=self.path)
+        self.georef = Georeference.of(ds)
         self.exact_float32 = all(d in ("uint8", "int8", "uint16", "int16", "float32") for d in self.dtypes)
         self.block_shapes = [ds.block_shapes[i - 1] for i in self.band_indexes]
         file_nodata = [ds.nodatavals[i - 1] for i in self.band_indexes]
@@ -147,19 +275,17 @@ class RasterSource:
 
     @property
     def is_georeferenced(self) -> bool:
-        return self.crs is not None or self.transform != Affine.identity()
-
-    @property
-    def has_nodata(self) -> bool:
-        """Whether any pixel can be nodata (nodata value, mask/alpha band, or float data that may hold NaN)."""
-        return self._gdal_mask or any(v is not None for v in self.nodata) or self._floating
+        """Whether pixels have a place on the Earth: a CRS or geotransform, GCPs or RPCs (see :attr:`georef`)."""
+        return self.georef.is_georeferenced
 
     @property
     def _floating(self) -> bool:
         return any(np.dtype(d).kind == "f" for d in self.dtypes)
 
     def describe(self) -> dict[str, Any]:
-        """Plain-data summary used by ``geoseg info``."""
+        """Plain-data summary used by ``geoseg info``; ``legend`` is :func:`geoseg.io.tags.class_legend`."""
+        from geoseg.io.tags import class_legend
+
         return {
             "path": self.path,
             "width": self.width,
@@ -171,9 +297,11 @@ class RasterSource:
             "crs": self.crs.to_string() if self.crs else None,
             "transform": list(self.transform)[:6],
             "georeferenced": self.is_georeferenced,
+            "georeference": self.georef.describe(),
             "mask": "internal mask/alpha"
             if self._gdal_mask
             else ("nodata value" if any(v is not None for v in self.nodata) else ("NaN" if self._floating else "none")),
+            "legend": class_legend(self._dataset()),
         }
 
     # --- reading -------------------------------------------------------------------------------------------------
@@ -235,7 +363,13 @@ class RasterSource:
             dst[:, invalid] = 0.0
         return ~invalid
 
-    def _read_error(self, window: Window, exc: Exception) -> RasterReadError:
+    def _read_error(self, window: Window, exc: Exception) -> GeoSegError:
+        missing = missing_sources(self._dataset())
+        if missing:
+            return InputNotFoundError(
+                f"{self.path}: reading failed because the VRT's source file(s) {', '.join(missing[:5])} no longer "
+                f"exist; restore them or rebuild the VRT (gdalbuildvrt)"
+            )
         return RasterReadError(
             f"{self.path}: reading rows {int(window.row_off)}..{int(window.row_off + window.height)}, columns "
             f"{int(window.col_off)}..{int(window.col_off + window.width)} failed ({exc}); the file is truncated or "
@@ -261,13 +395,7 @@ class RasterSource:
         if not per_band:
             return np.zeros(shape, dtype=bool)
         stack = np.stack(per_band)
-        return stack.any(axis=0) if self.nodata_policy == "any" else stack.all(axis=0)
-
-    def read_window(self, window: Window) -> np.ndarray:
-        """Selected bands in ``window`` as float32 with NaN where invalid (convenience for analysis)."""
-        data, valid = self.read(window)
-        data[:, ~valid] = np.nan
-        return data
+        return np.asarray(stack.any(axis=0) if self.nodata_policy == "any" else stack.all(axis=0))
 
 
 def _reflect_index(n: int, pad: int) -> np.ndarray:
@@ -292,6 +420,26 @@ def reflect_fill(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
     if w > cols:
         buf[..., :, cols:] = buf[..., :, _reflect_index(cols, w - cols)[cols:]]
     return buf
+
+
+def read_masked(ds: rasterio.DatasetReader, window: Window, band: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Values ``(rows, cols)`` of ``band`` in ``window``, in the file's dtype, and where they are valid (bool).
+
+    The nodata rule of class rasters and ground truth: invalid is what GDAL's mask says (the nodata value, an
+    internal mask, an alpha band) and, in float data, NaN and inf.
+    """
+    data = ds.read(band, window=window)
+    valid = ds.read_masks(band, window=window) > 0
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data)
+    return data, valid
+
+
+def iter_windows(height: int, width: int, size: int) -> Iterator[Window]:
+    """``size x size`` windows (smaller at the right and bottom edges) covering a raster in row-major order."""
+    for r0 in range(0, height, size):
+        for c0 in range(0, width, size):
+            yield Window(c0, r0, min(size, width - c0), min(size, height - r0))
 
 
 def open_raster(path: str | os.PathLike[str] | Path, **kwargs: Any) -> RasterSource:

@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +17,112 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.errors import InvalidParameterError, OutputError, OutputExistsError
+from geoseg.io.georef import Georeference
 
 DEFAULT_BLOCK = 256
+# files GDAL may create beside a file while writing it (statistics, masks, overviews being built)
+TEMPORARY_SIDECARS = (".aux.xml", ".msk", ".ovr", ".ovr.tmp")
+
+
+PathsLike = Iterable["str | os.PathLike[str]"] | Mapping["str | os.PathLike[str]", str]
+
+
+def _described(paths: PathsLike, default: str) -> list[tuple[str, str]]:
+    """(path, description) pairs; entries that are not paths (None, "", open datasets, arrays) are skipped."""
+    pairs = paths.items() if isinstance(paths, Mapping) else ((p, default) for p in paths)
+    return [(os.fspath(p), str(what)) for p, what in pairs if isinstance(p, str | os.PathLike) and os.fspath(p)]
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def find_input_clash(outputs: PathsLike, inputs: PathsLike) -> tuple[Path, str, Path, str, str] | None:
+    """The first output that is one of the inputs, or None.
+
+    Two paths are the same file when they resolve to one path (symbolic links, ``..`` and relative paths followed)
+    or, for files that exist, when they are one file on disk (a hard link, a bind mount, a case-insensitive
+    filesystem: :func:`os.path.samefile`'s device and inode). Each of ``outputs`` and ``inputs`` is an iterable of
+    paths or a mapping ``{path: description}`` (e.g. ``{"scene.tif": "input raster"}``); empty entries are skipped.
+
+    Returns:
+        ``(output, output description, input, input description, how)`` where ``how`` says why they are the same
+        (``""`` for the same path, ``" (through a symbolic link)"``, ``" (a hard link to it)"``), or None.
+    """
+    by_real: dict[str, tuple[str, str]] = {}
+    by_inode: dict[tuple[int, int], tuple[str, str]] = {}
+    for path, what in _described(inputs, "input"):
+        by_real.setdefault(os.path.normcase(os.path.realpath(path)), (path, what))
+        ident = _identity(path)
+        if ident is not None:
+            by_inode.setdefault(ident, (path, what))
+    if not by_real:
+        return None
+    for path, what in _described(outputs, "output"):
+        real = os.path.normcase(os.path.realpath(path))
+        hit = by_real.get(real)
+        if hit is None:
+            ident = _identity(path)
+            hit = by_inode.get(ident) if ident is not None else None
+            how = " (a hard link to it)" if hit is not None else ""
+        elif os.path.normcase(os.path.abspath(path)) == os.path.normcase(os.path.abspath(hit[0])):
+            how = ""
+        else:
+            how = " (through a symbolic link)"
+        if hit is not None:
+            return Path(path), what, Path(hit[0]), hit[1], how
+    return None
+
+
+def check_outputs_not_inputs(outputs: PathsLike, inputs: PathsLike, *, fix: str = "choose another output path") -> None:
+    """Refuse, before any work starts, to write any of ``outputs`` over any of ``inputs``.
+
+    Every file a command may create, replace or delete belongs in ``outputs`` (derived names too: mosaics, COGs,
+    sidecars, reports, manifests, lock files); every file it reads belongs in ``inputs``. See
+    :func:`find_input_clash` for what counts as the same file. ``overwrite`` never lifts this refusal.
+
+    Raises:
+        OutputError: naming the output, the input it would replace, and ``fix``.
+    """
+    clash = find_input_clash(outputs, inputs)
+    if clash is not None:
+        out, out_what, src, src_what, how = clash
+        same = "" if Path(out) == Path(src) else f" {src}"
+        raise OutputError(f"{out_what} {out} is the {src_what}{same}{how}; inputs are never overwritten: {fix}")
 
 
 def check_output_path(
-    dst: str | os.PathLike[str], *, overwrite: bool = False, inputs: Sequence[str | os.PathLike[str]] = ()
+    dst: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    inputs: PathsLike = (),
+    companions: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Validate an output path before any work starts; return it as a Path.
 
-    Refuses an existing file without ``overwrite``, a path equal to an input, a missing or unwritable directory.
+    Refuses a path that is one of ``inputs`` (paths, or ``{path: description}``; see :func:`check_outputs_not_inputs`),
+    an existing file without ``overwrite``, a directory, a missing or unwritable parent directory. ``companions`` are
+    files written with ``dst`` (a Shapefile's ``.dbf``, ...; see :func:`geoseg.io.formats.companion_files`): they are
+    checked like ``dst``.
+
+    Raises:
+        OutputError: the path is an input, a directory, or its directory is missing or not writable.
+        OutputExistsError: the path exists and ``overwrite`` is False.
     """
     path = Path(dst)
-    for src in inputs:
-        if src and os.path.exists(src) and path.exists() and os.path.samefile(src, path):
-            raise OutputError(
-                f"output {path} is the input raster; choose another output path (inputs are never overwritten)"
-            )
-        if src and Path(src).resolve() == path.resolve():
-            raise OutputError(
-                f"output {path} is the input raster; choose another output path (inputs are never overwritten)"
-            )
+    check_outputs_not_inputs([path, *map(Path, companions)], inputs)
     if path.is_dir():
         raise OutputError(f"output {path} is a directory; give a file name, e.g. {path / 'classes.tif'}")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"output {path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    for p in (path, *map(Path, companions)):
+        if p.exists() and not overwrite:
+            what = "" if p == path else f" (written with {path.name})"
+            raise OutputExistsError(
+                f"output {p}{what} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+            )
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist; create it first (mkdir -p {parent})")
@@ -51,23 +132,38 @@ def check_output_path(
 
 
 @contextlib.contextmanager
-def atomic_path(dst: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(
+    dst: str | os.PathLike[str], *, overwrite: bool = False, companions: Sequence[str] = ()
+) -> Iterator[Path]:
     """Yield a temporary path beside ``dst``; rename it to ``dst`` only if the block completes without error.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched.
+    ``companions`` are the suffixes of files a driver writes beside the named one (a Shapefile's ``.shx``, ``.dbf``,
+    ...): those written beside the temporary file are renamed with it, and ``dst``'s old ones that were not rewritten
+    are removed, so the published set is complete and of one run.
+
+    Raises:
+        OutputExistsError: ``dst`` appeared while writing and ``overwrite`` is False.
     """
     path = Path(dst)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent or ".")
     os.close(fd)
     os.unlink(tmp)
     tmp_path = Path(tmp)
+    extra = [(tmp_path.with_suffix(s), path.with_suffix(s)) for s in companions]
     try:
         yield tmp_path
         if path.exists() and not overwrite:
             raise OutputExistsError(f"output {path} appeared while writing; pass overwrite=True to replace it")
+        for tmp_part, final in extra:
+            if tmp_part.exists():
+                os.replace(tmp_part, final)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    final.unlink()
         os.replace(tmp_path, path)
     except BaseException:
-        for p in (tmp_path, Path(str(tmp_path) + ".aux.xml"), Path(str(tmp_path) + ".msk")):
+        for p in [tmp_path, *(Path(str(tmp_path) + s) for s in TEMPORARY_SIDECARS), *(t for t, _ in extra)]:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         raise
@@ -83,15 +179,27 @@ def _disk_nearly_full(path: Path, margin: int = 4 << 20) -> bool:
         return False
 
 
-def _oserror_to_output(exc: BaseException, path: Path) -> OutputError:
-    """An OutputError naming the cause; GDAL reports ENOSPC only as "Write failed", so check free space too."""
+#: how writers word a full disk: the OS, GDAL ("Write failed", "Cannot write feature"), SQLite ("database or disk is
+#: full", a failed "ROLLBACK" after it), pyarrow ("IOError: ... No space left")
+_DISK_FULL_TEXT = ("no space left", "disk is full", "disk full", "database or disk is full")
+
+
+def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputError:
+    """An OutputError for a writer's failure on ``path``, worded for the user.
+
+    Every writer (GDAL rasters, pyogrio/GDAL vectors, SQLite under GeoPackage, pyarrow) words a full disk its own
+    way, often without saying so ("Write failed", "Cannot write feature", "sqlite3_exec(ROLLBACK) failed"): the
+    cause is ENOSPC, one of those texts, or a filesystem left with (almost) no free space, and is then reported as
+    "disk full". Anything else is "could not write PATH: <the writer's message>".
+    """
+    p = Path(path)
     text = str(exc)
-    enospc = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-    if enospc or "No space left" in text or _disk_nearly_full(path):
+    enospc = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if enospc or any(t in text.lower() for t in _DISK_FULL_TEXT) or _disk_nearly_full(p):
         return OutputError(
-            f"disk full while writing {path.parent}: free space or write elsewhere (the partial file is removed)"
+            f"disk full (no space left) while writing {p}: free space or write elsewhere (the partial file is removed)"
         )
-    return OutputError(f"could not write {path}: {text}")
+    return OutputError(f"could not write {p}: {text}")
 
 
 def geotiff_profile(
@@ -100,22 +208,29 @@ def geotiff_profile(
     height: int,
     count: int,
     dtype: str,
-    crs: Any,
-    transform: Affine,
+    crs: Any = None,
+    transform: Affine | None = None,
     nodata: float | None,
     block: int = DEFAULT_BLOCK,
     compress: str = "deflate",
+    georef: Georeference | None = None,
 ) -> dict[str, Any]:
-    """A tiled, compressed GeoTIFF profile (BigTIFF when needed)."""
+    """A tiled, compressed GeoTIFF profile (BigTIFF when needed).
+
+    The grid is georeferenced by ``georef`` (a CRS and geotransform, GCPs or RPCs; see
+    :class:`geoseg.io.georef.Georeference`) or, without it, by ``crs`` and ``transform``.
+    """
     block = max(16, block // 16 * 16)
+    where = georef.creation_options() if georef is not None else {"crs": crs, "transform": transform}
+    if where.get("transform") is None:
+        where.pop("transform", None)
     prof: dict[str, Any] = {
         "driver": "GTiff",
         "width": width,
         "height": height,
         "count": count,
         "dtype": dtype,
-        "crs": crs,
-        "transform": transform,
+        **where,
         "nodata": nodata,
         "compress": compress,
         "BIGTIFF": "IF_SAFER",
@@ -135,6 +250,11 @@ class BlockWriter:
     assembled in memory and written when their last pixel arrives. Every block is therefore compressed exactly once,
     and memory holds only partly filled blocks: with tiles arriving row by row, about one block row of the width
     (256 px rows), whatever the raster size. :meth:`close` refuses to publish a raster with pixels never written.
+
+    Raises:
+        InvalidParameterError: (:meth:`write`) data of the wrong shape, outside the raster, or written twice.
+        OutputError: the file cannot be created or written (disk full, ...), or (:meth:`close`) a pixel was never
+            written.
     """
 
     def __init__(self, path: Path, profile: dict[str, Any]) -> None:
@@ -149,7 +269,7 @@ class BlockWriter:
         try:
             self._ds = rasterio.open(path, "w", **profile)
         except (rasterio.errors.RasterioIOError, OSError) as exc:
-            raise _oserror_to_output(exc, path) from exc
+            raise output_error(exc, path) from exc
         # partly filled blocks: (block row, block col) -> (buffer, filled pixel count, rectangles written)
         self._partial: dict[tuple[int, int], tuple[np.ndarray, int, list[tuple[int, int, int, int]]]] = {}
         self._done = np.zeros((-(-self.height // self.block[0]), -(-self.width // self.block[1])), bool)
@@ -224,14 +344,14 @@ class BlockWriter:
         try:
             self._ds.write(data, window=window)
         except (rasterio.errors.RasterioIOError, OSError) as exc:
-            raise _oserror_to_output(exc, self.path) from exc
+            raise output_error(exc, self.path) from exc
 
     def close(self) -> None:
         """Close the file; raise if any pixel was never written or a block failed to reach the disk."""
         try:
             self._ds.close()
         except (rasterio.errors.RasterioIOError, OSError) as exc:
-            raise _oserror_to_output(exc, self.path) from exc
+            raise output_error(exc, self.path) from exc
         if not self._done.all():
             raise OutputError(
                 f"{self.path}: {int((~self._done).sum())} of {self._done.size} blocks were never completely written "
@@ -264,16 +384,17 @@ def verify_complete(path: Path) -> None:
                         if not nbytes or offset is None or int(offset) + nbytes > size:
                             raise OSError(f"block ({i}, {j}) of band {b} never reached the disk")
     except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError, OSError) as exc:
-        raise _oserror_to_output(exc, path) from exc
+        raise output_error(exc, path) from exc
 
 
 def write_class_metadata(
     ds: rasterio.io.DatasetWriter, *, classes: Sequence[str], colors: Sequence[Sequence[int]] | None, nodata: int
 ) -> None:
-    """Store class names (tags + band description) and a color table on a class raster."""
-    import json
+    """Store class names (the ``geoseg_classes`` tag, see :mod:`geoseg.io.tags`, and the band description) and a color
+    table (uint8 rasters; ``nodata`` transparent) on a class raster."""
+    from geoseg.io.tags import write_class_names
 
-    ds.update_tags(geoseg_classes=json.dumps(list(classes)))
+    write_class_names(ds, classes)
     ds.set_band_description(1, "class")
     if colors and np.dtype(ds.dtypes[0]) == np.uint8:
         cmap = {i: tuple(int(v) for v in (list(c) + [255])[:4]) for i, c in enumerate(colors)}

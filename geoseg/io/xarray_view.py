@@ -18,6 +18,10 @@ def open_dataarray(
     Band selection follows :class:`RasterSource` (indexes, ranges, names); band names become the ``band`` labels.
     Nothing is read until the array is computed. This view is for analysis: ``predict_raster`` streams windows
     directly and never builds a per-tile dask graph.
+
+    Raises:
+        MissingDependencyError: rioxarray or dask is not installed (the ``xarray`` extra).
+        InputNotFoundError, NotARasterError, BandSelectionError: see :class:`~geoseg.io.read.RasterSource`.
     """
     try:
         import rioxarray  # noqa: F401  (registers the engine)
@@ -26,8 +30,7 @@ def open_dataarray(
         raise MissingDependencyError("the xarray view needs rioxarray and dask: pip install 'geoseg[xarray]'") from exc
     with RasterSource(path, bands=bands) as src:
         indexes, names = src.band_indexes, src.band_names
-    if isinstance(chunks, int):
-        chunks = {"band": -1, "y": chunks, "x": chunks}
-    da = open_rasterio(path, chunks=chunks, masked=True, lock=False)
+    spec: Any = {"band": -1, "y": chunks, "x": chunks} if isinstance(chunks, int) else chunks
+    da: Any = open_rasterio(path, chunks=spec, masked=True, lock=False)  # one DataArray for a one-subdataset file
     da = da.sel(band=indexes)
     return da.assign_coords(band=names)

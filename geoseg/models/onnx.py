@@ -15,7 +15,7 @@ from torch import nn
 
 from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError, MissingDependencyError
 from geoseg.io.write import atomic_path
-from geoseg.models.checkpoint import CONFIG_KEY, load_checkpoint
+from geoseg.models.checkpoint import CONFIG_KEY, check_output_channels, load_checkpoint
 from geoseg.models.config import ModelConfig
 from geoseg.models.registry import model_stride
 
@@ -50,6 +50,11 @@ def export_onnx(
     as for the torch model). ``sample_size`` is the traced tile size (default: the stride-aligned ``config.tile``,
     at most 256). ``exporter``: "dynamo" (torch.export-based, the default in torch >= 2.9) or "torchscript" (the
     legacy tracer, much faster to export). The model is exported in eval mode, on CPU, in float32.
+
+    Raises:
+        CheckpointError: the model's output channels are not ``config``'s classes.
+        InvalidParameterError: an unknown ``exporter``, or a module without ``config``.
+        MissingDependencyError: the ``onnx`` extra is not installed.
     """
     onnx = _require("onnx")
     if exporter not in EXPORTERS:
@@ -65,6 +70,7 @@ def export_onnx(
     config.output_stride = stride
     was_training = model.training
     model = model.eval().float().to("cpu")
+    check_output_channels(model, config, source=f"the model for {path}")
     size = sample_size or min(config.tile, 256)
     size = max(stride, -(-size // stride) * stride)
     x = torch.randn(1, config.in_channels, size, size)
@@ -86,7 +92,7 @@ def export_onnx(
 def _export(model: nn.Module, x: torch.Tensor, path: Path, *, opset: int, dynamic: bool, exporter: str) -> None:
     import warnings
 
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
     if exporter == "dynamo":
         _require("onnxscript")
         from torch.export import Dim
@@ -114,8 +120,17 @@ def _export(model: nn.Module, x: torch.Tensor, path: Path, *, opset: int, dynami
 class OnnxModel:
     """onnxruntime session called like a geoseg torch model: ``model(x) -> logits`` of shape (B, classes, H, W).
 
+    The embedded contract is validated (:meth:`ModelConfig.from_json`) and checked against the graph: its input
+    takes the contract's bands and its output has one channel per class.
+
     ``x`` may be a numpy array or a torch tensor; the result has the same type (a tensor on ``x``'s device).
     ``output_stride``, ``config``, ``eval()`` and ``to()`` are provided so inference code can treat it like a module.
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        CheckpointError: not a loadable ONNX model, no geoseg contract, an invalid contract, or a contract the graph
+            contradicts (named field).
+        MissingDependencyError: onnxruntime is not installed.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, providers: list[str] | None = None) -> None:
@@ -131,9 +146,53 @@ class OnnxModel:
         if CONFIG_KEY not in meta:
             raise CheckpointError(f"{p} has no geoseg model config in its metadata; export it with export_onnx")
         self.config = ModelConfig.from_json(meta[CONFIG_KEY])
-        self.output_stride = int(meta.get("geoseg_output_stride", self.config.output_stride) or 1)
+        stride = str(meta.get("geoseg_output_stride", self.config.output_stride) or 1)
+        if not stride.isdigit() or int(stride) < 1:
+            raise CheckpointError(f"{p}: metadata geoseg_output_stride must be a positive integer, got {stride!r}")
+        self.output_stride = int(stride)
         self.path = p
         self.training = False
+        self._check_contract()
+
+    def _check_contract(self) -> None:
+        """The graph's input and output against the contract: names, input bands, output classes (from the
+        declared shapes, or from one run on a small stride-aligned input when they are symbolic).
+
+        Raises:
+            CheckpointError: naming the contract field the graph contradicts.
+        """
+        p, cfg = self.path, self.config
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise CheckpointError(
+                f"{p}: the graph's input/output are {list(inputs)}/{list(outputs)}, not {INPUT_NAME!r}/"
+                f"{OUTPUT_NAME!r}; export the model with geoseg (export_onnx)"
+            )
+        declared = inputs[INPUT_NAME].shape
+        if len(declared) == 4 and isinstance(declared[1], int) and declared[1] != cfg.in_channels:
+            raise CheckpointError(
+                f"{p}: the model contract's field 'bands' lists {cfg.in_channels} bands but the graph takes "
+                f"{declared[1]}; the contract does not belong to this model: export it again with export_onnx"
+            )
+        out_shape = outputs[OUTPUT_NAME].shape
+        channels = out_shape[1] if len(out_shape) == 4 else None
+        if not isinstance(channels, int):
+            size = -(-max(64, 2 * self.output_stride) // self.output_stride) * self.output_stride
+            x = np.zeros((1, cfg.in_channels, size, size), np.float32)
+            try:
+                channels = int(self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0].shape[1])
+            except Exception as exc:
+                raise CheckpointError(
+                    f"{p}: the model does not run on a (1, {cfg.in_channels}, {size}, {size}) input as its contract "
+                    f"says ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})"
+                ) from exc
+        if channels != cfg.num_classes:
+            raise CheckpointError(
+                f"{p}: the model contract's field 'classes' lists {cfg.num_classes} classes "
+                f"({', '.join(cfg.classes[:8])}{', ...' if cfg.num_classes > 8 else ''}) but the model outputs "
+                f"{channels} channel(s); the contract does not belong to this model: export it again with export_onnx"
+            )
 
     def eval(self) -> OnnxModel:
         return self
@@ -142,14 +201,17 @@ class OnnxModel:
         return self
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        is_torch = isinstance(x, torch.Tensor)
-        arr = x.detach().to("cpu", torch.float32).numpy() if is_torch else np.asarray(x, dtype=np.float32)
+        device = x.device if isinstance(x, torch.Tensor) else None
+        if isinstance(x, torch.Tensor):
+            arr = x.detach().to("cpu", torch.float32).numpy()
+        else:
+            arr = np.asarray(x, dtype=np.float32)
         if arr.ndim != 4 or arr.shape[1] != self.config.in_channels:
             raise InvalidParameterError(
                 f"ONNX model expects (batch, {self.config.in_channels}, H, W) input, got shape {tuple(arr.shape)}"
             )
         out = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(arr)})[0]
-        return torch.from_numpy(out).to(x.device) if is_torch else out
+        return torch.from_numpy(out).to(device) if device is not None else out
 
 
 def load_onnx(path: str | os.PathLike[str], *, providers: list[str] | None = None) -> tuple[OnnxModel, ModelConfig]:

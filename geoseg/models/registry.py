@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class ModelSpec:
     multiples of it. A built model may override it with an ``output_stride`` attribute (e.g. DeepLab at 8 or 16).
     ``global_context`` marks models whose output depends on the whole input (image pooling): tiled and whole-image
     predictions then differ slightly even with a large overlap.
+    ``requires`` names the modules the factory imports beyond torch and ``extra`` the geoseg extra that installs
+    them (``pip install 'geoseg[EXTRA]'``); :attr:`available` tells, without importing them, whether they are there.
     """
 
     name: str
@@ -37,6 +40,13 @@ class ModelSpec:
     family: str = ""
     global_context: bool = False
     defaults: tuple[tuple[str, Any], ...] = ()
+    requires: tuple[str, ...] = ()
+    extra: str = ""
+
+    @property
+    def available(self) -> bool:
+        """True when every module in ``requires`` is installed (found, not imported)."""
+        return all(importlib.util.find_spec(m) is not None for m in self.requires)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -48,6 +58,10 @@ def _first_line(doc: str | None) -> str:
 
 
 _entry_points_loaded = False
+_builtins_loaded = False
+
+# modules whose import registers the native architectures
+BUILTIN_MODULES = ("deeplab", "densenet", "fcn", "icnet", "pspnet", "resunet", "segnet", "smp", "ssnet", "tiny", "unet")
 
 
 def register_model(
@@ -58,9 +72,17 @@ def register_model(
     family: str = "",
     global_context: bool = False,
     overwrite: bool = False,
+    requires: tuple[str, ...] = (),
+    extra: str = "",
     **defaults: Any,
 ) -> Callable[[Factory], Factory]:
-    """Decorator registering ``factory(in_channels, num_classes, **kwargs) -> nn.Module`` under ``name``."""
+    """Decorator registering ``factory(in_channels, num_classes, **kwargs) -> nn.Module`` under ``name``.
+
+    ``requires``/``extra``: optional modules the factory imports when called and the extra that installs them.
+
+    Raises:
+        InvalidParameterError: ``name`` is registered already and ``overwrite`` is False.
+    """
 
     def deco(factory: Factory) -> Factory:
         if name in _REGISTRY and not overwrite:
@@ -73,14 +95,28 @@ def register_model(
             family=family,
             global_context=global_context,
             defaults=tuple(sorted(defaults.items())),
+            requires=tuple(requires),
+            extra=extra,
         )
         return factory
 
     return deco
 
 
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    import importlib
+
+    for name in BUILTIN_MODULES:
+        importlib.import_module(f"geoseg.models.{name}")
+
+
 def _load_entry_points() -> None:
     global _entry_points_loaded
+    _load_builtins()
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
@@ -94,7 +130,11 @@ def _load_entry_points() -> None:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """Look up a registered architecture, with a did-you-mean hint."""
+    """Look up a registered architecture, with a did-you-mean hint.
+
+    Raises:
+        UnknownModelError: no architecture is registered as ``name`` (with the closest names).
+    """
     _load_entry_points()
     try:
         return _REGISTRY[name]
@@ -127,8 +167,18 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
     Generic options for every architecture: ``spectral_reduction=K`` puts a 1x1 spectral stem (N bands -> K
     channels) in front of the model (:mod:`geoseg.models.spectral`); ``spectral_init`` ("random" or "pca") records
     how the stem was initialised. Bad options raise :class:`~geoseg.errors.InvalidParameterError`.
+
+    Raises:
+        UnknownModelError: no architecture is registered as ``name``.
+        InvalidParameterError: bad band or class counts, or options the architecture does not take.
     """
     spec = get_model_spec(name)
+    if not spec.available:
+        from geoseg.errors import MissingDependencyError
+
+        missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+        how = f"pip install 'geoseg[{spec.extra}]'" if spec.extra else f"install {', '.join(missing)}"
+        raise MissingDependencyError(f"model {name!r} needs {', '.join(missing)}; {how}")
     if in_channels < 1:
         raise InvalidParameterError(f"in_channels must be >= 1, got {in_channels}")
     if num_classes < 2:

@@ -50,7 +50,7 @@ class SegNet(nn.Module):
             stack.append((idx, size))
         for dec in self.dec:
             idx, size = stack.pop()
-            x = dec(F.max_unpool2d(x, idx, 2, stride=2, output_size=size))
+            x = dec(F.max_unpool2d(x, idx, (2, 2), stride=(2, 2), output_size=size))
         return self.classifier(x)
 
 

@@ -9,6 +9,8 @@ values).
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -55,16 +57,24 @@ class SpectralStemModel(nn.Module):
         return self.inner(self.stem(x))
 
 
-def pca_init(stem: SpectralStem | SpectralStemModel, pixels: np.ndarray, *, whiten: bool = True) -> np.ndarray:
+def pca_init(stem: nn.Module, pixels: np.ndarray, *, whiten: bool = True) -> np.ndarray:
     """Initialise ``stem`` so that, in eval mode and before the ReLU, it outputs the top-K principal components.
 
     ``pixels`` is a ``(n_pixels, bands)`` sample (rows with NaN/inf are dropped; use normalized values, as the model
     sees them). The 1x1 weights become the principal axes (divided by their standard deviation when ``whiten``) and
     the BatchNorm running statistics the projected mean and variance, with unit scale and zero shift. Returns the
     explained-variance ratio of the K components. Sets ``stem.init = "pca"``.
+
+    Raises:
+        InvalidParameterError: ``stem`` is neither a :class:`SpectralStem` nor a model with one, or ``pixels`` has the
+            wrong shape or too few finite rows.
     """
     if isinstance(stem, SpectralStemModel):
         stem = stem.stem
+    if not isinstance(stem, SpectralStem):
+        raise InvalidParameterError(
+            f"pca_init needs a spectral stem (arch_kwargs spectral_reduction=K), got a {type(stem).__name__}"
+        )
     x = np.asarray(pixels, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != stem.in_channels:
         raise InvalidParameterError(
@@ -91,8 +101,8 @@ def pca_init(stem: SpectralStem | SpectralStemModel, pixels: np.ndarray, *, whit
     proj_var = (var[:k] / std**2) if whiten else var[:k]
     with torch.no_grad():
         stem.conv.weight.copy_(torch.as_tensor(weight, dtype=torch.float32)[:, :, None, None])
-        stem.bn.running_mean.copy_(torch.as_tensor(proj_mean, dtype=torch.float32))
-        stem.bn.running_var.copy_(torch.as_tensor(proj_var, dtype=torch.float32))
+        cast(torch.Tensor, stem.bn.running_mean).copy_(torch.as_tensor(proj_mean, dtype=torch.float32))
+        cast(torch.Tensor, stem.bn.running_var).copy_(torch.as_tensor(proj_var, dtype=torch.float32))
         stem.bn.weight.fill_(1.0)
         stem.bn.bias.zero_()
     stem.init = "pca"

@@ -107,15 +107,17 @@ class SpectralSpatialNet(nn.Module):
         self.spectral = nn.Sequential(_conv(in_channels, spectral, 1, "none"), _conv(spectral, spectral, 1, "none"))
         widths = [spectral] + [width * (2 + i) // 2 for i in range(depth)]  # e.g. 32, 48, 64
         self.down = nn.ModuleList(
-            nn.Sequential(_conv(widths[i], widths[i + 1], 3, norm, stride=2), _conv(widths[i + 1], widths[i + 1], 3,
-                                                                                      norm))
+            nn.Sequential(
+                _conv(widths[i], widths[i + 1], 3, norm, stride=2), _conv(widths[i + 1], widths[i + 1], 3, norm)
+            )
             for i in range(depth)
         )
         # decoder: at each level a 3x3 conv, then upsample and merge (1x1) with the next finer level's features
         self.smooth = nn.ModuleList(_conv(widths[i + 1], widths[i + 1], 3, norm) for i in range(depth))
         self.merge = nn.ModuleList(
-            _conv(widths[i + 1] + (widths[i] if i > 0 else 0), widths[i] if i > 0 else width, 1,
-                  norm if i > 0 else "none")
+            _conv(
+                widths[i + 1] + (widths[i] if i > 0 else 0), widths[i] if i > 0 else width, 1, norm if i > 0 else "none"
+            )
             for i in range(depth)
         )
         self.head = nn.Sequential(
@@ -170,6 +172,13 @@ def ssnet(
     spectral_aux: float = 0.0,
 ) -> nn.Module:
     return SpectralSpatialNet(
-        in_channels, num_classes, spectral=spectral, width=width, depth=depth, dropout=dropout, norm=norm,
-        context_dropout=context_dropout, spectral_aux=spectral_aux,
+        in_channels,
+        num_classes,
+        spectral=spectral,
+        width=width,
+        depth=depth,
+        dropout=dropout,
+        norm=norm,
+        context_dropout=context_dropout,
+        spectral_aux=spectral_aux,
     )

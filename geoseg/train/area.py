@@ -3,7 +3,7 @@
 An area is polygons (a vector file path, a GeoDataFrame/GeoSeries or a shapely geometry, in any CRS: reprojected to
 the image's) or a pixel window of the image grid (a :class:`rasterio.windows.Window`, a ``(col_off, row_off, width,
 height)`` tuple, or the string ``"col_off,row_off,width,height"``). Pixels are inside a polygon area when their
-centre is (the rasterization rule :mod:`geoseg.evaluate` uses for an area of interest), so a region held out here and
+centre is (the rasterization rule :mod:`geoseg.evaluation` uses for an area of interest), so a region held out here and
 scored there is the same set of pixels.
 
 Only labels are masked: image pixels outside the area still serve as spatial context for chips near its border, as
@@ -78,8 +78,9 @@ class PixelArea:
             return out
         from rasterio.features import geometry_mask
 
-        return geometry_mask(self.geoms, out_shape=(h, w), transform=window_transform(window, self.transform),
-                             invert=True)
+        return geometry_mask(
+            self.geoms, out_shape=(h, w), transform=window_transform(window, self.transform), invert=True
+        )
 
 
 def _as_window(spec: AreaSpec) -> Window | None:

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.errors import InvalidParameterError
+from geoseg.train.labels import IGNORE_INDEX
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # the one ignore label of training (negative: never a class id)
 AUGMENTATIONS = ("flip", "rot90", "crop", "spectral", "bands", "blur", "elastic")
 DEFAULT_AUGMENTATIONS = ("flip", "rot90", "spectral")
 
@@ -48,7 +49,7 @@ def _warp(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor) -> tuple[torch.T
 
 def _identity_grid(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
     theta = torch.eye(2, 3, device=device).expand(b, 2, 3)
-    return F.affine_grid(theta, (b, 1, h, w), align_corners=False)
+    return F.affine_grid(theta, [b, 1, h, w], align_corners=False)
 
 
 def crop(
@@ -61,7 +62,7 @@ def crop(
     ty = (1 - s) * (2 * torch.rand(b, generator=gen) - 1)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = s, s, tx, ty
-    grid = F.affine_grid(theta.to(x.device), (b, 1, h, w), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), [b, 1, h, w], align_corners=False)
     return _warp(x, y, grid)
 
 

@@ -3,7 +3,7 @@
 A scikit-learn ``RandomForestClassifier`` (100 trees by default) is fitted on band values of labelled pixels drawn
 uniformly at random (20,000 by default) from the pixels a network may train on, and maps a raster window by window
 into a class raster with the same grid, nodata (255) and class metadata as :func:`geoseg.inference.predict_raster`,
-so :func:`geoseg.evaluate.evaluate` scores both with one convention. Needs scikit-learn (``pip install
+so :func:`geoseg.evaluation.evaluate` scores both with one convention. Needs scikit-learn (``pip install
 'geoseg[baseline]'``). Reference: Breiman, "Random Forests", Machine Learning 45 (2001); the usual pixel classifier
 for multispectral and hyperspectral land cover.
 """
@@ -145,8 +145,9 @@ def predict_forest(
     """Map ``image`` with a fitted forest into a uint8 class raster (nodata 255, class names and colors stored)."""
     dst_path = check_output_path(dst, overwrite=overwrite, inputs=[image])
     with RasterSource(image, bands=bands) as src, atomic_path(dst_path, overwrite=overwrite) as tmp:
-        profile = geotiff_profile(width=src.width, height=src.height, count=1, dtype="uint8", crs=src.crs,
-                                  transform=src.transform, nodata=255)
+        profile = geotiff_profile(
+            width=src.width, height=src.height, count=1, dtype="uint8", crs=src.crs, transform=src.transform, nodata=255
+        )
         writer = BlockWriter(tmp, profile)
         try:
             write_class_metadata(writer.dataset, classes=list(classes), colors=colors, nodata=255)

@@ -71,7 +71,9 @@ def block_split(
     hist = np.stack([np.asarray(histograms[o], np.int64) for o in labelled])
     chosen = stratified_val_blocks(hist, val_fraction, rng)
     return BlockSplit(
-        block, [o for i, o in enumerate(labelled) if i not in chosen], [o for i, o in enumerate(labelled) if i in chosen]
+        block,
+        [o for i, o in enumerate(labelled) if i not in chosen],
+        [o for i, o in enumerate(labelled) if i in chosen],
     )
 
 
@@ -222,8 +224,10 @@ class ChipReader:
         if keep is not None:
             kr0, kc0 = int(keep.row_off), int(keep.col_off)
             inside = np.zeros(lab.shape, bool)
-            inside[max(kr0 - r0, 0) : max(kr0 + int(keep.height) - r0, 0),
-                   max(kc0 - c0, 0) : max(kc0 + int(keep.width) - c0, 0)] = True
+            inside[
+                max(kr0 - r0, 0) : max(kr0 + int(keep.height) - r0, 0),
+                max(kc0 - c0, 0) : max(kc0 + int(keep.width) - c0, 0),
+            ] = True
             lab[~inside] = IGNORE_INDEX
         top, left = r0 - row, c0 - col
         x[:, top : top + data.shape[1], left : left + data.shape[2]] = data
@@ -234,7 +238,12 @@ class ChipReader:
 
     # --- single pixels ---------------------------------------------------------------------------------------------
     def pixel_batch(
-        self, n: int, rng: np.random.Generator, *, balance: float = 0.5, chips: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        n: int,
+        rng: np.random.Generator,
+        *,
+        balance: float = 0.5,
+        chips: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``n`` labelled training pixels, values (n, bands) float32 and class ids (n,) int64, drawn with class
         probabilities proportional to the class pixel count to the power ``balance``: from every training pixel when
@@ -306,15 +315,18 @@ class ChipReader:
         """``n`` random chip origins, each chip starting inside one of ``blocks``."""
         if not blocks:
             return []
-        return [self._random_in_block(*blocks[k], rng) for k in rng.integers(0, len(blocks), n)]
+        return [self._random_in_block(*blocks[int(k)], rng) for k in rng.integers(0, len(blocks), n)]
 
     def grid_origins(self, blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Non-overlapping chips covering each block."""
         out = []
         for r0, c0 in blocks:
             win = self.block_window(r0, c0)
-            out += [(r, c) for r in range(r0, r0 + int(win.height), self.chip)
-                    for c in range(c0, c0 + int(win.width), self.chip)]
+            out += [
+                (r, c)
+                for r in range(r0, r0 + int(win.height), self.chip)
+                for c in range(c0, c0 + int(win.width), self.chip)
+            ]
         return out
 
     def balanced_origins(
@@ -362,7 +374,7 @@ class ChipReader:
             flat = self._block_pixels(r0, c0)[int(cls)]
             bw = int(self.block_window(r0, c0).width)
             k = int(flat[int(rng.integers(0, len(flat)))])
-            dr, dc = (rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0))
+            dr, dc = rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0)
             out.append((r0 + k // bw - half + int(dr), c0 + k % bw - half + int(dc)))
         return out
 

@@ -18,7 +18,13 @@ def train_options() -> list[str]:
 
 
 def load_train_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a ``.yaml``/``.yml`` or ``.toml`` file into train_model keyword arguments (validated names)."""
+    """Read a ``.yaml``/``.yml`` or ``.toml`` file into train_model keyword arguments (validated names).
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        InvalidParameterError: an unsupported extension, malformed content, or unknown option names.
+        MissingDependencyError: PyYAML is not installed (the ``config`` extra) for a YAML file.
+    """
     p = Path(path)
     if not p.exists():
         raise InputNotFoundError(f"training config not found: {p}")

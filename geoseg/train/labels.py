@@ -1,22 +1,27 @@
-"""Label sources on the image grid: an integer label raster, or polygons rasterized window by window."""
+"""Label sources on the image grid for training: an integer label raster (warped onto the image grid when it lies on
+another one, :class:`geoseg.io.align.RasterOnGrid`, as ground truth is for evaluation), or polygons rasterized window
+by window (:mod:`geoseg.io.labels`, shared with evaluation). Label values are validated against the classes
+(:func:`geoseg.io.classes.check_class_values`): ids are 0..K-1, anything else is declared nodata or refused."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
-from geoseg.errors import InvalidParameterError, MissingDependencyError, ModelContractError
-from geoseg.io.read import RasterSource, open_dataset
+from geoseg.errors import InvalidParameterError, ModelContractError
+from geoseg.io.align import RasterOnGrid
+from geoseg.io.classes import check_class_raster, check_class_values, check_integral
+from geoseg.io.labels import PolygonLabels, is_vector
+from geoseg.io.read import RasterSource, iter_windows, read_masked
+from geoseg.io.tags import CLASSES_TAG, read_class_names
 
-IGNORE_INDEX = 255
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".gml", ".kml")
+#: the label of pixels that are not trained on (nodata, outside the labels, invalid image pixels): negative, so it can
+#: never be a class id (ids are 0..K-1 whatever K)
+IGNORE_INDEX = -1
 
 
 class LabelSource(Protocol):
@@ -29,78 +34,119 @@ class LabelSource(Protocol):
     def close(self) -> None: ...
 
 
-def is_vector(path: str | os.PathLike[str]) -> bool:
-    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+def _nodata_hint(path: str) -> str:
+    return f"in the file: gdal_edit -a_nodata VALUE {path}; or label_nodata=VALUE, CLI: --label-nodata VALUE"
 
 
 class LabelRaster:
-    """Windowed reads of an integer label raster on the image grid; nodata, negative ids (a common nodata convention,
-    e.g. -1) and, without a nodata value, 255 -> IGNORE_INDEX."""
+    """Windowed reads of a label raster on the image grid; nodata and pixels outside it -> IGNORE_INDEX.
 
-    def __init__(self, path: str | os.PathLike[str], image: RasterSource, classes: Sequence[str] | None) -> None:
+    The raster is read pixel by pixel when it is on the image grid and warped onto it (nearest) otherwise
+    (:class:`geoseg.io.align.RasterOnGrid`). Class names are ``classes``, else those stored on the raster by geoseg
+    (:func:`geoseg.io.tags.read_class_names`), else ``class_0..class_K-1``. Every valid value of the file is checked
+    before training (:func:`geoseg.io.classes.check_class_values`): with names, values must be ids 0..K-1; without
+    names, exactly 0..K-1. ``nodata`` declares the value of unlabelled pixels when the file does not.
+
+    Raises:
+        ModelContractError: the values are not whole numbers.
+        UnknownClassError: (an InvalidParameterError) values that are not class ids (listed, with the fix).
+        InvalidParameterError: fewer than 2 classes.
+        NoOverlapError: the raster does not overlap the image or cannot be placed on its grid.
+        UnsupportedRasterError: the raster is not a class raster (several bands, continuous data).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        image: RasterSource,
+        classes: Sequence[str] | None,
+        *,
+        nodata: float | None = None,
+    ) -> None:
         self.path = str(path)
-        ds = open_dataset(path)
-        self._ds = ds
-        if (ds.height, ds.width) != image.shape:
-            ds.close()
-            raise ModelContractError(
-                f"label raster {path} is {ds.height}x{ds.width} but the image is {image.height}x{image.width}; "
-                f"labels must be on the image grid (rasterize or resample them onto it)"
-            )
-        if image.crs and ds.crs and ds.crs != image.crs:
-            ds.close()
-            raise ModelContractError(f"label raster CRS {ds.crs} differs from image CRS {image.crs}; reproject it")
-        if np.dtype(ds.dtypes[0]).kind not in "iu":
-            ds.close()
-            raise ModelContractError(f"label raster {path} has {ds.dtypes[0]} values; class ids must be integers")
-        self.nodata = ds.nodata
-        ids = self._class_ids()
-        if classes:
-            unknown = sorted(int(i) for i in ids if i >= len(classes) or i < 0)
-            if unknown:
-                ds.close()
-                raise InvalidParameterError(
-                    f"label ids {unknown} in {path} exceed the {len(classes)} class names given; give one name per "
-                    f"class id 0..{int(ids.max())} or set those pixels to the label nodata value"
-                )
-            self.classes = list(classes)
-        else:
-            n = int(ids.max()) + 1 if ids.size else 0
-            self.classes = [f"class_{i}" for i in range(n)]
+        self._grid = RasterOnGrid(
+            path, georef=image.georef, shape=image.shape, what="label raster", target=f"the image {image.path}",
+            nodata=nodata,
+        )  # fmt: skip
+        try:
+            self._init(image, classes, nodata)
+        except BaseException:
+            self._grid.close()
+            raise
+
+    def _init(self, image: RasterSource, classes: Sequence[str] | None, nodata: float | None) -> None:
+        ds = self._grid.ds
+        dtype = np.dtype(ds.dtypes[0])
+        if dtype.kind not in "iuf":
+            raise ModelContractError(f"label raster {self.path} has {dtype} values; class ids must be integers")
+        names = list(classes) if classes else read_class_names(ds)
+        check_class_raster(ds, path=self.path, what="label raster", names=names or [])
+        self.nodata = nodata if nodata is not None else ds.nodata
+        values = self._values()
+        k = check_class_values(
+            values,
+            classes=names,
+            what=f"labels {self.path}",
+            nodata_hint=_nodata_hint(self.path),
+            names_source="given" if classes else f"stored on the raster (tag {CLASSES_TAG})",
+        )
+        self.classes = names if names else [f"class_{i}" for i in range(k)]
         if len(self.classes) < 2:
-            ds.close()
             raise InvalidParameterError(
-                f"labels in {path} hold {ids.tolist()}: need at least 2 classes (ids 0..K-1; nodata ignored)"
+                f"labels in {self.path} hold {[int(v) for v in values]}: need at least 2 classes (ids 0..K-1; nodata "
+                f"ignored)"
             )
 
-    def _class_ids(self, max_pixels: int = 4_000_000) -> np.ndarray:
-        ds = self._ds
-        step = max(1, int(np.sqrt(ds.width * ds.height / max_pixels)))
-        shape = (max(1, ds.height // step), max(1, ds.width // step))
-        arr = ds.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
-        vals = np.unique(arr)
-        if self.nodata is not None:
-            vals = vals[vals != self.nodata]
-        vals = vals[vals >= 0]  # negative ids are nodata (e.g. Sen1Floods11's -1), as in read()
-        return vals[vals != IGNORE_INDEX] if self.nodata is None else vals
+    def _values(self, rows: int = 1024) -> np.ndarray:
+        """The distinct valid values of the whole file (on its own grid), read in strips of ``rows`` rows."""
+        ds = self._grid.ds
+        dtype = np.dtype(ds.dtypes[0])
+        small = dtype.kind in "iu" and dtype.itemsize <= 2
+        counts = np.zeros(1 << (8 * dtype.itemsize), np.int64) if small else None
+        found: set[float] = set()
+        for win in iter_windows(ds.height, ds.width, max(rows, 1)):
+            data, valid = read_masked(ds, win)
+            if self.nodata is not None:
+                valid &= data != self.nodata
+            if dtype.kind == "f":
+                check_integral(data, valid, path=self.path, what="label raster")
+            v = data[valid]
+            if counts is not None:
+                shift = -int(np.iinfo(dtype).min)
+                counts += np.bincount(v.astype(np.int64) + shift, minlength=counts.size)
+            else:
+                found.update(np.unique(v).tolist())
+        if counts is not None:
+            return np.flatnonzero(counts) - int(-np.iinfo(dtype).min)
+        return np.asarray(sorted(found), dtype=np.int64)
 
     def read(self, window: Window) -> np.ndarray:
-        lab = self._ds.read(1, window=window).astype(np.int64)
-        bad = (lab < 0) | (lab >= len(self.classes))
-        if self.nodata is not None:
-            bad |= lab == self.nodata
-        lab[bad] = IGNORE_INDEX
+        data, valid = self._grid.read(window)
+        lab = data.astype(np.int64)
+        valid &= (lab >= 0) & (lab < len(self.classes))
+        lab[~valid] = IGNORE_INDEX
         return lab
 
     def close(self) -> None:
-        self._ds.close()
+        self._grid.close()
 
 
 class LabelVector:
-    """Polygons with a class attribute, reprojected to the image CRS and rasterized per window.
+    """Label polygons rasterized per window onto the image grid (:class:`geoseg.io.labels.PolygonLabels`).
 
-    Class values may be integer ids or names (mapped through ``classes``; without ``classes`` the sorted distinct
-    names become the classes). Pixels covered by no polygon get ``background`` (a class id) or are ignored (None).
+    The class attribute is ``class_field``, or found like everywhere else (:data:`CLASS_FIELD_CANDIDATES`). Class
+    values may be integer ids or names (mapped through ``classes``; without ``classes`` the sorted distinct names
+    become the classes). Pixels covered by no polygon get ``background`` (a class id) or are ignored (None).
+
+    The class ids of the polygons (and ``background``) are validated like raster labels
+    (:func:`geoseg.io.classes.check_class_values`). ``layer`` chooses the layer of a multi-layer file.
+
+    Raises:
+        InputNotFoundError, MissingDependencyError: the file is missing, or geopandas is not installed.
+        InvalidParameterError: the file is unreadable or holds several layers and none is chosen, or fewer than 2
+            classes.
+        UnknownClassError: no class attribute, names not among ``classes``, or ids that are not class ids 0..K-1
+            (also an InvalidParameterError).
     """
 
     def __init__(
@@ -108,78 +154,40 @@ class LabelVector:
         path: str | os.PathLike[str],
         image: RasterSource,
         *,
-        class_field: str | None,
+        class_field: str | None = None,
         classes: Sequence[str] | None = None,
         background: int | None = None,
+        layer: str | None = None,
     ) -> None:
-        try:
-            import geopandas as gpd
-        except ImportError as exc:  # pragma: no cover
-            raise MissingDependencyError("vector labels need geopandas: pip install 'geoseg[vector]'") from exc
-        p = Path(path)
-        self.path = str(p)
-        if not p.exists():
-            from geoseg.errors import InputNotFoundError
-
-            raise InputNotFoundError(f"label file not found: {p}")
-        try:
-            gdf = gpd.read_file(p)
-        except Exception as exc:
-            raise InvalidParameterError(f"cannot read vector labels {p}: {exc}") from exc
-        fields = [c for c in gdf.columns if c != "geometry"]
-        if class_field is None:
-            raise InvalidParameterError(f"vector labels need a class attribute: pass class_field= one of {fields}")
-        if class_field not in gdf.columns:
-            raise InvalidParameterError(
-                f"vector labels {p.name} have no attribute {class_field!r}; available attributes: {', '.join(fields)}"
-            )
-        gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-        if gdf.crs is not None and image.crs is not None and gdf.crs != image.crs:
-            gdf = gdf.to_crs(image.crs)
-        values = gdf[class_field]
-        if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.all(np.mod(values.dropna(), 1) == 0)):
-            ids = values.astype(np.int64).to_numpy()
-            n = int(ids.max()) + 1 if ids.size else 0
-            self.classes = list(classes) if classes else [f"class_{i}" for i in range(max(n, (background or 0) + 1))]
-            if ids.size and (ids.min() < 0 or ids.max() >= len(self.classes)):
-                raise InvalidParameterError(
-                    f"class ids {sorted(set(ids.tolist()) - set(range(len(self.classes))))} in {class_field!r} "
-                    f"are outside 0..{len(self.classes) - 1}; give one class name per id"
-                )
-        else:
-            names = values.astype(str)
-            self.classes = list(classes) if classes else sorted(set(names))
-            lookup = {c: i for i, c in enumerate(self.classes)}
-            unknown = sorted(set(names) - set(lookup))
-            if unknown:
-                raise InvalidParameterError(
-                    f"class names {unknown[:10]} in {class_field!r} are not among the classes {self.classes}"
-                )
-            ids = names.map(lookup).to_numpy(np.int64)
+        self.path = str(path)
+        self._polygons = PolygonLabels(
+            path,
+            georef=image.georef,
+            class_field=class_field,
+            classes=classes,
+            names_define_classes=True,
+            what="vector labels",
+            layer=layer,
+            layer_option="layer= (CLI: --layer)",
+        )
+        ids, field = self._polygons.ids, self._polygons.field
+        names = list(self._polygons.classes) if self._polygons.classes is not None else None
+        values = np.unique(np.concatenate([ids, [background] if background is not None else []]).astype(np.int64))
+        what = (
+            f"vector labels {path} (attribute {field!r}"
+            + (", with the background id" if background is not None else "")
+            + ")"
+        )
+        k = check_class_values(values, classes=names, what=what, nodata_hint="leave those polygons out")
+        self.classes = names if names is not None else [f"class_{i}" for i in range(k)]
         if len(self.classes) < 2:
             raise InvalidParameterError(f"vector labels give {self.classes}: need at least 2 classes")
         self.background = background
-        self._geoms = gdf.geometry.to_numpy()
-        self._ids = ids
-        self._tree = gdf.sindex if len(gdf) else None
-        self._transform = image.transform
 
     def read(self, window: Window) -> np.ndarray:
-        from rasterio.features import rasterize
-        from shapely.geometry import box
-
-        h, w = int(window.height), int(window.width)
+        ids, covered = self._polygons.rasterize(window)
         fill = IGNORE_INDEX if self.background is None else self.background
-        if self._tree is None:
-            return np.full((h, w), fill, np.int64)
-        tr = window_transform(window, self._transform)
-        left, top = tr @ (0, 0)
-        right, bottom = tr @ (w, h)
-        hits = self._tree.query(box(min(left, right), min(top, bottom), max(left, right), max(top, bottom)))
-        if len(hits) == 0:
-            return np.full((h, w), fill, np.int64)
-        shapes = ((self._geoms[i], int(self._ids[i])) for i in sorted(hits))
-        return rasterize(shapes, out_shape=(h, w), transform=tr, fill=fill, dtype="int32").astype(np.int64)
+        return np.where(covered, ids, fill)
 
     def close(self) -> None:
         pass
@@ -192,8 +200,24 @@ def open_labels(
     classes: Sequence[str] | None = None,
     class_field: str | None = None,
     background: int | None = None,
+    nodata: float | None = None,
+    layer: str | None = None,
 ) -> LabelRaster | LabelVector:
-    """A label raster, or vector labels (by file extension) rasterized on the image grid."""
+    """A label raster (``nodata``: the value of unlabelled pixels when the file does not declare it), or vector labels
+    (by file extension, see :data:`geoseg.io.labels.VECTOR_SUFFIXES`; ``layer`` of a multi-layer file) rasterized
+    on the image grid.
+
+    Raises:
+        InvalidParameterError: ``nodata`` for polygon labels, or ``layer`` for a label raster (see the classes for the
+            rest).
+    """
     if is_vector(path):
-        return LabelVector(path, image, class_field=class_field, classes=classes, background=background)
-    return LabelRaster(path, image, classes)
+        if nodata is not None:
+            raise InvalidParameterError(
+                f"label_nodata (CLI: --label-nodata) applies to label rasters; {path} holds polygons, whose uncovered "
+                f"pixels are not trained on unless background= (CLI: --background) gives them a class"
+            )
+        return LabelVector(path, image, class_field=class_field, classes=classes, background=background, layer=layer)
+    if layer is not None:
+        raise InvalidParameterError(f"layer= (CLI: --layer) chooses a layer of polygon labels; {path} is a raster")
+    return LabelRaster(path, image, classes, nodata=nodata)

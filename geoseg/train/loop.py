@@ -24,7 +24,6 @@ import torch
 from rasterio.windows import Window
 
 from geoseg.errors import CheckpointError, ClassNotTrainedWarning, InvalidParameterError
-from geoseg.inference.predict import resolve_device
 from geoseg.io.bands import BandSpec
 from geoseg.io.normalize import compute_normalization, sample_pixels
 from geoseg.io.read import RasterSource
@@ -32,9 +31,10 @@ from geoseg.io.write import atomic_path, check_output_path
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
 from geoseg.models.checkpoint import save_checkpoint
 from geoseg.models.config import ModelConfig
+from geoseg.models.device import resolve_device
 from geoseg.models.layers import auxiliary_outputs
 from geoseg.models.registry import create_model, model_stride
-from geoseg.progress import ProgressCallback, report
+from geoseg.progress import ProgressCallback, report_progress
 from geoseg.threads import torch_threads
 from geoseg.train.area import AreaLabels, AreaSpec, PixelArea, describe_area
 from geoseg.train.augment import augment as apply_augmentations
@@ -152,8 +152,7 @@ def plan_training(
     if block is None:
         block = int(np.clip(_round_up(math.sqrt(max(survey.pixels, 1) / TARGET_BLOCKS), 8), 8, 4 * chip))
     if epochs is None or chips_per_epoch is None:
-        steps = int(np.clip(math.ceil(PIXEL_PASSES * survey.pixels / (batch_size * chip * chip)), MIN_STEPS,
-                            MAX_STEPS))
+        steps = int(np.clip(math.ceil(PIXEL_PASSES * survey.pixels / (batch_size * chip * chip)), MIN_STEPS, MAX_STEPS))
         if epochs is None and chips_per_epoch is None:
             epochs = AUTO_EPOCHS
             chips_per_epoch = math.ceil(steps / epochs) * batch_size
@@ -178,6 +177,8 @@ def train_model(
     background: int | None = None,
     train_area: AreaSpec = None,
     exclude_area: AreaSpec = None,
+    label_nodata: float | None = None,
+    layer: str | None = None,
     epochs: int | None = None,
     chip: int | None = None,
     batch_size: int = 8,
@@ -204,18 +205,24 @@ def train_model(
     tile: int = 512,
     overlap: int | None = None,
     augment: bool | str | list[str] = True,
+    encoder: str | None = None,
     encoder_weights: str | os.PathLike[str] | None = None,
     adapt: str = "repeat",
     baseline: str | None = None,
+    encoder_bands: list[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """Train ``arch`` on ``image`` + ``labels`` and write the best checkpoint to ``out``.
 
-    Labels are an integer class raster on the image grid (nodata and negative ids ignored) or polygons (GeoPackage/
-    GeoJSON/Shapefile/FlatGeobuf/GeoParquet) with a ``class_field`` of ids or names, rasterized window by window onto
-    the image grid (reprojected when CRSs differ); pixels outside polygons get ``background`` or are ignored.
+    Labels are an integer class raster (nodata, or ``label_nodata`` when the file declares none, ignored; warped
+    with nearest neighbour onto the image grid when it lies on another one) or polygons (GeoPackage/GeoJSON/
+    Shapefile/FlatGeobuf/GeoParquet; ``layer`` of a multi-layer file) with a ``class_field`` of ids or names,
+    rasterized window by window onto the image grid (reprojected when CRSs differ); pixels outside polygons get
+    ``background`` or are ignored. Label values must be class ids 0..K-1 (K = the number of ``classes`` when given;
+    without names, exactly the values 0..K-1 found): a 0/255 mask or codes such as 11, 21 are refused with the
+    values found, never turned into a model with hundreds of classes; at least 2 classes must be present.
     ``train_area`` (polygons or a pixel window, see :mod:`geoseg.train.area`) restricts the labels used to an area;
     ``exclude_area`` keeps an area out (e.g. a test region).
 
@@ -237,20 +244,44 @@ def train_model(
     on the training pixels and scores it on the validation pixels (``TrainResult.baseline``; needs scikit-learn).
 
     ``arch_kwargs`` may hold ``spectral_reduction=K`` (1x1 spectral stem for many bands) with
-    ``spectral_init="pca"`` (initialised from the training raster's principal components); ``encoder_weights`` is a
-    local file of pretrained encoder weights whose first layer is adapted to the band count by ``adapt``.
+    ``spectral_init="pca"`` (initialised from the training raster's principal components). ``encoder`` picks the
+    encoder of encoder-based architectures (e.g. ``resnet50``; a timm name for smp-* models). ``encoder_weights``
+    starts it from pretrained weights: a local file in a torchvision, timm/TorchGeo or geoseg layout, or
+    ``torchvision:NAME`` / ``timm:NAME`` (see :func:`geoseg.models.adapt.load_encoder_weights`); its first layer is
+    adapted to the band count by ``adapt``, or matched to the raster's bands by name when ``encoder_bands`` lists the
+    weights' bands in order. The checkpoint's contract records the file, its sha256, layout and adaptation.
+
+    Raises:
+        InvalidParameterError: a bad option (loss, sampling, sizes, block), labels that cover no pixel, or too
+            few classes; UnknownClassError (one of them) for label values that are not class ids, or label
+            polygons without a usable class attribute.
+        NoOverlapError: a label raster that does not overlap the image or cannot be placed on its grid.
+        CheckpointError: ``resume`` without a saved training state, or one for another run.
+        OutputExistsError, OutputError: ``out`` exists without ``overwrite``, or cannot be written.
+        InputNotFoundError, NotARasterError, BandSelectionError: the image or labels cannot be read as given.
+        ModelContractError: a label raster whose values are not whole numbers.
+        UnknownModelError: ``arch`` is not registered.
+        CancelledError: ``progress`` asked to stop (the best checkpoint so far and the training state remain).
     """
     t0 = time.perf_counter()
     if loss not in LOSSES:
         raise InvalidParameterError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if sampling not in SAMPLING_MODES:
         raise InvalidParameterError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
-    for name, value, low in (("epochs", epochs, 1), ("chip", chip, 8), ("batch_size", batch_size, 1),
-                             ("chips_per_epoch", chips_per_epoch, 1), ("block", block, 1), ("patience", patience, 1)):
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("chip", chip, 8),
+        ("batch_size", batch_size, 1),
+        ("chips_per_epoch", chips_per_epoch, 1),
+        ("block", block, 1),
+        ("patience", patience, 1),
+    ):
         if value is not None and value < low:
             raise InvalidParameterError(f"{name} must be >= {low}, got {value}")
     if not 0 <= balance <= 1:
-        raise InvalidParameterError(f"balance must be in [0, 1] (0: classes as frequent as labelled, 1: equal), got {balance}")
+        raise InvalidParameterError(
+            f"balance must be in [0, 1] (0: classes as frequent as labelled, 1: equal), got {balance}"
+        )
     if not 0 <= label_smoothing < 1:
         raise InvalidParameterError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if baseline is not None and baseline != "rf":
@@ -272,7 +303,10 @@ def train_model(
         gen = seed_everything(seed)
         dev = resolve_device(device)
         src = stack.enter_context(RasterSource(image, bands=bands))
-        lab: Any = open_labels(labels, src, classes=classes, class_field=class_field, background=background)
+        lab: Any = open_labels(
+            labels, src, classes=classes, class_field=class_field, background=background, nodata=label_nodata,
+            layer=layer,
+        )  # fmt: skip
         stack.callback(lambda: lab.close())
         if train_area is not None or exclude_area is not None:
             lab = AreaLabels(
@@ -294,17 +328,34 @@ def train_model(
             )
         norm = compute_normalization(src, normalization, seed=seed)
         kwargs = dict(arch_kwargs or {})
+        if encoder is not None:
+            kwargs["encoder"] = encoder
         net = create_model(arch, in_channels=src.count, num_classes=n_classes, **kwargs)
         stride = model_stride(net, arch)
-        plan = plan_training(survey, stride=stride, chip=chip, block=block, batch_size=batch_size, epochs=epochs,
-                             chips_per_epoch=chips_per_epoch)
+        plan = plan_training(
+            survey,
+            stride=stride,
+            chip=chip,
+            block=block,
+            batch_size=batch_size,
+            epochs=epochs,
+            chips_per_epoch=chips_per_epoch,
+        )
         chip, blk, epochs, chips_per_epoch = plan["chip"], plan["block"], plan["epochs"], plan["chips_per_epoch"]
         reader = ChipReader(src, lab, norm, chip, blk)
         all_blocks = block_split(src.shape, blk, 0.0, seed).train
         hists = {o: reader.block_histogram(*o) for o in all_blocks}  # one pass over the labels, cached
+        present = [names[k] for k, c in enumerate(np.sum(list(hists.values()), axis=0)) if c > 0]
+        if len(present) < 2:
+            raise InvalidParameterError(
+                f"the labels of {image} hold only class {present} on the image's valid pixels: a model needs at least "
+                f"2 classes present to learn; add labels of the other classes (or check nodata and --background)"
+            )
         split = block_split(src.shape, blk, val_fraction, seed, histograms=hists if stratify else None)
         if not stratify:  # blocks without labels are neither trained nor validated on
-            split = type(split)(blk, [o for o in split.train if hists[o].sum()], [o for o in split.val if hists[o].sum()])
+            split = type(split)(
+                blk, [o for o in split.train if hists[o].sum()], [o for o in split.val if hists[o].sum()]
+            )
         reader.set_roles(split)
         counts = np.zeros(n_classes, np.int64)
         for b in split.train:
@@ -354,7 +405,13 @@ def train_model(
         if encoder_weights is not None and not resume:
             from geoseg.models.adapt import load_encoder_weights
 
-            extra["encoder_weights"] = load_encoder_weights(net, encoder_weights, strategy=adapt)
+            extra["encoder_weights"] = load_encoder_weights(
+                net,
+                encoder_weights,
+                strategy=adapt,
+                weights_bands=encoder_bands,
+                model_bands=None if kwargs.get("spectral_reduction") else src.band_names,
+            )
         config = ModelConfig(
             arch=arch,
             bands=src.band_names,
@@ -373,8 +430,11 @@ def train_model(
         if class_weights is not None:
             weights = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
         elif loss == "weighted_ce":
-            weights = balanced_class_weights(counts, power=float(os.environ.get("GEOSEG_WPOW", 0.5)),
-                                             max_ratio=float(os.environ.get("GEOSEG_WCAP", 10)))  # EXPERIMENT
+            weights = balanced_class_weights(
+                counts,
+                power=float(os.environ.get("GEOSEG_WPOW", 0.5)),
+                max_ratio=float(os.environ.get("GEOSEG_WCAP", 10)),
+            )  # EXPERIMENT
         config.extra["training"]["class_weights"] = None if weights is None else [round(float(w), 6) for w in weights]
         criterion = make_loss(loss, weights=weights, label_smoothing=label_smoothing)
         net = net.to(dev)
@@ -413,8 +473,9 @@ def train_model(
                     if len(pyn):
                         px = torch.from_numpy(pxn)
                         if "spectral" in augmentations:
-                            px = apply_augmentations(px[:, :, None, None], torch.from_numpy(pyn)[:, None, None],
-                                                     ("spectral",), gen)[0][:, :, 0, 0]
+                            px = apply_augmentations(
+                                px[:, :, None, None], torch.from_numpy(pyn)[:, None, None], ("spectral",), gen
+                            )[0][:, :, 0, 0]
                         px, py = px.to(dev), torch.from_numpy(pyn).to(dev)
                 x, y = apply_augmentations(x, y, augmentations, gen)
                 x, y = x.to(dev), y.to(dev)
@@ -471,7 +532,9 @@ def train_model(
                 history=history,
             )
             per_class = " ".join(f"{k}={v:.2f}" for k, v in history[-1]["per_class_iou"].items() if v == v)
-            report(progress, epoch, epochs, f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]")
+            report_progress(
+                progress, epoch, epochs, f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]"
+            )
             if (patience is not None and stale >= patience) or (
                 max_seconds is not None and time.perf_counter() - t0 > max_seconds
             ):
@@ -487,8 +550,16 @@ def train_model(
     if not val_reads:
         best = best_report.miou if best_report is not None else float("nan")
     return TrainResult(
-        out_path, best, best_epoch, len(history), time.perf_counter() - t0, history, best_report, state_file,
-        forest_report, plan,
+        out_path,
+        best,
+        best_epoch,
+        len(history),
+        time.perf_counter() - t0,
+        history,
+        best_report,
+        state_file,
+        forest_report,
+        plan,
     )
 
 
@@ -557,7 +628,12 @@ def recalibrate_batchnorm(
 
 
 def _forest_on_split(
-    src: RasterSource, reader: ChipReader, split: Any, names: list[str], val_reads: list, seed: int,
+    src: RasterSource,
+    reader: ChipReader,
+    split: Any,
+    names: list[str],
+    val_reads: list,
+    seed: int,
     threads: int | None,
 ) -> SegmentationReport:
     """The pixel-wise forest baseline on the training blocks, scored on the same validation pixels as the model."""
@@ -606,14 +682,21 @@ def _save_state(path: Path, net, opt, sched, gen, rng, config: ModelConfig, aver
 
 
 def _load_state(path: Path) -> dict[str, Any]:
+    from geoseg.models.safe_load import torch_load
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot resume from {path}: not a readable training state ({exc})") from exc
+        return torch_load(path, what="training state")
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot resume: {exc}") from exc
 
 
 def _validate(
-    net: torch.nn.Module, reader: ChipReader, reads: list, n_classes: int, names: list[str], dev: torch.device,
+    net: torch.nn.Module,
+    reader: ChipReader,
+    reads: list,
+    n_classes: int,
+    names: list[str],
+    dev: torch.device,
     bs: int,
 ) -> SegmentationReport:
     """Confusion matrix of ``net`` on the validation pixels (each read: row, col, size, block window kept)."""

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.errors import InvalidParameterError
+from geoseg.train.labels import IGNORE_INDEX
+from geoseg.train.names import LOSSES
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # the one ignore label of training (negative: never a class id)
 
 
 #: largest ratio between two automatic class weights
@@ -98,9 +100,6 @@ def make_loss(
     if name == "focal":
         return lambda lo, t: focal(lo, t, ignore_index)
     raise InvalidParameterError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-
-
-LOSSES = ("ce", "weighted_ce", "dice", "ce_dice", "focal")
 
 
 def focal(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE, gamma: float = 2.0) -> torch.Tensor:

@@ -1,16 +1,22 @@
-"""Adapting a local pretrained RGB encoder to N bands (the "pretrained" file is made here with torch)."""
+"""Loading pretrained encoder files: layouts, prefixes, first-layer adaptation, band names, and every error.
+
+Equality with torchvision's and timm's own models is proven in tests/ecosystem (they need torchvision/timm); here the
+files are written with torch alone, in geoseg's layout or with the public key names.
+"""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError
+from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError, MissingDependencyError
 from geoseg.models import create_model
-from geoseg.models.adapt import adapt_first_conv, load_encoder_weights
+from geoseg.models.adapt import adapt_first_conv, adapt_first_conv_by_name, is_named_source, load_encoder_weights
 from geoseg.models.backbones import build_encoder
 
 
@@ -71,11 +77,20 @@ def test_load_encoder_weights(tmp_path, fmt: str, prefix: str, strategy: str) ->
     model = create_model("deeplabv3plus", in_channels=13, num_classes=4, encoder="resnet10", width=8, aspp_channels=8)
     record = load_encoder_weights(model, path, strategy=strategy)
     assert record == {
-        "path": f"rgb.{fmt}",
+        "file": f"rgb.{fmt}",
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "source": "file",
+        "layout": "geoseg",
+        "layout_title": "geoseg encoder (stem.0, layers.N, down)",
+        "prefix": prefix,
+        "encoder": None,
         "first_conv": "stem.0.weight",
-        "strategy": strategy,
+        "adapt": strategy,
         "source_bands": 3,
         "bands": 13,
+        "dropped_keys": 0,
+        "ignored_keys": 0,
+        "band_map": None,
     }
     own = model.encoder.state_dict()
     torch.testing.assert_close(own["layers.3.0.conv1.weight"], state["layers.3.0.conv1.weight"])
@@ -91,18 +106,18 @@ def test_load_encoder_weights(tmp_path, fmt: str, prefix: str, strategy: str) ->
 def test_load_encoder_weights_behind_spectral_stem(tmp_path) -> None:
     path, _ = _pretrained_file(tmp_path, fmt="safetensors")
     model = create_model("fcn8s", in_channels=100, num_classes=3, encoder="resnet10", width=8, spectral_reduction=3)
-    assert load_encoder_weights(model, path)["strategy"] == "none"  # stem outputs 3 channels: no adaptation
+    assert load_encoder_weights(model, path)["adapt"] == "none"  # stem outputs 3 channels: no adaptation
 
 
 def test_load_encoder_weights_mismatch_is_clear(tmp_path) -> None:
     path, _ = _pretrained_file(tmp_path, fmt="safetensors")
     wrong_depth = create_model("fcn8s", in_channels=4, num_classes=3, encoder="resnet18", width=8)
-    with pytest.raises(CheckpointError, match=r"do not match this model's encoder.*missing \d+ key"):
+    with pytest.raises(CheckpointError, match=r"geoseg weights .* do not match this model's encoder.*missing \d+ key"):
         load_encoder_weights(wrong_depth, path)
     wrong_width = create_model("fcn8s", in_channels=4, num_classes=3, encoder="resnet10", width=16)
     with pytest.raises(CheckpointError, match=r"shapes differ.*stem\.0\.weight"):
         load_encoder_weights(wrong_width, path)
-    with pytest.raises(InvalidParameterError, match=r"has no `encoder` module"):
+    with pytest.raises(InvalidParameterError, match=r"has no encoder to load pretrained weights into"):
         load_encoder_weights(create_model("unet", in_channels=4, num_classes=3, width=4), path)
     with pytest.raises(InputNotFoundError, match="encoder weights not found"):
         load_encoder_weights(wrong_depth, tmp_path / "nope.pt")
@@ -110,3 +125,102 @@ def test_load_encoder_weights_mismatch_is_clear(tmp_path) -> None:
     torch.save({"w": torch.zeros(1), "obj": datetime.date(2020, 1, 1)}, evil)  # a pickled object, not a tensor
     with pytest.raises(CheckpointError, match="refused to load"):
         load_encoder_weights(wrong_depth, evil)
+
+
+def _public_resnet_state(encoder: torch.nn.Module, *, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A geoseg ResNet encoder's tensors under the torchvision/timm key names, plus a classifier (``fc``)."""
+    out = {}
+    for k, v in encoder.state_dict().items():
+        k = k.replace("stem.0.", "conv1.").replace("stem.1.", "bn1.").replace(".down.", ".downsample.")
+        if k.startswith("layers."):
+            _, stage, rest = k.split(".", 2)
+            k = f"layer{int(stage) + 1}.{rest}"
+        out[prefix + k] = v.clone()
+    out[prefix + "fc.weight"] = torch.zeros(10, encoder.channels[-1])
+    out[prefix + "fc.bias"] = torch.zeros(10)
+    return out
+
+
+@pytest.mark.parametrize("prefix", ["", "model.", "backbone.", "encoder.", "module.", "net.backbone."])
+def test_public_resnet_layout_with_any_prefix(tmp_path, prefix: str) -> None:
+    torch.manual_seed(3)
+    src = build_encoder("resnet50", 3, width=4)
+    state = _public_resnet_state(src, prefix=prefix)
+    state["decoder.head.weight"] = torch.zeros(2)  # outside the prefix (or an unknown key when there is none)
+    if not prefix:
+        del state["decoder.head.weight"]
+    for k in [k for k in state if k.endswith("num_batches_tracked")]:  # old checkpoints lack the BN counters
+        del state[k]
+    save_file(state, str(tmp_path / "w.safetensors"))
+    model = create_model("fcn8s", in_channels=3, num_classes=2, encoder="resnet50", width=4)
+    record = load_encoder_weights(model, tmp_path / "w.safetensors")
+    assert (record["layout"], record["prefix"], record["encoder"]) == ("resnet", prefix, "resnet50")
+    assert record["dropped_keys"] == 2 and record["ignored_keys"] == (1 if prefix else 0) and record["adapt"] == "none"
+    own, ref = model.encoder.state_dict(), src.state_dict()
+    assert all(torch.equal(own[k], ref[k]) for k in ref if not k.endswith("num_batches_tracked"))
+
+
+def test_public_layout_errors_name_what_was_expected(tmp_path) -> None:
+    torch.manual_seed(4)
+    r50 = tmp_path / "r50.pth"
+    torch.save(_public_resnet_state(build_encoder("resnet50", 13, width=4)), r50)
+    r18_model = create_model("deeplabv3", in_channels=13, num_classes=2, encoder="resnet18", width=4, aspp_channels=8)
+    with pytest.raises(CheckpointError, match=r"holds a resnet50 .*encoder is resnet18.*--encoder resnet50"):
+        load_encoder_weights(r18_model, r50)
+    wide = create_model("deeplabv3", in_channels=13, num_classes=2, encoder="resnet50", width=8, aspp_channels=8)
+    with pytest.raises(CheckpointError, match=r"shapes differ.*another encoder width"):
+        load_encoder_weights(wide, r50)
+    odd = tmp_path / "odd.safetensors"
+    save_file({"foo.weight": torch.zeros(2), "bar.bias": torch.zeros(2)}, str(odd))
+    with pytest.raises(
+        CheckpointError, match=r"fit no known encoder layout; expected one of geoseg: .*resnet: torchvision/timm ResNet"
+    ):
+        load_encoder_weights(r18_model, odd)
+    deep = tmp_path / "resnet50d.safetensors"
+    save_file({"conv1.0.weight": torch.zeros(2), "layer1.0.conv1.weight": torch.zeros(2)}, str(deep))
+    with pytest.raises(CheckpointError, match=r"deep-stem ResNet .* smp-\* architecture"):
+        load_encoder_weights(r18_model, deep)
+    unknown_key = _public_resnet_state(build_encoder("resnet18", 3, width=4))
+    unknown_key["layer1.0.se.fc1.weight"] = torch.zeros(1)  # an SE-ResNet: a key no rule maps
+    save_file(unknown_key, str(tmp_path / "se.safetensors"))
+    with pytest.raises(
+        CheckpointError, match=r"resnet weights .* unexpected 1 e\.g\. \['layer1\.0\.se\.fc1\.weight'\]"
+    ):
+        load_encoder_weights(r18_model, tmp_path / "se.safetensors")
+    with pytest.raises(CheckpointError, match=r"is a directory"):
+        load_encoder_weights(r18_model, tmp_path)
+
+
+def test_band_names_match_filters_and_errors(tmp_path) -> None:
+    weight = torch.randn(4, 3, 7, 7)
+    out, mapping = adapt_first_conv_by_name(weight, ["B04", "B03", "B02"], ["b2", "B8", "B4"], "mean")
+    torch.testing.assert_close(out[:, 0], weight[:, 2])
+    torch.testing.assert_close(out[:, 1], weight.mean(1))  # B8 is not among the weights' bands
+    torch.testing.assert_close(out[:, 2], weight[:, 0])
+    assert mapping == {"b2": "B02", "B8": None, "B4": "B04"}
+    with pytest.raises(InvalidParameterError, match=r"2 band name\(s\) given .* takes 3 band"):
+        adapt_first_conv_by_name(weight, ["B1", "B2"], ["B1"])
+    with pytest.raises(InvalidParameterError, match=r"band names repeat \['B01', 'B1'\]"):
+        adapt_first_conv_by_name(weight, ["B1", "B01", "B2"], ["B1"])
+    with pytest.raises(InvalidParameterError, match=r"no model band \(VV, VH\) is among the weights' bands"):
+        adapt_first_conv_by_name(weight, ["B1", "B2", "B3"], ["VV", "VH"])
+    path, _ = _pretrained_file(tmp_path, fmt="safetensors")
+    model = create_model("fcn8s", in_channels=2, num_classes=3, encoder="resnet10", width=8)
+    with pytest.raises(InvalidParameterError, match=r"needs the model's 2 band name\(s\) \(got None\)"):
+        load_encoder_weights(model, path, weights_bands=["R", "G", "B"])
+    record = load_encoder_weights(model, path, weights_bands=["R", "G", "B"], model_bands=["B", "NIR"])
+    assert record["adapt"] == "by-name:repeat" and record["band_map"] == {"B": "B", "NIR": None}
+
+
+def test_named_sources_need_their_library(tmp_path) -> None:
+    model = create_model("fcn8s", in_channels=3, num_classes=2, encoder="resnet10", width=4)
+    assert is_named_source("torchvision:resnet50") and is_named_source("timm:resnet50.a1_in1k")
+    assert not is_named_source(tmp_path / "w.pth") and not is_named_source("weights.pth")
+    with pytest.raises(InvalidParameterError, match=r"unknown first-layer adaptation strategy 'copy'"):
+        load_encoder_weights(model, "torchvision:resnet50", strategy="copy")
+    for lib in ("torchvision", "timm"):
+        try:
+            __import__(lib)
+        except Exception:
+            with pytest.raises(MissingDependencyError, match=rf"{lib}:resnet50 needs {lib}.*or pass a local file"):
+                load_encoder_weights(model, f"{lib}:resnet50")

@@ -27,8 +27,28 @@ TINY: dict[str, dict[str, Any]] = {
     "deeplab_largefov": {"width": 4, "encoder": "resnet10", "head_channels": 8},
     "pspnet": {"width": 4, "encoder": "resnet10", "head_channels": 8},
     "icnet": {"width": 4, "encoder": "resnet10", "branch_channels": 8},
+    # smp-* on the smallest timm MobileNetV2 with narrow decoders
+    "smp-unet": {"encoder": "mobilenetv2_035", "decoder_channels": [16, 8, 8, 8, 8]},
+    "smp-unetplusplus": {"encoder": "mobilenetv2_035", "decoder_channels": [16, 8, 8, 8, 8]},
+    "smp-manet": {"encoder": "mobilenetv2_035", "decoder_channels": [16, 8, 8, 8, 8], "decoder_pab_channels": 8},
+    "smp-linknet": {"encoder": "mobilenetv2_035"},
+    "smp-fpn": {"encoder": "mobilenetv2_035", "decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32},
+    "smp-deeplabv3": {"encoder": "mobilenetv2_035", "decoder_channels": 16},
+    "smp-deeplabv3plus": {"encoder": "mobilenetv2_035", "decoder_channels": 16},
+    "smp-upernet": {"encoder": "mobilenetv2_035", "decoder_channels": 32},
+    "smp-segformer": {"encoder": "mobilenetv2_035", "decoder_segmentation_channels": 16},
 }
 NAMES = [spec.name for spec in list_models()]
+# Models that need an extra (smp-*) are ecosystem tests: they run in .venv-eco and skip where the extra is missing.
+MODELS = [
+    pytest.param(
+        spec.name,
+        marks=[pytest.mark.ecosystem, pytest.mark.skipif(not spec.available, reason=f"needs geoseg[{spec.extra}]")],
+    )
+    if spec.requires
+    else spec.name
+    for spec in list_models()
+]
 BIG_BANDS = ["tiny", "unet", "deeplabv3plus", "icnet"]  # the 200-band case, for a representative subset
 NUM_CLASSES = 3
 
@@ -48,7 +68,7 @@ def test_every_registered_model_has_a_tiny_build() -> None:
     assert len(NAMES) >= 14
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("in_channels", [3, 13])
 def test_forward_shape_odd_sizes(name: str, in_channels: int) -> None:
     model = build(name, in_channels).eval()
@@ -72,7 +92,7 @@ def test_hyperspectral_200_bands(name: str) -> None:
         assert model(x).shape == (1, NUM_CLASSES, *x.shape[-2:])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODELS)
 def test_gradients_flow_and_aux_outputs(name: str) -> None:
     model = build(name, 4).train()
     stride = model_stride(model, name)
@@ -93,7 +113,7 @@ def test_gradients_flow_and_aux_outputs(name: str) -> None:
     assert auxiliary_outputs(model) == []
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODELS)
 def test_eval_deterministic_and_checkpoint_round_trip(name: str, tmp_path) -> None:
     model = build(name, 5).eval()
     x = pad_to_stride(torch.randn(1, 5, 40, 40), model_stride(model, name))
@@ -110,9 +130,10 @@ def test_eval_deterministic_and_checkpoint_round_trip(name: str, tmp_path) -> No
         torch.testing.assert_close(loaded(x), y1, rtol=0, atol=0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
-@pytest.mark.parametrize("name", NAMES)
-def test_cuda_matches_cpu(name: str) -> None:
+@pytest.mark.parametrize("name", MODELS)
+def test_cuda_matches_cpu(name: str, strict_fp32: None) -> None:
     model = build(name, 4).eval()
     x = pad_to_stride(torch.randn(1, 4, 40, 40), model_stride(model, name))
     with torch.no_grad():

@@ -69,6 +69,7 @@ def test_bad_arguments() -> None:
         crf_refine(probs[0], image)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 def test_cuda_matches_cpu() -> None:
     probs, image = _two_regions()

@@ -1,7 +1,6 @@
 """How the plugin runs geoseg: in QGIS's own Python, or as the geoseg CLI of another Python environment.
 
-This module imports nothing from QGIS (it is unit-testable and runnable as a script: ``python backend.py rasterize
-...`` rasterizes label polygons in the geoseg environment). Selection:
+This module imports nothing from QGIS (it is unit-testable without it). Selection:
 
 * ``GEOSEG_QGIS_BACKEND`` (environment) or the ``geoseg/backend`` setting: ``inprocess``, ``subprocess`` or ``auto``
   (default). ``auto`` runs in-process when ``import geoseg`` (and, for prediction/training, ``import torch``) works
@@ -24,7 +23,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -152,72 +150,6 @@ def select_backend(
     return backend
 
 
-# ---------------------------------------------------------------------------------------------------- labels
-
-
-def rasterize_labels(
-    vector: str,
-    image: str,
-    out: str,
-    *,
-    field: str | None = None,
-    classes: Sequence[str] | None = None,
-    layer: str | None = None,
-) -> list[str]:
-    """Burn label polygons onto the grid of ``image`` (uint8, 255 = unlabelled) with rasterio.features.
-
-    ``field`` holds class ids (integers) or class names; names map to ``classes`` (index = id) or, without classes,
-    to their sorted order. Returns the class names for ids 0..K-1 (stored as the ``geoseg_classes`` tag).
-    """
-    import geopandas as gpd
-    import numpy as np
-    import rasterio
-    import rasterio.features
-
-    gdf = gpd.read_file(vector, layer=layer) if layer else gpd.read_file(vector)
-    if field is None:
-        for cand in ("class_id", "class", "label", "class_name", "classname", "value"):
-            if cand in gdf.columns:
-                field = cand
-                break
-    if field is None or field not in gdf.columns:
-        cols = [c for c in gdf.columns if c != gdf.geometry.name]
-        raise BackendError(f"label layer {vector} has no class field {field!r}; choose one of {cols}")
-    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-    values = gdf[field]
-    names = list(classes) if classes else None
-    from pandas.api.types import is_integer_dtype
-
-    if is_integer_dtype(values.dtype) or all(str(v).strip().lstrip("-").isdigit() for v in values):
-        ids = values.astype(int).to_numpy()
-        if names is None:
-            names = [f"class_{i}" for i in range(int(ids.max()) + 1 if len(ids) else 0)]
-    else:
-        labels = [str(v) for v in values]
-        if names is None:
-            names = sorted(set(labels))
-        unknown = sorted(set(labels) - set(names))
-        if unknown:
-            raise BackendError(f"label names {unknown} in field {field!r} are not among the classes {names}")
-        ids = np.array([names.index(v) for v in labels], dtype=int)
-    if len(ids) and (ids.min() < 0 or ids.max() >= min(len(names), 255)):
-        raise BackendError(f"class ids in field {field!r} must be 0..{len(names) - 1}, got {sorted(set(ids))}")
-    with rasterio.open(image) as src:
-        shape, transform, crs = (src.height, src.width), src.transform, src.crs
-    if crs is not None and gdf.crs is not None and gdf.crs != crs:
-        gdf = gdf.to_crs(crs)
-    burned = rasterio.features.rasterize(
-        ((geom, int(v)) for geom, v in zip(gdf.geometry, ids)),
-        out_shape=shape, transform=transform, fill=255, dtype="uint8",
-    )
-    profile = {"driver": "GTiff", "width": shape[1], "height": shape[0], "count": 1, "dtype": "uint8",
-               "crs": crs, "transform": transform, "nodata": 255, "compress": "deflate"}
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(burned, 1)
-        dst.update_tags(geoseg_classes=",".join(names))
-    return names
-
-
 # ---------------------------------------------------------------------------------------------------- in-process
 
 
@@ -245,73 +177,155 @@ class InProcessBackend:
         with self._errors():
             return asdict(read_config(checkpoint))
 
+    def class_legend(self, raster: str) -> dict[str, Any]:
+        """Class names, colors and nodata of a class raster (geoseg.io.tags.class_legend)."""
+        from geoseg.io.read import open_dataset
+        from geoseg.io.tags import class_legend
+
+        with self._errors():
+            ds = open_dataset(raster)
+            try:
+                return class_legend(ds)
+            finally:
+                ds.close()
+
     def predict(
-        self, raster: str, out: str, *, checkpoint: str, bands: str | None = None, tile: int | None = None,
-        overlap: int | None = None, batch_size: int | None = None, device: str = "auto", stitch: str = "center",
-        probabilities: str | None = None, progress: Progress = _no_progress,
+        self,
+        raster: str,
+        out: str,
+        *,
+        checkpoint: str,
+        bands: str | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        device: str = "auto",
+        stitch: str = "center",
+        probabilities: str | None = None,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
         from geoseg.inference.predict import predict_raster
 
         with self._errors():
             res = predict_raster(
-                raster, out, model=checkpoint, bands=bands or None, tile=tile, overlap=overlap,
-                batch_size=batch_size, device=device, stitch=stitch, probabilities=probabilities, overwrite=True,
+                raster,
+                out,
+                model=checkpoint,
+                bands=bands or None,
+                tile=tile,
+                overlap=overlap,
+                batch_size=batch_size,
+                device=device,
+                stitch=stitch,
+                probabilities=probabilities,
+                overwrite=True,
                 progress=progress,
             )
-        return {"output": str(res.output), "probabilities": str(res.probabilities) if res.probabilities else None,
-                "tiles": res.tiles, "device": res.device, "class_counts": res.class_counts}
+        return {
+            "output": str(res.output),
+            "probabilities": str(res.probabilities) if res.probabilities else None,
+            "tiles": res.tiles,
+            "device": res.device,
+            "class_counts": res.class_counts,
+        }
 
     def vectorize(
-        self, class_raster: str, out: str, *, classes: Sequence[str] | None = None, min_area: float = 0.0,
-        simplify: float = 0.0, connectivity: int = 4, progress: Progress = _no_progress,
+        self,
+        class_raster: str,
+        out: str,
+        *,
+        classes: Sequence[str] | None = None,
+        min_area: float = 0.0,
+        simplify: float = 0.0,
+        connectivity: int = 4,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        from geoseg.vectorize import vectorize
+        from geoseg.vectorization import vectorize
 
         with self._errors():
-            res = vectorize(class_raster, out, classes=classes, min_area=min_area, simplify=simplify,
-                            connectivity=connectivity, overwrite=True, progress=progress)
+            res = vectorize(
+                class_raster,
+                out,
+                classes=classes,
+                min_area=min_area,
+                simplify=simplify,
+                connectivity=connectivity,
+                overwrite=True,
+                progress=progress,
+            )
         return {"output": str(res.path), "features": res.features, "per_class": dict(res.per_class)}
 
     def evaluate(
-        self, prediction: str, truth: str, report_dir: str, *, classes: Sequence[str] | None = None,
-        ignore_index: int | None = None, class_field: str | None = None, background: int | None = None,
+        self,
+        prediction: str,
+        truth: str,
+        report_dir: str,
+        *,
+        classes: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        class_field: str | None = None,
+        background: int | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        from geoseg.evaluate import evaluate
+        from geoseg.evaluation import evaluate
         from geoseg.report import write_report
 
         with self._errors():
-            rep = evaluate(prediction, truth, classes=classes, ignore_index=ignore_index,
-                           truth_class_field=class_field, background=background, progress=progress)
+            rep = evaluate(
+                prediction,
+                truth,
+                classes=classes,
+                ignore_index=ignore_index,
+                truth_class_field=class_field,
+                background=background,
+                progress=progress,
+            )
             write_report(rep, report_dir)
         return json.loads(json.dumps(rep.to_dict()))
 
     def train(
-        self, image: str, labels: str, out: str, *, arch: str, arch_kwargs: dict[str, Any] | None = None,
-        classes: Sequence[str] | None = None, epochs: int = 20, chip: int = 128, batch_size: int = 8,
-        chips_per_epoch: int = 256, device: str = "auto", max_seconds: float | None = None,
+        self,
+        image: str,
+        labels: str,
+        out: str,
+        *,
+        arch: str,
+        arch_kwargs: dict[str, Any] | None = None,
+        classes: Sequence[str] | None = None,
+        epochs: int = 20,
+        chip: int = 128,
+        batch_size: int = 8,
+        chips_per_epoch: int = 256,
+        device: str = "auto",
+        max_seconds: float | None = None,
+        class_field: str | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
         from geoseg.train import train_model
 
         with self._errors():
-            res = train_model(image, labels, out, arch=arch, arch_kwargs=arch_kwargs or {},
-                              classes=list(classes) if classes else None, epochs=epochs, chip=chip,
-                              batch_size=batch_size, chips_per_epoch=chips_per_epoch, device=device,
-                              max_seconds=max_seconds, overwrite=True, progress=progress)
+            res = train_model(
+                image,
+                labels,
+                out,
+                arch=arch,
+                arch_kwargs=arch_kwargs or {},
+                classes=list(classes) if classes else None,
+                class_field=class_field,
+                epochs=epochs,
+                chip=chip,
+                batch_size=batch_size,
+                chips_per_epoch=chips_per_epoch,
+                device=device,
+                max_seconds=max_seconds,
+                overwrite=True,
+                progress=progress,
+            )
         return {"output": str(res.checkpoint), "best_miou": float(res.best_miou), "best_epoch": res.best_epoch}
-
-    def rasterize(self, vector: str, image: str, out: str, *, field: str | None, classes: Sequence[str] | None,
-                  layer: str | None = None) -> list[str]:
-        try:
-            return rasterize_labels(vector, image, out, field=field, classes=classes, layer=layer)
-        except BackendError:
-            raise
-        except (OSError, ValueError, LookupError) as exc:  # unreadable vector/raster, bad values
-            raise BackendError(f"cannot rasterize labels {vector}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------------- subprocess
+
 
 class SubprocessBackend:
     """Runs ``python -m geoseg ...`` of another environment, reading JSON-lines progress from its stderr."""
@@ -333,7 +347,11 @@ class SubprocessBackend:
         return env
 
     def run(
-        self, args: Sequence[str], progress: Progress = _no_progress, *, module: bool = True,
+        self,
+        args: Sequence[str],
+        progress: Progress = _no_progress,
+        *,
+        module: bool = True,
         outputs: Sequence[str | None] = (),
     ) -> str:
         """Run geoseg with ``args``; returns stdout. ``Error: ...`` becomes BackendError.
@@ -342,8 +360,16 @@ class SubprocessBackend:
         """
         cmd = [self.python, "-m", "geoseg", *args] if module else [self.python, *args]
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    env=self._env(), text=True, encoding="utf-8", errors="replace")
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=self._env(),
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+            )
         except OSError as exc:
             raise BackendError(f"cannot start the geoseg environment {self.python}: {exc}") from exc
         errors: list[str] = []
@@ -363,7 +389,7 @@ class SubprocessBackend:
                     except (ValueError, TypeError):
                         pass
                 if line.startswith("Error:"):
-                    errors.append(line[len("Error:"):].strip())
+                    errors.append(line[len("Error:") :].strip())
                 elif line.strip():
                     tail.append(line)
 
@@ -423,15 +449,46 @@ class SubprocessBackend:
     def model_info(self, checkpoint: str) -> dict[str, Any]:
         return json.loads(self.run(["info", checkpoint, "--json"]))
 
+    def class_legend(self, raster: str) -> dict[str, Any]:
+        """Class names, colors and nodata of a class raster (``geoseg info --json``)."""
+        return dict(json.loads(self.run(["info", raster, "--json"]))["legend"])
+
     def predict(
-        self, raster: str, out: str, *, checkpoint: str, bands: str | None = None, tile: int | None = None,
-        overlap: int | None = None, batch_size: int | None = None, device: str = "auto", stitch: str = "center",
-        probabilities: str | None = None, progress: Progress = _no_progress,
+        self,
+        raster: str,
+        out: str,
+        *,
+        checkpoint: str,
+        bands: str | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        device: str = "auto",
+        stitch: str = "center",
+        probabilities: str | None = None,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = ["predict", raster, out, "-m", checkpoint, "--device", device, "--stitch", stitch,
-                "--progress", "json", "--overwrite"]
-        for opt, val in (("--bands", bands or None), ("--tile", tile), ("--overlap", overlap),
-                         ("--batch-size", batch_size), ("--probabilities", probabilities)):
+        args = [
+            "predict",
+            raster,
+            out,
+            "-m",
+            checkpoint,
+            "--device",
+            device,
+            "--stitch",
+            stitch,
+            "--progress",
+            "json",
+            "--overwrite",
+        ]
+        for opt, val in (
+            ("--bands", bands or None),
+            ("--tile", tile),
+            ("--overlap", overlap),
+            ("--batch-size", batch_size),
+            ("--probabilities", probabilities),
+        ):
             if val is not None:
                 args += [opt, str(val)]
         stdout = self.run(args, progress, outputs=(out, probabilities))
@@ -439,11 +496,30 @@ class SubprocessBackend:
         return {"output": out, "probabilities": probabilities, "device": m.group(2) if m else device}
 
     def vectorize(
-        self, class_raster: str, out: str, *, classes: Sequence[str] | None = None, min_area: float = 0.0,
-        simplify: float = 0.0, connectivity: int = 4, progress: Progress = _no_progress,
+        self,
+        class_raster: str,
+        out: str,
+        *,
+        classes: Sequence[str] | None = None,
+        min_area: float = 0.0,
+        simplify: float = 0.0,
+        connectivity: int = 4,
+        progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = ["vectorize", class_raster, out, "--min-area", str(min_area), "--simplify", str(simplify),
-                "--connectivity", str(connectivity), "--progress", "json", "--overwrite"]
+        args = [
+            "vectorize",
+            class_raster,
+            out,
+            "--min-area",
+            str(min_area),
+            "--simplify",
+            str(simplify),
+            "--connectivity",
+            str(connectivity),
+            "--progress",
+            "json",
+            "--overwrite",
+        ]
         if classes:
             args += ["--classes", ",".join(classes)]
         stdout = self.run(args, progress, outputs=(out,))
@@ -451,79 +527,77 @@ class SubprocessBackend:
         return {"output": out, "features": int(m.group(1)) if m else None}
 
     def evaluate(
-        self, prediction: str, truth: str, report_dir: str, *, classes: Sequence[str] | None = None,
-        ignore_index: int | None = None, class_field: str | None = None, background: int | None = None,
+        self,
+        prediction: str,
+        truth: str,
+        report_dir: str,
+        *,
+        classes: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        class_field: str | None = None,
+        background: int | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
         args = ["evaluate", prediction, truth, "--report-dir", report_dir, "--progress", "json"]
-        for opt, val in (("--classes", ",".join(classes) if classes else None), ("--ignore-index", ignore_index),
-                         ("--class-field", class_field), ("--background", background)):
+        for opt, val in (
+            ("--classes", ",".join(classes) if classes else None),
+            ("--ignore-index", ignore_index),
+            ("--class-field", class_field),
+            ("--background", background),
+        ):
             if val is not None:
                 args += [opt, str(val)]
         self.run(args, progress)
         return json.loads((Path(report_dir) / "report.json").read_text(encoding="utf-8"))
 
     def train(
-        self, image: str, labels: str, out: str, *, arch: str, arch_kwargs: dict[str, Any] | None = None,
-        classes: Sequence[str] | None = None, epochs: int = 20, chip: int = 128, batch_size: int = 8,
-        chips_per_epoch: int = 256, device: str = "auto", max_seconds: float | None = None,
+        self,
+        image: str,
+        labels: str,
+        out: str,
+        *,
+        arch: str,
+        arch_kwargs: dict[str, Any] | None = None,
+        classes: Sequence[str] | None = None,
+        epochs: int = 20,
+        chip: int = 128,
+        batch_size: int = 8,
+        chips_per_epoch: int = 256,
+        device: str = "auto",
+        max_seconds: float | None = None,
+        class_field: str | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = ["train", image, labels, out, "--arch", arch, "--arch-kwargs", json.dumps(arch_kwargs or {}),
-                "--epochs", str(epochs), "--chip", str(chip), "--batch-size", str(batch_size),
-                "--chips-per-epoch", str(chips_per_epoch), "--device", device, "--progress", "json", "--overwrite"]
+        args = [
+            "train",
+            image,
+            labels,
+            out,
+            "--arch",
+            arch,
+            "--arch-kwargs",
+            json.dumps(arch_kwargs or {}),
+            "--epochs",
+            str(epochs),
+            "--chip",
+            str(chip),
+            "--batch-size",
+            str(batch_size),
+            "--chips-per-epoch",
+            str(chips_per_epoch),
+            "--device",
+            device,
+            "--progress",
+            "json",
+            "--overwrite",
+        ]
         if classes:
             args += ["--classes", ",".join(classes)]
+        if class_field:
+            args += ["--class-field", class_field]
         if max_seconds:
             args += ["--max-seconds", str(max_seconds)]
         stdout = self.run(args, progress, outputs=(out,))
         m = re.search(r"best validation mIoU ([\d.naN]+) at epoch (\d+)", stdout)
         miou = float(m.group(1)) if m else float("nan")
         return {"output": out, "best_miou": miou, "best_epoch": int(m.group(2)) if m else None}
-
-    def rasterize(self, vector: str, image: str, out: str, *, field: str | None, classes: Sequence[str] | None,
-                  layer: str | None = None) -> list[str]:
-        args = [__file__, "rasterize", vector, image, out]
-        if field:
-            args += ["--field", field]
-        if classes:
-            args += ["--classes", ",".join(classes)]
-        if layer:
-            args += ["--layer", layer]
-        return json.loads(self.run(args, module=False).strip().splitlines()[-1])
-
-
-def temp_path(suffix: str, directory: str | None = None) -> str:
-    """A fresh temporary file name (not created)."""
-    fd, path = tempfile.mkstemp(suffix=suffix, dir=directory)
-    os.close(fd)
-    os.unlink(path)
-    return path
-
-
-def _main(argv: Sequence[str]) -> int:
-    """``python backend.py rasterize VECTOR IMAGE OUT [--field F] [--classes a,b] [--layer L]`` (subprocess use)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="geoseg_qgis.backend")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("rasterize")
-    r.add_argument("vector")
-    r.add_argument("image")
-    r.add_argument("out")
-    r.add_argument("--field")
-    r.add_argument("--classes")
-    r.add_argument("--layer")
-    a = ap.parse_args(argv)
-    try:
-        names = rasterize_labels(a.vector, a.image, a.out, field=a.field, layer=a.layer,
-                                 classes=a.classes.split(",") if a.classes else None)
-    except (BackendError, OSError, ValueError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(names))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

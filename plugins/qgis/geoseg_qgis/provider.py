@@ -9,6 +9,7 @@ from qgis.core import QgsProcessingProvider, QgsSettings
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import ALGORITHMS
+from .backend import BACKENDS
 
 SETTING_PYTHON = "geoseg/python"
 SETTING_BACKEND = "geoseg/backend"
@@ -33,9 +34,7 @@ def configured_python() -> str | None:
 
 def configured_backend() -> str | None:
     """auto | inprocess | subprocess: GEOSEG_QGIS_BACKEND, else QgsSettings geoseg/backend, else the option."""
-    return (
-        os.environ.get("GEOSEG_QGIS_BACKEND") or QgsSettings().value(SETTING_BACKEND, "") or _option(OPTION_BACKEND)
-    )
+    return os.environ.get("GEOSEG_QGIS_BACKEND") or QgsSettings().value(SETTING_BACKEND, "") or _option(OPTION_BACKEND)
 
 
 class GeoSegProvider(QgsProcessingProvider):
@@ -61,14 +60,25 @@ class GeoSegProvider(QgsProcessingProvider):
             from processing.core.ProcessingConfig import ProcessingConfig, Setting
 
             ProcessingConfig.settingIcons[self.name()] = self.icon()
-            ProcessingConfig.addSetting(Setting(
-                self.name(), OPTION_PYTHON, "Python of the geoseg environment (python file or venv folder)", "",
-                valuetype=Setting.FILE,
-            ))
-            ProcessingConfig.addSetting(Setting(
-                self.name(), OPTION_BACKEND, "Backend", "auto", valuetype=Setting.SELECTION,
-                options=["auto", "inprocess", "subprocess"],
-            ))
+            ProcessingConfig.addSetting(
+                Setting(
+                    self.name(),
+                    OPTION_PYTHON,
+                    "Python of the geoseg environment (python file or venv folder)",
+                    "",
+                    valuetype=Setting.FILE,
+                )
+            )
+            ProcessingConfig.addSetting(
+                Setting(
+                    self.name(),
+                    OPTION_BACKEND,
+                    "Backend",
+                    "auto",
+                    valuetype=Setting.SELECTION,
+                    options=list(BACKENDS),
+                )
+            )
             ProcessingConfig.readSettings()
         except ImportError:  # pragma: no cover
             pass

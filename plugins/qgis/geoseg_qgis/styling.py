@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,51 +22,23 @@ Palette = list[tuple[int, tuple[int, int, int], str]]  # (class id, RGB, name)
 _KEEP: list[QgsProcessingLayerPostProcessorInterface] = []  # post-processors must outlive the algorithm call
 
 
-def palette_from_config(classes: Sequence[str], colors: Sequence[Sequence[int]]) -> Palette:
-    """(id, RGB, name) per class from a model contract."""
-    return [(i, (int(c[0]), int(c[1]), int(c[2])), str(n)) for i, (n, c) in enumerate(zip(classes, colors))]
-
-
-def palette_from_raster(path: str) -> Palette:
-    """Class names (geoseg_classes tag) and the color table of a geoseg class raster; empty when it has neither."""
-    from osgeo import gdal
-
-    ds = gdal.Open(str(path))
-    if ds is None:
-        return []
-    band = ds.GetRasterBand(1)
-    nodata = band.GetNoDataValue()
-    raw = ds.GetMetadataItem("geoseg_classes") or ""
-    try:
-        names = json.loads(raw) if raw.startswith("[") else [n for n in raw.split(",") if n]
-    except ValueError:
-        names = []
-    table = band.GetColorTable()
-    n = len(names) or (table.GetCount() if table is not None else 0)
+def palette_from_legend(
+    classes: Sequence[str] | None, colors: Sequence[Sequence[int]] | None, nodata: float | None = None
+) -> Palette:
+    """(id, RGB, name) per class from a class legend: names and colors as geoseg reads them from a class raster
+    (the backend's ``class_legend``) or as a model contract holds them. Classes without a color get a generated
+    one; the nodata id is left out; empty when there are neither names nor colors."""
+    names = [str(n) for n in classes or []]
+    table = [tuple(int(v) for v in c[:3]) for c in colors or []]
     palette: Palette = []
-    for i in range(n):
+    for i in range(len(names) or len(table)):
         if nodata is not None and i == int(nodata):
             continue
-        if table is not None and i < table.GetCount():
-            r, g, b = table.GetColorEntry(i)[:3]
-        else:
-            r, g, b = (31 * i) % 256, (97 * i) % 256, (151 * i) % 256
-        palette.append((i, (r, g, b), names[i] if i < len(names) else str(i)))
-    if not names and table is not None:  # a plain color table: keep only the entries that are not black/empty
+        rgb = table[i] if i < len(table) else ((31 * i) % 256, (97 * i) % 256, (151 * i) % 256)
+        palette.append((i, (rgb[0], rgb[1], rgb[2]), names[i] if i < len(names) else str(i)))
+    if not names and table:  # a plain color table: keep only the entries that are not black/empty
         palette = [p for p in palette if p[1] != (0, 0, 0)]
     return palette
-
-
-def class_names(path: str) -> list[str]:
-    """Class names stored on a geoseg class/label raster (empty when none)."""
-    return [name for _, _, name in palette_from_raster(path)] if _has_names(path) else []
-
-
-def _has_names(path: str) -> bool:
-    from osgeo import gdal
-
-    ds = gdal.Open(str(path))
-    return bool(ds is not None and ds.GetMetadataItem("geoseg_classes"))
 
 
 def raster_renderer(layer: QgsRasterLayer, palette: Palette) -> QgsPalettedRasterRenderer:

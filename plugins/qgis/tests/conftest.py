@@ -89,9 +89,33 @@ def checkpoint(workdir: Path, geoseg_python: str, scene: str, labels: str) -> st
     """A tiny model (arch tiny, width 8) trained for 2 short epochs on the sample scene with geoseg's CLI."""
     out = workdir / "tiny.safetensors"
     cmd = [
-        geoseg_python, "-m", "geoseg", "train", scene, labels, str(out), "--arch", "tiny",
-        "--arch-kwargs", json.dumps({"width": 8}), "--classes", ",".join(CLASSES), "--epochs", "2", "--chip", "64",
-        "--chips-per-epoch", "32", "--batch-size", "8", "--device", "cpu", "--progress", "none", "--seed", "0",
+        geoseg_python,
+        "-m",
+        "geoseg",
+        "train",
+        scene,
+        labels,
+        str(out),
+        "--arch",
+        "tiny",
+        "--arch-kwargs",
+        json.dumps({"width": 8}),
+        "--classes",
+        ",".join(CLASSES),
+        "--epochs",
+        "2",
+        "--chip",
+        "64",
+        "--chips-per-epoch",
+        "32",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+        "--seed",
+        "0",
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -102,6 +126,11 @@ def checkpoint(workdir: Path, geoseg_python: str, scene: str, labels: str) -> st
 @pytest.fixture(scope="session")
 def model_config(checkpoint: str, geoseg_python: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    out = subprocess.run([geoseg_python, "-m", "geoseg", "info", checkpoint, "--json"], capture_output=True,
-                         text=True, env=env, check=True)
+    out = subprocess.run(
+        [geoseg_python, "-m", "geoseg", "info", checkpoint, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout)

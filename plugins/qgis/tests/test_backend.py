@@ -117,7 +117,7 @@ def test_subprocess_cancel_stops_and_removes_outputs(fake: bk.SubprocessBackend,
     assert not out.exists()
 
 
-def test_rasterize_helper_is_a_standalone_script() -> None:
+def test_backend_imports_nothing_from_qgis() -> None:
     text = Path(bk.__file__).read_text()
     assert "from qgis" not in text and "import qgis" not in text
     assert os.path.basename(bk.__file__) == "backend.py"
@@ -129,8 +129,11 @@ def test_package_zip(tmp_path: Path) -> None:
 
     root = Path(__file__).resolve().parents[1]
     subprocess.run(["bash", str(root / "package.sh"), str(tmp_path)], check=True, capture_output=True)
-    version = next(line.split("=", 1)[1].strip() for line in (root / "geoseg_qgis" / "metadata.txt").read_text()
-                   .splitlines() if line.startswith("version="))
+    version = next(
+        line.split("=", 1)[1].strip()
+        for line in (root / "geoseg_qgis" / "metadata.txt").read_text().splitlines()
+        if line.startswith("version=")
+    )
     names = zipfile.ZipFile(tmp_path / f"geoseg_qgis-{version}.zip").namelist()
     for required in ("metadata.txt", "__init__.py", "icon.svg", "provider.py", "backend.py", "algorithms/segment.py"):
         assert f"geoseg_qgis/{required}" in names

@@ -45,11 +45,21 @@ def test_provider_and_algorithms() -> None:
 def segmented(tmp_path_factory: pytest.TempPathFactory, scene: str, checkpoint: str) -> dict:
     out = tmp_path_factory.mktemp("segment")
     feedback = RecordingFeedback()
-    res = processing.run("geoseg:segmentraster", {
-        "INPUT": scene, "MODEL": checkpoint, "BANDS": "", "TILE": 128, "OVERLAP": 16, "DEVICE": CPU,
-        "OUTPUT": str(out / "classes.tif"), "PROBABILITIES": str(out / "probs.tif"),
-        "POLYGONS": str(out / "polygons.gpkg"),
-    }, feedback=feedback)
+    res = processing.run(
+        "geoseg:segmentraster",
+        {
+            "INPUT": scene,
+            "MODEL": checkpoint,
+            "BANDS": "",
+            "TILE": 128,
+            "OVERLAP": 16,
+            "DEVICE": CPU,
+            "OUTPUT": str(out / "classes.tif"),
+            "PROBABILITIES": str(out / "probs.tif"),
+            "POLYGONS": str(out / "polygons.gpkg"),
+        },
+        feedback=feedback,
+    )
     return {"res": res, "feedback": feedback, "dir": out}
 
 
@@ -81,10 +91,16 @@ def test_segment_raster_outputs(segmented: dict, scene: str, backend_mode: str, 
 
 def test_segment_loads_with_class_colors(tmp_path: Path, scene: str, checkpoint: str, model_config: dict) -> None:
     QgsProject.instance().clear()
-    res = processing.runAndLoadResults("geoseg:segmentraster", {
-        "INPUT": scene, "MODEL": checkpoint, "DEVICE": CPU, "OUTPUT": str(tmp_path / "c.tif"),
-        "POLYGONS": str(tmp_path / "p.gpkg"),
-    })
+    res = processing.runAndLoadResults(
+        "geoseg:segmentraster",
+        {
+            "INPUT": scene,
+            "MODEL": checkpoint,
+            "DEVICE": CPU,
+            "OUTPUT": str(tmp_path / "c.tif"),
+            "POLYGONS": str(tmp_path / "p.gpkg"),
+        },
+    )
     layers = list(QgsProject.instance().mapLayers().values())
     rasters = [lyr for lyr in layers if lyr.source() == res["OUTPUT"]]
     assert rasters, [lyr.source() for lyr in layers]
@@ -102,9 +118,16 @@ def test_segment_loads_with_class_colors(tmp_path: Path, scene: str, checkpoint:
 def test_wrong_bands_is_a_readable_error(tmp_path: Path, scene: str, checkpoint: str) -> None:
     out = tmp_path / "bad.tif"
     with pytest.raises(QgsProcessingException, match=r"geoseg: .*(band|6)"):
-        processing.run("geoseg:segmentraster", {
-            "INPUT": scene, "MODEL": checkpoint, "BANDS": "1,2,3", "DEVICE": CPU, "OUTPUT": str(out),
-        })
+        processing.run(
+            "geoseg:segmentraster",
+            {
+                "INPUT": scene,
+                "MODEL": checkpoint,
+                "BANDS": "1,2,3",
+                "DEVICE": CPU,
+                "OUTPUT": str(out),
+            },
+        )
     assert not out.exists()
 
 
@@ -112,10 +135,19 @@ def test_cancel_leaves_no_output(tmp_path: Path, scene: str, checkpoint: str) ->
     out = tmp_path / "cancelled.tif"
     feedback = RecordingFeedback(cancel_at=0.0)
     with pytest.raises(QgsProcessingException, match="cancel"):
-        processing.run("geoseg:segmentraster", {
-            "INPUT": scene, "MODEL": checkpoint, "TILE": 32, "OVERLAP": 8, "DEVICE": CPU, "OUTPUT": str(out),
-            "PROBABILITIES": str(tmp_path / "p.tif"),
-        }, feedback=feedback)
+        processing.run(
+            "geoseg:segmentraster",
+            {
+                "INPUT": scene,
+                "MODEL": checkpoint,
+                "TILE": 32,
+                "OVERLAP": 8,
+                "DEVICE": CPU,
+                "OUTPUT": str(out),
+                "PROBABILITIES": str(tmp_path / "p.tif"),
+            },
+            feedback=feedback,
+        )
     assert feedback.isCanceled()
     assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
 
@@ -162,17 +194,29 @@ def test_evaluate_against_raster_and_polygons(
 ) -> None:
     prediction = segmented["res"]["OUTPUT"]
     feedback = RecordingFeedback()
-    res = processing.run("geoseg:evaluate", {
-        "PREDICTION": prediction, "TRUTH": labels, "REPORT_FOLDER": str(tmp_path / "r1"),
-        "TABLE": str(tmp_path / "t1.gpkg"),
-    }, feedback=feedback)
+    res = processing.run(
+        "geoseg:evaluate",
+        {
+            "PREDICTION": prediction,
+            "TRUTH": labels,
+            "REPORT_FOLDER": str(tmp_path / "r1"),
+            "TABLE": str(tmp_path / "t1.gpkg"),
+        },
+        feedback=feedback,
+    )
     assert expected_backend_line(backend_mode) in feedback.text
     raster_report = _check_report(res, tmp_path / "r1")
     assert raster_report["pixels"] == int(np.sum(raster(labels)[0] != 255))
-    res2 = processing.run("geoseg:evaluate", {
-        "PREDICTION": prediction, "TRUTH": label_polygons, "CLASS_FIELD": "class_id",
-        "REPORT_FOLDER": str(tmp_path / "r2"), "TABLE": "TEMPORARY_OUTPUT",
-    })
+    res2 = processing.run(
+        "geoseg:evaluate",
+        {
+            "PREDICTION": prediction,
+            "TRUTH": label_polygons,
+            "CLASS_FIELD": "class_id",
+            "REPORT_FOLDER": str(tmp_path / "r2"),
+            "TABLE": "TEMPORARY_OUTPUT",
+        },
+    )
     vector_report = _check_report(res2, tmp_path / "r2")
     # the polygons are the label raster, vectorized: same pixels, same scores
     assert vector_report["pixels"] == raster_report["pixels"]
@@ -182,17 +226,33 @@ def test_evaluate_against_raster_and_polygons(
 def test_train_with_vector_labels(tmp_path: Path, scene: str, label_polygons: str, geoseg_python: str) -> None:
     out = tmp_path / "model.safetensors"
     feedback = RecordingFeedback()
-    res = processing.run("geoseg:trainmodel", {
-        "INPUT": scene, "LABELS": label_polygons, "CLASS_FIELD": "class_name", "CLASSES": ",".join(CLASSES),
-        "ARCH": "tiny", "ARCH_KWARGS": '{"width": 8}', "EPOCHS": 1, "CHIP": 64, "CHIPS_PER_EPOCH": 16,
-        "BATCH_SIZE": 8, "DEVICE": CPU, "OUTPUT": str(out),
-    }, feedback=feedback)
+    res = processing.run(
+        "geoseg:trainmodel",
+        {
+            "INPUT": scene,
+            "LABELS": label_polygons,
+            "CLASS_FIELD": "class_name",
+            "CLASSES": ",".join(CLASSES),
+            "ARCH": "tiny",
+            "ARCH_KWARGS": '{"width": 8}',
+            "EPOCHS": 1,
+            "CHIP": 64,
+            "CHIPS_PER_EPOCH": 16,
+            "BATCH_SIZE": 8,
+            "DEVICE": CPU,
+            "OUTPUT": str(out),
+        },
+        feedback=feedback,
+    )
     assert out.exists() and res["OUTPUT"] == str(out)
     assert 0.0 <= res["BEST_MIOU"] <= 1.0
     assert "rasterized label polygons" in feedback.text
     import subprocess
 
-    info = json.loads(subprocess.run([geoseg_python, "-m", "geoseg", "info", str(out), "--json"], check=True,
-                                     capture_output=True, text=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            [geoseg_python, "-m", "geoseg", "info", str(out), "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    )
     assert info["classes"] == CLASSES and info["arch"] == "tiny" and len(info["bands"]) == 6
     assert not glob.glob(str(tmp_path / ".*partial*"))

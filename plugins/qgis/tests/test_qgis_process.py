@@ -35,8 +35,9 @@ def qp_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["GEOSEG_QGIS_BACKEND"] = "auto"
         env["GEOSEG_PYTHON"] = sys.executable
-    proc = subprocess.run([QGIS_PROCESS, "plugins", "enable", "geoseg_qgis"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [QGIS_PROCESS, "plugins", "enable", "geoseg_qgis"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return env
 
@@ -57,8 +58,17 @@ def test_qgis_process_segment_and_evaluate(
     qp_env: dict[str, str], tmp_path: Path, scene: str, labels: str, checkpoint: str, backend_mode: str
 ) -> None:
     out, polys = tmp_path / "classes.tif", tmp_path / "polygons.gpkg"
-    proc = qgis_process_run(qp_env, "geoseg:segmentraster", INPUT=scene, MODEL=checkpoint, DEVICE=1, TILE=96,
-                            OVERLAP=16, OUTPUT=out, POLYGONS=polys)
+    proc = qgis_process_run(
+        qp_env,
+        "geoseg:segmentraster",
+        INPUT=scene,
+        MODEL=checkpoint,
+        DEVICE=1,
+        TILE=96,
+        OVERLAP=16,
+        OUTPUT=out,
+        POLYGONS=polys,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     from geoseg_qgis.backend import bundled_gdal
@@ -77,8 +87,9 @@ def test_qgis_process_segment_and_evaluate(
     assert out.with_suffix(".qml").exists()
 
     report_dir = tmp_path / "report"
-    proc = qgis_process_run(qp_env, "geoseg:evaluate", PREDICTION=out, TRUTH=labels, REPORT_FOLDER=report_dir,
-                            TABLE=tmp_path / "scores.csv")
+    proc = qgis_process_run(
+        qp_env, "geoseg:evaluate", PREDICTION=out, TRUTH=labels, REPORT_FOLDER=report_dir, TABLE=tmp_path / "scores.csv"
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads(proc.stdout)["results"]
     report = json.loads((report_dir / "report.json").read_text())
@@ -98,8 +109,9 @@ def test_qgis_process_error_message(qp_env: dict[str, str], tmp_path: Path, scen
     assert not (tmp_path / "o.tif").exists()
 
 
-def test_qgis_process_inprocess_clash_is_refused(qp_env: dict[str, str], tmp_path: Path, scene: str,
-                                                 checkpoint: str, backend_mode: str) -> None:
+def test_qgis_process_inprocess_clash_is_refused(
+    qp_env: dict[str, str], tmp_path: Path, scene: str, checkpoint: str, backend_mode: str
+) -> None:
     """Forcing in-process where geoseg's GDAL would clash with QGIS's gives an error, not a crash."""
     from geoseg_qgis.backend import bundled_gdal
 

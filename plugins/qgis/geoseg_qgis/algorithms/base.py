@@ -23,8 +23,6 @@ from qgis.PyQt.QtGui import QIcon
 from ..backend import BackendCancelled, BackendError, InProcessBackend, SubprocessBackend, select_backend
 from ..styling import ClassStyler, Palette, write_qml
 
-DEVICES = ["auto", "cpu", "cuda"]
-
 
 def progress_callback(
     feedback: QgsProcessingFeedback | None, start: float = 0.0, end: float = 100.0, label: str = ""
@@ -141,7 +139,12 @@ class GeoSegAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def style_output(
-        path: str, output_name: str, palette: Palette, context: QgsProcessingContext, *, vector: bool = False,
+        path: str,
+        output_name: str,
+        palette: Palette,
+        context: QgsProcessingContext,
+        *,
+        vector: bool = False,
         layer_name: str | None = None,
     ) -> None:
         """Class colors: a .qml beside the output and a post-processor for the loaded layer."""

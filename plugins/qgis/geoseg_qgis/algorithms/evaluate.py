@@ -59,29 +59,55 @@ class EvaluateSegmentation(GeoSegAlgorithm):
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.PREDICTION, "Class raster (prediction)"))
-        self.addParameter(QgsProcessingParameterMapLayer(
-            self.TRUTH, "Ground truth (class raster or label polygons)",
-            types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon],
-        ))
-        self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, "Class field of label polygons", parentLayerParameterName=self.TRUTH, optional=True,
-        ))
-        self.addParameter(QgsProcessingParameterString(
-            self.CLASSES, "Class names, comma-separated (empty = stored on the prediction)", defaultValue="",
-            optional=True,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.IGNORE_INDEX, "Truth class id to ignore (-1 = none)", QgsProcessingParameterNumber.Integer, -1,
-            minValue=-1,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.BACKGROUND, "Class id of pixels no polygon covers (-1 = not evaluated)",
-            QgsProcessingParameterNumber.Integer, -1, minValue=-1,
-        ))
+        self.addParameter(
+            QgsProcessingParameterMapLayer(
+                self.TRUTH,
+                "Ground truth (class raster or label polygons)",
+                types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon],
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.CLASS_FIELD,
+                "Class field of label polygons",
+                parentLayerParameterName=self.TRUTH,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.CLASSES,
+                "Class names, comma-separated (empty = stored on the prediction)",
+                defaultValue="",
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.IGNORE_INDEX,
+                "Truth class id to ignore (-1 = none)",
+                QgsProcessingParameterNumber.Integer,
+                -1,
+                minValue=-1,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.BACKGROUND,
+                "Class id of pixels no polygon covers (-1 = not evaluated)",
+                QgsProcessingParameterNumber.Integer,
+                -1,
+                minValue=-1,
+            )
+        )
         self.addParameter(QgsProcessingParameterFolderDestination(self.REPORT_FOLDER, "Report folder"))
-        self.addParameter(QgsProcessingParameterFeatureSink(
-            self.TABLE, "Per-class scores", type=QgsProcessing.TypeVector,
-        ))
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.TABLE,
+                "Per-class scores",
+                type=QgsProcessing.TypeVector,
+            )
+        )
         self.addOutput(QgsProcessingOutputHtml(self.REPORT_HTML, "Report"))
         self.addOutput(QgsProcessingOutputFile(self.REPORT_JSON, "Report (JSON)"))
         for key, label in ((self.MIOU, "mIoU"), (self.OA, "Overall accuracy"), (self.KAPPA, "Kappa")):
@@ -109,14 +135,23 @@ class EvaluateSegmentation(GeoSegAlgorithm):
         backend = self.backend(feedback)
         with self.geoseg_errors():
             report = backend.evaluate(
-                prediction, truth, folder, classes=classes,
-                ignore_index=None if ignore < 0 else ignore, class_field=class_field,
+                prediction,
+                truth,
+                folder,
+                classes=classes,
+                ignore_index=None if ignore < 0 else ignore,
+                class_field=class_field,
                 background=None if background < 0 else background,
                 progress=progress_callback(feedback, 0, 95, "evaluate"),
             )
         fields = QgsFields()
-        for name, kind in (("class_id", "Int"), ("class_name", "QString"), *((s, "Double") for s in SCORES),
-                           ("support", "LongLong"), ("predicted", "LongLong")):
+        for name, kind in (
+            ("class_id", "Int"),
+            ("class_name", "QString"),
+            *((s, "Double") for s in SCORES),
+            ("support", "LongLong"),
+            ("predicted", "LongLong"),
+        ):
             fields.append(_field(name, kind))
         sink, dest = self.parameterAsSink(parameters, self.TABLE, context, fields, QgsWkbTypes.NoGeometry)
         if sink is None:
@@ -134,9 +169,12 @@ class EvaluateSegmentation(GeoSegAlgorithm):
             f"({report.get('pixels')} pixels); report in {folder}"
         )
         return {
-            self.REPORT_FOLDER: folder, self.TABLE: dest,
-            self.REPORT_HTML: str(Path(folder) / "report.html"), self.REPORT_JSON: str(Path(folder) / "report.json"),
-            self.MIOU: _num(report.get("miou")), self.OA: _num(report.get("overall_accuracy")),
+            self.REPORT_FOLDER: folder,
+            self.TABLE: dest,
+            self.REPORT_HTML: str(Path(folder) / "report.html"),
+            self.REPORT_JSON: str(Path(folder) / "report.json"),
+            self.MIOU: _num(report.get("miou")),
+            self.OA: _num(report.get("overall_accuracy")),
             self.KAPPA: _num(report.get("kappa")),
         }
 
@@ -155,4 +193,3 @@ def _num(x: Any) -> float | None:
         return None
     x = float(x)
     return None if math.isnan(x) else x
-

@@ -18,10 +18,9 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..styling import palette_from_config, palette_from_raster
-from .base import DEVICES, GeoSegAlgorithm
-
-STITCH = ["center", "mean", "gaussian"]
+from ..choices import DEVICES, STITCH_METHODS
+from ..styling import palette_from_legend
+from .base import GeoSegAlgorithm
 
 
 class SegmentRaster(GeoSegAlgorithm):
@@ -48,41 +47,82 @@ class SegmentRaster(GeoSegAlgorithm):
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "Model checkpoint", behavior=QgsProcessingParameterFile.File,
-            fileFilter="Model checkpoints (*.safetensors *.pt *.pth *.ckpt);;All files (*)",
-        ))
-        self.addParameter(QgsProcessingParameterString(
-            self.BANDS, "Band mapping (empty = the model's bands)", defaultValue="", optional=True,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.TILE, "Tile size in pixels (0 = the model's)", QgsProcessingParameterNumber.Integer, 0, minValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.OVERLAP, "Overlap in pixels (-1 = the model's)", QgsProcessingParameterNumber.Integer, -1,
-            minValue=-1,
-        ))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue=0))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                "Model checkpoint",
+                behavior=QgsProcessingParameterFile.File,
+                fileFilter="Model checkpoints (*.safetensors *.pt *.pth *.ckpt);;All files (*)",
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.BANDS,
+                "Band mapping (empty = the model's bands)",
+                defaultValue="",
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.TILE,
+                "Tile size in pixels (0 = the model's)",
+                QgsProcessingParameterNumber.Integer,
+                0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.OVERLAP,
+                "Overlap in pixels (-1 = the model's)",
+                QgsProcessingParameterNumber.Integer,
+                -1,
+                minValue=-1,
+            )
+        )
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         advanced = [
-            QgsProcessingParameterEnum(self.STITCH, "Stitching", options=STITCH, defaultValue=0),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (0 = automatic)",
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
-            QgsProcessingParameterNumber(self.MIN_AREA, "Polygons: minimum area (map units²)",
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
-            QgsProcessingParameterNumber(self.SIMPLIFY, "Polygons: simplification tolerance (map units)",
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            QgsProcessingParameterEnum(self.STITCH, "Stitching", options=list(STITCH_METHODS), defaultValue=0),
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, "Batch size (0 = automatic)", QgsProcessingParameterNumber.Integer, 0, minValue=0
+            ),
+            QgsProcessingParameterNumber(
+                self.MIN_AREA,
+                "Polygons: minimum area (map units²)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0.0,
+            ),
+            QgsProcessingParameterNumber(
+                self.SIMPLIFY,
+                "Polygons: simplification tolerance (map units)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0.0,
+            ),
         ]
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classes"))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.PROBABILITIES, "Class probabilities", optional=True, createByDefault=False,
-        ))
-        self.addParameter(QgsProcessingParameterVectorDestination(
-            self.POLYGONS, "Class polygons", type=QgsProcessing.TypeVectorPolygon, optional=True,
-            createByDefault=False,
-        ))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.PROBABILITIES,
+                "Class probabilities",
+                optional=True,
+                createByDefault=False,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.POLYGONS,
+                "Class polygons",
+                type=QgsProcessing.TypeVectorPolygon,
+                optional=True,
+                createByDefault=False,
+            )
+        )
 
     def processAlgorithm(  # noqa: N802
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -96,7 +136,7 @@ class SegmentRaster(GeoSegAlgorithm):
         tile = self.parameterAsInt(parameters, self.TILE, context) or None
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
-        stitch = STITCH[self.parameterAsEnum(parameters, self.STITCH, context)]
+        stitch = STITCH_METHODS[self.parameterAsEnum(parameters, self.STITCH, context)]
         batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None
         out = self.output_file(self.parameterAsOutputLayer(parameters, self.OUTPUT, context), "Classes")
         probs = self.parameterAsOutputLayer(parameters, self.PROBABILITIES, context) or None
@@ -115,17 +155,27 @@ class SegmentRaster(GeoSegAlgorithm):
                 feedback.pushInfo(f"band mapping: {bands}")
             end = 85.0 if polys else 100.0
             res = backend.predict(
-                raster, out, checkpoint=checkpoint, bands=bands, tile=tile, overlap=None if overlap < 0 else overlap,
-                batch_size=batch_size, device=device, stitch=stitch, probabilities=probs,
+                raster,
+                out,
+                checkpoint=checkpoint,
+                bands=bands,
+                tile=tile,
+                overlap=None if overlap < 0 else overlap,
+                batch_size=batch_size,
+                device=device,
+                stitch=stitch,
+                probabilities=probs,
                 progress=progress_callback(feedback, 0, end, "segment"),
             )
             feedback.pushInfo(f"wrote {out} on {res.get('device')}")
-            palette = palette_from_raster(out) or palette_from_config(info["classes"], info["colors"])
+            palette = palette_from_legend(info["classes"], info["colors"] or None)  # as written on the class raster
             self.style_output(out, self.OUTPUT, palette, context, layer_name="Classes")
             results: dict[str, Any] = {self.OUTPUT: out, self.PROBABILITIES: probs, self.POLYGONS: None}
             if polys:
                 vres = backend.vectorize(
-                    out, polys, min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+                    out,
+                    polys,
+                    min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
                     simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
                     progress=progress_callback(feedback, end, 100.0, "vectorize"),
                 )

@@ -16,10 +16,11 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..styling import class_names, palette_from_raster
+from ..choices import CONNECTIVITIES
+from ..styling import palette_from_legend
 from .base import GeoSegAlgorithm, progress_callback, split_names
 
-CONNECTIVITY = ["4 (edges)", "8 (edges and corners)"]
+CONNECTIVITY = [f"{c} ({'edges' if c == 4 else 'edges and corners'})" for c in CONNECTIVITIES]
 
 
 class VectorizeClasses(GeoSegAlgorithm):
@@ -41,23 +42,47 @@ class VectorizeClasses(GeoSegAlgorithm):
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Class raster"))
-        self.addParameter(QgsProcessingParameterString(
-            self.CLASSES, "Class names, comma-separated (empty = stored on the raster)", defaultValue="",
-            optional=True,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_AREA, "Minimum polygon area (map units²)", QgsProcessingParameterNumber.Double, 0.0, minValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SIMPLIFY, "Simplification tolerance (map units)", QgsProcessingParameterNumber.Double, 0.0,
-            minValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.CONNECTIVITY, "Pixel connectivity", options=CONNECTIVITY, defaultValue=0,
-        ))
-        self.addParameter(QgsProcessingParameterVectorDestination(
-            self.OUTPUT, "Class polygons", type=QgsProcessing.TypeVectorPolygon,
-        ))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.CLASSES,
+                "Class names, comma-separated (empty = stored on the raster)",
+                defaultValue="",
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA,
+                "Minimum polygon area (map units²)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SIMPLIFY,
+                "Simplification tolerance (map units)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.CONNECTIVITY,
+                "Pixel connectivity",
+                options=CONNECTIVITY,
+                defaultValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.OUTPUT,
+                "Class polygons",
+                type=QgsProcessing.TypeVectorPolygon,
+            )
+        )
         self.addOutput(QgsProcessingOutputNumber(self.FEATURES, "Number of polygons"))
 
     def processAlgorithm(  # noqa: N802
@@ -65,20 +90,22 @@ class VectorizeClasses(GeoSegAlgorithm):
     ) -> dict[str, Any]:
         raster = self.layer_path(self.parameterAsRasterLayer(parameters, self.INPUT, context), "Class raster")
         out = self.output_file(self.parameterAsOutputLayer(parameters, self.OUTPUT, context), "Class polygons")
-        # names stored on the raster (geoseg's JSON tag or a plain comma list) unless given
-        classes = split_names(self.parameterAsString(parameters, self.CLASSES, context)) or class_names(raster) or None
+        # without names given, geoseg uses those stored on the raster
+        classes = split_names(self.parameterAsString(parameters, self.CLASSES, context))
         backend = self.backend(feedback)
         with self.geoseg_errors():
             res = backend.vectorize(
-                raster, out, classes=classes,
+                raster,
+                out,
+                classes=classes,
                 min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
                 simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
-                connectivity=(4, 8)[self.parameterAsEnum(parameters, self.CONNECTIVITY, context)],
+                connectivity=CONNECTIVITIES[self.parameterAsEnum(parameters, self.CONNECTIVITY, context)],
                 progress=progress_callback(feedback, 0, 100, "vectorize"),
             )
         feedback.pushInfo(f"wrote {res.get('features')} polygons to {out}")
-        palette = palette_from_raster(raster)
-        if classes:
-            palette = [(v, rgb, classes[v] if v < len(classes) else name) for v, rgb, name in palette]
+        with self.geoseg_errors():
+            legend = backend.class_legend(raster)
+        palette = palette_from_legend(classes or legend["classes"], legend["colors"], legend["nodata"])
         self.style_output(out, self.OUTPUT, palette, context, vector=True, layer_name="Class polygons")
         return {self.OUTPUT: out, self.FEATURES: res.get("features")}

@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasters import TRANSFORM, write_raster
 
 from geoseg.errors import GeoSegError, InvalidParameterError, OutputExistsError
-from geoseg.vectorize import VECTOR_FORMATS, vectorize
+from geoseg.vectorization import VECTOR_FORMATS, vectorize
 
 
 def tricky_scene(rows: int = 97, cols: int = 103, seed: int = 0, nodata: int | None = 255) -> np.ndarray:
@@ -142,8 +142,10 @@ def test_min_area_simplify_and_reproject(tmp_path: Path) -> None:
     big = vectorize(src, window=16, min_area=500.0)
     assert 0 < len(big) < len(full) and (big["area"] >= 500).all()
     simp = vectorize(src, window=16, simplify=10.0)
-    assert shapely.get_num_coordinates(simp.geometry.values).sum() < shapely.get_num_coordinates(
-        full.geometry.values).sum()
+    assert (
+        shapely.get_num_coordinates(simp.geometry.values).sum()
+        < shapely.get_num_coordinates(full.geometry.values).sum()
+    )
     geo = vectorize(src, window=16, crs="EPSG:4326")
     assert geo.crs == CRS.from_epsg(4326)
     assert geo.total_bounds[0] == pytest.approx(15.0, abs=0.1)
@@ -169,7 +171,7 @@ def test_output_formats(tmp_path: Path, ext: str) -> None:
 
 
 def test_incremental_write_many_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import geoseg.vectorize as v
+    import geoseg.vectorization.polygons as v
 
     monkeypatch.setattr(v, "_BATCH", 10)
     a = tricky_scene()
@@ -189,8 +191,9 @@ def test_all_nodata_writes_empty_layer(tmp_path: Path) -> None:
 
 def test_errors(tmp_path: Path) -> None:
     src = write_raster(tmp_path / "c.tif", np.zeros((8, 8), dtype=np.uint8))
-    with pytest.raises(InvalidParameterError, match=r"unsupported vector output format '\.shp'.*\.gpkg"):
-        vectorize(src, tmp_path / "x.shp")
+    for name in ("x.png", "x.kml", "x"):
+        with pytest.raises(InvalidParameterError, match=r"unsupported vector output format .*\.gpkg.*\.shp"):
+            vectorize(src, tmp_path / name)
     with pytest.raises(InvalidParameterError, match="connectivity must be 4 or 8"):
         vectorize(src, connectivity=6)
     with pytest.raises(GeoSegError, match="not found"):
@@ -215,8 +218,9 @@ def test_cancel_leaves_nothing(tmp_path: Path) -> None:
 
 def test_no_torch_import() -> None:
     code = (
-        "import geoseg.vectorize, geoseg.evaluate, geoseg.report, geoseg.metrics, geoseg.cli.vectorize_cmd, "
-        "geoseg.cli.evaluate_cmd; import sys; assert 'torch' not in sys.modules, 'torch imported'"
+        "import geoseg.vectorization.pipeline, geoseg.evaluation, geoseg.report, geoseg.metrics, "
+        "geoseg.cli.vectorize_cmd, geoseg.cli.evaluate_cmd; import sys; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -228,8 +232,9 @@ def test_cli_vectorize(tmp_path: Path) -> None:
 
     src = write_raster(tmp_path / "c.tif", tricky_scene(), nodata=255)
     out = tmp_path / "o.geojson"
-    r = CliRunner().invoke(vectorize_command, [str(src), str(out), "--connectivity", "8", "--min-area", "100",
-                                               "--classes", "a,b,c,d"])
+    r = CliRunner().invoke(
+        vectorize_command, [str(src), str(out), "--connectivity", "8", "--min-area", "100", "--classes", "a,b,c,d"]
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert {f["properties"]["class_name"] for f in data["features"]} <= {"a", "b", "c", "d"}

@@ -30,8 +30,8 @@ from geoseg.errors import (
     NotGeoreferencedWarning,
     UnknownClassError,
 )
-from geoseg.evaluate import evaluate
-from geoseg.vectorize import vectorize
+from geoseg.evaluation import evaluate
+from geoseg.vectorization import vectorize
 
 
 def sklearn_check(rep, t: np.ndarray, p: np.ndarray, n: int) -> None:
@@ -107,11 +107,13 @@ def test_truth_on_other_grid_is_resampled_with_warning(tmp_path: Path) -> None:
     # another CRS
     from rasterio.warp import calculate_default_transform, reproject
 
-    dst_t, w, h = calculate_default_transform(UTM, "EPSG:4326", 48, 40, *rasterio.transform.array_bounds(40, 48,
-                                                                                                       TRANSFORM))
+    dst_t, w, h = calculate_default_transform(
+        UTM, "EPSG:4326", 48, 40, *rasterio.transform.array_bounds(40, 48, TRANSFORM)
+    )
     geo = np.full((h, w), 255, dtype=np.uint8)
-    reproject(labels, geo, src_transform=TRANSFORM, src_crs=UTM, dst_transform=dst_t, dst_crs="EPSG:4326",
-              dst_nodata=255)
+    reproject(
+        labels, geo, src_transform=TRANSFORM, src_crs=UTM, dst_transform=dst_t, dst_crs="EPSG:4326", dst_nodata=255
+    )
     g = write_raster(tmp_path / "g.tif", geo, crs="EPSG:4326", transform=dst_t, nodata=255)
     with pytest.warns(GridMismatchWarning):
         rep = evaluate(p, g, classes=3)
@@ -178,8 +180,9 @@ def test_errors(tmp_path: Path) -> None:
     empty = write_raster(tmp_path / "e.tif", np.full((10, 10), 255, dtype=np.uint8), nodata=255)
     with pytest.raises(NoOverlapError, match="no pixel is valid.*prediction nodata 100 px"):
         evaluate(empty, t, classes=10)
-    gdf = gpd.GeoDataFrame({"kind": ["x"], "height": [3]}, geometry=[shapely.box(500000, 4599900, 500050, 4600000)],
-                           crs=UTM)
+    gdf = gpd.GeoDataFrame(
+        {"kind": ["x"], "height": [3]}, geometry=[shapely.box(500000, 4599900, 500050, 4600000)], crs=UTM
+    )
     with pytest.raises(UnknownClassError, match="no class attribute.*available fields: kind, height"):
         evaluate(p, gdf, classes=2)
     with pytest.raises(UnknownClassError, match="no attribute 'cls'.*kind, height"):
@@ -216,8 +219,9 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     p = write_raster(tmp_path / "p.tif", labels)
     t = write_raster(tmp_path / "t.tif", labels)
     out = tmp_path / "rep"
-    r = CliRunner().invoke(evaluate_command, [str(p), str(t), "--classes", "a,b,c", "--report-dir", str(out),
-                                              "--progress", "none"])
+    r = CliRunner().invoke(
+        evaluate_command, [str(p), str(t), "--classes", "a,b,c", "--report-dir", str(out), "--progress", "none"]
+    )
     assert r.exit_code == 0, r.output
     assert "mIoU 1.000" in r.output
     assert sorted(x.name for x in out.iterdir()) == ["report.csv", "report.html", "report.json", "report.md"]
@@ -229,7 +233,7 @@ def test_cli_evaluate(tmp_path: Path) -> None:
 
 
 def test_no_torch_in_subprocess() -> None:
-    code = "import geoseg.evaluate, geoseg.report; import sys; assert 'torch' not in sys.modules"
+    code = "import geoseg.evaluation, geoseg.report; import sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -268,8 +272,9 @@ def test_predict_postprocess_helper(tmp_path: Path) -> None:
 
     @click.command()
     def run() -> None:
-        vectorize_and_evaluate(str(p), vector=str(tmp_path / "v.gpkg"), truth=str(p), report_dir=str(tmp_path / "r"),
-                               progress_kind="none")
+        vectorize_and_evaluate(
+            str(p), vector=str(tmp_path / "v.gpkg"), truth=str(p), report_dir=str(tmp_path / "r"), progress_kind="none"
+        )
 
     r = CliRunner().invoke(run, [])
     assert r.exit_code == 0, r.output

@@ -1,0 +1,188 @@
+"""What counts as a class raster, and what counts as class ids: the checks ``vectorize``, ``evaluate`` (prediction and
+raster truth) and training labels share, so a reflectance image, a probability raster or a 0/255 mask is refused with
+the reason instead of being turned into polygons, scores or a one-class model.
+
+A **class raster** has
+* one band of class ids (an alpha band beside it is allowed: it is the mask);
+* an integer data type, or a floating-point one whose valid values are all whole numbers (checked on a sample when
+  opened and on every pixel while streaming);
+* when nothing names its classes (no ``classes`` given, no geoseg class tag, no color table, no raster attribute
+  table), at most :data:`MAX_UNNAMED_IDS` distinct values in the sample: continuous data (a DEM, one band of
+  reflectance) has thousands, a class map without a legend has a few.
+
+**Class ids** (labels for training) are 0..K-1: with class names, K is their number and any other value must be
+declared nodata; without names, the values found must be exactly 0..K-1 (a value set such as {0, 255} or {1, 2}
+is refused with a hint: remap the values, declare the stray one nodata, or name the classes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rasterio.enums import ColorInterp, Resampling
+
+from geoseg.errors import UnknownClassError, UnsupportedRasterError
+from geoseg.io.read import warn_impossible_nodata
+
+#: distinct values a class raster may hold when nothing names its classes
+MAX_UNNAMED_IDS = 256
+#: pixels read (decimated, nearest) to check a raster before streaming it
+SAMPLE_PIXELS = 1_000_000
+
+
+def _data_bands(ds: Any) -> list[int]:
+    """1-based indexes of the bands that are not alpha (mask) bands."""
+    interp = list(ds.colorinterp or [])
+    return [i for i in range(1, ds.count + 1) if i > len(interp) or interp[i - 1] != ColorInterp.alpha]
+
+
+def sample_values(ds: Any, band: int = 1, *, pixels: int = SAMPLE_PIXELS) -> np.ndarray:
+    """Valid values of ``band`` on a regular decimated grid of about ``pixels`` pixels (nearest resampling), as a 1-D
+    array in the band's dtype (nodata, masked, NaN and inf left out)."""
+    step = max(1.0, float(np.sqrt(ds.width * ds.height / pixels)))
+    shape = (max(1, int(ds.height / step)), max(1, int(ds.width / step)))
+    data = ds.read(band, out_shape=shape, resampling=Resampling.nearest)
+    valid = ds.read_masks(band, out_shape=shape, resampling=Resampling.nearest) > 0
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data)
+    return np.asarray(data[valid])
+
+
+def _has_legend(ds: Any) -> bool:
+    from geoseg.io.tags import read_class_names
+
+    if read_class_names(ds):
+        return True
+    try:
+        if ds.colormap(1):
+            return True
+    except ValueError:  # no color table
+        pass
+    return any("RAT" in str(k).upper() for k in (ds.tag_namespaces(1) or []))
+
+
+def check_class_raster(
+    ds: Any, *, path: str | os.PathLike[str], what: str = "class raster", names: Sequence[str] | None = None
+) -> None:
+    """Refuse a raster that is not a class raster (see the module docstring); warn about a declared nodata its
+    dtype cannot hold (:class:`~geoseg.errors.NodataWarning`).
+
+    ``ds`` is an open rasterio dataset; ``names`` the class names the caller was given (their presence lifts the
+    distinct-value limit).
+
+    Raises:
+        UnsupportedRasterError: several bands, a dtype that is not numeric, floating-point values that are not whole
+            numbers, or (without class names) more than :data:`MAX_UNNAMED_IDS` distinct values.
+    """
+    bands = _data_bands(ds)
+    if len(bands) != 1:
+        raise UnsupportedRasterError(
+            f"{what} {path} has {len(bands)} bands; a class raster has one band of class ids (is this the image "
+            f"rather than a class map? extract the class band with gdal_translate -b N)"
+        )
+    band = bands[0]
+    dtype = np.dtype(ds.dtypes[band - 1])
+    if dtype.kind not in "uif":
+        raise UnsupportedRasterError(f"{what} {path} has dtype {dtype}; a class raster holds integer class ids")
+    warn_impossible_nodata(ds, [band], path=str(path))
+    values = sample_values(ds, band)
+    if dtype.kind == "f":
+        check_integral(values, None, path=path, what=what)
+    if names is None and not _has_legend(ds):
+        distinct = np.unique(values)
+        if distinct.size > MAX_UNNAMED_IDS:
+            raise UnsupportedRasterError(
+                f"{what} {path} holds {distinct.size}+ distinct values ({dtype}, {distinct.min()}..{distinct.max()}) "
+                f"and no class names: it looks like continuous data (an image band, a DEM), not class ids; pass "
+                f"the class map, or name its classes (classes=..., CLI: --classes) if it really has that many"
+            )
+
+
+def check_integral(
+    values: np.ndarray, valid: np.ndarray | None, *, path: str | os.PathLike[str], what: str = "class raster"
+) -> None:
+    """Refuse floating-point class ids that are not whole numbers (probabilities, reflectance), where ``valid``.
+
+    Raises:
+        UnsupportedRasterError: naming an offending value.
+    """
+    if values.dtype.kind != "f":
+        return
+    v = values[valid] if valid is not None else values
+    v = v[np.isfinite(v)]
+    frac = v != np.round(v)
+    if frac.any():
+        example = float(v[frac][0])
+        raise UnsupportedRasterError(
+            f"{what} {path} holds non-integer values (e.g. {example:g}); class ids are whole numbers: is this a "
+            f"probability or image raster? pass the class map (for a float class map, round it first)"
+        )
+
+
+def check_class_values(
+    values: Sequence[int] | np.ndarray,
+    *,
+    classes: Sequence[str] | None,
+    what: str,
+    nodata_hint: str,
+    names_source: str = "given",
+) -> int:
+    """Validate the class ids found in training labels; return the number of classes K.
+
+    ``values``: the distinct valid values (nodata left out). ``names_source`` says where ``classes`` come from (for
+    the message: "given", "stored on the raster"). With ``classes`` (names, index = id), every value must be
+    in 0..K-1 with K = their number (absent classes are fine). Without names, the values must be exactly 0..K-1
+    (every id present): the values themselves define the classes, so a gap means they are not class ids (a 0/255
+    mask, ids 1..K, or codes such as 11, 21, ...).
+
+    Raises:
+        UnknownClassError: listing the values found and the fix (remap, declare nodata, name the classes).
+    """
+    found = sorted(int(v) for v in np.unique(np.asarray(values, dtype=np.int64)))
+    shown = _shown(found)
+    if classes is not None:
+        k = len(classes)
+        outside = [v for v in found if not 0 <= v < k]
+        if outside:
+            raise UnknownClassError(
+                f"{what} hold values {_shown(outside)} outside the class ids 0..{k - 1} of the {k} class names "
+                f"{names_source} ({', '.join(map(str, classes[:10]))}{', ...' if k > 10 else ''}); values found: "
+                f"{shown}. Give one "
+                f"class name per id, remap the labels to 0..{k - 1}, or declare the other values nodata "
+                f"({nodata_hint})"
+            )
+        return k
+    if not found:
+        return 0
+    k = found[-1] + 1
+    if found[0] < 0 or len(found) != k:
+        missing = sorted(set(range(max(k, 0))) - set(found))
+        why = (
+            "negative values are not class ids"
+            if found[0] < 0
+            else f"ids {_shown(missing)} are missing, so these are not class ids 0..K-1"
+        )
+        raise UnknownClassError(
+            f"{what} hold values {shown}: {why}. Remap them to 0..K-1 (e.g. a 0/255 mask to 0/1), declare the "
+            f"values that mean 'no label' nodata ({nodata_hint}), or name the classes (classes=..., CLI: "
+            f"--classes) so ids without pixels are allowed"
+        )
+    return k
+
+
+def _shown(values: Sequence[int], limit: int = 12) -> str:
+    vals = list(values)
+    text = ", ".join(map(str, vals[:limit]))
+    return "{" + text + (f", ... ({len(vals)} values)" if len(vals) > limit else "") + "}"
+
+
+__all__ = [
+    "MAX_UNNAMED_IDS",
+    "check_class_raster",
+    "check_class_values",
+    "check_integral",
+    "sample_values",
+]

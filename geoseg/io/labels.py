@@ -1,0 +1,344 @@
+"""Label polygons on a raster grid: read them, find the class attribute, map class names to ids, reproject to the
+grid's CRS and rasterize them window by window. No torch; needs the ``vector`` extra (geopandas, pyogrio, pyarrow).
+
+Used by training (:mod:`geoseg.train.labels`), evaluation (:mod:`geoseg.evaluation`, ground truth and areas of
+interest) and, through them, the QGIS plugin, so a polygon file means the same classes everywhere. A file with
+several layers is refused unless the layer is chosen; windows of rotated, sheared or flipped grids are found from
+all four corners of the full affine transform, and grids placed by GCPs or RPCs map the polygons through GDAL's
+transformer for them (:class:`geoseg.io.georef.Georeference`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from geoseg.errors import InputNotFoundError, InvalidParameterError, MissingDependencyError, UnknownClassError
+from geoseg.io.formats import VECTOR_INPUT_SUFFIXES
+from geoseg.io.georef import Georeference
+
+#: file extensions read as polygons (everything else is opened as a raster)
+VECTOR_SUFFIXES = VECTOR_INPUT_SUFFIXES
+#: extensions read as GeoParquet with pyarrow (GDAL's Parquet driver is missing from most pyogrio/rasterio wheels)
+GEOPARQUET_SUFFIXES = (".parquet", ".geoparquet")
+#: attribute names tried, in order, when no class attribute is given
+CLASS_FIELD_CANDIDATES = ("class_id", "class", "label", "class_name", "classname", "category", "value")
+
+LabelsLike = str | os.PathLike[str] | Any  # a path, or a GeoDataFrame
+
+
+def is_vector(labels: LabelsLike) -> bool:
+    """Whether ``labels`` are polygons: a GeoDataFrame, or a path with one of :data:`VECTOR_SUFFIXES`."""
+    if hasattr(labels, "geometry"):
+        return True
+    return Path(str(labels)).suffix.lower() in VECTOR_SUFFIXES
+
+
+def read_polygons(
+    source: LabelsLike, *, what: str = "label polygons", layer: str | None = None, layer_option: str = "layer="
+) -> Any:
+    """A GeoDataFrame of the features of ``source`` (a path or a GeoDataFrame) with a non-empty geometry.
+
+    Paths are read with pyogrio (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, GML, KML, any OGR format), GeoParquet
+    (``.parquet``/``.geoparquet``) with pyarrow through :func:`geopandas.read_parquet`. A file with several layers
+    (a GeoPackage holding fields and roads) is read only when ``layer`` names one: geoseg never takes the first.
+    ``layer_option`` is how the caller's user chooses a layer (e.g. ``"truth_layer= (CLI: --layer)"``), for messages.
+
+    Raises:
+        InputNotFoundError: the path does not exist.
+        InvalidParameterError: the file cannot be read as polygons, holds several layers and ``layer`` is None, or
+            has no layer ``layer``.
+        MissingDependencyError: geopandas is not installed.
+    """
+    try:
+        import geopandas as gpd
+    except ImportError as exc:
+        raise MissingDependencyError(f"{what} need geopandas: pip install 'geoseg[vector]'") from exc
+    gdf: Any
+    if hasattr(source, "geometry"):
+        gdf = source
+    else:
+        path = Path(str(source))
+        if not path.exists():
+            raise InputNotFoundError(f"{what} not found: {path}; check the path (relative to {os.getcwd()})")
+        try:
+            if path.suffix.lower() in GEOPARQUET_SUFFIXES:
+                gdf = gpd.read_parquet(path)
+            else:
+                chosen = _choose_layer(path, layer, what=what, option=layer_option)
+                gdf = gpd.read_file(path, engine="pyogrio", layer=chosen)
+        except (InvalidParameterError, InputNotFoundError):
+            raise
+        except Exception as exc:
+            raise InvalidParameterError(f"cannot read {what} {path} as polygons: {exc}") from exc
+    return gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+
+
+def _choose_layer(path: Path, layer: str | None, *, what: str, option: str) -> str | None:
+    """The layer of ``path`` to read: ``layer`` (checked), the only one, or an error listing them."""
+    import pyogrio
+
+    try:
+        layers = [str(row[0]) for row in pyogrio.list_layers(path)]
+    except Exception as exc:
+        raise InvalidParameterError(f"cannot read {what} {path} as polygons: {exc}") from exc
+    if layer is not None:
+        if layer not in layers:
+            raise InvalidParameterError(
+                f"{what} {path} has no layer {layer!r}; its layers are {', '.join(map(repr, layers)) or '(none)'}"
+            )
+        return layer
+    if len(layers) > 1:
+        raise InvalidParameterError(
+            f"{what} {path} holds {len(layers)} layers ({', '.join(map(repr, layers[:10]))}"
+            f"{', ...' if len(layers) > 10 else ''}); choose one with {option}"
+        )
+    return layers[0] if layers else None
+
+
+def to_crs(gdf: Any, crs: Any) -> Any:
+    """``gdf`` in ``crs``; unchanged when either CRS is unknown (then both are taken to be the same)."""
+    if crs is None or gdf.crs is None or gdf.crs == crs:
+        return gdf
+    return gdf.to_crs(crs)
+
+
+def find_class_field(gdf: Any, field: str | None, *, what: str) -> str:
+    """The attribute holding the classes: ``field``, or the first of :data:`CLASS_FIELD_CANDIDATES` present.
+
+    Raises:
+        UnknownClassError: ``field`` is not an attribute, or none of the candidates is.
+    """
+    columns = [c for c in gdf.columns if c != gdf.geometry.name]
+    available = ", ".join(map(str, columns)) or "(none)"
+    if field is None:
+        found = next((c for c in CLASS_FIELD_CANDIDATES if c in columns), None)
+        if found is None:
+            raise UnknownClassError(
+                f"{what} have no class attribute (tried {', '.join(CLASS_FIELD_CANDIDATES)}); available fields: "
+                f"{available}; pass the class field (truth_class_field=/class_field=, CLI: --class-field)"
+            )
+        return found
+    if field not in columns:
+        raise UnknownClassError(f"{what} have no attribute {field!r}; available fields: {available}")
+    return field
+
+
+def class_ids(
+    values: Any, *, classes: Sequence[str] | None, names_define_classes: bool, field: str, what: str
+) -> tuple[np.ndarray, list[str] | None]:
+    """Class ids (int64, one per polygon) of the attribute ``values`` (a pandas Series), and the class names.
+
+    Integer values (numbers, or text holding integers) are ids; anything else is a class name mapped to its index
+    in ``classes``. Without ``classes``, names become the sorted distinct names when ``names_define_classes``
+    (training: the labels define the classes); otherwise names are an error (evaluation: the ids must be the
+    prediction's). Returns the names: ``classes`` as given, the derived names, or None.
+
+    Raises:
+        UnknownClassError: a polygon has no value, a name is not among ``classes``, or names cannot be mapped.
+    """
+    names = [str(c) for c in classes] if classes is not None else None
+    missing = values.isna()
+    if missing.any():
+        raise UnknownClassError(f"{what}: {int(missing.sum())} polygons have no {field!r} value; fix the labels")
+    try:
+        as_float = values.astype(float).to_numpy()
+        numeric = bool(np.all(np.isfinite(as_float) & (as_float == np.round(as_float))))
+    except (TypeError, ValueError):
+        numeric = False
+    if numeric:
+        return as_float.astype(np.int64), names
+    text = values.astype(str)
+    if names is None:
+        if not names_define_classes:
+            shown = ", ".join(sorted(set(text))[:8])
+            raise UnknownClassError(
+                f"attribute {field!r} of {what} holds class names ({shown}); pass classes=[...] (CLI: --classes) to "
+                f"map names to ids"
+            )
+        names = sorted(set(text))
+    lookup = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set(text) - set(lookup))
+    if unknown:
+        raise UnknownClassError(
+            f"attribute {field!r} of {what} holds class names {unknown[:10]} that are not in the classes {names}; a "
+            f"name not among the classes has no id: add it to the classes or fix the labels"
+        )
+    return text.map(lookup).to_numpy(np.int64), names
+
+
+class GridPolygons:
+    """Polygons on a raster grid, rasterized window by window.
+
+    ``geometries`` are in the grid's map CRS (:attr:`Georeference.map_crs`). On an affine grid (north-up, rotated,
+    sheared or flipped) they are rasterized in map coordinates with each window's transform, after a spatial-index
+    query with the window's four corners; on a grid placed by GCPs or RPCs they are first mapped to pixel coordinates
+    through GDAL's transformer (densified to about a pixel, so edges follow the mapping).
+    """
+
+    def __init__(self, geometries: Any, georef: Georeference) -> None:
+        import shapely
+
+        self.georef = georef
+        geoms = np.asarray(geometries, dtype=object)
+        self.pixel_space = georef.kind in ("gcps", "rpcs")
+        if self.pixel_space and geoms.size:
+            x, y = georef.pixel_to_map(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+            step = float(min(np.hypot(x[1] - x[0], y[1] - y[0]), np.hypot(x[2] - x[0], y[2] - y[0])))
+            if step > 0:
+                geoms = shapely.segmentize(geoms, step)
+            geoms = shapely.transform(geoms, lambda xy: np.column_stack(georef.map_to_pixel(xy[:, 0], xy[:, 1])))
+        self.geometries = geoms
+        self._tree = shapely.STRtree(geoms) if geoms.size else None
+
+    def __len__(self) -> int:
+        return int(self.geometries.size)
+
+    def _window_box(self, window: Window) -> Any:
+        from shapely.geometry import box
+
+        r0, c0 = float(window.row_off), float(window.col_off)
+        r1, c1 = r0 + float(window.height), c0 + float(window.width)
+        if self.pixel_space:
+            return box(c0, r0, c1, r1)
+        xs, ys = self.georef.pixel_to_map(np.array([c0, c1, c1, c0]), np.array([r0, r0, r1, r1]))
+        return box(xs.min(), ys.min(), xs.max(), ys.max())
+
+    def burn(self, window: Window) -> np.ndarray:
+        """``(rows, cols)`` int64: 0 where no polygon covers the pixel centre, else 1 + the index of the last polygon
+        (in file order) that does (GDAL's rule: a pixel belongs to a polygon when its centre lies inside)."""
+        from rasterio.features import rasterize
+
+        h, w = int(window.height), int(window.width)
+        hits = np.empty(0, dtype=np.intp)
+        if self._tree is not None:
+            hits = np.sort(self._tree.query(self._window_box(window)))
+        if hits.size == 0:
+            return np.zeros((h, w), np.int64)
+        if self.pixel_space:
+            t = Affine.translation(float(window.col_off), float(window.row_off))
+        else:
+            t = window_transform(window, self.georef.transform)
+        # burn 1 + the position among the hits, so coverage is exact whatever the polygons' values
+        burned = rasterize(zip(self.geometries[hits], range(1, hits.size + 1)), out_shape=(h, w), transform=t,
+                           fill=0, dtype="int32")  # fmt: skip
+        return np.concatenate([[0], hits + 1])[burned]
+
+
+def _grid(georef: Georeference | None, crs: Any, transform: Affine | None) -> Georeference:
+    if georef is not None:
+        return georef
+    return Georeference(crs=crs, transform=transform if transform is not None else Affine.identity())
+
+
+class PolygonLabels:
+    """Label polygons with one class id each, on the grid of a raster.
+
+    Args:
+        source: a vector file (see :func:`read_polygons`) or a GeoDataFrame.
+        georef: the grid's georeference (:class:`~geoseg.io.georef.Georeference`: CRS and transform, GCPs or RPCs);
+            or, for an affine grid, ``crs`` and ``transform``. Polygons are reprojected to the grid's CRS when both
+            CRSs are known.
+        class_field: the attribute holding class ids or names (default: the first of
+            :data:`CLASS_FIELD_CANDIDATES` present).
+        classes: class names, index = id; names in the attribute are mapped through them.
+        names_define_classes: without ``classes``, whether the sorted distinct names become the classes (see
+            :func:`class_ids`).
+        layer, layer_option: the layer to read from a multi-layer file, and how users choose it (see
+            :func:`read_polygons`).
+
+    Attributes:
+        field: the class attribute used. ids: the class id of each polygon (int64), in file order.
+        classes: the class names (as given, derived from the names, or None).
+
+    Raises:
+        InputNotFoundError, InvalidParameterError, MissingDependencyError: see :func:`read_polygons`.
+        UnknownClassError: see :func:`find_class_field` and :func:`class_ids`.
+    """
+
+    def __init__(
+        self,
+        source: LabelsLike,
+        *,
+        crs: Any = None,
+        transform: Affine | None = None,
+        georef: Georeference | None = None,
+        class_field: str | None = None,
+        classes: Sequence[str] | None = None,
+        names_define_classes: bool = False,
+        what: str = "label polygons",
+        layer: str | None = None,
+        layer_option: str = "layer=",
+    ) -> None:
+        self.what = what if hasattr(source, "geometry") else f"{what} {source}"
+        gdf = read_polygons(source, what=what, layer=layer, layer_option=layer_option)
+        self.field = find_class_field(gdf, class_field, what=self.what)
+        self.ids, self.classes = class_ids(
+            gdf[self.field],
+            classes=classes,
+            names_define_classes=names_define_classes,
+            field=self.field,
+            what=self.what,
+        )
+        grid = _grid(georef, crs, transform)
+        gdf = to_crs(gdf, grid.map_crs)
+        self.transform = grid.transform
+        self._polygons = GridPolygons(gdf.geometry.to_numpy(), grid)
+        self.geometries = self._polygons.geometries
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rasterize(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids ``(rows, cols)`` (int64) of ``window`` of the grid and where a polygon covers it (bool).
+
+        A pixel belongs to a polygon when its centre lies inside (GDAL's rule); where polygons overlap, the later one
+        in file order wins. Uncovered pixels hold 0 in the ids.
+        """
+        burned = self._polygons.burn(window)
+        lut = np.concatenate([[0], self.ids])
+        return lut[burned], burned > 0
+
+
+class AreaOfInterest:
+    """Polygons (any attributes) restricting an operation to where they lie, on a raster grid.
+
+    Raises:
+        InputNotFoundError, InvalidParameterError, MissingDependencyError: see :func:`read_polygons`.
+    """
+
+    def __init__(
+        self, source: LabelsLike, georef: Georeference, *, layer: str | None = None, layer_option: str = "layer="
+    ) -> None:
+        gdf = to_crs(read_polygons(source, what="area of interest", layer=layer, layer_option=layer_option),
+                     georef.map_crs)  # fmt: skip
+        self.bounds = tuple(float(v) for v in gdf.total_bounds) if len(gdf) else None
+        self._polygons = GridPolygons(gdf.geometry.to_numpy(), georef)
+
+    def __len__(self) -> int:
+        return len(self._polygons)
+
+    def mask(self, window: Window) -> np.ndarray:
+        """``(rows, cols)`` bool: pixels of ``window`` whose centre lies inside a polygon."""
+        return self._polygons.burn(window) > 0
+
+
+__all__ = [
+    "CLASS_FIELD_CANDIDATES",
+    "VECTOR_SUFFIXES",
+    "AreaOfInterest",
+    "GridPolygons",
+    "PolygonLabels",
+    "class_ids",
+    "find_class_field",
+    "is_vector",
+    "read_polygons",
+    "to_crs",
+]

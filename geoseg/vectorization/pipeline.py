@@ -1,0 +1,160 @@
+"""vectorize: a class raster -> polygons with attributes, in a file or a GeoDataFrame (read, polygonize, attributes,
+write). No torch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from geoseg.errors import InvalidParameterError
+from geoseg.io.classes import check_class_raster
+from geoseg.io.formats import companion_files, vector_driver
+from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
+from geoseg.io.georef import Georeference
+from geoseg.io.read import open_dataset
+from geoseg.io.tags import read_class_names
+from geoseg.io.write import check_output_path
+from geoseg.progress import ProgressCallback
+from geoseg.vectorization import CONNECTIVITIES
+from geoseg.vectorization.attributes import FeatureBuilder
+from geoseg.vectorization.polygons import polygonize_stream
+from geoseg.vectorization.writers import to_geodataframe, write_features
+
+
+def vectorize(
+    class_raster: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    connectivity: int = 4,
+    crs: Any = None,
+    probabilities: str | os.PathLike[str] | None = None,
+    window: int = 2048,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    layer: str | None = None,
+) -> Any:
+    """Polygonize a class raster window by window; identical to polygonizing it whole.
+
+    * ``classes``: class names (index = class id); default: names stored on the raster by geoseg, else the ids.
+    * ``min_area``: drop polygons smaller than this, in square map units of the raster CRS (the ``area`` column).
+    * ``simplify``: Douglas-Peucker tolerance in map units of the raster CRS (topology-preserving, per polygon).
+    * ``connectivity``: 4 (edges) or 8 (edges and corners), as in GDAL/rasterio polygonize.
+    * ``crs``: write polygons in this CRS (default: the raster's, or that of its GCPs; polygons of a raster placed
+      only by GCPs or RPCs are mapped through GDAL's transformer for them).
+    * ``probabilities``: a raster with one band per class on the same grid; adds ``mean_prob``, the mean of the
+      polygon's class probability over its pixels.
+    * ``dst``: GeoPackage, GeoJSON, FlatGeobuf, Shapefile or GeoParquet path (by extension, see
+      :data:`geoseg.io.formats.VECTOR_FORMATS`), written incrementally and atomically; without it a GeoDataFrame is
+      returned.
+
+    The raster must be a class raster (:func:`geoseg.io.classes.check_class_raster`): one band of class ids (integers,
+    or floats holding whole numbers); a multiband image, a probability raster or continuous data without class names
+    is refused.
+
+    Columns: ``class_id``, ``class_name``, ``pixels``, ``area`` (map units of the raster CRS, before simplification),
+    ``area_m2`` (geodesic for geographic CRSs, NaN without a CRS), optional ``mean_prob``, ``geometry``.
+    Nodata (nodata value, mask or NaN) never becomes a polygon. Returns a :class:`VectorizeResult` when ``dst`` is
+    given.
+
+    Raises:
+        InvalidParameterError: a bad option, an unsupported output extension, a probability raster on another
+            grid, or ``crs`` for a raster without one.
+        OutputExistsError, OutputError: ``dst`` exists without ``overwrite``, or cannot be written.
+        InputNotFoundError, NotARasterError: the class raster cannot be opened.
+        UnsupportedRasterError: the raster is not a class raster (several bands, non-integer values, continuous data
+            without class names).
+        CancelledError: ``progress`` asked to stop (nothing is left at ``dst``).
+    """
+    if connectivity not in CONNECTIVITIES:
+        raise InvalidParameterError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    if window < 2:
+        raise InvalidParameterError(f"window must be at least 2 pixels, got {window}")
+    if min_area < 0 or simplify < 0:
+        raise InvalidParameterError(f"min_area and simplify must be >= 0, got {min_area} and {simplify}")
+    driver = None
+    out_path = None
+    if dst is not None:
+        driver = vector_driver(dst)
+        inputs = [class_raster] + ([probabilities] if probabilities is not None else [])
+        out_path = check_output_path(dst, overwrite=overwrite, inputs=inputs, companions=companion_files(dst, driver))
+    return _vectorize(
+        class_raster,
+        out_path,
+        driver,
+        classes,
+        min_area,
+        simplify,
+        connectivity,
+        crs,
+        probabilities,
+        window,
+        overwrite,
+        progress,
+        layer,
+    )
+
+
+def _vectorize(
+    class_raster: Any,
+    out_path: Path | None,
+    driver: str | None,
+    classes: Sequence[str] | None,
+    min_area: float,
+    simplify: float,
+    connectivity: int,
+    crs: Any,
+    probabilities: Any,
+    window: int,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    layer: str | None,
+) -> Any:
+    ds = open_dataset(class_raster)
+    prob_ds = None
+    try:
+        check_class_raster(ds, path=class_raster, names=classes)
+        if probabilities is not None:
+            prob_ds = open_dataset(probabilities)
+            if (prob_ds.height, prob_ds.width) != (ds.height, ds.width) or prob_ds.transform != ds.transform:
+                raise InvalidParameterError(
+                    f"probability raster {probabilities} ({prob_ds.width}x{prob_ds.height}) is not on the grid of "
+                    f"{class_raster} ({ds.width}x{ds.height}); pass the probability raster written with the classes"
+                )
+        names = list(classes) if classes is not None else read_class_names(ds)
+        out_crs = None
+        src_crs = Georeference.of(ds).map_crs
+        if crs is not None:
+            if src_crs is None:
+                raise InvalidParameterError(
+                    f"cannot reproject to {crs}: {class_raster} has no CRS; omit crs to write pixel/map coordinates"
+                )
+            from pyproj import CRS
+
+            out_crs = CRS.from_user_input(crs)
+        builder = FeatureBuilder(
+            ds,
+            names=names,
+            min_area=min_area,
+            simplify=simplify,
+            connectivity=connectivity,
+            out_crs=out_crs,
+            with_prob=prob_ds is not None,
+        )
+        stream = polygonize_stream(ds, connectivity=connectivity, window=window, prob_ds=prob_ds, progress=progress)
+        batches = (cols for cols in (builder.build(b) for b in stream) if cols is not None)
+        final_crs = out_crs if out_crs is not None else src_crs
+        with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in (ds, prob_ds) if d is not None)):
+            if out_path is None or driver is None:
+                return to_geodataframe(batches, final_crs, prob_ds is not None)
+            return write_features(
+                out_path, driver, batches, final_crs, prob_ds is not None, connectivity, overwrite, layer
+            )
+    finally:
+        ds.close()
+        if prob_ds is not None:
+            prob_ds.close()

@@ -1,0 +1,10 @@
+"""The fixed choices the geoseg algorithms offer, as geoseg's registries name them.
+
+QGIS cannot import geoseg to read them (geoseg may live in another Python environment, and its GDAL must not be
+loaded into the QGIS application), so they are written here once, each next to the geoseg name it mirrors; the
+project's tests/test_registries.py fails when one differs from geoseg's. This module imports nothing.
+"""
+
+DEVICES = ("auto", "cpu", "cuda")  # geoseg.models.device.DEVICES
+STITCH_METHODS = ("center", "mean", "gaussian")  # geoseg.inference.stitch.STITCH_METHODS
+CONNECTIVITIES = (4, 8)  # geoseg.vectorization.CONNECTIVITIES
