@@ -311,9 +311,33 @@ def test_training_area_window_and_exclusion_polygons(tmp_path):
     # and from the command line, a window string and a polygon file
     for flag, value in (("--train-area", "0,0,48,64"), ("--exclude-area", str(tmp_path / "test_region.gpkg"))):
         out = tmp_path / f"cli{flag}.safetensors"
-        r = CliRunner().invoke(cli, ["train", str(img), str(lab), str(out), "--classes", "a,b,c", "--arch", "tiny",
-                                     "--epochs", "1", "--chips-per-epoch", "8", "--chip", "32", "--val-fraction", "0",
-                                     flag, value, "--device", "cpu", "--progress", "none"])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "train",
+                str(img),
+                str(lab),
+                str(out),
+                "--classes",
+                "a,b,c",
+                "--arch",
+                "tiny",
+                "--epochs",
+                "1",
+                "--chips-per-epoch",
+                "8",
+                "--chip",
+                "32",
+                "--val-fraction",
+                "0",
+                flag,
+                value,
+                "--device",
+                "cpu",
+                "--progress",
+                "none",
+            ],
+        )
         assert r.exit_code == 0, r.output
         assert read_config(out).trained_classes == ["a", "b"]
 
@@ -365,9 +389,31 @@ def test_random_forest_baseline_on_the_same_pixels(tmp_path, scene, monkeypatch)
     assert res.baseline is not None and [c.name for c in res.baseline.classes] == ["class_0", "class_1", "class_2"]
     assert res.baseline.pixels == res.report.pixels > 0  # scored on the same validation pixels
     assert res.baseline.miou > 0.8  # the scene's classes are spectrally separable
-    r = CliRunner().invoke(cli, ["train", str(img), str(lab), str(tmp_path / "c.safetensors"), "--arch", "tiny",
-                                 "--epochs", "1", "--chips-per-epoch", "8", "--chip", "32", "--block", "32",
-                                 "--baseline", "rf", "--device", "cpu", "--progress", "none"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(img),
+            str(lab),
+            str(tmp_path / "c.safetensors"),
+            "--arch",
+            "tiny",
+            "--epochs",
+            "1",
+            "--chips-per-epoch",
+            "8",
+            "--chip",
+            "32",
+            "--block",
+            "32",
+            "--baseline",
+            "rf",
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "network   forest" in r.output and "network - forest" in r.output
     monkeypatch.setitem(__import__("sys").modules, "sklearn", None)
@@ -376,3 +422,28 @@ def test_random_forest_baseline_on_the_same_pixels(tmp_path, scene, monkeypatch)
         train_model(img, lab, tmp_path / "x.safetensors", baseline="rf", overwrite=True, **opts)
     with pytest.raises(InvalidParameterError, match="unknown baseline 'svm'"):
         train_model(img, lab, tmp_path / "y.safetensors", baseline="svm", **opts)
+
+
+def test_a_class_without_training_pixels_is_never_predicted(tmp_path):
+    """Class 'c' fills the right half, which is kept out of training: however its output channel ended up, the map
+    holds only trained classes and its tags name the class left out; a pair without trained_classes is unchanged."""
+    from geoseg.errors import ClassNotTrainedWarning
+    from geoseg.inference.predict import UntrainedClassMask
+
+    img, lab = _half_scene(tmp_path)
+    opts = dict(FAST, epochs=1, val_fraction=0.0, classes=["a", "b", "c"])
+    with pytest.warns(ClassNotTrainedWarning):
+        res = train_model(img, lab, tmp_path / "m.safetensors", train_area=Window(0, 0, 48, 64), **opts)
+    net, cfg = load_checkpoint(res.checkpoint, device="cpu")
+    with torch.no_grad():  # make the untrained class win everywhere, as a stale output layer can
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.bias[2] = 1e3
+    predict_raster(img, tmp_path / "p.tif", model=(net, cfg), device="cpu")
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        classes = ds.read(1)
+        tags = ds.tags()
+    assert set(np.unique(classes)) <= {0, 1}
+    assert tags["geoseg_untrained_classes"] == "c"
+    x = torch.randn(1, 3, 16, 16)
+    masked = UntrainedClassMask(net.eval(), [2])(x)
+    assert (masked.argmax(1) != 2).all() and torch.equal(masked[:, :2], net(x)[:, :2])

@@ -95,6 +95,24 @@ def load_model(model: ModelLike, device: torch.device) -> tuple[nn.Module, Model
     return load_checkpoint(model, device=device)
 
 
+class UntrainedClassMask(nn.Module):
+    """Wraps a model so the classes it had no training pixel for (``ModelConfig.trained_classes``) never win:
+    their logits are set to a large negative value (probability ~0, never the argmax). A class the model never saw
+    has an output layer that only weight decay and the other classes' gradients shaped, and it can win on pixels
+    unlike the training data; predicting it would be a guess."""
+
+    def __init__(self, net: Any, class_ids: list[int]) -> None:
+        super().__init__()
+        self.net = net
+        self.output_stride = getattr(net, "output_stride", None)
+        self.register_buffer("class_ids", torch.as_tensor(class_ids, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x).clone()
+        out[:, self.class_ids] = -1e4  # finite: bf16/fp16 softmax stays defined
+        return out
+
+
 def predict_raster(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -170,6 +188,8 @@ def predict_raster(
     with RasterSource(src, nodata=nodata) as probe:
         descriptions = probe.descriptions
     net, config = load_model(model, dev)
+    if config.untrained_class_ids:
+        net = UntrainedClassMask(net, config.untrained_class_ids).to(dev)
     selection = match_bands(config, descriptions, bands)
     source = RasterSource(src, bands=selection, nodata=nodata, apply_scale_offset=config.scale_offset)
     with ExitStack() as stack:
