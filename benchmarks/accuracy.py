@@ -62,6 +62,7 @@ class Scene:
     classes: list[str]
     label_options: dict[str, Any] = field(default_factory=dict)  # how to read the labels (polygons)
     truth_options: dict[str, Any] = field(default_factory=dict)  # the same facts for evaluate
+    label_nodata: float | None = None  # unlabelled value of a label raster that declares no nodata
 
 
 def _salinas(data: Path, work: Path) -> Scene:
@@ -76,7 +77,7 @@ def _samson(data: Path, work: Path) -> Scene:
 
 def _sen1floods11(data: Path, work: Path) -> Scene:
     img, lab, classes = datasets.sen1floods11(data / "sen1floods11_spain_7370579")
-    return Scene(img, lab, classes, truth_options={"ignore_index": -1})
+    return Scene(img, lab, classes, truth_options={"ignore_index": -1}, label_nodata=-1)
 
 
 def _spacenet(data: Path, work: Path) -> Scene:
@@ -110,7 +111,7 @@ def run_fold(name: str, scene: Scene, fold: str, work: Path, seed: int, train_js
         shape, transform, crs = src.shape, src.transform, src.crs
         train_win, test_win = halves(shape, fold)
         labels = AreaLabels(
-            open_labels(scene.labels, src, classes=scene.classes, **scene.label_options),
+            open_labels(scene.labels, src, classes=scene.classes, nodata=scene.label_nodata, **scene.label_options),
             PixelArea(train_win, src),
             None,
             IGNORE_INDEX,
@@ -136,6 +137,7 @@ def run_fold(name: str, scene: Scene, fold: str, work: Path, seed: int, train_js
         train_area=train_win,
         seed=seed,
         overwrite=True,
+        label_nodata=scene.label_nodata,
         **scene.label_options,
         **train_json,
     )

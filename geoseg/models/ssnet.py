@@ -126,6 +126,7 @@ class SpectralSpatialNet(nn.Module):
             nn.Conv2d(spectral, num_classes, 1),
         )
         self.spectral_head = nn.Conv2d(spectral, num_classes, 1) if spectral_aux else None
+        self.context_channels = width  # channels the context path hands the head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.spectral(x)
@@ -149,7 +150,7 @@ class SpectralSpatialNet(nn.Module):
         """Class logits (N, classes) of N single pixels (N, bands) from their spectra alone (context set to 0): the
         per-pixel classifier inside the network, trained on pixels drawn across the whole training area."""
         s = self.spectral(x[:, :, None, None])
-        ctx = s.new_zeros((s.shape[0], self.head[1][0].in_channels - s.shape[1], 1, 1))
+        ctx = s.new_zeros((s.shape[0], self.context_channels, 1, 1))
         return self.head(torch.cat([s, ctx], 1))[:, :, 0, 0]
 
 

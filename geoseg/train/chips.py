@@ -121,9 +121,9 @@ def stratified_val_blocks(
         if allowed(i):
             take(i)
     if not chosen and len(hist) > 1:  # tiny rasters: one block that fits the rule, even above the budget
-        candidates = [i for i in range(len(hist)) if allowed(i)]
-        if candidates:
-            take(int(min(candidates, key=lambda i: hist[i].sum())))
+        fallback = [i for i in range(len(hist)) if allowed(i)]
+        if fallback:
+            take(int(min(fallback, key=lambda i: hist[i].sum())))
     return chosen
 
 
@@ -418,6 +418,6 @@ def _reflect_into(x: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndar
     pads = ((0, 0), (top, s_r - top - h), (left, s_c - left - w))
     mode = "reflect" if min(h, w) > 1 else "edge"
     try:
-        return np.pad(core, pads, mode=mode).astype(np.float32, copy=False)
+        return np.pad(core, pads, mode=mode).astype(np.float32, copy=False)  # type: ignore[call-overload]
     except ValueError:  # numpy reflect needs the pad smaller than the data in old versions; fall back
         return np.pad(core, pads, mode="symmetric").astype(np.float32, copy=False)

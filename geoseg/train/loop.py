@@ -156,10 +156,11 @@ def plan_training(
         if epochs is None and chips_per_epoch is None:
             epochs = AUTO_EPOCHS
             chips_per_epoch = math.ceil(steps / epochs) * batch_size
-        elif epochs is None:
+        elif chips_per_epoch is not None:
             epochs = max(1, round(steps * batch_size / chips_per_epoch))
-        else:
+        elif epochs is not None:
             chips_per_epoch = max(batch_size, math.ceil(steps / epochs) * batch_size)
+    assert epochs is not None and chips_per_epoch is not None  # set above for every combination
     return {"chip": chip, "block": block, "epochs": int(epochs), "chips_per_epoch": int(chips_per_epoch)}
 
 
@@ -399,9 +400,9 @@ def train_model(
         if kwargs.get("spectral_init") == "pca" and not resume:
             from geoseg.models.spectral import pca_init
 
-            px = sample_pixels(src, seed=seed)
-            px = (px - np.asarray(norm.shift or 0.0)) / np.asarray(norm.scale or 1.0)
-            extra["spectral_pca_explained"] = float(np.sum(pca_init(net, px.astype(np.float32))))
+            sample = sample_pixels(src, seed=seed)
+            sample = (sample - np.asarray(norm.shift or 0.0)) / np.asarray(norm.scale or 1.0)
+            extra["spectral_pca_explained"] = float(np.sum(pca_init(net, sample.astype(np.float32))))
         if encoder_weights is not None and not resume:
             from geoseg.models.adapt import load_encoder_weights
 
@@ -467,16 +468,17 @@ def train_model(
             for group in _batches(origins, batch_size):
                 xs, ys = zip(*(reader.read(r, c, role=TRAIN) for r, c in group))
                 x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
-                px = py = None
+                px: torch.Tensor | None = None
+                py: torch.Tensor | None = None
                 if pixel_batch and hasattr(net, "forward_pixels"):
                     pxn, pyn = reader.pixel_batch(pixel_batch, rng, balance=balance, chips=(x.numpy(), y.numpy()))
                     if len(pyn):
-                        px = torch.from_numpy(pxn)
+                        pt = torch.from_numpy(pxn)
                         if "spectral" in augmentations:
-                            px = apply_augmentations(
-                                px[:, :, None, None], torch.from_numpy(pyn)[:, None, None], ("spectral",), gen
+                            pt = apply_augmentations(
+                                pt[:, :, None, None], torch.from_numpy(pyn)[:, None, None], ("spectral",), gen
                             )[0][:, :, 0, 0]
-                        px, py = px.to(dev), torch.from_numpy(pyn).to(dev)
+                        px, py = pt.to(dev), torch.from_numpy(pyn).to(dev)
                 x, y = apply_augmentations(x, y, augmentations, gen)
                 x, y = x.to(dev), y.to(dev)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -485,9 +487,9 @@ def train_model(
                 lval = criterion(logits.float(), y)
                 for w, a in aux:
                     lval = lval + w * criterion(a.float(), y)
-                if px is not None:
+                if px is not None and py is not None:
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                        plog = net.forward_pixels(px)
+                        plog = net.forward_pixels(px)  # type: ignore[operator]
                     lval = lval + criterion(plog.float()[:, :, None], py[:, None])
                 opt.zero_grad(set_to_none=True)
                 lval.backward()
@@ -584,8 +586,8 @@ class ExponentialAverage:
         d = min(self.max_decay, (1 + self.updates) / (10 + self.updates))
         for a, p in zip(self.model.parameters(), net.parameters()):
             a.lerp_(p.detach(), 1 - d)
-        for a, b in zip(self.model.buffers(), net.buffers()):
-            a.copy_(b)
+        for mine, theirs in zip(self.model.buffers(), net.buffers()):
+            mine.copy_(theirs)
 
 
 def has_batchnorm(net: torch.nn.Module) -> bool:
@@ -663,7 +665,9 @@ def _forest_on_split(
     return cm.report(names)
 
 
-def _save_state(path: Path, net, opt, sched, gen, rng, config: ModelConfig, averaged, **info: Any) -> None:
+def _save_state(
+    path: Path, net: Any, opt: Any, sched: Any, gen: Any, rng: Any, config: ModelConfig, averaged: Any, **info: Any
+) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "optimizer": opt.state_dict(),

@@ -20,8 +20,9 @@ IGNORE = IGNORE_INDEX  # the one ignore label of training (negative: never a cla
 MAX_WEIGHT_RATIO = 10.0
 
 
-def balanced_class_weights(counts: Sequence[int] | np.ndarray, *, power: float = 0.5,
-                           max_ratio: float = MAX_WEIGHT_RATIO) -> torch.Tensor:
+def balanced_class_weights(
+    counts: Sequence[int] | np.ndarray, *, power: float = 0.5, max_ratio: float = MAX_WEIGHT_RATIO
+) -> torch.Tensor:
     """Class weights from per-class training pixel counts: ``(median frequency / frequency) ** power``, capped so
     no weight exceeds ``max_ratio`` times the smallest, then scaled so the mean weight per training pixel is 1.
 
