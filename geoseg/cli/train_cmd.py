@@ -11,7 +11,7 @@ from geoseg.cli.common import handle_errors, progress_display, progress_option
 from geoseg.io.normalize import NORMALIZATION_METHODS
 from geoseg.models.names import ADAPT_STRATEGIES
 from geoseg.train.chips import SAMPLING_MODES
-from geoseg.train.names import LOSSES
+from geoseg.train.names import BASELINES, LOSSES
 
 
 @click.command("train")
@@ -71,7 +71,7 @@ from geoseg.train.names import LOSSES
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads for torch. [default: the cores this process may use]",
+    help="CPU threads for torch. [default: the cores this process may use that are not already busy]",
 )
 @click.option("--max-seconds", type=float, default=None, help="Stop after this much wall time.")
 @click.option("--encoder", default=None, help="Encoder of encoder-based models, e.g. resnet50 (a timm name for smp-*).")
@@ -93,7 +93,7 @@ from geoseg.train.names import LOSSES
 )
 @click.option(
     "--baseline",
-    type=click.Choice(["rf"]),
+    type=click.Choice(BASELINES),
     default=None,
     help="Also fit a pixel-wise random forest on the training pixels and print its validation IoU beside the "
     "network's (needs scikit-learn: pip install 'geoseg[baseline]').",

@@ -42,6 +42,7 @@ from geoseg.train.augment import check_augmentations
 from geoseg.train.chips import SAMPLING_MODES, TRAIN, VAL, ChipReader, block_split
 from geoseg.train.labels import IGNORE_INDEX, open_labels
 from geoseg.train.losses import LOSSES, balanced_class_weights, check_class_weights, make_loss
+from geoseg.train.names import BASELINES
 
 #: default chip edge in pixels (smaller when the labelled area is smaller)
 DEFAULT_CHIP = 64
@@ -285,7 +286,7 @@ def train_model(
         )
     if not 0 <= label_smoothing < 1:
         raise InvalidParameterError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    if baseline is not None and baseline != "rf":
+    if baseline is not None and baseline not in BASELINES:
         raise InvalidParameterError(f"unknown baseline {baseline!r}; choose rf (a pixel-wise random forest)")
     if baseline == "rf":
         from geoseg.train.baseline import require_sklearn
