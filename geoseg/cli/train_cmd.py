@@ -147,13 +147,13 @@ def train_command(
     click.echo(f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}")
     if result.report is not None:
         click.echo(result.report.format_table())
-    if result.baseline is not None and result.report is not None:
+    if opts.get("baseline") and result.baseline is not None and result.report is not None:
         click.echo(format_comparison(result.report, result.baseline))
 
 
 def format_comparison(network: Any, forest: Any) -> str:
     """Per-class validation IoU of the network beside the pixel-wise random forest's, on the same pixels."""
-    w = max(8, *(len(c.name) for c in network.classes))
+    w = max([8, *(len(c.name) for c in network.classes)])
 
     def f(x: float) -> str:
         return "    n/a" if x != x else f"{x:7.3f}"
