@@ -1,6 +1,7 @@
-"""Convert public hyperspectral benchmark scenes (MATLAB .mat files) into GeoTIFF image + label rasters.
+"""Loaders for the public benchmark scenes: image raster, labels (raster or polygons) and class names.
 
-The scenes have no georeference: outputs use pixel coordinates (no CRS). Requires scipy.
+The hyperspectral scenes (MATLAB .mat files, read with scipy) are converted into GeoTIFFs without georeference
+(pixel coordinates, no CRS); Sen1Floods11 is used as distributed; SpaceNet buildings become polygons with a class id.
 """
 
 from __future__ import annotations
@@ -78,3 +79,41 @@ def samson(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> t
     img = _write(out / "samson.tif", cube, None)
     lab = _write(out / "samson_labels.tif", labels, LABEL_NODATA)
     return img, lab, SAMSON_CLASSES
+
+
+SEN1FLOODS11_CLASSES = ["not_water", "water"]
+SPACENET_CLASSES = ["background", "building"]
+
+
+def sen1floods11(folder: str | os.PathLike[str]) -> tuple[Path, Path, list[str]]:
+    """Sen1Floods11 hand-labelled chip (Bonafilia et al. 2020): the Sentinel-2 image (512 x 512 px, 13 bands B1..B12
+    with B8A, int16 TOA x 10000, nodata 0, EPSG:4326) and its label raster (int16: 0 not water, 1 water, -1 nodata),
+    both used as they are (no copy)."""
+    folder = Path(folder)
+    images = sorted(folder.glob("*_S2Hand.tif"))
+    labels = sorted(folder.glob("*_LabelHand.tif"))
+    if not images or not labels:
+        raise InputNotFoundError(f"no *_S2Hand.tif / *_LabelHand.tif pair in {folder}")
+    return images[0], labels[0], list(SEN1FLOODS11_CLASSES)
+
+
+def spacenet_buildings(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Path, Path, list[str]]:
+    """SpaceNet sample (CosmiQ solaris): the 900 x 900 px panchromatic image (uint16, nodata 0, EPSG:32616, 0.5 m)
+    and its building footprints as polygons with an integer ``class_id`` attribute (1 = building), written to
+    ``out_dir/buildings.gpkg``; train with ``class_field="class_id"`` and ``background=0``. Needs geopandas."""
+    try:
+        import geopandas as gpd
+    except ImportError as exc:  # pragma: no cover
+        raise MissingDependencyError("the SpaceNet polygons need geopandas: pip install 'geoseg[vector]'") from exc
+    folder, out = Path(folder), Path(out_dir)
+    src = folder / "geotiff_labels.geojson"
+    image = folder / "sample_geotiff.tif"
+    for p in (src, image):
+        if not p.exists():
+            raise InputNotFoundError(f"dataset file not found: {p}")
+    gdf = gpd.read_file(src)[["geometry"]]
+    gdf["class_id"] = 1
+    out.mkdir(parents=True, exist_ok=True)
+    polygons = out / "buildings.gpkg"
+    gdf.to_file(polygons, driver="GPKG")
+    return image, polygons, list(SPACENET_CLASSES)

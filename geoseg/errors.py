@@ -128,3 +128,10 @@ class NodataWarning(UserWarning):
 
 
 __all__ += ["NodataWarning"]
+
+
+class ClassNotTrainedWarning(UserWarning):
+    """A named class has no training pixel: the model cannot learn it and will not predict it."""
+
+
+__all__ += ["ClassNotTrainedWarning"]

@@ -130,10 +130,24 @@ class ClassScores:
     support_m2: float = float("nan")
 
 
+#: How IoU and mIoU are computed; printed with every report (table, JSON, CSV, Markdown, HTML) and in ``--help``.
+MIOU_CONVENTION = (
+    "IoU = TP / (TP + FP + FN) per class; mIoU = mean over classes present in the truth or the prediction: a class "
+    "absent from the truth but predicted scores IoU 0, a class absent from both is n/a and left out of the mean"
+)
+
+
+def class_status(truth: int, predicted: int) -> str:
+    """``scored`` (in the truth), ``absent_from_truth`` (only predicted: IoU 0) or ``absent`` (n/a, not in mIoU)."""
+    if truth > 0:
+        return "scored"
+    return "absent_from_truth" if predicted > 0 else "absent"
+
+
 @dataclass
 class SegmentationReport:
-    """Scores derived from a confusion matrix. Classes absent from both truth and prediction get NaN scores and
-    are left out of the means.
+    """Scores derived from a confusion matrix, by :data:`MIOU_CONVENTION`: classes absent from both truth and
+    prediction get NaN scores and are left out of the means; a class only predicted has IoU 0.
 
     Raises:
         InvalidParameterError: (:meth:`from_matrix`) class names that do not match the matrix.
@@ -200,6 +214,7 @@ class SegmentationReport:
 
         return {
             "miou": f(self.miou),
+            "miou_convention": MIOU_CONVENTION,
             "fwiou": f(self.fwiou),
             "overall_accuracy": f(self.overall_accuracy),
             "kappa": f(self.kappa),
@@ -216,6 +231,7 @@ class SegmentationReport:
                     "predicted": c.predicted,
                     "support_area": f(c.support_area),
                     "support_m2": f(c.support_m2),
+                    "status": class_status(c.support, c.predicted),
                 }
                 for i, c in enumerate(self.classes)
             ],
@@ -232,11 +248,16 @@ class SegmentationReport:
         def p(x: float) -> str:
             return "   n/a" if np.isnan(x) else f"{x:6.3f}"
 
+        notes = {"absent_from_truth": "  (absent from truth, predicted)", "absent": "  (absent)"}
         for c in self.classes:
-            lines.append(f"{c.name:<{w}}  {p(c.iou)}  {p(c.precision)}  {p(c.recall)}  {p(c.f1)}  {c.support:>10d}")
+            lines.append(
+                f"{c.name:<{w}}  {p(c.iou)}  {p(c.precision)}  {p(c.recall)}  {p(c.f1)}  {c.support:>10d}"
+                + notes.get(class_status(c.support, c.predicted), "")
+            )
         lines.append("-" * len(lines[0]))
         lines.append(
             f"mIoU {p(self.miou).strip()}   fwIoU {p(self.fwiou).strip()}   OA {p(self.overall_accuracy).strip()}   "
             f"kappa {p(self.kappa).strip()}   pixels {self.pixels}"
         )
+        lines.append(MIOU_CONVENTION[0].upper() + MIOU_CONVENTION[1:] + ".")
         return "\n".join(lines)

@@ -17,7 +17,7 @@ import numpy as np
 
 from geoseg.errors import InvalidParameterError, OutputError
 from geoseg.io.outputs import OutputSet
-from geoseg.metrics import SegmentationReport
+from geoseg.metrics import MIOU_CONVENTION, SegmentationReport, class_status
 
 REPORT_FORMATS = ("json", "csv", "md", "html")
 
@@ -32,7 +32,9 @@ def report_json(report: SegmentationReport) -> str:
 
 
 def report_csv(report: SegmentationReport) -> str:
-    """One row per class: id, name, IoU, precision, recall, F1, support (pixels, area, m²), predicted pixels."""
+    """One row per class: id, name, IoU, precision, recall, F1, support (pixels, area, m²), predicted pixels, and the
+    class's status under :data:`~geoseg.metrics.MIOU_CONVENTION` (``scored``; ``absent_from_truth``: only predicted,
+    IoU 0, counted in mIoU; ``absent``: IoU empty, left out of mIoU)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
@@ -47,6 +49,7 @@ def report_csv(report: SegmentationReport) -> str:
             "support_area",
             "support_m2",
             "predicted_pixels",
+            "status",
         ]
     )
     for i, c in enumerate(report.classes):
@@ -58,6 +61,7 @@ def report_csv(report: SegmentationReport) -> str:
                 c.support,
                 *(("" if math.isnan(v) else f"{v:.6g}") for v in (c.support_area, c.support_m2)),
                 c.predicted,
+                class_status(c.support, c.predicted),
             ]
         )
     return buf.getvalue()
@@ -81,6 +85,7 @@ def report_markdown(report: SegmentationReport, *, title: str = "Segmentation re
             lines.append(f"- {k}: `{report.extra[k]}`")
     lines += ["", "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in _summary_rows(report)]
+    lines += ["", f"{MIOU_CONVENTION[0].upper()}{MIOU_CONVENTION[1:]}."]
     lines += [
         "",
         "## Per class",
@@ -90,8 +95,9 @@ def report_markdown(report: SegmentationReport, *, title: str = "Segmentation re
     ]
     for i, c in enumerate(report.classes):
         m2 = "n/a" if math.isnan(c.support_m2) else f"{c.support_m2:.6g}"
+        iou = _fmt(c.iou) + _STATUS_NOTE[class_status(c.support, c.predicted)]
         lines.append(
-            f"| {i} | {c.name} | {_fmt(c.iou)} | {_fmt(c.precision)} | {_fmt(c.recall)} | {_fmt(c.f1)} | "
+            f"| {i} | {c.name} | {iou} | {_fmt(c.precision)} | {_fmt(c.recall)} | {_fmt(c.f1)} | "
             f"{c.support} | {m2} | {c.predicted} |"
         )
     names = [c.name for c in report.classes]
@@ -106,6 +112,9 @@ def report_markdown(report: SegmentationReport, *, title: str = "Segmentation re
         lines.append(f"| **{name}** | " + " | ".join(str(int(v)) for v in row) + " |")
     lines.append("")
     return "\n".join(lines)
+
+
+_STATUS_NOTE = {"scored": "", "absent_from_truth": " (absent from truth, predicted)", "absent": " (absent)"}
 
 
 def _png(fig: Any) -> str:
@@ -146,18 +155,36 @@ def _figures(report: SegmentationReport) -> tuple[str, str]:
                     color="white" if norm[i, j] > 0.5 else "black",
                 )
     heat = _png(fig)
-    fig = Figure(figsize=(max(4.0, 0.5 * n + 2), 3.5))
+    return heat, _png(iou_bar_figure(report))
+
+
+def iou_bar_figure(report: SegmentationReport) -> Any:
+    """The per-class IoU bar chart (a matplotlib Figure). Scored classes are blue bars labelled with their IoU (one
+    scoring 0 has no bar but its "0.000" label); classes only predicted (absent from the truth, IoU 0) are orange;
+    classes absent from both (n/a, left out of mIoU) are hatched grey full-height outlines labelled "absent"."""
+    from matplotlib.figure import Figure
+
+    names = [c.name for c in report.classes]
+    n = len(names)
+    fig = Figure(figsize=(max(4.0, 0.5 * n + 2), 3.8))
     ax = fig.add_subplot()
-    iou = np.array([c.iou for c in report.classes])
-    ax.bar(range(n), np.nan_to_num(iou), color=["#999999" if math.isnan(v) else "#2b7bba" for v in iou])
+    for i, c in enumerate(report.classes):
+        status = class_status(c.support, c.predicted)
+        if status == "absent":
+            ax.bar(i, 1.0, color="none", edgecolor="#999999", hatch="//", linewidth=0.8, gid="absent")
+            ax.text(i, 0.5, "absent", rotation=90, ha="center", va="center", fontsize=7, color="#666666")
+            continue
+        color = "#2b7bba" if status == "scored" else "#e6550d"
+        ax.bar(i, c.iou, color=color, gid=status)
+        ax.text(i, c.iou + 0.01, f"{c.iou:.3f}", ha="center", va="bottom", fontsize=7)
     if not math.isnan(report.miou):
         ax.axhline(report.miou, color="#d62728", linestyle="--", label=f"mIoU {report.miou:.3f}")
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper right", fontsize=7)
     ax.set_xticks(range(n), labels=names, rotation=45, ha="right")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.08)
     ax.set_ylabel("IoU")
-    ax.set_title("IoU per class (grey: class absent)")
-    return heat, _png(fig)
+    ax.set_title("IoU per class (orange: absent from truth but predicted, IoU 0; hatched: absent, n/a)", fontsize=8)
+    return fig
 
 
 def report_html(report: SegmentationReport, *, title: str = "Segmentation report") -> str:
@@ -171,7 +198,8 @@ def report_html(report: SegmentationReport, *, title: str = "Segmentation report
     )
     summary = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _summary_rows(report))
     rows = "".join(
-        f"<tr><td>{i}</td><td>{e(c.name)}</td><td>{_fmt(c.iou)}</td><td>{_fmt(c.precision)}</td>"
+        f"<tr><td>{i}</td><td>{e(c.name)}</td><td>{_fmt(c.iou)}{e(_STATUS_NOTE[class_status(c.support, c.predicted)])}"
+        f"</td><td>{_fmt(c.precision)}</td>"
         f"<td>{_fmt(c.recall)}</td><td>{_fmt(c.f1)}</td><td>{c.support}</td>"
         f"<td>{'n/a' if math.isnan(c.support_m2) else f'{c.support_m2:.6g}'}</td><td>{c.predicted}</td></tr>"
         for i, c in enumerate(report.classes)
@@ -183,6 +211,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f
 </head><body>
 <h1>{e(title)}</h1><ul>{meta}</ul>
 <table>{summary}</table>
+<p>{e(MIOU_CONVENTION[0].upper() + MIOU_CONVENTION[1:])}.</p>
 <h2>Per class</h2>
 <table><tr><th>id</th><th>class</th><th>IoU</th><th>precision</th><th>recall</th><th>F1</th><th>support (px)</th>
 <th>support (m²)</th><th>predicted (px)</th></tr>{rows}</table>

@@ -53,6 +53,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--prob-dtype": (["--probabilities", "p.tif", "--prob-dtype", "float32"], ["--probabilities", "p.tif"]),
             "--nodata": (["--nodata", "5"], []),
             "--workers": (["--workers", "2"], []),
+            "--threads": (["--threads", "1"], []),
             "--no-amp": (["--no-amp"], []),
             "--crf": (["--crf"], []),
             "--vector": (["--vector", "v.gpkg"], []),
@@ -76,6 +77,8 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--background": (["--background", "0"], []),
             "--label-nodata": (["--label-nodata", "-1"], []),
             "--layer": (["--layer", "fields"], []),
+            "--train-area": (["--train-area", "0,0,10,10"], []),
+            "--exclude-area": (["--exclude-area", "0,0,10,10"], []),
             "--epochs": (["--epochs", "3"], []),
             "--chip": (["--chip", "32"], []),
             "--batch-size": (["--batch-size", "2"], []),
@@ -83,6 +86,10 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--sampling": (["--sampling", "grid"], []),
             "--lr": (["--lr", "0.1"], []),
             "--loss": (["--loss", "dice"], []),
+            "--weight-decay": (["--weight-decay", "0.1"], []),
+            "--class-weights": (["--class-weights", "1,3"], []),
+            "--label-smoothing": (["--label-smoothing", "0.1"], []),
+            "--ema": (["--no-ema"], []),
             "--normalization": (["--normalization", "minmax"], []),
             "--augment": (["--augment", "flip"], []),
             "--val-fraction": (["--val-fraction", "0.5"], []),
@@ -91,6 +98,8 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--seed": (["--seed", "7"], []),
             "--device": (["--device", "cpu"], []),
             "--max-seconds": (["--max-seconds", "5"], []),
+            "--threads": (["--threads", "1"], []),
+            "--baseline": (["--baseline", "rf"], []),
             "--encoder": (["--encoder", "resnet50"], []),
             "--encoder-weights": (["--encoder-weights", "w.safetensors"], []),
             "--encoder-bands": (["--encoder-bands", "B2,B3,B4"], []),
@@ -187,7 +196,8 @@ NO_LIBRARY_CALL = {"info", "models"}  # commands that only describe their input 
 
 
 class Anything:
-    """What a recorder returns: every attribute, item, format and iteration works, so the CLI's printing runs."""
+    """What a recorder returns: every attribute, item, format, subtraction and iteration works, so the CLI's printing
+    runs."""
 
     def __getattr__(self, name: str) -> Anything:
         return Anything()
@@ -200,6 +210,9 @@ class Anything:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         pass
+
+    def __sub__(self, other: Any) -> Anything:
+        return Anything()
 
     def __format__(self, spec: str) -> str:
         return "0"

@@ -21,7 +21,7 @@ from geoseg.models.device import DEVICES
 from geoseg.models.names import ADAPT_STRATEGIES, ARCHITECTURES
 from geoseg.tiling import TileGrid
 from geoseg.train.chips import SAMPLING_MODES
-from geoseg.train.names import LOSSES
+from geoseg.train.names import BASELINES, LOSSES
 from geoseg.vectorization import CONNECTIVITIES
 
 PLUGIN_CHOICES = Path(__file__).resolve().parents[1] / "plugins" / "qgis" / "geoseg_qgis" / "choices.py"
@@ -31,6 +31,7 @@ CLI_CHOICES = {
     ("predict", "prob_dtype"): PROB_DTYPES,
     ("train", "sampling"): SAMPLING_MODES,
     ("train", "loss"): LOSSES,
+    ("train", "baseline"): BASELINES,
     ("train", "normalization"): NORMALIZATION_METHODS,
     ("train", "adapt"): ADAPT_STRATEGIES,
     ("batch", "cluster"): CLUSTERS,

@@ -62,3 +62,37 @@ def test_markdown_handles_empty_classes() -> None:
     cm.update(np.array([0, 0]), np.array([0, 0]))
     md = report_markdown(cm.report())
     assert "n/a" in md
+
+
+def test_miou_convention_is_stated_everywhere_and_absent_differs_from_zero(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli.main import cli
+    from geoseg.metrics import MIOU_CONVENTION
+    from geoseg.report import iou_bar_figure
+
+    # truth: classes 0 and 1; class 1 never predicted right (IoU 0); class 2 only predicted; class 3 absent
+    cm = ConfusionMatrix(4)
+    cm.update(np.array([0, 0, 2, 2]), np.array([0, 0, 1, 1]))
+    rep = cm.report(["hit", "zero", "only_predicted", "absent"])
+    assert [c.iou for c in rep.classes][:3] == [1.0, 0.0, 0.0] and np.isnan(rep.classes[3].iou)
+    assert rep.miou == pytest.approx(1 / 3)  # the absent class is left out, the predicted-only one counts 0
+    assert "absent from the truth but predicted scores IoU 0" in MIOU_CONVENTION
+    table = rep.format_table()
+    assert MIOU_CONVENTION[1:] in table and "(absent from truth, predicted)" in table and "(absent)" in table
+    paths = write_report(rep, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["miou_convention"] == MIOU_CONVENTION
+    assert [c["status"] for c in data["classes"]] == ["scored", "scored", "absent_from_truth", "absent"]
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["status"] for r in rows] == ["scored", "scored", "absent_from_truth", "absent"]
+    assert MIOU_CONVENTION[1:] in paths["md"].read_text() and MIOU_CONVENTION[1:] in paths["html"].read_text()
+    # the bar chart: an absent class is a hatched outline labelled "absent"; a 0.000 class keeps its value label
+    ax = iou_bar_figure(rep).axes[0]
+    bars = {p.get_gid(): p for p in ax.patches}
+    assert bars["absent"].get_hatch() == "//" and bars["absent"].get_height() == 1.0
+    assert bars["absent_from_truth"].get_facecolor() != bars["scored"].get_facecolor()
+    labels = [t.get_text() for t in ax.texts]
+    assert labels == ["1.000", "0.000", "0.000", "absent"]
+    help_text = CliRunner().invoke(cli, ["evaluate", "--help"]).output
+    assert "absent from the truth but predicted" in " ".join(help_text.split())

@@ -3,6 +3,7 @@ import json
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import torch
 from click.testing import CliRunner
 from rasterio.features import rasterize
@@ -298,3 +299,169 @@ def test_config_files_and_cli(tmp_path, scene):
         load_train_config(bad)
     res = CliRunner().invoke(cli, ["train", "--config", str(bad)])
     assert res.exit_code == 2 and "malformed" in res.output
+
+
+def _half_scene(tmp_path):
+    """Classes 0/1 on the left half of the columns, class 2 only on the right half."""
+    data, labels = class_scene(64, 96, bands=3, classes=2, seed=5)
+    labels[:, 48:] = 2
+    data[:, :, 48:] = 2.0
+    return write_raster(tmp_path / "img.tif", data), write_raster(tmp_path / "lab.tif", labels)
+
+
+def test_training_area_window_and_exclusion_polygons(tmp_path):
+    from geoseg.errors import ClassNotTrainedWarning
+
+    img, lab = _half_scene(tmp_path)
+    opts = dict(FAST, epochs=1, val_fraction=0.0, classes=["a", "b", "c"])
+    with pytest.warns(ClassNotTrainedWarning, match="class 'c' .*no training pixel.*will not predict it"):
+        res = train_model(img, lab, tmp_path / "w.safetensors", train_area=Window(0, 0, 48, 64), **opts)
+    cfg = read_config(res.checkpoint)
+    assert cfg.trained_classes == ["a", "b"] and cfg.extra["training"]["training_pixels"]["c"] == 0
+    assert cfg.extra["training"]["train_area"] == "window 0,0,48,64"
+    # the right half as polygons in another CRS, excluded: the same pixels are left out
+    x0, y0 = TRANSFORM.c, TRANSFORM.f
+    right = gpd.GeoDataFrame(geometry=[box(x0 + 480, y0 - 640, x0 + 960, y0)], crs=UTM).to_crs("EPSG:4326")
+    right.to_file(tmp_path / "test_region.gpkg")
+    with pytest.warns(ClassNotTrainedWarning, match="class 'c'"):
+        res = train_model(img, lab, tmp_path / "p.safetensors", exclude_area=tmp_path / "test_region.gpkg", **opts)
+    assert read_config(res.checkpoint).trained_classes == ["a", "b"]
+    # and from the command line, a window string and a polygon file
+    for flag, value in (("--train-area", "0,0,48,64"), ("--exclude-area", str(tmp_path / "test_region.gpkg"))):
+        out = tmp_path / f"cli{flag}.safetensors"
+        r = CliRunner().invoke(
+            cli,
+            [
+                "train",
+                str(img),
+                str(lab),
+                str(out),
+                "--classes",
+                "a,b,c",
+                "--arch",
+                "tiny",
+                "--epochs",
+                "1",
+                "--chips-per-epoch",
+                "8",
+                "--chip",
+                "32",
+                "--val-fraction",
+                "0",
+                flag,
+                value,
+                "--device",
+                "cpu",
+                "--progress",
+                "none",
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        assert read_config(out).trained_classes == ["a", "b"]
+
+
+def test_area_pixels_match_the_evaluation_area_rule(tmp_path):
+    from geoseg.io.georef import Georeference
+    from geoseg.io.labels import AreaOfInterest
+    from geoseg.train.area import AreaLabels, PixelArea
+    from geoseg.train.labels import LabelRaster
+
+    img, lab = _half_scene(tmp_path)
+    x0, y0 = TRANSFORM.c, TRANSFORM.f
+    poly = gpd.GeoDataFrame(geometry=[box(x0 + 123, y0 - 517, x0 + 611, y0 - 38)], crs=UTM).to_crs("EPSG:3857")
+    with RasterSource(img) as src, rasterio.open(img) as ds:
+        area = PixelArea(poly, src)
+        labels = AreaLabels(LabelRaster(lab, src, None), area, None, IGNORE_INDEX)
+        win = Window(5, 7, 80, 50)
+        inside = AreaOfInterest(poly, Georeference.of(ds)).mask(win)
+        np.testing.assert_array_equal(area.mask(win), inside)
+        y = labels.read(win)
+        assert (y[~inside] == IGNORE_INDEX).all() and (y[inside] != IGNORE_INDEX).all()
+
+
+def test_training_area_errors(tmp_path):
+    from geoseg.errors import InputNotFoundError, NoOverlapError
+
+    img, lab = _half_scene(tmp_path)
+    opts = dict(FAST, epochs=1)
+    with pytest.raises(NoOverlapError, match="training area window 100,0,10,10 lies outside the 96x64 px image"):
+        train_model(img, lab, tmp_path / "m.safetensors", train_area="100,0,10,10", **opts)
+    with pytest.raises(InvalidParameterError, match="width, height >= 1"):
+        train_model(img, lab, tmp_path / "m.safetensors", train_area=(0, 0, 0, 10), **opts)
+    with pytest.raises(InputNotFoundError, match="training area not found: .*nope.gpkg.*col_off,row_off"):
+        train_model(img, lab, tmp_path / "m.safetensors", train_area=tmp_path / "nope.gpkg", **opts)
+    far = gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10)], crs=UTM)
+    with pytest.raises(NoOverlapError, match="excluded area .* does not overlap the image"):
+        train_model(img, lab, tmp_path / "m.safetensors", exclude_area=far, **opts)
+    with pytest.raises(InvalidParameterError, match="cover no pixel .* inside the training area"):
+        train_model(img, lab, tmp_path / "m.safetensors", exclude_area=(0, 0, 96, 64), **opts)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_random_forest_baseline_on_the_same_pixels(tmp_path, scene, monkeypatch):
+    from geoseg.errors import MissingDependencyError
+
+    img, lab, _ = scene
+    opts = dict(FAST, epochs=1, val_fraction=0.3)
+    res = train_model(img, lab, tmp_path / "m.safetensors", baseline="rf", **opts)
+    assert res.baseline is not None and [c.name for c in res.baseline.classes] == ["class_0", "class_1", "class_2"]
+    assert res.baseline.pixels == res.report.pixels > 0  # scored on the same validation pixels
+    assert res.baseline.miou > 0.8  # the scene's classes are spectrally separable
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(img),
+            str(lab),
+            str(tmp_path / "c.safetensors"),
+            "--arch",
+            "tiny",
+            "--epochs",
+            "1",
+            "--chips-per-epoch",
+            "8",
+            "--chip",
+            "32",
+            "--block",
+            "32",
+            "--baseline",
+            "rf",
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "network   forest" in r.output and "network - forest" in r.output
+    monkeypatch.setitem(__import__("sys").modules, "sklearn", None)
+    monkeypatch.setitem(__import__("sys").modules, "sklearn.ensemble", None)
+    with pytest.raises(MissingDependencyError, match=r"scikit-learn: pip install 'geoseg\[baseline\]'"):
+        train_model(img, lab, tmp_path / "x.safetensors", baseline="rf", overwrite=True, **opts)
+    with pytest.raises(InvalidParameterError, match="unknown baseline 'svm'"):
+        train_model(img, lab, tmp_path / "y.safetensors", baseline="svm", **opts)
+
+
+def test_a_class_without_training_pixels_is_never_predicted(tmp_path):
+    """Class 'c' fills the right half, which is kept out of training: however its output channel ended up, the map
+    holds only trained classes and its tags name the class left out; a pair without trained_classes is unchanged."""
+    from geoseg.errors import ClassNotTrainedWarning
+    from geoseg.inference.predict import UntrainedClassMask
+
+    img, lab = _half_scene(tmp_path)
+    opts = dict(FAST, epochs=1, val_fraction=0.0, classes=["a", "b", "c"])
+    with pytest.warns(ClassNotTrainedWarning):
+        res = train_model(img, lab, tmp_path / "m.safetensors", train_area=Window(0, 0, 48, 64), **opts)
+    net, cfg = load_checkpoint(res.checkpoint, device="cpu")
+    with torch.no_grad():  # make the untrained class win everywhere, as a stale output layer can
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.bias[2] = 1e3
+    predict_raster(img, tmp_path / "p.tif", model=(net, cfg), device="cpu")
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        classes = ds.read(1)
+        tags = ds.tags()
+    assert set(np.unique(classes)) <= {0, 1}
+    assert tags["geoseg_untrained_classes"] == "c"
+    x = torch.randn(1, 3, 16, 16)
+    masked = UntrainedClassMask(net.eval(), [2])(x)
+    assert (masked.argmax(1) != 2).all() and torch.equal(masked[:, :2], net(x)[:, :2])

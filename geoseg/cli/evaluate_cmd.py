@@ -67,7 +67,11 @@ def evaluate_command(
     progress_kind: str,
     as_json: bool,
 ) -> None:
-    """Score PREDICTION (class raster) against TRUTH (class raster or label polygons) and print per-class IoU."""
+    """Score PREDICTION (class raster) against TRUTH (class raster or label polygons) and print per-class IoU.
+
+    IoU = TP / (TP + FP + FN) per class; mIoU is the mean over classes present in the truth or the prediction: a
+    class absent from the truth but predicted scores IoU 0, a class absent from both is n/a and left out of the mean.
+    """
     from geoseg.evaluation import evaluate
     from geoseg.report import report_paths, write_report
 

@@ -43,6 +43,12 @@ from geoseg.models.device import DEVICES
     default=None,
     help="Reader threads (default: one per core with a GPU, at most 32; 0 on CPU, reading between forward passes).",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch. [default: the cores this process may use that are not already busy]",
+)
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")
 @click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Also vectorize classes to this file.")
@@ -67,6 +73,7 @@ def predict_command(
     prob_dtype: str,
     nodata: float | None,
     workers: int | None,
+    threads: int | None,
     no_amp: bool,
     crf: bool,
     vector: str | None,
@@ -119,6 +126,7 @@ def predict_command(
                 prob_dtype=prob_dtype,
                 nodata=nodata,
                 workers=workers,
+                threads=threads,
                 amp=not no_amp,
                 crf=crf,
                 overwrite=True,  # staged names: the checks against existing outputs were made above

@@ -10,7 +10,7 @@ from geoseg.cli.common import emit_result, handle_errors, json_option, progress_
 from geoseg.io.normalize import NORMALIZATION_METHODS
 from geoseg.models.names import ADAPT_STRATEGIES
 from geoseg.train.chips import SAMPLING_MODES
-from geoseg.train.names import LOSSES
+from geoseg.train.names import BASELINES, LOSSES
 
 
 @click.command("train")
@@ -18,7 +18,7 @@ from geoseg.train.names import LOSSES
 @click.argument("labels", required=False, type=click.Path(dir_okay=False))
 @click.argument("output", required=False, type=click.Path(dir_okay=False))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML/TOML file of train options.")
-@click.option("--arch", default=None, help="Architecture (see `geoseg models`). [default: unet]")
+@click.option("--arch", default=None, help="Architecture (see `geoseg models`). [default: ssnet]")
 @click.option("--arch-kwargs", default=None, help="Architecture options as JSON, e.g. '{\"width\": 16}'.")
 @click.option("--bands", default=None, help="Input bands: '1,2,3', '2-5', 'B04,B08'.")
 @click.option("--classes", default=None, help="Comma-separated class names for ids 0..K-1.")
@@ -31,26 +31,53 @@ from geoseg.train.names import LOSSES
 )
 @click.option("--background", type=int, default=None, help="Class id for pixels outside label polygons.")
 @click.option(
+    "--train-area",
+    default=None,
+    help="Train only on labels inside these polygons (a vector file) or pixel window 'col,row,width,height'.",
+)
+@click.option(
+    "--exclude-area",
+    default=None,
+    help="Never train on labels inside these polygons or pixel window 'col,row,width,height' (a test region).",
+)
+@click.option(
     "--label-nodata",
     type=float,
     default=None,
     help="Value of unlabelled pixels in a label raster that declares no nodata (e.g. -1 or 255).",
 )
 @click.option("--layer", default=None, help="Layer of polygon labels in a file with several layers (GeoPackage).")
-@click.option("--epochs", type=int, default=None, help="[default: 20]")
-@click.option("--chip", type=int, default=None, help="Training chip size in pixels. [default: 128]")
+@click.option("--epochs", type=int, default=None, help="[default: from the labelled pixel count]")
+@click.option(
+    "--chip", type=int, default=None, help="Training chip size in pixels. [default: 64, less for small areas]"
+)
 @click.option("--batch-size", type=int, default=None, help="[default: 8]")
-@click.option("--chips-per-epoch", type=int, default=None, help="[default: 256]")
-@click.option("--sampling", type=click.Choice(SAMPLING_MODES), default=None)
-@click.option("--lr", type=float, default=None, help="[default: 0.002]")
+@click.option("--chips-per-epoch", type=int, default=None, help="[default: from the labelled pixel count]")
+@click.option(
+    "--sampling",
+    type=click.Choice(SAMPLING_MODES),
+    default=None,
+    help="[default: centered (chips centred on labelled pixels)]",
+)
+@click.option("--lr", type=float, default=None, help="Peak learning rate (one-cycle AdamW). [default: 0.002]")
+@click.option("--weight-decay", type=float, default=None, help="AdamW weight decay. [default: 0.01]")
 @click.option("--loss", type=click.Choice(LOSSES), default=None)
+@click.option("--class-weights", default=None, help="Comma-separated loss weight per class, e.g. '1,1,4'.")
+@click.option("--label-smoothing", type=float, default=None, help="[default: 0.05]")
+@click.option("--ema/--no-ema", default=None, help="Validate and save a moving average of the weights. [default: on]")
 @click.option("--normalization", type=click.Choice(NORMALIZATION_METHODS), default=None)
 @click.option("--augment", default=None, help="Comma-separated: flip,rot90,crop,spectral,blur,elastic; 'none'.")
-@click.option("--val-fraction", type=float, default=None, help="[default: 0.2]")
-@click.option("--block", type=int, default=None, help="Validation block size in pixels. [default: 4 x chip]")
-@click.option("--patience", type=int, default=None, help="Early stopping patience (epochs). [default: 5]")
+@click.option("--val-fraction", type=float, default=None, help="Share of labelled pixels validated. [default: 0.2]")
+@click.option("--block", type=int, default=None, help="Validation block size in pixels. [default: from the labels]")
+@click.option("--patience", type=int, default=None, help="Early stopping patience (epochs). [default: none]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--device", default=None, help="auto, cpu, cuda. [default: auto]")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch. [default: the cores this process may use that are not already busy]",
+)
 @click.option("--max-seconds", type=float, default=None, help="Stop after this much wall time.")
 @click.option("--encoder", default=None, help="Encoder of encoder-based models, e.g. resnet50 (a timm name for smp-*).")
 @click.option(
@@ -69,6 +96,13 @@ from geoseg.train.names import LOSSES
 @click.option(
     "--encoder-bands", default=None, help="The weights' band names in order (B1,...,B12): match the raster's by name."
 )
+@click.option(
+    "--baseline",
+    type=click.Choice(BASELINES),
+    default=None,
+    help="Also fit a pixel-wise random forest on the training pixels and print its validation IoU beside the "
+    "network's (needs scikit-learn: pip install 'geoseg[baseline]').",
+)
 @click.option("--resume", is_flag=True, default=None, help="Continue from OUTPUT's saved training state.")
 @click.option("--overwrite", is_flag=True, default=None)
 @progress_option
@@ -84,7 +118,11 @@ def train_command(
     **flags: Any,
 ) -> None:
     """Train a model on IMAGE with LABELS (class raster on the grid, or polygons) and write the best checkpoint
-    to OUTPUT. Options come from --config, overridden by flags."""
+    to OUTPUT. Options come from --config, overridden by flags; without options the recipe is decided from the data
+    (chip and block size, number of steps from the labelled pixel count).
+
+    Validation mIoU: IoU = TP / (TP + FP + FN) per class, averaged over classes present in the validation truth or
+    prediction (a class only predicted scores 0; a class absent from both is left out)."""
     from geoseg.errors import InvalidParameterError
     from geoseg.train import load_train_config, train_model
     from geoseg.train.config import normalize_train_options
@@ -106,6 +144,14 @@ def train_command(
         outputs = {opts["out"]: "checkpoint", state_path(opts["out"]): "training state"}
         check_outputs_not_inputs(outputs, {config_file: "training config"})
     opts = normalize_train_options(opts)
+    if isinstance(opts.get("class_weights"), str):
+        try:
+            opts["class_weights"] = [float(v) for v in opts["class_weights"].split(",")]
+        except ValueError as exc:
+            raise InvalidParameterError(
+                f"--class-weights must be comma-separated numbers, one per class, e.g. '1,1,4'; got "
+                f"{opts['class_weights']!r}"
+            ) from exc
     with progress_display(progress_kind, "train", unit="epoch") as progress:
         result = train_model(opts.pop("image"), opts.pop("labels"), opts.pop("out"), progress=progress, **opts)
 
@@ -115,6 +161,8 @@ def train_command(
         )
         if result.report is not None:
             click.echo(result.report.format_table())
+        if result.baseline is not None and result.report is not None:
+            click.echo(format_comparison(result.report, result.baseline))
 
     summary = {
         "output": result.checkpoint,
@@ -125,5 +173,22 @@ def train_command(
         "state": result.state,
         "history": result.history,
         "report": result.report.to_dict() if result.report is not None else None,
+        "baseline": result.baseline.to_dict() if result.baseline is not None else None,
     }
     emit_result(as_json, summary, text)
+
+
+def format_comparison(network: Any, forest: Any) -> str:
+    """Per-class validation IoU of the network beside the pixel-wise random forest's, on the same pixels."""
+    w = max([8, *(len(c.name) for c in network.classes)])
+
+    def f(x: float) -> str:
+        return "    n/a" if x != x else f"{x:7.3f}"
+
+    lines = [f"{'class':<{w}}  {'network':>7}  {'forest':>7}   (validation IoU on the same pixels)"]
+    for a, b in zip(network.classes, forest.classes):
+        lines.append(f"{a.name:<{w}}  {f(a.iou)}  {f(b.iou)}")
+    lines.append(
+        f"{'mIoU':<{w}}  {f(network.miou)}  {f(forest.miou)}   (network - forest {network.miou - forest.miou:+.3f})"
+    )
+    return "\n".join(lines)

@@ -94,6 +94,12 @@ def open_outputs(
     stack.callback(class_writer.abort)
     write_class_metadata(class_writer.dataset, classes=config.classes, colors=config.colors, nodata=out_nodata)
     class_writer.dataset.update_tags(geoseg_model=config.arch, geoseg_bands=",".join(config.bands))
+    untrained = [config.classes[i] for i in config.untrained_class_ids]
+    if untrained:  # the map never holds them: say so where a reader of the file looks
+        class_writer.dataset.update_tags(
+            geoseg_untrained_classes=",".join(untrained),
+            geoseg_untrained_note="classes without training pixels; never predicted",
+        )
     prob_writer = None
     if plan.probabilities is not None:
         prob_tmp = plan.outputs.stage(plan.probabilities)

@@ -48,6 +48,7 @@ from geoseg.models.device import resolve_device
 from geoseg.models.registry import model_stride
 from geoseg.options import check_numbers
 from geoseg.progress import ProgressCallback, report_progress
+from geoseg.threads import check_threads, torch_threads
 from geoseg.tiling import Tile, TileGrid
 
 ModelLike = str | os.PathLike[str] | tuple[nn.Module, ModelConfig]
@@ -95,6 +96,24 @@ def load_model(model: ModelLike, device: torch.device) -> tuple[nn.Module, Model
     return load_checkpoint(model, device=device)
 
 
+class UntrainedClassMask(nn.Module):
+    """Wraps a model so the classes it had no training pixel for (``ModelConfig.trained_classes``) never win:
+    their logits are set to a large negative value (probability ~0, never the argmax). A class the model never saw
+    has an output layer that only weight decay and the other classes' gradients shaped, and it can win on pixels
+    unlike the training data; predicting it would be a guess."""
+
+    def __init__(self, net: Any, class_ids: list[int]) -> None:
+        super().__init__()
+        self.net = net
+        self.output_stride = getattr(net, "output_stride", None)
+        self.register_buffer("class_ids", torch.as_tensor(class_ids, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x).clone()
+        out[:, self.class_ids] = -1e4  # finite: bf16/fp16 softmax stays defined
+        return out
+
+
 def predict_raster(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -111,6 +130,7 @@ def predict_raster(
     nodata: float | None = None,
     amp: bool = True,
     workers: int | None = None,
+    threads: int | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     compile: bool = False,
@@ -132,6 +152,8 @@ def predict_raster(
         progress: ``(done, total, message) -> bool`` callback; returning True cancels (no output is left).
         workers: reader threads (default: one per core beside a GPU, at most 32; 0 on CPU, where tiles are read
             between forward passes on the calling thread because the model already uses every core).
+        threads: CPU threads for torch's operators while predicting (default:
+            :func:`geoseg.threads.default_threads`, the cores not already busy; torch's setting is restored after).
         crf: refine each tile's probabilities with the convolutional CRF (:func:`geoseg.inference.crf.crf_refine`;
             True for its defaults or a dict of its options). Give an overlap of at least its kernel.
         tiles: (tile rows, tile cols) of the full tile grid (see :func:`plan_grid`): predict only that region; the
@@ -161,16 +183,20 @@ def predict_raster(
     t_start = time.perf_counter()
     check_numbers({"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers})
     plan = OutputPlan.check(dst, probabilities, src=src, model=model, prob_dtype=prob_dtype, overwrite=overwrite)
+    check_threads(threads)
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     # the input first: a bad raster fails before a model is loaded
     with RasterSource(src, nodata=nodata) as probe:
         descriptions = probe.descriptions
     net, config = load_model(model, dev)
+    if config.untrained_class_ids:
+        net = UntrainedClassMask(net, config.untrained_class_ids).to(dev)
     selection = match_bands(config, descriptions, bands)
     source = RasterSource(src, bands=selection, nodata=nodata, apply_scale_offset=config.scale_offset)
     with ExitStack() as stack:
         stack.callback(source.close)
+        stack.enter_context(torch_threads(threads))
         if not source.is_georeferenced:
             warnings.warn(
                 f"{source.path} has {source.georef.describe()}; the class map will be in pixel coordinates",

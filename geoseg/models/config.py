@@ -44,6 +44,8 @@ class ModelConfig:
     * ``normalization``: per-band ``(x - shift) / scale`` as a dict (see :class:`geoseg.io.Normalization`).
     * ``classes`` / ``colors``: class names and RGB colors, index = class id.
     * ``tile`` / ``overlap``: defaults for prediction; ``output_stride``: the alignment tiles need.
+    * ``trained_classes``: names of the classes that had training pixels (None: not recorded, i.e. all). Prediction
+      never outputs the others: a class the model never saw cannot be told apart.
 
     Every field is validated (:data:`CONTRACT_SCHEMA`): types, ranges and agreement between fields (one color and
     one name per class, one normalization value per band, names that do not repeat).
@@ -65,6 +67,7 @@ class ModelConfig:
     overlap: int = 64
     output_stride: int = 1
     scale_offset: bool = True
+    trained_classes: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -73,6 +76,14 @@ class ModelConfig:
         if not self.colors:
             self.colors = default_colors(len(self.classes))
         self.colors = [[int(v) for v in c][:3] for c in self.colors]
+
+    @property
+    def untrained_class_ids(self) -> list[int]:
+        """Ids of the classes without training pixels (never predicted)."""
+        if self.trained_classes is None:
+            return []
+        seen = set(self.trained_classes)
+        return [i for i, c in enumerate(self.classes) if c not in seen]
 
     @property
     def in_channels(self) -> int:
@@ -151,6 +162,10 @@ CONTRACT_SCHEMA: dict[str, tuple[Any, str]] = {
     "overlap": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (pixels)"),
     "output_stride": (lambda v: _is_int(v) and v >= 1, "a positive integer (pixels)"),
     "scale_offset": (lambda v: isinstance(v, bool), "true or false"),
+    "trained_classes": (
+        lambda v: v is None or (_names(v) and len(v) >= 1),
+        "null or a non-empty list of class names (the classes that had training pixels)",
+    ),
     "extra": (lambda v: isinstance(v, dict), "an object"),
     "format_version": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
 }
@@ -186,6 +201,12 @@ def _check_fields(cfg: ModelConfig) -> None:
             f"model contract field 'colors': {len(cfg.colors)} colors given for {len(cfg.classes)} classes; give one "
             f"RGB color per class"
         )
+    if cfg.trained_classes is not None:
+        unknown = [c for c in cfg.trained_classes if c not in cfg.classes]
+        if unknown:
+            raise InvalidParameterError(
+                f"model contract field 'trained_classes': {unknown} are not among the classes {cfg.classes}"
+            )
     norm = cfg.normalization
     if norm:
         from geoseg.io.normalize import NORMALIZATION_METHODS

@@ -63,7 +63,7 @@ _entry_points_loaded = False
 _builtins_loaded = False
 
 # modules whose import registers the native architectures
-BUILTIN_MODULES = ("deeplab", "densenet", "fcn", "icnet", "pspnet", "resunet", "segnet", "smp", "tiny", "unet")
+BUILTIN_MODULES = ("deeplab", "densenet", "fcn", "icnet", "pspnet", "resunet", "segnet", "smp", "ssnet", "tiny", "unet")
 
 
 def register_model(

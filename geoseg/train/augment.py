@@ -1,7 +1,8 @@
 """Batch augmentations on tensors; image (B, C, H, W) and labels (B, H, W) are transformed together.
 
 Geometric: ``flip``, ``rot90``, ``crop`` (random resized crop), ``elastic`` (smooth random displacement).
-Radiometric (image only): ``spectral`` (per-band gain/offset jitter), ``blur`` (Gaussian).
+Radiometric (image only): ``spectral`` (per-band gain/offset jitter), ``bands`` (band dropout: a random fifth of the
+bands set to their mean), ``blur`` (Gaussian).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from geoseg.errors import InvalidParameterError
 from geoseg.train.labels import IGNORE_INDEX
 
 IGNORE = IGNORE_INDEX  # the one ignore label of training (negative: never a class id)
-AUGMENTATIONS = ("flip", "rot90", "crop", "spectral", "blur", "elastic")
+AUGMENTATIONS = ("flip", "rot90", "crop", "spectral", "bands", "blur", "elastic")
 DEFAULT_AUGMENTATIONS = ("flip", "rot90", "spectral")
 
 
@@ -83,6 +84,17 @@ def spectral(x: torch.Tensor, gen: torch.Generator, scale: float = 0.05) -> torc
     return x * gain.to(x.device) + offset.to(x.device)
 
 
+def band_dropout(x: torch.Tensor, gen: torch.Generator, p: float = 0.2) -> torch.Tensor:
+    """Set each band of each sample to 0 (its mean, in normalized units) with probability ``p`` (never all bands),
+    so the model cannot lean on a few bands whose values may shift elsewhere in the scene."""
+    b, c = x.shape[:2]
+    if c < 2:
+        return x
+    keep = torch.rand((b, c), generator=gen) >= p
+    keep[keep.sum(1) == 0, 0] = True
+    return x * keep[:, :, None, None].to(x.device, x.dtype)
+
+
 def blur(x: torch.Tensor, gen: torch.Generator, max_sigma: float = 1.0) -> torch.Tensor:
     """Gaussian blur with a random sigma in (0, max_sigma], applied with probability 1/2."""
     if not _coin(gen):
@@ -123,6 +135,8 @@ def augment(
         x, y = elastic(x, y, gen)
     if "spectral" in names:
         x = spectral(x, gen)
+    if "bands" in names:
+        x = band_dropout(x, gen)
     if "blur" in names:
         x = blur(x, gen)
     return x, y

@@ -1,18 +1,29 @@
-"""train_model: fit a registered architecture on an image raster and labels; keep the best checkpoint; resume."""
+"""train_model: fit a registered architecture on an image raster and labels; keep the best checkpoint; resume.
+
+The default recipe is decided from the data: chip size from the extent of the labelled pixels, validation block size
+and the number of optimizer steps from the labelled pixel count, class balance of the chips from the class
+frequencies. See :func:`train_model` and :func:`plan_training`.
+"""
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import random
 import time
+import warnings
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rasterio.windows import Window
 
-from geoseg.errors import CheckpointError, InvalidParameterError, OutputExistsError
+from geoseg.errors import CheckpointError, ClassNotTrainedWarning, InvalidParameterError, OutputExistsError
 from geoseg.hints import option
 from geoseg.io.bands import BandSpec
 from geoseg.io.normalize import compute_normalization, sample_pixels
@@ -25,17 +36,32 @@ from geoseg.models.device import resolve_device
 from geoseg.models.layers import auxiliary_outputs
 from geoseg.models.registry import create_model, model_stride
 from geoseg.progress import ProgressCallback, report_progress
+from geoseg.threads import torch_threads
+from geoseg.train.area import AreaLabels, AreaSpec, PixelArea, describe_area
 from geoseg.train.augment import augment as apply_augmentations
 from geoseg.train.augment import check_augmentations
-from geoseg.train.chips import SAMPLING_MODES, ChipReader, block_split
+from geoseg.train.chips import SAMPLING_MODES, TRAIN, VAL, ChipReader, block_split
 from geoseg.train.config import RESUME_OPTIONS, check_resume, check_train_arguments, saved_options
 from geoseg.train.labels import IGNORE_INDEX, open_labels
-from geoseg.train.losses import LOSSES, class_weights, make_loss
+from geoseg.train.losses import LOSSES, balanced_class_weights, check_class_weights, make_loss
+from geoseg.train.names import BASELINES
+
+#: default chip edge in pixels (smaller when the labelled area is smaller)
+DEFAULT_CHIP = 64
+#: validations (epochs) of an automatic schedule
+AUTO_EPOCHS = 10
+#: an automatic schedule shows each labelled training pixel about this many times (in chips of the chip size) ...
+PIXEL_PASSES = 20
+#: ... within these bounds on the number of optimizer steps
+MIN_STEPS, MAX_STEPS = 200, 1000
+#: labelled validation blocks an automatic block size aims at
+TARGET_BLOCKS = 25
 
 
 @dataclass
 class TrainResult:
-    """The best checkpoint and how training went."""
+    """The best checkpoint and how training went. ``baseline`` holds the pixel-wise forest's report on the same
+    validation pixels when one was asked for."""
 
     checkpoint: Path
     best_miou: float
@@ -45,6 +71,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     report: SegmentationReport | None = None
     state: Path | None = None
+    baseline: SegmentationReport | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -64,12 +92,87 @@ def _batches(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _round_up(x: float, m: int) -> int:
+    return int(max(m, math.ceil(x / m) * m))
+
+
+@dataclass
+class LabelSurvey:
+    """Labelled pixels per class and the bounding box (rows, cols) of all labelled pixels."""
+
+    counts: np.ndarray
+    bbox: tuple[int, int, int, int] | None  # row0, col0, row1, col1 (exclusive)
+
+    @property
+    def pixels(self) -> int:
+        return int(self.counts.sum())
+
+
+def survey_labels(labels: Any, shape: tuple[int, int], n_classes: int, window: int = 512) -> LabelSurvey:
+    """One pass over a label source: class counts and the labelled bounding box."""
+    counts = np.zeros(n_classes, np.int64)
+    r0 = c0 = 1 << 62
+    r1 = c1 = -1
+    h, w = shape
+    for r in range(0, h, window):
+        for c in range(0, w, window):
+            y = labels.read(Window(c, r, min(window, w - c), min(window, h - r)))
+            m = y != IGNORE_INDEX
+            if not m.any():
+                continue
+            counts += np.bincount(y[m].ravel(), minlength=n_classes)[:n_classes]
+            rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+            r0, r1 = min(r0, r + int(rows[0])), max(r1, r + int(rows[-1]) + 1)
+            c0, c1 = min(c0, c + int(cols[0])), max(c1, c + int(cols[-1]) + 1)
+    return LabelSurvey(counts, (r0, c0, r1, c1) if r1 > 0 else None)
+
+
+def plan_training(
+    survey: LabelSurvey,
+    *,
+    stride: int,
+    chip: int | None,
+    block: int | None,
+    batch_size: int,
+    epochs: int | None,
+    chips_per_epoch: int | None,
+) -> dict[str, int]:
+    """The automatic parts of the recipe, from the labels.
+
+    * chip: :data:`DEFAULT_CHIP` px, or the short side of the labelled area when smaller (a multiple of ``stride``);
+    * block (validation unit): about ``sqrt(labelled / TARGET_BLOCKS)`` px, so small scenes still have blocks to
+      validate on, capped at 4 chips;
+    * steps: :data:`PIXEL_PASSES` passes over the labelled pixels in chips of the chip size, within
+      [:data:`MIN_STEPS`, :data:`MAX_STEPS`] optimizer steps, run as :data:`AUTO_EPOCHS` epochs.
+    """
+    if survey.bbox is not None:
+        r0, c0, r1, c1 = survey.bbox
+        short = min(r1 - r0, c1 - c0)
+    else:
+        short = DEFAULT_CHIP
+    chip = chip or min(DEFAULT_CHIP, _round_up(short, stride))
+    chip = max(stride, chip // stride * stride)
+    if block is None:
+        block = int(np.clip(_round_up(math.sqrt(max(survey.pixels, 1) / TARGET_BLOCKS), 8), 8, 4 * chip))
+    if epochs is None or chips_per_epoch is None:
+        steps = int(np.clip(math.ceil(PIXEL_PASSES * survey.pixels / (batch_size * chip * chip)), MIN_STEPS, MAX_STEPS))
+        if epochs is None and chips_per_epoch is None:
+            epochs = AUTO_EPOCHS
+            chips_per_epoch = math.ceil(steps / epochs) * batch_size
+        elif chips_per_epoch is not None:
+            epochs = max(1, round(steps * batch_size / chips_per_epoch))
+        elif epochs is not None:
+            chips_per_epoch = max(batch_size, math.ceil(steps / epochs) * batch_size)
+    assert epochs is not None and chips_per_epoch is not None  # set above for every combination
+    return {"chip": chip, "block": block, "epochs": int(epochs), "chips_per_epoch": int(chips_per_epoch)}
+
+
 def train_model(
     image: str | os.PathLike[str],
     labels: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    arch: str = "unet",
+    arch: str = "ssnet",
     arch_kwargs: dict[str, Any] | None = None,
     bands: BandSpec = None,
     classes: list[str] | None = None,
@@ -77,30 +180,40 @@ def train_model(
     class_field: str | None = None,
     background: int | None = None,
     id_field: str | None = None,
+    train_area: AreaSpec = None,
+    exclude_area: AreaSpec = None,
     label_nodata: float | None = None,
     layer: str | None = None,
-    epochs: int = 20,
-    chip: int = 128,
+    epochs: int | None = None,
+    chip: int | None = None,
     batch_size: int = 8,
-    chips_per_epoch: int = 256,
-    sampling: str = "random",
+    chips_per_epoch: int | None = None,
+    sampling: str = "centered",
+    balance: float = 0.5,
+    pixel_batch: int = 2048,
     lr: float = 2e-3,
+    weight_decay: float = 0.01,
     loss: str = "ce",
+    class_weights: Sequence[float] | None = None,
+    label_smoothing: float = 0.05,
+    ema: bool = True,
     normalization: str = "meanstd",
     val_fraction: float = 0.2,
     block: int | None = None,
     stratify: bool = True,
-    patience: int = 5,
+    patience: int | None = None,
     seed: int = 0,
     device: str | None = "auto",
+    threads: int | None = None,
     amp: bool = True,
     max_seconds: float | None = None,
     tile: int = 512,
-    overlap: int = 64,
+    overlap: int | None = None,
     augment: bool | str | list[str] = True,
     encoder: str | None = None,
     encoder_weights: str | os.PathLike[str] | None = None,
     adapt: str = "repeat",
+    baseline: str | None = None,
     encoder_bands: list[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -117,14 +230,25 @@ def train_model(
     values found, never turned into a model with hundreds of classes; at least 2 classes must be present. Names in
     ``class_field`` get their ids from ``id_field`` when given (a layer's own ids), else from their position in
     ``classes``, else alphabetically (:mod:`geoseg.io.labels`).
+    ``train_area`` (polygons or a pixel window, see :mod:`geoseg.train.area`) restricts the labels used to an area;
+    ``exclude_area`` keeps an area out (e.g. a test region).
 
-    Validation holds out whole ``block``-px blocks at random (``val_fraction``), so no validation pixel has a
-    training neighbour; with ``stratify`` every class found in two or more blocks is in both sets. Chips are
-    sampled ``random``ly, on a ``grid``, or class-``balanced``. ``augment`` is True (flip, rot90, spectral),
-    False, or names from :data:`geoseg.train.augment.AUGMENTATIONS`. The checkpoint with
-    the best validation mIoU is written to ``out`` (safetensors + ModelConfig), directly usable by
-    ``predict_raster``; the last epoch's state goes to ``out + ".train-state.pt"`` so ``resume=True`` continues an
-    interrupted run and ends exactly where an uninterrupted one would.
+    The default recipe decides from the data (:func:`plan_training`): ``chip`` size, validation ``block`` size, and
+    the number of steps (``epochs`` x ``chips_per_epoch``) from the labelled pixel count. Give any of them to fix it.
+    Chips are ``centered`` on labelled pixels with classes drawn in proportion to the square root of their frequency
+    (or ``random``, ``grid``, class-``balanced``); AdamW (``lr``, ``weight_decay``) with a one-cycle schedule;
+    cross entropy with ``label_smoothing``; an exponential moving average of the weights (``ema``) is what is
+    validated and saved. ``loss="weighted_ce"`` weighs classes by capped square-root inverse frequency over all
+    training blocks, or by the user's ``class_weights`` (one per class; also accepted with ``loss="ce"``).
+
+    Validation holds out whole blocks (``val_fraction`` of the labelled pixels; ``stratify``: every class in two or
+    more blocks is validated and keeps at least half its pixels for training). The checkpoint with the best validation
+    mIoU is written to ``out`` (safetensors + ModelConfig, which records ``trained_classes``: a named class with no
+    training pixel triggers a :class:`~geoseg.errors.ClassNotTrainedWarning` and is never predicted). The last epoch's
+    state goes to ``out + ".train-state.pt"`` so ``resume=True`` continues an interrupted run. ``patience`` stops
+    after that many epochs without improvement (default: run the whole schedule). ``threads``: CPU threads for
+    torch (default: :func:`geoseg.threads.default_threads`). ``baseline="rf"`` also fits a pixel-wise random forest
+    on the training pixels and scores it on the validation pixels (``TrainResult.baseline``; needs scikit-learn).
 
     ``arch_kwargs`` may hold ``spectral_reduction=K`` (1x1 spectral stem for many bands) with
     ``spectral_init="pca"`` (initialised from the training raster's principal components). ``encoder`` picks the
@@ -153,6 +277,28 @@ def train_model(
         raise InvalidParameterError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if sampling not in SAMPLING_MODES:
         raise InvalidParameterError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("chip", chip, 8),
+        ("batch_size", batch_size, 1),
+        ("chips_per_epoch", chips_per_epoch, 1),
+        ("block", block, 1),
+        ("patience", patience, 1),
+    ):
+        if value is not None and value < low:
+            raise InvalidParameterError(f"{name} must be >= {low}, got {value}")
+    if not 0 <= balance <= 1:
+        raise InvalidParameterError(
+            f"balance must be in [0, 1] (0: classes as frequent as labelled, 1: equal), got {balance}"
+        )
+    if not 0 <= label_smoothing < 1:
+        raise InvalidParameterError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if baseline is not None and baseline not in BASELINES:
+        raise InvalidParameterError(f"unknown baseline {baseline!r}; choose rf (a pixel-wise random forest)")
+    if baseline == "rf":
+        from geoseg.train.baseline import require_sklearn
+
+        require_sklearn()  # before training, not after
     augmentations = check_augmentations(augment)
     state_file = state_path(out)
     inputs = {image: "image", labels: "labels", encoder_weights: "encoder weights"}
@@ -169,35 +315,53 @@ def train_model(
             check_output_path(state_file, overwrite=overwrite, inputs=inputs, what="training state")
         except OutputExistsError as exc:
             raise OutputExistsError(f"{exc}, or {option('resume', True)} to continue the run that saved it") from exc
-    gen = seed_everything(seed)
-    dev = resolve_device(device)
-    src = RasterSource(image, bands=bands)
-    lab = None
-    try:
-        lab = open_labels(
+    with ExitStack() as stack:
+        stack.enter_context(torch_threads(threads))
+        gen = seed_everything(seed)
+        dev = resolve_device(device)
+        src = stack.enter_context(RasterSource(image, bands=bands))
+        lab: Any = open_labels(
             labels, src, classes=classes, class_field=class_field, background=background, nodata=label_nodata,
             layer=layer, id_field=id_field,
         )  # fmt: skip
+        stack.callback(lambda: lab.close())
+        if train_area is not None or exclude_area is not None:
+            lab = AreaLabels(
+                lab,
+                PixelArea(train_area, src, what="training area") if train_area is not None else None,
+                PixelArea(exclude_area, src, what="excluded area") if exclude_area is not None else None,
+                IGNORE_INDEX,
+            )
         names = lab.classes
         n_classes = len(names)
+        if class_weights is not None:
+            check_class_weights(class_weights, names)
+        survey = survey_labels(lab, src.shape, n_classes)
+        if survey.pixels == 0:
+            where = " inside the training area" if train_area is not None or exclude_area is not None else ""
+            raise InvalidParameterError(
+                f"labels {labels} cover no pixel of the image {image}{where} (every label pixel is nodata, ignored or "
+                f"outside it); check that labels and image overlap (extent, CRS) and that class values are 0..K-1"
+            )
         norm = compute_normalization(src, normalization, seed=seed)
         kwargs = dict(arch_kwargs or {})
         if encoder is not None:
             kwargs["encoder"] = encoder
         net = create_model(arch, in_channels=src.count, num_classes=n_classes, **kwargs)
         stride = model_stride(net, arch)
-        chip = max(stride, chip // stride * stride)
-        blk = block or 4 * chip
-        if blk < chip:
-            raise InvalidParameterError(f"block ({blk} px) must be at least the chip size ({chip} px)")
+        plan = plan_training(
+            survey,
+            stride=stride,
+            chip=chip,
+            block=block,
+            batch_size=batch_size,
+            epochs=epochs,
+            chips_per_epoch=chips_per_epoch,
+        )
+        chip, blk, epochs, chips_per_epoch = plan["chip"], plan["block"], plan["epochs"], plan["chips_per_epoch"]
         reader = ChipReader(src, lab, norm, chip, blk)
         all_blocks = block_split(src.shape, blk, 0.0, seed).train
         hists = {o: reader.block_histogram(*o) for o in all_blocks}  # one pass over the labels, cached
-        if sum(int(h.sum()) for h in hists.values()) == 0:
-            raise InvalidParameterError(
-                f"labels {labels} cover no pixel of the image {image} (every label pixel is nodata or outside it); "
-                f"check that labels and image overlap (extent, CRS) and that class values are 0..K-1"
-            )
         present = [names[k] for k, c in enumerate(np.sum(list(hists.values()), axis=0)) if c > 0]
         if len(present) < 2:
             raise InvalidParameterError(
@@ -205,10 +369,24 @@ def train_model(
                 f"2 classes present to learn; add labels of the other classes (or check nodata and --background)"
             )
         split = block_split(src.shape, blk, val_fraction, seed, histograms=hists if stratify else None)
-        if not split.train:
-            raise InvalidParameterError(
-                f"the {src.height}x{src.width} raster holds no full {blk}-px block; use a smaller block/chip"
+        if not stratify:  # blocks without labels are neither trained nor validated on
+            split = type(split)(
+                blk, [o for o in split.train if hists[o].sum()], [o for o in split.val if hists[o].sum()]
             )
+        reader.set_roles(split)
+        counts = np.zeros(n_classes, np.int64)
+        for b in split.train:
+            counts += hists[b]
+        trained = [names[i] for i in range(n_classes) if counts[i] > 0]
+        for i in np.flatnonzero(counts == 0):
+            warnings.warn(
+                f"class {names[i]!r} (id {i}) has no training pixel{' in the training area' if train_area else ''}; "
+                f"the model will not predict it (add labels for it or drop it from the classes)",
+                ClassNotTrainedWarning,
+                stacklevel=2,
+            )
+        rf = getattr(net, "receptive_field", None)
+        auto_overlap = _round_up(rf, stride) if rf else 64
         extra: dict[str, Any] = {
             "training": {
                 "image": str(image),
@@ -219,19 +397,28 @@ def train_model(
                 "block": blk,
                 "val_fraction": val_fraction,
                 "sampling": sampling,
+                "balance": balance,
+                "pixel_batch": pixel_batch,
                 "augment": list(augmentations),
                 "epochs": epochs,
-                "lr": lr,
-                "batch_size": batch_size,
                 "chips_per_epoch": chips_per_epoch,
+                "batch_size": batch_size,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "label_smoothing": label_smoothing,
+                "ema": ema,
+                "train_area": describe_area(train_area),
+                "exclude_area": describe_area(exclude_area),
+                "labelled_pixels": survey.pixels,
+                "training_pixels": {n: int(c) for n, c in zip(names, counts)},
             }
         }
         if kwargs.get("spectral_init") == "pca" and not resume:
             from geoseg.models.spectral import pca_init
 
-            px = sample_pixels(src, seed=seed)
-            px = (px - np.asarray(norm.shift or 0.0)) / np.asarray(norm.scale or 1.0)
-            extra["spectral_pca_explained"] = float(np.sum(pca_init(net, px.astype(np.float32))))
+            sample = sample_pixels(src, seed=seed)
+            sample = (sample - np.asarray(norm.shift or 0.0)) / np.asarray(norm.scale or 1.0)
+            extra["spectral_pca_explained"] = float(np.sum(pca_init(net, sample.astype(np.float32))))
         if encoder_weights is not None and not resume:
             from geoseg.models.adapt import load_encoder_weights
 
@@ -250,22 +437,26 @@ def train_model(
             normalization=norm.to_dict(),
             arch_kwargs=kwargs,
             tile=max(tile // stride * stride, stride),
-            overlap=overlap,
+            overlap=auto_overlap if overlap is None else overlap,
             output_stride=stride,
+            trained_classes=trained,
             extra=extra,
         )
         rng = np.random.default_rng(seed)
-        counts = np.zeros(n_classes, np.int64)
-        for b in split.train[:64]:
-            counts += reader.block_histogram(*b)
-        criterion = make_loss(loss, weights=class_weights(counts) if loss == "weighted_ce" else None)
+        weights = None
+        if class_weights is not None:
+            weights = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
+        elif loss == "weighted_ce":
+            weights = balanced_class_weights(counts)
+        config.extra["training"]["class_weights"] = None if weights is None else [round(float(w), 6) for w in weights]
+        criterion = make_loss(loss, weights=weights, label_smoothing=label_smoothing)
         net = net.to(dev)
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         steps_per_epoch = max(1, -(-chips_per_epoch // batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
-        )
-        val_chips = [reader.read(r, c) for r, c in reader.grid_origins(split.val or split.train)]
+        total_steps = epochs * steps_per_epoch
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.15)
+        averaged = ExponentialAverage(net, total_steps) if ema else None
+        val_reads = reader.val_windows(split.val)
         best, best_epoch, history, best_report, stale, start = -1.0, 0, [], None, 0, 1
         if saved_state is not None:
             _check_resume(state_file, saved_state, locals(), classes=names, bands=src.band_names)
@@ -276,6 +467,9 @@ def train_model(
             gen.set_state(st["torch_gen"])
             torch.set_rng_state(st["torch_rng"])
             rng.bit_generator.state = st["numpy_rng"]
+            if averaged is not None and "ema" in st:
+                averaged.model.load_state_dict(st["ema"])
+                averaged.updates = int(st.get("ema_updates", 0))
             best, best_epoch, stale, start = st["best"], st["best_epoch"], st["stale"], st["epoch"] + 1
             history = list(st["history"])
             config = ModelConfig.from_json(st["config"])
@@ -283,10 +477,22 @@ def train_model(
         for epoch in range(start, epochs + 1):
             net.train()
             losses = []
-            for group in _batches(reader.origins(sampling, split.train, chips_per_epoch, rng), batch_size):
+            origins = reader.origins(sampling, split.train, chips_per_epoch, rng, balance=balance)
+            for group in _batches(origins, batch_size):
                 _poll_cancel(progress, epoch, epochs)
-                xs, ys = zip(*(reader.read(r, c) for r, c in group))
+                xs, ys = zip(*(reader.read(r, c, role=TRAIN) for r, c in group))
                 x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+                px: torch.Tensor | None = None
+                py: torch.Tensor | None = None
+                if pixel_batch and hasattr(net, "forward_pixels"):
+                    pxn, pyn = reader.pixel_batch(pixel_batch, rng, balance=balance, chips=(x.numpy(), y.numpy()))
+                    if len(pyn):
+                        pt = torch.from_numpy(pxn)
+                        if "spectral" in augmentations:
+                            pt = apply_augmentations(
+                                pt[:, :, None, None], torch.from_numpy(pyn)[:, None, None], ("spectral",), gen
+                            )[0][:, :, 0, 0]
+                        px, py = pt.to(dev), torch.from_numpy(pyn).to(dev)
                 x, y = apply_augmentations(x, y, augmentations, gen)
                 x, y = x.to(dev), y.to(dev)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -295,12 +501,22 @@ def train_model(
                 lval = criterion(logits.float(), y)
                 for w, a in aux:
                     lval = lval + w * criterion(a.float(), y)
+                if px is not None and py is not None:
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                        plog = net.forward_pixels(px)  # type: ignore[operator]
+                    lval = lval + criterion(plog.float()[:, :, None], py[:, None])
                 opt.zero_grad(set_to_none=True)
                 lval.backward()
                 opt.step()
                 sched.step()
+                if averaged is not None:
+                    averaged.update(net)
                 losses.append(float(lval.detach()))
-            rep = _validate(net, val_chips, n_classes, names, dev, batch_size)
+            model_to_use = averaged.model if averaged is not None else net
+            if has_batchnorm(model_to_use):
+                recalibrate_batchnorm(model_to_use, reader, split.train, rng, batch_size, dev, sampling=sampling)
+            rep = _validate(model_to_use, reader, val_reads or [], n_classes, names, dev, batch_size)
+            val_miou = rep.miou if val_reads and not math.isnan(rep.miou) else float(epoch)  # no validation: latest
             history.append(
                 {
                     "epoch": epoch,
@@ -309,11 +525,11 @@ def train_model(
                     "per_class_iou": {c.name: c.iou for c in rep.classes},
                 }
             )
-            if rep.miou > best + 1e-6:
-                best, best_epoch, best_report, stale = rep.miou, epoch, rep, 0
+            if val_miou > best + 1e-6:
+                best, best_epoch, best_report, stale = val_miou, epoch, rep, 0
                 config.extra["validation"] = rep.to_dict()
                 config.extra["training"]["best_epoch"] = epoch
-                save_checkpoint(out_path, net, config, overwrite=True)
+                save_checkpoint(out_path, model_to_use, config, overwrite=True)
             else:
                 stale += 1
             _save_state(
@@ -324,6 +540,7 @@ def train_model(
                 gen,
                 rng,
                 config,
+                averaged,
                 epoch=epoch,
                 best=best,
                 best_epoch=best_epoch,
@@ -331,21 +548,34 @@ def train_model(
                 history=history,
             )
             per_class = " ".join(f"{k}={v:.2f}" for k, v in history[-1]["per_class_iou"].items() if v == v)
-            message = f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]"
-            report_progress(progress, epoch, epochs, message)
-            if stale >= patience or (max_seconds is not None and time.perf_counter() - t0 > max_seconds):
+            report_progress(
+                progress, epoch, epochs, f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]"
+            )
+            if (patience is not None and stale >= patience) or (
+                max_seconds is not None and time.perf_counter() - t0 > max_seconds
+            ):
                 break
-    finally:
-        src.close()
-        if lab is not None:
-            lab.close()
+        forest_report = None
+        if baseline == "rf":
+            forest_report = _forest_on_split(src, reader, split, names, val_reads, seed, threads)
     if best_report is None and out_path.exists():
         from geoseg.models.checkpoint import read_config
 
         val = read_config(out_path).extra.get("validation")
         best_report = SegmentationReport.from_matrix(np.asarray(val["confusion_matrix"]), names) if val else None
+    if not val_reads:
+        best = best_report.miou if best_report is not None else float("nan")
     return TrainResult(
-        out_path, best, best_epoch, len(history), time.perf_counter() - t0, history, best_report, state_file
+        out_path,
+        best,
+        best_epoch,
+        len(history),
+        time.perf_counter() - t0,
+        history,
+        best_report,
+        state_file,
+        forest_report,
+        plan,
     )
 
 
@@ -359,8 +589,108 @@ def _poll_cancel(progress: ProgressCallback | None, epoch: int, epochs: int) -> 
     report_progress(progress, epoch - 1, epochs)
 
 
+class ExponentialAverage:
+    """An exponential moving average of a model's weights (Polyak averaging), updated after every step.
+
+    The decay grows with the step count, ``min(1 - 1/(0.1 * total_steps), (1 + n) / (10 + n))``, so early
+    averages follow the weights closely and the last tenth of training is averaged (as in SWA/EMA practice:
+    Izmailov et al. 2018; Polyak & Juditsky 1992). Buffers (BatchNorm statistics) are copied, not averaged.
+    """
+
+    def __init__(self, net: torch.nn.Module, total_steps: int) -> None:
+        self.model = copy.deepcopy(net).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.max_decay = 1.0 - 1.0 / max(10.0, 0.1 * total_steps)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.max_decay, (1 + self.updates) / (10 + self.updates))
+        for a, p in zip(self.model.parameters(), net.parameters()):
+            a.lerp_(p.detach(), 1 - d)
+        for mine, theirs in zip(self.model.buffers(), net.buffers()):
+            mine.copy_(theirs)
+
+
+def has_batchnorm(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    net: torch.nn.Module,
+    reader: ChipReader,
+    blocks: list[tuple[int, int]],
+    rng: np.random.Generator,
+    batch_size: int,
+    device: torch.device,
+    *,
+    sampling: str = "centered",
+    batches: int = 8,
+) -> None:
+    """Recompute BatchNorm running statistics as plain averages over ``batches`` training batches ("precise BN",
+    Wu & Johnson 2021), so evaluation uses the statistics of the data, not a momentum average that trailed the
+    weights during training. Uses its own random generator state (the training stream is not disturbed)."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or not blocks:
+        return
+    local = np.random.default_rng(rng.integers(0, 2**63))
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = net.training
+    net.train()
+    for group in _batches(reader.origins(sampling, blocks, batches * batch_size, local), batch_size):
+        x = torch.from_numpy(np.stack([reader.read(r, c, role=TRAIN)[0] for r, c in group])).to(device)
+        net(x)
+    for m, (momentum, _) in zip(bns, saved):
+        m.momentum = momentum
+    net.train(was_training)
+    if not was_training:
+        net.eval()
+
+
+def _forest_on_split(
+    src: RasterSource,
+    reader: ChipReader,
+    split: Any,
+    names: list[str],
+    val_reads: list,
+    seed: int,
+    threads: int | None,
+) -> SegmentationReport:
+    """The pixel-wise forest baseline on the training blocks, scored on the same validation pixels as the model."""
+    from geoseg.train.baseline import FOREST_PIXELS, fit_forest, forest_classes, sample_labelled_pixels
+
+    class _TrainLabels:
+        def read(self, window: Window) -> np.ndarray:
+            y = reader.labels.read(window)
+            rr = np.arange(int(window.row_off), int(window.row_off + window.height)) // reader.block
+            cc = np.arange(int(window.col_off), int(window.col_off + window.width)) // reader.block
+            y[reader.roles[rr[:, None], cc[None, :]] != TRAIN] = IGNORE_INDEX
+            return y
+
+    windows = [reader.block_window(*b) for b in split.train]
+    x, y = sample_labelled_pixels(src, _TrainLabels(), windows, FOREST_PIXELS, seed=seed)
+    forest = fit_forest(x, y, seed=seed, threads=threads or torch.get_num_threads())
+    cm = ConfusionMatrix(len(names))
+    for _, _, _, keep in val_reads:
+        yv = reader.labels.read(keep)
+        data, valid = src.read(keep)
+        m = (yv != IGNORE_INDEX) & valid
+        rr = np.arange(int(keep.row_off), int(keep.row_off + keep.height)) // reader.block
+        cc = np.arange(int(keep.col_off), int(keep.col_off + keep.width)) // reader.block
+        m &= reader.roles[rr[:, None], cc[None, :]] == VAL
+        if m.any():
+            cm.update(forest_classes(forest, data)[m], yv[m])
+    return cm.report(names)
+
+
 def _save_state(
-    path: Path, net: Any, opt: Any, sched: Any, gen: Any, rng: Any, config: ModelConfig, **info: Any
+    path: Path, net: Any, opt: Any, sched: Any, gen: Any, rng: Any, config: ModelConfig, averaged: Any, **info: Any
 ) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
@@ -372,6 +702,9 @@ def _save_state(
         "config": config.to_json(),
         **info,
     }
+    if averaged is not None:
+        state["ema"] = {k: v.detach().cpu() for k, v in averaged.model.state_dict().items()}
+        state["ema_updates"] = averaged.updates
     with atomic_path(path, overwrite=True) as tmp:
         torch.save(state, tmp)
 
@@ -413,14 +746,26 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 def _validate(
-    net: torch.nn.Module, chips: list, n_classes: int, names: list[str], dev: torch.device, bs: int
+    net: torch.nn.Module,
+    reader: ChipReader,
+    reads: list,
+    n_classes: int,
+    names: list[str],
+    dev: torch.device,
+    bs: int,
 ) -> SegmentationReport:
+    """Confusion matrix of ``net`` on the validation pixels (each read: row, col, size, block window kept)."""
     net.eval()
     cm = ConfusionMatrix(n_classes)
+    by_size: dict[int, list] = {}
+    for item in reads:
+        by_size.setdefault(item[2], []).append(item)
     with torch.inference_mode():
-        for group in _batches(chips, bs):
-            x = torch.from_numpy(np.stack([g[0] for g in group])).to(dev)
-            pred = net(x).argmax(1).cpu().numpy()
-            for p, (_, y) in zip(pred, group):
-                cm.update(p, y, y != IGNORE_INDEX)
+        for size, items in by_size.items():
+            for group in _batches(items, bs):
+                chips = [reader.read(r, c, role=VAL, keep=keep, size=size) for r, c, _, keep in group]
+                x = torch.from_numpy(np.stack([g[0] for g in chips])).to(dev)
+                pred = net(x).argmax(1).cpu().numpy()
+                for p, (_, y) in zip(pred, chips):
+                    cm.update(p, y, y != IGNORE_INDEX)
     return cm.report(names)

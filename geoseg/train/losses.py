@@ -1,8 +1,9 @@
-"""Segmentation losses with an ignore index: cross entropy, class-weighted CE, soft Dice and CE+Dice."""
+"""Segmentation losses with an ignore index: cross entropy (optionally class-weighted, label-smoothed), soft Dice,
+CE+Dice and focal; and class weights from label frequencies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,14 +16,46 @@ from geoseg.train.names import LOSSES
 IGNORE = IGNORE_INDEX  # the one ignore label of training (negative: never a class id)
 
 
-def class_weights(counts: np.ndarray) -> torch.Tensor:
-    """Median-frequency balancing weights from per-class pixel counts (absent classes get weight 0)."""
+#: largest ratio between two automatic class weights
+MAX_WEIGHT_RATIO = 10.0
+
+
+def balanced_class_weights(
+    counts: Sequence[int] | np.ndarray, *, power: float = 0.5, max_ratio: float = MAX_WEIGHT_RATIO
+) -> torch.Tensor:
+    """Class weights from per-class training pixel counts: ``(median frequency / frequency) ** power``, capped so
+    no weight exceeds ``max_ratio`` times the smallest, then scaled so the mean weight per training pixel is 1.
+
+    ``power=1`` without a cap is median-frequency balancing (Eigen & Fergus 2015); it lets a class with a handful of
+    pixels dominate the loss (a 22-pixel class against 4,080 weighs ~190x and gets over-predicted), so the default
+    takes the square root and caps the range. Absent classes get weight 0 (they never occur as targets).
+    """
     counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise InvalidParameterError("class pixel counts must be a 1-D array of non-negative numbers")
     freq = counts / max(counts.sum(), 1)
     present = freq > 0
     w = np.zeros_like(freq)
-    w[present] = np.median(freq[present]) / freq[present]
+    if not present.any():
+        return torch.tensor(w, dtype=torch.float32)
+    w[present] = (np.median(freq[present]) / freq[present]) ** power
+    w[present] = np.minimum(w[present], w[present].min() * max_ratio)
+    w[present] /= (w[present] * freq[present]).sum()
     return torch.tensor(w, dtype=torch.float32)
+
+
+def check_class_weights(weights: Sequence[float], classes: Sequence[str]) -> None:
+    """Refuse user class weights that are not one finite, non-negative number per class (not all zero)."""
+    try:
+        w = np.asarray([float(v) for v in weights], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"class weights must be numbers, one per class; got {weights!r}") from exc
+    if w.shape != (len(classes),):
+        raise InvalidParameterError(
+            f"{w.size} class weight(s) given for {len(classes)} classes ({', '.join(classes)}); give one per class"
+        )
+    if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+        raise InvalidParameterError(f"class weights must be finite, >= 0 and not all 0; got {w.tolist()}")
 
 
 def soft_dice(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE, eps: float = 1.0) -> torch.Tensor:
@@ -38,24 +71,33 @@ def soft_dice(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IG
     return 1 - (dice[present].mean() if present.any() else dice.mean())
 
 
-def make_loss(name: str, *, weights: torch.Tensor | None = None, ignore_index: int = IGNORE) -> Callable:
-    """Loss by name: ``ce``, ``weighted_ce``, ``dice`` or ``ce_dice``."""
+def make_loss(
+    name: str, *, weights: torch.Tensor | None = None, ignore_index: int = IGNORE, label_smoothing: float = 0.0
+) -> Callable:
+    """Loss by name: ``ce``, ``weighted_ce``, ``dice``, ``ce_dice`` or ``focal``.
+
+    ``weights`` (one per class) weigh the cross-entropy terms of ``ce``, ``ce_dice`` and ``weighted_ce`` (which
+    requires them); ``label_smoothing`` (Szegedy et al. 2016) applies to the cross-entropy terms.
+    """
 
     def ce(logits: torch.Tensor, target: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         if not (target != ignore_index).any():
             return logits.sum() * 0.0
-        return F.cross_entropy(logits, target, weight=w, ignore_index=ignore_index)
+        return F.cross_entropy(logits, target, weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing)
+
+    def w_on(lo: torch.Tensor) -> torch.Tensor | None:
+        return weights.to(lo.device) if weights is not None else None
 
     if name == "ce":
-        return lambda lo, t: ce(lo, t)
+        return lambda lo, t: ce(lo, t, w_on(lo))
     if name == "weighted_ce":
         if weights is None:
             raise InvalidParameterError("weighted_ce needs class weights (computed from label frequencies)")
-        return lambda lo, t: ce(lo, t, weights.to(lo.device))
+        return lambda lo, t: ce(lo, t, w_on(lo))
     if name == "dice":
         return lambda lo, t: soft_dice(lo, t, ignore_index)
     if name == "ce_dice":
-        return lambda lo, t: ce(lo, t) + soft_dice(lo, t, ignore_index)
+        return lambda lo, t: ce(lo, t, w_on(lo)) + soft_dice(lo, t, ignore_index)
     if name == "focal":
         return lambda lo, t: focal(lo, t, ignore_index)
     raise InvalidParameterError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")

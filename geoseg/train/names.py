@@ -9,4 +9,8 @@ from __future__ import annotations
 #: loss names accepted by :func:`geoseg.train.losses.make_loss` and ``train_model(loss=...)``
 LOSSES = ("ce", "weighted_ce", "dice", "ce_dice", "focal")
 
-__all__ = ["LOSSES"]
+#: baselines ``train_model(baseline=...)`` / ``geoseg train --baseline`` fits beside the network (``rf``: a pixel-wise
+#: random forest, :mod:`geoseg.train.baseline`)
+BASELINES = ("rf",)
+
+__all__ = ["BASELINES", "LOSSES"]
