@@ -100,5 +100,5 @@ def test_registry_errors():
         create_model("unte", in_channels=3, num_classes=2)
     with pytest.raises(InvalidParameterError, match="num_classes must be >= 2"):
         create_model("tiny", in_channels=3, num_classes=1)
-    with pytest.raises(InvalidParameterError, match="invalid options for model 'tiny'"):
+    with pytest.raises(InvalidParameterError, match="cannot build model 'tiny' with options"):
         create_model("tiny", in_channels=3, num_classes=2, bogus=1)

@@ -82,7 +82,7 @@ def test_json_results_of_the_commands_other_programs_call(tmp_path):
     out = tmp_path / "o.tif"
     args = ["predict", src, out, "-m", ck, "--device", "cpu", "--progress", "none"]
     text = _run(*args).output
-    assert text.startswith(f"wrote {out} (") and "MPix/s on cpu" in text
+    assert text.startswith("predicted ") and "MPix/s on cpu" in text and f"wrote {out}\n" in text
     res = _run(*args, "--overwrite", "--json", "--vector", tmp_path / "v.gpkg", "--truth", truth)
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)  # one JSON object, nothing else on stdout
@@ -103,5 +103,5 @@ def test_json_results_of_the_commands_other_programs_call(tmp_path):
     assert trained["output"] == str(tmp_path / "t.safetensors") and trained["best_epoch"] == 1
     assert trained["state"].endswith(".train-state.pt") and len(trained["history"]) == 1
     err = CliRunner().invoke(cli, [str(a) for a in args + ["--json"]])  # the output exists now
-    assert err.exit_code == 2 and "Error: output" in err.stderr
+    assert err.exit_code == 2 and "already exists" in err.stderr
     assert json.loads(err.stdout) == {"error": json.loads(err.stdout)["error"], "type": "OutputExistsError"}

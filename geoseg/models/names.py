@@ -34,6 +34,7 @@ ARCHITECTURES = (
     "smp-unet",
     "smp-unetplusplus",
     "smp-upernet",
+    "ssnet",
     "tiny",
     "unet",
 )

@@ -30,6 +30,7 @@ ARCHITECTURES = (  # geoseg.models.names.ARCHITECTURES
     "smp-unet",
     "smp-unetplusplus",
     "smp-upernet",
+    "ssnet",
     "tiny",
     "unet",
 )
