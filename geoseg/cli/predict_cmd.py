@@ -31,6 +31,13 @@ from geoseg.models.device import DEVICES
     default=None,
     help="Reader threads (default: one per core with a GPU, at most 32; 0 on CPU, reading between forward passes).",
 )
+@click.option(
+    "--cache-mb",
+    type=float,
+    default=None,
+    help="Block-reuse budget in MiB: input blocks shared by two tile rows are held across the width only within it "
+    "(peak memory <= a small raster's + this). Default: 64 on CPU, 1/8 of free host memory with a GPU.",
+)
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")
 @click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Also vectorize classes to this file.")
@@ -54,6 +61,7 @@ def predict_command(
     prob_dtype: str,
     nodata: float | None,
     workers: int | None,
+    cache_mb: float | None,
     no_amp: bool,
     crf: bool,
     vector: str | None,
@@ -82,6 +90,7 @@ def predict_command(
             prob_dtype=prob_dtype,
             nodata=nodata,
             workers=workers,
+            cache_mb=cache_mb,
             amp=not no_amp,
             crf=crf,
             overwrite=overwrite,

@@ -211,6 +211,7 @@ def _plan(
     device: str,
     bands: Any,
     stitch: str,
+    cache_mb: float | None = None,
 ) -> list[_Scene]:
     """Regions of every readable scene; a scene that cannot be planned is added to ``failures`` (the others go on).
 
@@ -269,6 +270,7 @@ def _plan(
                     bands=bands_n,
                     stitch=stitch,
                     fingerprint=fp,
+                    cache_mb=cache_mb,
                 )
             )
         scenes.append(_Scene(job, grid, tasks))
@@ -486,6 +488,7 @@ def run_batch(
     overlap: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
+    cache_mb: float | None = None,
     gpus_per_task: float | None = None,
     bands: Any = None,
     stitch: str = "center",
@@ -514,6 +517,8 @@ def run_batch(
         device: ``cpu``, ``cuda`` or ``auto``; ``auto`` is decided for the workers: GPUs of this machine for a local
             cluster, the job's GPU request on SLURM/PBS (``--gres=gpu:1`` in ``job_extra_directives``), the workers'
             ``GPU`` resources on an existing scheduler. Tasks that ask for a GPU run with ``cuda``.
+        cache_mb: block-reuse budget of each task in MiB (see :func:`geoseg.inference.predict_raster`; default: 64
+            on CPU workers, 1/8 of the worker host's available memory beside a GPU).
         gpus_per_task: GPU resource per task (default 1 when tasks run on a GPU, none on CPU).
         truth: truth rasters, as a folder (same file name or stem) or a ``{raster: truth}`` mapping; manifest
             truth columns take precedence. Gives per-scene and combined per-class IoU.
@@ -547,6 +552,10 @@ def run_batch(
         raise InvalidParameterError(f"retries must be >= 0, got {retries}")
     if worker_timeout is not None and worker_timeout <= 0:
         raise InvalidParameterError(f"worker_timeout must be > 0 seconds or None (no limit), got {worker_timeout}")
+    if cache_mb is not None and not cache_mb >= 0:  # NaN fails too
+        raise InvalidParameterError(
+            f"cache_mb must be >= 0 MiB (0 = never hold input blocks across tile rows), got {cache_mb}"
+        )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"out_dir {out} is a file; give a folder")
@@ -574,6 +583,7 @@ def run_batch(
             overlap=overlap,
             batch_size=batch_size,
             device=device,
+            cache_mb=cache_mb,
             gpus_per_task=gpus_per_task,
             bands=bands,
             stitch=stitch,
@@ -605,6 +615,7 @@ def _run_locked(
     overlap: int | None,
     batch_size: int | None,
     device: str,
+    cache_mb: float | None,
     gpus_per_task: float | None,
     bands: Any,
     stitch: str,
@@ -631,6 +642,7 @@ def _run_locked(
         device=device,
         bands=bands,
         stitch=stitch,
+        cache_mb=cache_mb,
     )
     planned = {sc.job.name: _planned_outputs(sc, out, mosaic=mosaic, cog=cog) for sc in scenes}
     previous = _recorded_paths(manifest, set(planned)) if overwrite else {}
