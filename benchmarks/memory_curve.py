@@ -21,11 +21,18 @@ TARGET = 1.10
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"4096"`` -> (4096, 4096); ``"65536x2048"`` -> (rows 2048, cols 65536): width x height, as GDAL writes it."""
+    """``"4096"`` -> (4096, 4096); ``"65536x2048"`` -> (rows 2048, cols 65536): width x height, as GDAL writes it.
+    A ``:N`` suffix (a cap on the rows processed, see :func:`parse_cap`) is ignored here."""
+    text = text.split(":")[0]
     if "x" in text:
         w, h = text.lower().split("x")
         return int(h), int(w)
     return int(text), int(text)
+
+
+def parse_cap(text: str) -> int | None:
+    """``"32768:16"`` -> 16 (process only the first 16 tile rows or windows rows, full width); None without."""
+    return int(text.split(":")[1]) if ":" in text else None
 
 
 def size_name(shape: tuple[int, int]) -> str:
