@@ -116,6 +116,13 @@ class OutputLockedError(OutputError):
 __all__ += ["OutputLockedError"]
 
 
+class InputUnreadableError(GeoSegError, PermissionError):
+    """An input exists but this process may not read it (permissions)."""
+
+
+__all__ += ["InputUnreadableError"]
+
+
 class NodataWarning(UserWarning):
     """A declared nodata value cannot occur in the band's data type (e.g. -9999 in uint16), so it masks no pixel."""
 

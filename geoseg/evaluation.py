@@ -23,6 +23,7 @@ from geoseg.errors import (
     NoOverlapError,
     UnknownClassError,
 )
+from geoseg.hints import option
 from geoseg.io.align import RasterOnGrid
 from geoseg.io.classes import check_class_raster, check_integral
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
@@ -31,6 +32,7 @@ from geoseg.io.labels import AreaOfInterest, PolygonLabels, is_vector
 from geoseg.io.read import iter_windows, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
+from geoseg.options import check_class_names, check_numbers, check_requires
 from geoseg.progress import ProgressCallback, report_progress
 
 
@@ -132,10 +134,12 @@ class _VectorTruth:
     def __init__(
         self, truth: Any, pred: Any, field: str | None, names: list[str] | None, background: int | None,
         layer: str | None,
+        id_field: str | None = None,
     ) -> None:  # fmt: skip
         self.polygons = PolygonLabels(
             truth, georef=Georeference.of(pred), class_field=field, classes=names, layer=layer,
             layer_option="truth_layer= (CLI: --layer)", what="truth polygons",
+            id_field=id_field,
         )  # fmt: skip
         self.background = background
 
@@ -179,6 +183,7 @@ def evaluate(
     progress: ProgressCallback | None = None,
     truth_layer: str | None = None,
     aoi_layer: str | None = None,
+    truth_id_field: str | None = None,
 ) -> SegmentationReport:
     """Compare a class raster with ground truth, window by window, and return a :class:`SegmentationReport`.
 
@@ -192,6 +197,7 @@ def evaluate(
     * ``truth_class_field``: attribute of label polygons holding class ids or names (default: the first of
       :data:`~geoseg.io.labels.CLASS_FIELD_CANDIDATES` present); read by :class:`geoseg.io.labels.PolygonLabels`,
       like training labels.
+    * ``truth_id_field``: attribute of label polygons holding the class ids of a ``truth_class_field`` of names.
     * ``background``: class id for pixels no label polygon covers (default: left out).
     * ``truth_layer``, ``aoi_layer``: the layer to read from a polygon file with several layers (required then).
 
@@ -210,11 +216,24 @@ def evaluate(
         NoOverlapError: the inputs do not overlap or share no valid pixel.
         CancelledError: ``progress`` asked to stop.
     """
-    if window < 1:
-        raise InvalidParameterError(f"window must be >= 1, got {window}")
+    check_numbers({"window": window, "ignore_index": ignore_index, "background": background})
+    if classes is not None and not isinstance(classes, int):
+        check_class_names(classes)
+    if truth is not None and not is_vector(truth):
+        for name, value, why in (
+            ("truth_class_field", truth_class_field, "the class attribute"),
+            ("background", background, "the class of pixels outside"),
+            ("truth_layer", truth_layer, "the layer"),
+        ):
+            if value is not None:
+                raise InvalidParameterError(
+                    f"{option(name)} names {why} of label polygons, but the truth {truth} is a class raster (its "
+                    f"values are the class ids); drop {option(name)}"
+                )
+    check_requires({"aoi_layer": aoi_layer, "aoi": aoi}, {"aoi_layer": ("aoi", "it chooses a layer of the AOI file")})
     return _evaluate(
         prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress,
-        truth_layer, aoi_layer,
+        truth_layer, aoi_layer, truth_id_field,
     )  # fmt: skip
 
 
@@ -230,6 +249,7 @@ def _evaluate(
     progress: ProgressCallback | None,
     truth_layer: str | None = None,
     aoi_layer: str | None = None,
+    truth_id_field: str | None = None,
 ) -> SegmentationReport:
     pred = open_dataset(prediction)
     truth_src: _RasterTruth | _VectorTruth | None = None
@@ -239,7 +259,7 @@ def _evaluate(
         names = _resolve_classes(classes, pred)
         check_class_raster(pred, path=prediction, what="prediction", names=names)
         if is_vector(truth):
-            truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_layer)
+            truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_layer, truth_id_field)
         else:
             if not hasattr(truth, "geometry") and not Path(str(truth)).exists():
                 raise InputNotFoundError(f"truth not found: {truth}; check the path (relative to {os.getcwd()})")

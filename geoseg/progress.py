@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from geoseg.errors import CancelledError
 
@@ -28,14 +28,18 @@ def report_progress(callback: ProgressCallback | None, done: int, total: int, me
 
 
 class TqdmProgress:
-    """A tqdm progress bar as a callback (CLI)."""
+    """A tqdm progress bar as a callback (CLI). The bar appears at the first update, so a command that fails its
+    checks before any work prints its one-line error alone."""
 
     def __init__(self, desc: str = "", unit: str = "tile", disable: bool = False) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=0, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
+        self._options = {"desc": desc, "unit": unit, "disable": disable, "dynamic_ncols": True}
+        self._bar: Any = None
 
     def __call__(self, done: int, total: int, message: str = "", /) -> bool:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, **self._options)
         if self._bar.total != total:
             self._bar.total = total
         self._bar.n = done
@@ -45,7 +49,8 @@ class TqdmProgress:
         return False
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 class JsonLinesProgress:

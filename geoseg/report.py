@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import InvalidParameterError, OutputError, OutputExistsError
-from geoseg.io.write import atomic_path
+from geoseg.errors import InvalidParameterError, OutputError
+from geoseg.io.outputs import OutputSet
 from geoseg.metrics import SegmentationReport
 
 REPORT_FORMATS = ("json", "csv", "md", "html")
@@ -195,23 +195,15 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f
 _WRITERS = {"json": report_json, "csv": report_csv, "md": report_markdown, "html": report_html}
 
 
-def write_report(
-    report: SegmentationReport,
-    out_dir: str | os.PathLike[str],
-    *,
-    formats: Sequence[str] = REPORT_FORMATS,
-    stem: str = "report",
-    overwrite: bool = True,
+def report_paths(
+    out_dir: str | os.PathLike[str], *, formats: Sequence[str] = REPORT_FORMATS, stem: str = "report"
 ) -> dict[str, Path]:
-    """Write ``report`` as ``<out_dir>/<stem>.{json,csv,md,html}`` (each atomically); return format -> path.
-
-    ``out_dir`` is created if missing. Existing files are replaced unless ``overwrite=False``.
+    """The files :func:`write_report` writes: format -> ``<out_dir>/<stem>.<format>`` (``markdown`` is ``md``).
 
     Raises:
-        InvalidParameterError: an unknown format.
-        OutputExistsError, OutputError: a report file exists without ``overwrite``, or cannot be written.
+        InvalidParameterError: an unknown format, or none.
     """
-    fmts = [f.lower().lstrip(".") for f in formats]
+    fmts = [str(f).lower().lstrip(".") for f in formats]
     fmts = ["md" if f == "markdown" else f for f in fmts]
     bad = [f for f in fmts if f not in _WRITERS]
     if bad or not fmts:
@@ -219,19 +211,38 @@ def write_report(
             f"unsupported report format(s) {bad or '(none)'}; choose from {', '.join(REPORT_FORMATS)}"
         )
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"report directory {out} is a file; give a directory path")
+    return {f: out / f"{stem}.{f}" for f in dict.fromkeys(fmts)}
+
+
+def write_report(
+    report: SegmentationReport,
+    out_dir: str | os.PathLike[str],
+    *,
+    formats: Sequence[str] = REPORT_FORMATS,
+    stem: str = "report",
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write ``report`` as ``<out_dir>/<stem>.{json,csv,md,html}``; return format -> path.
+
+    ``out_dir`` is created if missing (other files in it are kept). The files appear together or not at all
+    (:class:`geoseg.io.outputs.OutputSet`); existing ones are replaced only with ``overwrite``.
+
+    Raises:
+        InvalidParameterError: an unknown format.
+        OutputExistsError, OutputError: a report file exists without ``overwrite``, ``out_dir`` is a file, or the
+            files cannot be written.
+    """
+    paths = report_paths(out_dir, formats=formats, stem=stem)
+    texts = {f: _WRITERS[f](report) for f in paths}
+    outputs = OutputSet(overwrite=overwrite)
+    folder = outputs.add_folder(out_dir, "report", files=[p.name for p in paths.values()])
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        with outputs:
+            staged = outputs.stage(folder)
+            for f, path in paths.items():
+                (staged / path.name).write_text(texts[f], encoding="utf-8")
     except OSError as exc:
-        raise OutputError(f"cannot create report directory {out}: {exc}") from exc
-    written: dict[str, Path] = {}
-    for f in dict.fromkeys(fmts):
-        path = out / f"{stem}.{f}"
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
-        text = _WRITERS[f](report)
-        with atomic_path(path, overwrite=True) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        written[f] = path
-    return written
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write the report into {folder}: {exc.strerror or exc}") from exc
+    return paths

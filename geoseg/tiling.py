@@ -50,6 +50,15 @@ class Tile:
         return slice(r, r + int(self.core.height)), slice(c, c + int(self.core.width))
 
 
+def window_transform(window: Window, transform: Affine) -> Affine:
+    """The geotransform of ``window`` of a raster with ``transform`` (its top-left pixel's corner as origin).
+
+    Same result as ``rasterio.windows.transform``, composed with ``@`` (affine deprecates ``*`` between matrices,
+    and rasterio still uses it, so every call there warns).
+    """
+    return transform @ Affine.translation(window.col_off or 0.0, window.row_off or 0.0)
+
+
 def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 

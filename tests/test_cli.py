@@ -70,3 +70,38 @@ def test_json_progress_lines(tmp_path):
     assert res.exit_code == 0
     lines = [json.loads(x) for x in res.stderr.splitlines() if x.startswith("{")]
     assert lines[0]["done"] == 0 and lines[-1]["progress"] == 1.0
+
+
+def test_json_results_of_the_commands_other_programs_call(tmp_path):
+    """predict, vectorize, evaluate and train print one JSON object with --json (the QGIS plugin reads it); without
+    --json their text is unchanged; an error with --json is a JSON object too."""
+    data, labels = class_scene(64, 64, bands=2)
+    src = write_raster(tmp_path / "in.tif", data)
+    truth = write_raster(tmp_path / "truth.tif", labels[None].astype("uint8"), nodata=255)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
+    out = tmp_path / "o.tif"
+    args = ["predict", src, out, "-m", ck, "--device", "cpu", "--progress", "none"]
+    text = _run(*args).output
+    assert text.startswith(f"wrote {out} (") and "MPix/s on cpu" in text
+    res = _run(*args, "--overwrite", "--json", "--vector", tmp_path / "v.gpkg", "--truth", truth)
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)  # one JSON object, nothing else on stdout
+    assert result["output"] == str(out) and result["device"] == "cpu" and result["tiles"] >= 1
+    assert result["legend"]["classes"] == ["a", "b", "c"] and result["legend"]["nodata"] == 255
+    assert result["model"] == {"arch": "tiny", "bands": ["1", "2"]}
+    assert result["vector"]["output"] == str(tmp_path / "v.gpkg") and result["vector"]["features"] > 0
+    assert 0.0 <= result["report"]["miou"] <= 1.0
+    vec = json.loads(_run("vectorize", out, tmp_path / "w.fgb", "--json", "--progress", "none").stdout)
+    assert vec["driver"] == "FlatGeobuf" and vec["features"] == result["vector"]["features"]
+    ev = json.loads(_run("evaluate", out, truth, "--json", "--report-dir", tmp_path / "r", "--progress", "none").stdout)
+    assert ev["report"]["miou"] == result["report"]["miou"] and set(ev["files"]) == {"json", "csv", "md", "html"}
+    tr = _run(
+        "train", src, truth, tmp_path / "t.safetensors", "--arch", "tiny", "--epochs", "1", "--chip", "16",
+        "--chips-per-epoch", "4", "--batch-size", "4", "--device", "cpu", "--progress", "none", "--json",
+    )  # fmt: skip
+    trained = json.loads(tr.stdout)
+    assert trained["output"] == str(tmp_path / "t.safetensors") and trained["best_epoch"] == 1
+    assert trained["state"].endswith(".train-state.pt") and len(trained["history"]) == 1
+    err = CliRunner().invoke(cli, [str(a) for a in args + ["--json"]])  # the output exists now
+    assert err.exit_code == 2 and "Error: output" in err.stderr
+    assert json.loads(err.stdout) == {"error": json.loads(err.stdout)["error"], "type": "OutputExistsError"}

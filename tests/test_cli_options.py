@@ -18,6 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
+from geoseg.io.outputs import OutputSet
+from geoseg.io.write import parse_temporary
+from geoseg.report import REPORT_FORMATS, report_paths
 
 # (module, function) the CLI commands call; each is replaced by a recorder
 LIBRARY_CALLS = [
@@ -30,6 +33,9 @@ LIBRARY_CALLS = [
     ("geoseg.distributed", "run_batch"),
     ("geoseg.demo", "run_demo"),
 ]
+
+# CLI modules that declare a command's outputs themselves (OutputSet: checked, staged, published together)
+OUTPUT_SET_USERS = ["geoseg.cli.evaluate_cmd"]
 
 # command -> (base arguments, {option: (extra arguments, extra arguments of the run it is compared with)})
 CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
@@ -44,7 +50,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--device": (["--device", "cpu"], []),
             "--stitch": (["--stitch", "mean"], []),
             "--probabilities": (["--probabilities", "p.tif"], []),
-            "--prob-dtype": (["--prob-dtype", "float32"], []),
+            "--prob-dtype": (["--probabilities", "p.tif", "--prob-dtype", "float32"], ["--probabilities", "p.tif"]),
             "--nodata": (["--nodata", "5"], []),
             "--workers": (["--workers", "2"], []),
             "--cache-mb": (["--cache-mb", "0"], []),
@@ -67,6 +73,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--bands": (["--bands", "1,2"], []),
             "--classes": (["--classes", "a,b"], []),
             "--class-field": (["--class-field", "cls"], []),
+            "--id-field": (["--class-field", "name", "--id-field", "cid"], ["--class-field", "name"]),
             "--background": (["--background", "0"], []),
             "--label-nodata": (["--label-nodata", "-1"], []),
             "--layer": (["--layer", "fields"], []),
@@ -100,6 +107,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--classes": (["--classes", "a,b"], []),
             "--ignore-index": (["--ignore-index", "0"], []),
             "--class-field": (["--class-field", "cls"], []),
+            "--id-field": (["--class-field", "name", "--id-field", "cid"], ["--class-field", "name"]),
             "--background": (["--background", "0"], []),
             "--aoi": (["--aoi", "aoi.gpkg"], []),
             "--layer": (["--layer", "truth"], []),
@@ -107,6 +115,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--report-dir": (["--report-dir", "rep"], []),
             "--format": (["--report-dir", "rep", "--format", "json"], ["--report-dir", "rep"]),
             "--window": (["--window", "64"], []),
+            "--overwrite": (["--report-dir", "rep", "--overwrite"], ["--report-dir", "rep"]),
             "--progress": (["--progress", "json"], []),
         },
     ),
@@ -134,7 +143,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--scheduler": (["--scheduler", "tcp://127.0.0.1:1"], []),
             "--cluster": (["--cluster", "slurm"], []),
             "--workers": (["--workers", "3"], []),
-            "--cluster-option": (["--cluster-option", "cores=4"], []),
+            "--cluster-option": (["--cluster-option", "memory_limit=4GB"], []),
             "--worker-timeout": (["--worker-timeout", "30"], []),
             "--region-size": (["--region-size", "1024"], []),
             "--tile": (["--tile", "128"], []),
@@ -158,13 +167,21 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--epochs": (["--epochs", "2"], []),
             "--max-seconds": (["--max-seconds", "5"], []),
             "--device": (["--device", "cpu"], []),
+            "--overwrite": (["--overwrite"], []),
         },
     ),
 }
 
+# inputs a command checks itself before calling the library (ground truth of `predict --truth`)
+EXISTING_INPUTS = ("t.tif", "t.gpkg")
+
 # options that change only what the command prints, never a library call
 CLI_ONLY = {
     ("batch", "--json"): "prints the summary as JSON",
+    ("predict", "--json"): "prints the result as JSON",
+    ("train", "--json"): "prints the result as JSON",
+    ("evaluate", "--json"): "prints the result as JSON",
+    ("vectorize", "--json"): "prints the result as JSON",
     ("info", "--json"): "prints JSON",
     ("models", "--json"): "prints JSON",
 }
@@ -183,6 +200,9 @@ class Anything:
     def __iter__(self) -> Iterator[Any]:
         return iter(())
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
     def __format__(self, spec: str) -> str:
         return "0"
 
@@ -190,10 +210,28 @@ class Anything:
         return "x"
 
 
+def _final(value: str | Path) -> str:
+    """A path with each staged (temporary) component replaced by the final name it stands for."""
+    return str(Path(*[(parse_temporary(part) or (part,))[0] for part in Path(value).parts]))
+
+
 def _describe(value: Any) -> str:
     if callable(value) and not isinstance(value, type):
         return f"<{type(value).__name__}>"
+    if isinstance(value, str | Path) and ".partial" in str(value):
+        return repr(_final(value))
     return repr(value)
+
+
+def _write_staged(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Create what a library call would have written to the command's staged outputs (which it then publishes)."""
+    if name == "write_report":
+        for path in report_paths(args[1], formats=kwargs.get("formats", REPORT_FORMATS)).values():
+            path.write_text("")
+        return
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, str | Path) and parse_temporary(Path(value).name):
+            Path(value).write_bytes(b"")
 
 
 @pytest.fixture
@@ -204,12 +242,23 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[str, ...]
     for module, name in LIBRARY_CALLS:
 
         def recorder(*args: Any, _name: str = name, **kwargs: Any) -> Any:
+            _write_staged(_name, args, kwargs)
             calls.append(
                 (_name, tuple(map(_describe, args)), tuple(sorted((k, _describe(v)) for k, v in kwargs.items())))
             )
             return {"epochs": 3} if _name == "load_train_config" else Anything()
 
         monkeypatch.setattr(importlib.import_module(module), name, recorder)
+
+    class RecordingOutputSet(OutputSet):
+        """The commands' output sets do real work (check, stage, publish); record how they were made."""
+
+        def __init__(self, inputs: Any = (), *, overwrite: bool = False) -> None:
+            calls.append(("OutputSet", (), (("overwrite", repr(overwrite)),)))
+            super().__init__(inputs, overwrite=overwrite)
+
+    for module in OUTPUT_SET_USERS:
+        monkeypatch.setattr(importlib.import_module(module), "OutputSet", RecordingOutputSet)
     return calls
 
 
@@ -226,7 +275,12 @@ def test_every_option_is_covered(command: str) -> None:
     assert not missing, f"geoseg {command}: add {missing} to CASES (or CLI_ONLY with a reason)"
 
 
-def _run(args: list[str], cwd: Path) -> None:
+def _run(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the command in a fresh folder ``cwd`` (outputs of an earlier run would be refused without --overwrite)."""
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for name in EXISTING_INPUTS:
+        (cwd / name).write_bytes(b"")
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
 
@@ -237,15 +291,14 @@ def _run(args: list[str], cwd: Path) -> None:
 def test_option_reaches_the_library(
     command: str, option: str, recorded: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     config = tmp_path / "train.yaml"
     config.write_text("epochs: 3\n")
     base, options = CASES[command]
     extra, reference = options[option]
     extra = [a.replace("{config}", str(config)) for a in extra]
-    _run([command, *base, *reference], tmp_path)
+    _run([command, *base, *reference], tmp_path / "reference", monkeypatch)
     before = list(recorded)
     recorded.clear()
-    _run([command, *base, *extra], tmp_path)
+    _run([command, *base, *extra], tmp_path / "option", monkeypatch)
     assert before, f"geoseg {command} {' '.join(base)} made no library call"
     assert recorded != before, f"geoseg {command} {option} changed no library call: the option is ignored"

@@ -335,7 +335,7 @@ def test_overwrite_with_another_configuration_removes_the_old_one(data, client, 
     old = sorted((out / "big").glob("*.tif"))
     assert len(old) >= 9 and (out / "big.tif").is_file()
     before = {p.name: p.read_bytes() for p in old}
-    with pytest.raises(OutputExistsError, match="another configuration .*--overwrite"):
+    with pytest.raises(OutputExistsError, match="another configuration .*overwrite=True"):
         run_batch([d / "big.tif"], model=ck, out_dir=out, region_size=96, device="cpu", scheduler=UNREACHABLE)
     assert {p.name: p.read_bytes() for p in sorted((out / "big").glob("*.tif"))} == before
     messages = []

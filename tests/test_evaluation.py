@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -228,7 +229,9 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     bad = write_raster(tmp_path / "bad.tif", np.full((30, 40), 8, dtype=np.uint8))
     r = CliRunner().invoke(evaluate_command, [str(p), str(bad), "--classes", "a,b,c", "--progress", "none"])
     assert r.exit_code == 2 and "Error: truth" in r.output and "[8]" in r.output
-    r = CliRunner().invoke(evaluate_command, [str(p), str(t), "--format", "pdf", "--progress", "none"])
+    r = CliRunner().invoke(
+        evaluate_command, [str(p), str(t), "--report-dir", str(tmp_path / "r"), "--format", "pdf", "--progress", "none"]
+    )
     assert r.exit_code == 2 and "pdf" in r.output
 
 
@@ -265,17 +268,29 @@ def test_predict_postprocess_helper(tmp_path: Path) -> None:
     import click
     from click.testing import CliRunner
 
-    from geoseg.cli.evaluate_cmd import vectorize_and_evaluate
+    from geoseg.cli.evaluate_cmd import PostProcessing
 
     _, labels = class_scene(30, 40, classes=3)
     p = write_raster(tmp_path / "p.tif", labels)
+    out = tmp_path / "classes.tif"
 
     @click.command()
     def run() -> None:
-        vectorize_and_evaluate(
-            str(p), vector=str(tmp_path / "v.gpkg"), truth=str(p), report_dir=str(tmp_path / "r"), progress_kind="none"
+        plan = PostProcessing.plan(
+            str(out),
+            raster=str(tmp_path / "scene.tif"),
+            checkpoint=str(tmp_path / "m.safetensors"),
+            probabilities=None,
+            vector=str(tmp_path / "v.gpkg"),
+            truth=str(p),
+            report_dir=str(tmp_path / "r"),
+            overwrite=False,
         )
+        with plan.outputs:
+            shutil.copy(p, plan.outputs.stage(out))  # stands for the prediction
+            plan.run(plan.outputs.stage(out), progress_kind="none")
 
     r = CliRunner().invoke(run, [])
     assert r.exit_code == 0, r.output
     assert "mIoU 1.000" in r.output and (tmp_path / "v.gpkg").exists() and (tmp_path / "r" / "report.html").exists()
+    assert out.exists() and not [q for q in tmp_path.iterdir() if ".partial" in q.name]

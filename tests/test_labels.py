@@ -134,3 +134,53 @@ def test_vector_suffixes_cover_the_writers_formats() -> None:
     from geoseg.vectorization import VECTOR_FORMATS
 
     assert set(VECTOR_FORMATS) <= set(VECTOR_SUFFIXES)
+
+
+def test_names_keep_the_layer_s_own_ids_from_an_id_field(tmp_path: Path) -> None:
+    """Names alone are numbered alphabetically; with the id field the layer's own ids are used, for training and
+    evaluation alike, and the names name those ids."""
+    from geoseg.train import train_model
+    from geoseg.train.labels import open_labels
+
+    data, labels = class_scene(40, 48, bands=2, classes=3, seed=7)
+    img = write_raster(tmp_path / "img.tif", data)
+    own = {0: ("water", 2), 1: ("urban", 0), 2: ("forest", 1)}  # raster id -> (name, the layer's own id)
+    gdf = vectorize(write_raster(tmp_path / "lab.tif", labels))[["class_id", "geometry"]]
+    gdf["name"] = [own[i][0] for i in gdf["class_id"]]
+    gdf["code"] = [own[i][1] for i in gdf["class_id"]]
+    path = _write(gdf.drop(columns="class_id"), tmp_path / "labels.gpkg")
+    window = Window(0, 0, 48, 40)
+    with RasterSource(img) as src:
+        alphabetical = open_labels(path, src, class_field="name")
+        assert alphabetical.classes == ["forest", "urban", "water"]
+        by_code = open_labels(path, src, class_field="name", id_field="code")
+        assert by_code.classes == ["urban", "forest", "water"]
+        expected = np.vectorize(lambda i: own[i][1])(labels)
+        np.testing.assert_array_equal(by_code.read(window), expected)
+    model = train_model(img, path, tmp_path / "m.safetensors", arch="tiny", class_field="name", id_field="code",
+                        epochs=1, chip=16, chips_per_epoch=4, batch_size=4, block=16, device="cpu")  # fmt: skip
+    from geoseg.models import read_config
+
+    assert read_config(model.checkpoint).classes == ["urban", "forest", "water"]
+    truth = write_raster(tmp_path / "truth.tif", expected.astype(np.uint8))
+    report = evaluate(
+        truth, path, classes=["urban", "forest", "water"], truth_class_field="name", truth_id_field="code"
+    )
+    assert report.miou == pytest.approx(1.0)
+    gaps = gdf.assign(code=[{0: 4, 1: 1, 2: 2}[i] for i in gdf["class_id"]])  # ids without polygons are named
+    labels_gaps = PolygonLabels(gaps, crs=UTM, transform=TRANSFORM, class_field="name", id_field="code")
+    assert labels_gaps.classes == ["class_0", "urban", "forest", "class_3", "water"]
+
+
+def test_an_id_field_that_disagrees_with_the_names_is_an_error(tmp_path: Path) -> None:
+    square = [shapely.box(i, 0, i + 1, 1) for i in range(3)]
+    two_names = gpd.GeoDataFrame({"name": ["a", "b", "a"], "code": [0, 0, 1]}, geometry=square, crs=UTM)
+    with pytest.raises(
+        UnknownClassError, match=r"'code' and 'name' disagree \(id 0: \['a', 'b'\]; 'a': ids \[0, 1\]\)"
+    ):
+        PolygonLabels(two_names, crs=UTM, transform=TRANSFORM, class_field="name", id_field="code")
+    not_ids = two_names.assign(code=["x", "y", "z"])
+    with pytest.raises(UnknownClassError, match="the id field 'code' .* must hold class ids"):
+        PolygonLabels(not_ids, crs=UTM, transform=TRANSFORM, class_field="name", id_field="code")
+    with pytest.raises(UnknownClassError, match="no attribute 'nope'"):
+        PolygonLabels(two_names, crs=UTM, transform=TRANSFORM, class_field="name", id_field="nope")

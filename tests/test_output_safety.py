@@ -138,3 +138,27 @@ def test_the_heartbeat_refreshes_the_lock_and_release_keeps_another_owner_s_lock
     _write_lock(path, token="someone-else")  # the lock was taken over (e.g. judged stale elsewhere)
     lock.release()
     assert json.loads(path.read_text())["token"] == "someone-else"
+
+
+def test_outputs_get_the_permissions_of_a_new_file(tmp_path):
+    """A checkpoint (safetensors writes 0600) and a class raster get the same permissions as any new file here."""
+    from model_utils import tiny_checkpoint
+    from rasters import class_scene, write_raster
+
+    from geoseg.inference import predict_raster
+
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "plain").write_text("x")
+        expected = os.stat(tmp_path / "plain").st_mode & 0o777
+        data, _ = class_scene(32, 32, bands=2)
+        src = write_raster(tmp_path / "in.tif", data)
+        ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"])
+        predict_raster(src, tmp_path / "c.tif", model=ck, device="cpu")
+    finally:
+        os.umask(old)
+    assert expected == 0o644
+    assert {p.name: oct(os.stat(p).st_mode & 0o777) for p in (tmp_path / "m.safetensors", tmp_path / "c.tif")} == {
+        "m.safetensors": oct(expected),
+        "c.tif": oct(expected),
+    }

@@ -18,7 +18,7 @@ from geoseg.inference.stitch import STITCH_METHODS, make_stitcher
 from geoseg.inference.writer import PROB_DTYPES
 from geoseg.io.normalize import NORMALIZATION_METHODS
 from geoseg.models.device import DEVICES
-from geoseg.models.names import ADAPT_STRATEGIES
+from geoseg.models.names import ADAPT_STRATEGIES, ARCHITECTURES
 from geoseg.tiling import TileGrid
 from geoseg.train.chips import SAMPLING_MODES
 from geoseg.train.names import LOSSES
@@ -56,6 +56,14 @@ def test_qgis_enums_are_the_registries() -> None:
     assert tuple(plugin["DEVICES"]) == DEVICES
     assert tuple(plugin["STITCH_METHODS"]) == tuple(STITCH_METHODS)
     assert tuple(plugin["CONNECTIVITIES"]) == CONNECTIVITIES
+    assert tuple(plugin["ARCHITECTURES"]) == ARCHITECTURES
+
+
+def test_architecture_names_are_the_registry_s() -> None:
+    from geoseg.models import list_models
+
+    builtin = tuple(s.name for s in list_models() if s.factory.__module__.startswith("geoseg."))
+    assert builtin == ARCHITECTURES
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -108,6 +108,24 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, scene):
         train_model(img, lab, tmp_path / "never.safetensors", resume=True, **opts)
 
 
+def test_cancel_is_asked_before_every_batch(tmp_path, scene):
+    """A cancel stops training within one batch, not at the end of an epoch (a long epoch would otherwise run on)."""
+    from geoseg.train.loop import state_path
+
+    img, lab, _ = scene
+    out = tmp_path / "m.safetensors"
+    asked: list[int] = []
+
+    def cancel_at_second_batch(done, total, message=""):
+        asked.append(done)
+        return len(asked) == 2
+
+    with pytest.raises(CancelledError):
+        train_model(img, lab, out, progress=cancel_at_second_batch, **dict(FAST, epochs=3, batch_size=4))
+    assert asked == [0, 0]  # before the first and the second of 8 batches of epoch 1
+    assert not out.exists() and not state_path(out).exists()  # no epoch finished: nothing was written
+
+
 def test_balanced_sampling_evens_out_rare_classes(tmp_path):
     data, labels = class_scene(128, 128, bands=2, classes=2, seed=1)
     labels[:] = 0

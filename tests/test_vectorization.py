@@ -170,6 +170,23 @@ def test_output_formats(tmp_path: Path, ext: str) -> None:
     vectorize(src, out, overwrite=True)
 
 
+def test_geopackage_is_version_1_2(tmp_path: Path) -> None:
+    """A GeoPackage every GDAL since 2.2 reads without warning (GDAL 3.6, as in QGIS on Debian bookworm, warns three
+    times per file that version 1.4 "may only be partially supported")."""
+    import sqlite3
+
+    src = write_raster(tmp_path / "c.tif", tricky_scene(), nodata=255)
+    out = vectorize(src, tmp_path / "p.gpkg").path
+    con = sqlite3.connect(out)
+    try:
+        application_id, user_version = (
+            con.execute(f"PRAGMA {k}").fetchone()[0] for k in ("application_id", "user_version")
+        )
+    finally:
+        con.close()
+    assert application_id.to_bytes(4, "big") == b"GPKG" and user_version == 10200
+
+
 def test_incremental_write_many_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import geoseg.vectorization.polygons as v
 

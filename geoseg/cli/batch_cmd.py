@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.common import echo_json, handle_errors, progress_display, progress_option
+from geoseg.cli.common import check_option_pairs, echo_json, handle_errors, progress_display, progress_option
 from geoseg.distributed.cluster import CLUSTERS
 
 
@@ -118,6 +118,13 @@ def batch_command(
     jobs = [*inputs, *manifests]
     if not jobs:
         raise NoInputsError("no inputs: give raster paths, a quoted glob ('scenes/*.tif') or --manifest FILE")
+    check_option_pairs(
+        conflicts={
+            "cluster": ("scheduler", "--cluster starts a cluster; --scheduler uses a running one"),
+            "workers": ("scheduler", "the running scheduler's workers are used as they are"),
+            "cluster_options": ("scheduler", "they configure a cluster that geoseg starts"),
+        }
+    )
 
     def show_dashboard(client: Any) -> None:
         link = getattr(client, "dashboard_link", None)

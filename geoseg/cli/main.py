@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
 from geoseg import __version__
@@ -14,10 +17,45 @@ from geoseg.cli.train_cmd import train_command
 from geoseg.cli.vectorize_cmd import vectorize_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Geoseg(click.Group):
+    """The ``geoseg`` group: usage errors (an unknown option, a value of the wrong type, a missing argument) are one
+    line, like every other error, with the command's help as the hint."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except click.exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
+            if not standalone_mode:
+                raise
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            if not standalone_mode:
+                raise
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
+@click.group(cls=Geoseg, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geoseg")
-def cli() -> None:
-    """Semantic segmentation of large multiband and hyperspectral rasters."""
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="On an error, show the traceback (and warnings from third-party libraries) as well. Also GEOSEG_DEBUG=1.",
+)
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Semantic segmentation of large multiband and hyperspectral rasters.
+
+    Errors are one line (exit status 2 for a bad input or option, 1 for an unexpected failure, 130 when
+    interrupted); no output is replaced without --overwrite, and none is ever an input.
+    """
+    ctx.ensure_object(dict)["debug"] = debug
 
 
 for _cmd in (

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option, tune_cpu_allocator
+from geoseg.cli.common import (
+    check_option_pairs,
+    emit_result,
+    handle_errors,
+    json_option,
+    progress_display,
+    progress_option,
+    tune_cpu_allocator,
+)
+from geoseg.cli.evaluate_cmd import PostProcessing
 from geoseg.inference.stitch import STITCH_METHODS
 from geoseg.inference.writer import PROB_DTYPES
 from geoseg.models.device import DEVICES
@@ -46,6 +58,7 @@ from geoseg.models.device import DEVICES
 @click.option("--class-field", default=None, help="Class attribute of vector ground truth.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @progress_option
+@json_option
 @handle_errors
 def predict_command(
     raster: str,
@@ -70,48 +83,102 @@ def predict_command(
     class_field: str | None,
     overwrite: bool,
     progress_kind: str,
+    as_json: bool,
 ) -> None:
-    """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid)."""
+    """Segment RASTER with a model into a class map OUTPUT (GeoTIFF on the same grid).
+
+    With --vector, --truth and --report, the polygons and the report are made from the class map in the same run;
+    every input and output is checked before prediction starts, and the outputs appear together at the end, or
+    none of them (an error or Ctrl-C leaves nothing, and replaces nothing).
+    """
     from geoseg.inference.predict import predict_raster
 
-    tune_cpu_allocator(device)
-    with progress_display(progress_kind, "predict") as progress:
-        result = predict_raster(
-            raster,
-            output,
-            model=checkpoint,
-            bands=bands,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            device=device,
-            stitch=stitch,
-            probabilities=probabilities,
-            prob_dtype=prob_dtype,
-            nodata=nodata,
-            workers=workers,
-            cache_mb=cache_mb,
-            amp=not no_amp,
-            crf=crf,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    click.echo(
-        f"wrote {result.output} ({result.tiles} tiles, {result.tiles_skipped} all-nodata skipped, "
-        f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
+    check_option_pairs(
+        requires={
+            "report_dir": ("truth", "the report scores the class map against ground truth"),
+            "class_field": ("truth", "it names the class attribute of polygon ground truth"),
+            "prob_dtype": ("probabilities", "it is the data type of the probability raster"),
+        }
     )
-    if result.probabilities:
-        click.echo(f"wrote {result.probabilities}")
-    if vector or truth:
-        from geoseg.cli.evaluate_cmd import vectorize_and_evaluate
-
-        vectorize_and_evaluate(
+    plan = PostProcessing.plan(
+        output,
+        raster=raster,
+        checkpoint=checkpoint,
+        probabilities=probabilities,
+        vector=vector,
+        truth=truth,
+        report_dir=report_dir,
+        overwrite=overwrite,
+    )
+    tune_cpu_allocator(device)
+    with plan.outputs:
+        with progress_display(progress_kind, "predict") as progress:
+            result = predict_raster(
+                raster,
+                plan.outputs.stage(output),
+                model=checkpoint,
+                bands=bands,
+                tile=tile,
+                overlap=overlap,
+                batch_size=batch_size,
+                device=device,
+                stitch=stitch,
+                probabilities=plan.outputs.stage(probabilities) if probabilities else None,
+                prob_dtype=prob_dtype,
+                nodata=nodata,
+                workers=workers,
+                cache_mb=cache_mb,
+                amp=not no_amp,
+                crf=crf,
+                overwrite=True,  # staged names: the checks against existing outputs were made above
+                progress=progress,
+            )
+        summary = predict_summary(result) if as_json else {}
+        if not as_json:
+            click.echo(
+                f"predicted {result.tiles} tiles ({result.tiles_skipped} all-nodata skipped, "
+                f"{result.mpix_per_s:.2f} MPix/s on {result.device})"
+            )
+        summary |= plan.run(
             result.output,
-            vector=vector,
-            truth=truth,
-            report_dir=report_dir,
-            class_field=class_field,
             probabilities=result.probabilities,
-            overwrite=overwrite,
+            class_field=class_field,
             progress_kind=progress_kind,
+            quiet=as_json,
         )
+    if as_json:
+        # the staged names are published now: report the final ones
+        summary["output"] = str(plan.output)
+        summary["probabilities"] = str(probabilities) if probabilities else None
+
+    def text() -> None:
+        for path in plan.outputs.paths:
+            click.echo(f"wrote {path}")
+
+    emit_result(as_json, summary, text)
+
+
+def predict_summary(result: Any) -> dict[str, Any]:
+    """``geoseg predict --json``: the :class:`~geoseg.inference.predict.PredictResult`, the class raster's legend
+    (:func:`geoseg.io.tags.class_legend`: names, colors, nodata) and the model's architecture and bands as written on
+    the class raster, as plain data."""
+    from geoseg.io.read import open_dataset
+    from geoseg.io.tags import class_legend
+
+    with contextlib.closing(open_dataset(result.output)) as ds:
+        legend = class_legend(ds)
+        tags = ds.tags()
+    model = {"arch": tags.get("geoseg_model"), "bands": [b for b in tags.get("geoseg_bands", "").split(",") if b]}
+    return {
+        "output": result.output,
+        "probabilities": result.probabilities,
+        "tiles": result.tiles,
+        "tiles_skipped": result.tiles_skipped,
+        "pixels": result.pixels,
+        "seconds": result.seconds,
+        "mpix_per_s": result.mpix_per_s,
+        "device": result.device,
+        "class_counts": dict(result.class_counts),
+        "legend": legend,
+        "model": model,
+    }

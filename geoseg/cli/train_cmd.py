@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option
+from geoseg.cli.common import emit_result, handle_errors, json_option, progress_display, progress_option
 from geoseg.io.normalize import NORMALIZATION_METHODS
 from geoseg.models.names import ADAPT_STRATEGIES
 from geoseg.train.chips import SAMPLING_MODES
@@ -24,6 +23,12 @@ from geoseg.train.names import LOSSES
 @click.option("--bands", default=None, help="Input bands: '1,2,3', '2-5', 'B04,B08'.")
 @click.option("--classes", default=None, help="Comma-separated class names for ids 0..K-1.")
 @click.option("--class-field", default=None, help="Class attribute of vector labels (ids or names).")
+@click.option(
+    "--id-field",
+    default=None,
+    help="Attribute of vector labels holding the class ids of a --class-field of names (default: names are "
+    "numbered by --classes, else alphabetically).",
+)
 @click.option("--background", type=int, default=None, help="Class id for pixels outside label polygons.")
 @click.option(
     "--label-nodata",
@@ -67,14 +72,22 @@ from geoseg.train.names import LOSSES
 @click.option("--resume", is_flag=True, default=None, help="Continue from OUTPUT's saved training state.")
 @click.option("--overwrite", is_flag=True, default=None)
 @progress_option
+@json_option
 @handle_errors
 def train_command(
-    image: str | None, labels: str | None, output: str | None, config_file: str | None, progress_kind: str, **flags: Any
+    image: str | None,
+    labels: str | None,
+    output: str | None,
+    config_file: str | None,
+    progress_kind: str,
+    as_json: bool,
+    **flags: Any,
 ) -> None:
     """Train a model on IMAGE with LABELS (class raster on the grid, or polygons) and write the best checkpoint
     to OUTPUT. Options come from --config, overridden by flags."""
     from geoseg.errors import InvalidParameterError
     from geoseg.train import load_train_config, train_model
+    from geoseg.train.config import normalize_train_options
 
     opts: dict[str, Any] = load_train_config(config_file) if config_file else {}
     for key, value in flags.items():
@@ -86,18 +99,31 @@ def train_command(
     missing = [k for k in ("image", "labels", "out") if k not in opts]
     if missing:
         raise InvalidParameterError(f"missing {', '.join(missing)}: pass IMAGE LABELS OUTPUT or set them in --config")
-    if isinstance(opts.get("arch_kwargs"), str):
-        try:
-            opts["arch_kwargs"] = json.loads(opts["arch_kwargs"])
-        except json.JSONDecodeError as exc:
-            raise InvalidParameterError(f"--arch-kwargs is not valid JSON ({exc}); e.g. '{{\"width\": 16}}'") from exc
-    for key in ("classes", "encoder_bands"):
-        if isinstance(opts.get(key), str):
-            opts[key] = [v.strip() for v in opts[key].split(",")]
-    if opts.get("augment") == "none":
-        opts["augment"] = False
+    if config_file:
+        from geoseg.io.write import check_outputs_not_inputs
+        from geoseg.train.loop import state_path
+
+        outputs = {opts["out"]: "checkpoint", state_path(opts["out"]): "training state"}
+        check_outputs_not_inputs(outputs, {config_file: "training config"})
+    opts = normalize_train_options(opts)
     with progress_display(progress_kind, "train", unit="epoch") as progress:
         result = train_model(opts.pop("image"), opts.pop("labels"), opts.pop("out"), progress=progress, **opts)
-    click.echo(f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}")
-    if result.report is not None:
-        click.echo(result.report.format_table())
+
+    def text() -> None:
+        click.echo(
+            f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}"
+        )
+        if result.report is not None:
+            click.echo(result.report.format_table())
+
+    summary = {
+        "output": result.checkpoint,
+        "best_miou": result.best_miou,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "seconds": result.seconds,
+        "state": result.state,
+        "history": result.history,
+        "report": result.report.to_dict() if result.report is not None else None,
+    }
+    emit_result(as_json, summary, text)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from geoseg.cli.common import handle_errors, progress_display, progress_option
+from geoseg.cli.common import emit_result, handle_errors, json_option, progress_display, progress_option
 from geoseg.vectorization import CONNECTIVITIES
 
 
@@ -53,6 +55,7 @@ def split_classes(value: str | None) -> list[str] | None:
 @click.option("--layer", default=None, help="Layer name (GeoPackage/FlatGeobuf).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @progress_option
+@json_option
 @handle_errors
 def vectorize_command(
     class_raster: str,
@@ -67,6 +70,7 @@ def vectorize_command(
     layer: str | None,
     overwrite: bool,
     progress_kind: str,
+    as_json: bool,
 ) -> None:
     """Turn CLASS_RASTER into polygons in OUT (.gpkg, .geojson, .fgb, .shp, .parquet), window by window."""
     from geoseg.vectorization import vectorize
@@ -87,4 +91,21 @@ def vectorize_command(
             layer=layer,
         )
     per_class = ", ".join(f"{k}: {v}" for k, v in sorted(res.per_class.items()))
-    click.echo(f"wrote {res.features} polygons to {res.path} ({res.driver}){' — ' + per_class if per_class else ''}")
+    emit_result(
+        as_json,
+        vectorize_summary(res),
+        lambda: click.echo(
+            f"wrote {res.features} polygons to {res.path} ({res.driver}){' — ' + per_class if per_class else ''}"
+        ),
+    )
+
+
+def vectorize_summary(res: Any) -> dict[str, Any]:
+    """``geoseg vectorize --json``: the :class:`~geoseg.vectorization.VectorizeResult` as plain data."""
+    return {
+        "output": res.path,
+        "driver": res.driver,
+        "features": res.features,
+        "crs": res.crs,
+        "per_class": dict(res.per_class),
+    }

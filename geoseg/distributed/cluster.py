@@ -20,6 +20,7 @@ from typing import Any
 
 from geoseg.distributed.errors import SchedulerUnreachableError
 from geoseg.errors import InvalidParameterError, MissingDependencyError
+from geoseg.hints import option
 
 CLUSTERS = ("local", "slurm", "pbs", "cuda")
 
@@ -242,6 +243,64 @@ def _scalar(value: str) -> Any:
     return value
 
 
+# the classes whose constructors receive the options of each cluster type (a cluster passes unknown options on to
+# its workers or jobs, which fail only once started: on a worker, in a job script, or never visibly)
+_OPTION_CLASSES = {
+    "local": ("distributed.LocalCluster", "distributed.Nanny", "distributed.Worker"),
+    "cuda": ("dask_cuda.LocalCUDACluster", "distributed.LocalCluster", "distributed.Nanny", "distributed.Worker"),
+    "slurm": ("dask_jobqueue.SLURMCluster", "dask_jobqueue.slurm.SLURMJob"),
+    "pbs": ("dask_jobqueue.PBSCluster", "dask_jobqueue.pbs.PBSJob"),
+}
+
+
+def cluster_option_names(cluster: str) -> frozenset[str] | None:
+    """Every keyword the ``cluster`` type accepts: the named parameters of its cluster class and of the worker or
+    job classes it passes the others on to (all classes in their MRO), or None when a class is not installed."""
+    import importlib
+    import inspect
+
+    names: set[str] = set()
+    for dotted in _OPTION_CLASSES.get(cluster, ()):
+        module, _, attr = dotted.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            with suppress(TypeError, ValueError):
+                for p in inspect.signature(init).parameters.values():
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                        names.add(p.name)
+    return frozenset(names) if names else None
+
+
+def check_cluster_options(cluster: str, options: Mapping[str, Any]) -> None:
+    """Refuse options the ``cluster`` type does not take, before any cluster starts (see
+    :func:`cluster_option_names`; nothing is checked when its classes are not installed).
+
+    Raises:
+        InvalidParameterError: naming the option, the closest valid ones and the classes that define them.
+    """
+    import difflib
+
+    valid = cluster_option_names(cluster)
+    if valid is None:
+        return
+    unknown = sorted(set(options) - valid)
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], sorted(valid), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    classes = ", ".join(_OPTION_CLASSES[cluster])
+    raise InvalidParameterError(
+        f"{option('cluster_kwargs')} {unknown[0]} is not an option of a {cluster} cluster{hint} (its options are the "
+        f"parameters of {classes})"
+    )
+
+
 def parse_cluster_options(items: Iterable[str], *, cluster: str | None = None) -> dict[str, Any]:
     """``KEY=VALUE`` strings (CLI ``--cluster-option``) as cluster keyword arguments.
 
@@ -251,7 +310,8 @@ def parse_cluster_options(items: Iterable[str], *, cluster: str | None = None) -
     ``["--gres=gpu:1"]``, never one entry per character.
 
     Raises:
-        InvalidParameterError: an item without ``=``, invalid JSON, or a list/dict value for a scalar option.
+        InvalidParameterError: an item without ``=``, invalid JSON, a list/dict value for a scalar option, or (with
+            ``cluster``) a key that cluster type does not take.
     """
     lists = list_options(cluster)
     out: dict[str, Any] = {}
@@ -280,6 +340,8 @@ def parse_cluster_options(items: Iterable[str], *, cluster: str | None = None) -
             )
         else:
             out[key] = parsed
+    if cluster is not None:
+        check_cluster_options(cluster, out)
     return out
 
 
@@ -488,6 +550,8 @@ __all__ = [
     "ClientHandle",
     "available_cpus",
     "cgroup_cpu_limit",
+    "check_cluster_options",
+    "cluster_option_names",
     "cpu_budget",
     "gpu_worker_envs",
     "jobqueue_cluster",

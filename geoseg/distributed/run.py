@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -32,6 +32,7 @@ from typing import Any
 
 from geoseg.distributed.cluster import (
     ClientHandle,
+    check_cluster_options,
     cpu_budget,
     make_client,
     requests_gpus,
@@ -51,21 +52,25 @@ from geoseg.errors import (
     InvalidParameterError,
     OutputExistsError,
 )
+from geoseg.hints import option
 from geoseg.io.lock import FolderLock
-from geoseg.io.write import atomic_path, check_outputs_not_inputs
+from geoseg.io.write import atomic_path, check_outputs_not_inputs, parse_temporary
 from geoseg.metrics import SegmentationReport
+from geoseg.models.device import check_device
+from geoseg.options import Bound, check_number, check_numbers
 from geoseg.progress import ProgressCallback, report_progress
 from geoseg.tiling import TileGrid
 
 SUMMARY_NAME = "geoseg-batch-summary.json"
 LOCK_NAME = "geoseg-batch.lock"
 WORKER_TIMEOUT_S = 600.0
-_FIX = "choose another output folder (out_dir; CLI: --out-dir)"
-# temporaries of atomic_path: ".<final name>.<8 random chars>.partial<suffix>[sidecar]"
-_TEMPORARY = re.compile(r"^\.(?P<final>.+)\.[A-Za-z0-9_]{8}\.partial")
 _POLL_S = 0.05
 _LOST = "lost the connection to the Dask scheduler at"
 _HEALTH_S = 2.0
+
+
+def _fix() -> str:
+    return f"choose another output folder ({option('out_dir')})"
 
 
 @dataclass
@@ -415,14 +420,14 @@ def _check_ownership(manifest: Manifest, scenes: list[_Scene], planned: dict[str
             if rec.get("config") != sc.key and path.exists():
                 raise OutputExistsError(
                     f"{path} belongs to an earlier run of scene {name} with another configuration (model, options "
-                    f"such as region size, or the input changed); pass overwrite=True (CLI: --overwrite) to replace "
-                    f"that run (its files are removed), or {_FIX}"
+                    f"such as region size, or the input changed); pass {option('overwrite', True)} to replace "
+                    f"that run (its files are removed), or {_fix()}"
                 )
         for path, what in planned[name].items():
             if path.exists() and path.resolve() not in owners:
                 raise OutputExistsError(
                     f"{what} {path} exists but was not written by a geoseg batch run in this folder (no record in "
-                    f"{manifest.path}); pass overwrite=True (CLI: --overwrite) to replace it, or {_FIX}"
+                    f"{manifest.path}); pass {option('overwrite', True)} to replace it, or {_fix()}"
                 )
 
 
@@ -464,13 +469,38 @@ def _cleanup_temporaries(folders: Iterable[Path], known: set[Path], inputs: dict
         if not folder.is_dir():
             continue
         for p in folder.glob(".*.partial*"):
-            m = _TEMPORARY.match(p.name)
-            if m is None or (folder / m.group("final")).resolve() not in known or p.resolve() in protected:
+            parsed = parse_temporary(p.name)  # the owner does not matter: this run holds the folder's lock
+            if parsed is None or (folder / parsed[0]).resolve() not in known or p.resolve() in protected:
                 continue
             with contextlib.suppress(OSError):
-                p.unlink()
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
                 removed.append(p)
     return removed
+
+
+def _check_options(args: dict[str, Any]) -> None:
+    """run_batch's options, before anything starts (see :mod:`geoseg.options`)."""
+    check_device(args["device"])
+    names = ("region_size", "tile", "overlap", "batch_size", "cache_mb", "retries", "worker_timeout")
+    check_numbers({k: args[k] for k in names})
+    check_number("workers", args["workers"], Bound(integer=True, low=1, unit="worker processes or jobs"))
+    if args["client"] is not None or args["scheduler"]:
+        ignored = [
+            option(k)
+            for k, v in (("cluster", args["cluster"] != "local"), ("workers", args["workers"] is not None))
+            if v
+        ] + ([option("cluster_kwargs")] if args["cluster_kwargs"] else [])
+        if ignored:
+            given = "client" if args["client"] is not None else option("scheduler")
+            raise InvalidParameterError(
+                f"{', '.join(ignored)} configure a cluster that geoseg starts; with {given} the existing cluster is "
+                f"used as it is: drop {', '.join(ignored)}"
+            )
+    else:
+        check_cluster_options(args["cluster"], args["cluster_kwargs"] or {})
 
 
 def run_batch(
@@ -548,21 +578,14 @@ def run_batch(
     if not checkpoint.is_file():
         raise InputNotFoundError(f"model checkpoint not found: {checkpoint}")
     checkpoint = checkpoint.resolve()
-    if retries < 0:
-        raise InvalidParameterError(f"retries must be >= 0, got {retries}")
-    if worker_timeout is not None and worker_timeout <= 0:
-        raise InvalidParameterError(f"worker_timeout must be > 0 seconds or None (no limit), got {worker_timeout}")
-    if cache_mb is not None and not cache_mb >= 0:  # NaN fails too
-        raise InvalidParameterError(
-            f"cache_mb must be >= 0 MiB (0 = never hold input blocks across tile rows), got {cache_mb}"
-        )
+    _check_options(locals())
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"out_dir {out} is a file; give a folder")
     job_list = resolve_jobs(jobs, truth, scene_errors=True)
     inputs = _inputs(job_list, checkpoint)
     fixed = {out / MANIFEST_NAME: "resume manifest", out / LOCK_NAME: "lock file", out / SUMMARY_NAME: "summary"}
-    check_outputs_not_inputs(fixed, inputs, fix=_FIX)
+    check_outputs_not_inputs(fixed, inputs, fix=_fix())
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     say = on_message or (lambda message: None)
@@ -650,7 +673,7 @@ def _run_locked(
     for p, r in previous.items():
         for q in _with_sidecars(p):
             outputs.setdefault(q, f"file of an earlier run of {r.get('scene', 'a scene')}")
-    check_outputs_not_inputs(outputs, inputs, fix=_FIX)
+    check_outputs_not_inputs(outputs, inputs, fix=_fix())
     if overwrite:
         removed = _remove_previous(manifest, scenes, out, previous)
         if removed:

@@ -39,8 +39,15 @@ def match_bands(config: ModelConfig, descriptions: Sequence[str | None], bands: 
         return [int(b) for b in want]
     raster_names = _summary([d or str(i) for i, d in enumerate(have, start=1)])
     missing = [b for b in want if b not in names]
+    if len(have) < n:  # no band selection can help: say so instead of suggesting one
+        raise ModelContractError(
+            f"model expects {n} band(s) {_summary(want)}; the raster has only {len(have)} band(s) ({raster_names}), "
+            f"so no band selection can feed it: use a raster with the model's {n} bands (stack single-band files "
+            f"with gdalbuildvrt -separate), or a model trained on {len(have)} band(s)"
+        )
+    example = ",".join(str(i) for i in range(1, n + 1)) if n <= 4 else f"1-{n}"
     raise ModelContractError(
         f"model expects {n} band(s) {_summary(want)}; the raster has {len(have)} band(s) ({raster_names}) and lacks "
         f"{_summary(missing)}. Pass bands=... (CLI: --bands) listing {n} raster bands (1-based indexes or names) in "
-        f"the model's order, e.g. --bands {','.join(str(i) for i in range(1, min(n, len(have)) + 1))}"
+        f"the model's order, e.g. bands='{example}' (CLI: --bands {example})"
     )

@@ -1,5 +1,6 @@
 """Output setup of the prediction pipeline: the class raster and the optional probability raster, checked before any
-work starts and opened as temporary files that are renamed into place only when complete."""
+work starts (:class:`geoseg.io.outputs.OutputSet`) and written under temporary names that are renamed into place
+together, only when both are complete."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from geoseg.errors import InvalidParameterError
 from geoseg.inference.writer import PROB_DTYPES, PROB_SCALE, PieceWriter
 from geoseg.io.formats import raster_driver
 from geoseg.io.georef import Georeference
-from geoseg.io.write import BlockWriter, atomic_path, check_output_path, geotiff_profile, write_class_metadata
+from geoseg.io.outputs import OutputSet
+from geoseg.io.write import BlockWriter, geotiff_profile, write_class_metadata
 from geoseg.models.config import ModelConfig
 from geoseg.tiling import TileGrid
 
@@ -26,6 +28,7 @@ class OutputPlan:
     probabilities: Path | None
     prob_dtype: str
     overwrite: bool
+    outputs: OutputSet
 
     @classmethod
     def check(
@@ -34,30 +37,33 @@ class OutputPlan:
         probabilities: str | os.PathLike[str] | None,
         *,
         src: str | os.PathLike[str],
+        model: Any = None,
         prob_dtype: str,
         overwrite: bool,
     ) -> OutputPlan:
-        """Validate the output paths (see :func:`geoseg.io.write.check_output_path`), their format (GeoTIFF, by
-        extension: :func:`geoseg.io.formats.raster_driver`) and ``prob_dtype``.
+        """Validate the output paths (see :class:`geoseg.io.outputs.OutputSet`: neither may be the input raster or
+        the model file, even with ``overwrite``), their format (GeoTIFF, by extension:
+        :func:`geoseg.io.formats.raster_driver`) and ``prob_dtype``.
 
         Raises:
-            InvalidParameterError: ``prob_dtype`` is not one of :data:`PROB_DTYPES`, an output is not named as a
-                GeoTIFF (``.tif``/``.tiff``), or both paths are the same.
+            InvalidParameterError: ``prob_dtype`` is not one of :data:`PROB_DTYPES`, or an output is not named as a
+                GeoTIFF (``.tif``/``.tiff``).
             OutputExistsError: an output exists and ``overwrite`` is False.
-            OutputError: an output is the input, a directory, or in a missing or unwritable directory.
+            OutputError: an output is an input, a directory, in a missing or unwritable directory, or both outputs
+                are the same file.
         """
         if prob_dtype not in PROB_DTYPES:
             raise InvalidParameterError(f"prob_dtype must be one of {PROB_DTYPES}, got {prob_dtype!r}")
-        raster_driver(dst, what="class raster")
+        inputs = {src: "input raster"}
+        if isinstance(model, str | os.PathLike):  # not a (module, config) pair
+            inputs[model] = "model"
+        outputs = OutputSet(inputs, overwrite=overwrite)
+        dst_path = outputs.add(dst, "class raster")
+        prob_path = outputs.add(probabilities, "probability raster") if probabilities is not None else None
+        raster_driver(dst, what="class raster")  # after the checks above: an input named as output is told so
         if probabilities is not None:
             raster_driver(probabilities, what="probability raster")
-        dst_path = check_output_path(dst, overwrite=overwrite, inputs={src: "input raster"})
-        prob_path = None
-        if probabilities is not None:
-            prob_path = check_output_path(probabilities, overwrite=overwrite, inputs={src: "input raster"})
-            if prob_path.resolve() == dst_path.resolve():
-                raise InvalidParameterError("the probability raster path must differ from the class raster path")
-        return cls(dst_path, prob_path, prob_dtype, overwrite)
+        return cls(dst_path, prob_path, prob_dtype, overwrite, outputs)
 
 
 def class_nodata(n_classes: int) -> tuple[str, int]:
@@ -68,8 +74,8 @@ def class_nodata(n_classes: int) -> tuple[str, int]:
 def open_outputs(
     stack: ExitStack, plan: OutputPlan, *, grid: TileGrid, georef: Georeference, config: ModelConfig, queued: int
 ) -> PieceWriter:
-    """Open the planned rasters under temporary names on ``stack`` (renamed into place when the stack closes without
-    an error, removed otherwise) and return the :class:`PieceWriter` that fills them.
+    """Open the planned rasters under temporary names on ``stack`` (renamed into place together when the stack closes
+    without an error, removed otherwise) and return the :class:`PieceWriter` that fills them.
 
     The class raster is a tiled DEFLATE GeoTIFF on ``grid`` (its shape; ``georef``, the input raster's
     georeference, shifted to the grid's origin: CRS and transform, or GCPs/RPCs) with the model's class names, color
@@ -80,7 +86,8 @@ def open_outputs(
     h, w = grid.shape
     common: dict[str, Any] = {"width": w, "height": h, "georef": georef.shifted(*grid.origin)}
     threads = {"num_threads": str(min(8, os.cpu_count() or 1))}  # GDAL compresses the written blocks on threads
-    class_tmp = stack.enter_context(atomic_path(plan.classes, overwrite=plan.overwrite))
+    stack.enter_context(plan.outputs)  # entered before the writers: it publishes after they have closed
+    class_tmp = plan.outputs.stage(plan.classes)
     class_writer = BlockWriter(
         class_tmp, geotiff_profile(count=1, dtype=out_dtype, nodata=out_nodata, **common) | threads
     )
@@ -89,7 +96,7 @@ def open_outputs(
     class_writer.dataset.update_tags(geoseg_model=config.arch, geoseg_bands=",".join(config.bands))
     prob_writer = None
     if plan.probabilities is not None:
-        prob_tmp = stack.enter_context(atomic_path(plan.probabilities, overwrite=plan.overwrite))
+        prob_tmp = plan.outputs.stage(plan.probabilities)
         pnd = 255 if plan.prob_dtype == "uint8" else float("nan")
         prob_writer = BlockWriter(
             prob_tmp, geotiff_profile(count=n_classes, dtype=plan.prob_dtype, nodata=pnd, **common) | threads

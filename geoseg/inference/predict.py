@@ -46,6 +46,7 @@ from geoseg.models.checkpoint import check_output_channels, load_checkpoint
 from geoseg.models.config import ModelConfig
 from geoseg.models.device import resolve_device
 from geoseg.models.registry import model_stride
+from geoseg.options import check_numbers
 from geoseg.progress import ProgressCallback, report_progress
 from geoseg.tiling import Tile, TileGrid
 
@@ -148,8 +149,10 @@ def predict_raster(
 
     Raises:
         InvalidParameterError: a bad option (``prob_dtype``, ``workers``, ``cache_mb``, ``batch_size``, ``stitch``,
-            ``tile``/``overlap`` for the model's stride, ``tiles`` with a stitch other than center, CUDA unavailable).
-        OutputExistsError, OutputError: an output exists without ``overwrite``, or cannot be written.
+            ``tile``/``overlap`` not positive/non-negative integers or not fitting the model's stride, ``tiles`` with a
+            stitch other than center, an unknown device or CUDA unavailable).
+        OutputExistsError, OutputError: an output exists without ``overwrite``, is the input raster or the model
+            file (refused even with ``overwrite``), or cannot be written.
         InputNotFoundError, NotARasterError, RasterReadError: the input raster is missing or unreadable.
         BandSelectionError, ModelContractError: the bands do not match the model's contract.
         NoValidDataError: every pixel of the input is nodata.
@@ -163,13 +166,9 @@ def predict_raster(
             is in pixel coordinates.
     """
     t_start = time.perf_counter()
-    plan = OutputPlan.check(dst, probabilities, src=src, prob_dtype=prob_dtype, overwrite=overwrite)
-    if workers is not None and workers < 0:
-        raise InvalidParameterError(f"workers must be >= 0 (0 = read on the calling thread), got {workers}")
-    if cache_mb is not None and not cache_mb >= 0:  # NaN fails too
-        raise InvalidParameterError(
-            f"cache_mb must be >= 0 MiB (0 = never hold input blocks across tile rows), got {cache_mb}"
-        )
+    numbers = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers, "cache_mb": cache_mb}
+    check_numbers(numbers)
+    plan = OutputPlan.check(dst, probabilities, src=src, model=model, prob_dtype=prob_dtype, overwrite=overwrite)
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     # the input first: a bad raster fails before a model is loaded
@@ -260,7 +259,7 @@ def _tile_grid(
     """The tile grid of ``source``: tile and overlap from the call, else from the model's contract."""
     return TileGrid(
         source.shape,
-        tile or config.tile,
+        config.tile if tile is None else tile,
         config.overlap if overlap is None else overlap,
         align=align,
         transform=source.transform,
@@ -360,8 +359,9 @@ def plan_grid(
     Raises:
         InputNotFoundError, NotARasterError: ``src`` is missing or not a raster.
         CheckpointError: the model cannot be loaded.
-        InvalidParameterError: ``tile``/``overlap`` do not fit the model's stride.
+        InvalidParameterError: ``tile``/``overlap`` are not positive/non-negative or do not fit the model's stride.
     """
+    check_numbers({"tile": tile, "overlap": overlap})
     net, config = load_model(model, torch.device("cpu"))
     with RasterSource(src) as source:
         return _tile_grid(source, config, align=model_stride(net, config.arch), tile=tile, overlap=overlap)

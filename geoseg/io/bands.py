@@ -90,16 +90,18 @@ def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: s
         if not found:
             named = [d for d in descriptions if d]
             hint = f"its bands are named {', '.join(named)}" if named else "its bands have no names (descriptions)"
+            example = ",".join(str(i) for i in range(1, min(count, 3) + 1))
             raise BandSelectionError(
-                f"no band named {item!r} in {path}: {hint}; select bands by 1-based index instead, e.g. --bands 1,2,3"
+                f"no band named {item!r} in {path}: {hint}; "
+                f"select bands by 1-based index instead, e.g. bands='{example}' (CLI: --bands {example})"
             )
         if len(found) > 1:
             which = ", ".join(str(i) for i in found)
             example = ",".join(str(found[0]) if x == item else str(x) for x in items)
             raise BandSelectionError(
                 f"band name {item!r} is ambiguous in {path}: bands {which} are all named "
-                f"{descriptions[found[0] - 1]!r}; select bands by 1-based index instead (e.g. --bands {example}, "
-                f"with the index of the band you mean), or give the bands distinct descriptions"
+                f"{descriptions[found[0] - 1]!r}; select bands by 1-based index instead (e.g. bands='{example}' (CLI: "
+                f"--bands {example}), with the index of the band you mean), or give the bands distinct descriptions"
             )
         out.append(found[0])
     return out

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from affine import Affine
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
 from geoseg.errors import InputNotFoundError, InvalidParameterError, MissingDependencyError, UnknownClassError
 from geoseg.io.formats import VECTOR_INPUT_SUFFIXES
 from geoseg.io.georef import Georeference
+from geoseg.tiling import window_transform
 
 #: file extensions read as polygons (everything else is opened as a raster)
 VECTOR_SUFFIXES = VECTOR_INPUT_SUFFIXES
@@ -123,7 +123,8 @@ def find_class_field(gdf: Any, field: str | None, *, what: str) -> str:
         if found is None:
             raise UnknownClassError(
                 f"{what} have no class attribute (tried {', '.join(CLASS_FIELD_CANDIDATES)}); available fields: "
-                f"{available}; pass the class field (truth_class_field=/class_field=, CLI: --class-field)"
+                f"{available}; pass the class field (class_field=... in training, truth_class_field=... in evaluation; "
+                f"CLI: --class-field)"
             )
         return found
     if field not in columns:
@@ -138,8 +139,9 @@ def class_ids(
 
     Integer values (numbers, or text holding integers) are ids; anything else is a class name mapped to its index
     in ``classes``. Without ``classes``, names become the sorted distinct names when ``names_define_classes``
-    (training: the labels define the classes); otherwise names are an error (evaluation: the ids must be the
-    prediction's). Returns the names: ``classes`` as given, the derived names, or None.
+    (training: the labels define the classes, numbered alphabetically); otherwise names are an error (evaluation:
+    the ids must be the prediction's). Returns the names: ``classes`` as given, the derived names, or None. A layer
+    with an id attribute next to the names keeps its own ids with :func:`ids_from_id_field` instead.
 
     Raises:
         UnknownClassError: a polygon has no value, a name is not among ``classes``, or names cannot be mapped.
@@ -172,6 +174,54 @@ def class_ids(
             f"name not among the classes has no id: add it to the classes or fix the labels"
         )
     return text.map(lookup).to_numpy(np.int64), names
+
+
+def ids_from_id_field(
+    names: Any, ids: Any, *, classes: Sequence[str] | None, name_field: str, id_field: str, what: str
+) -> tuple[np.ndarray, list[str]]:
+    """Class ids (int64, one per polygon) from the integer attribute ``ids`` (a pandas Series, e.g. ``class_id``),
+    and the class names, index = id: ``classes`` when given, else the ``names`` attribute (e.g. ``class_name``) of
+    the polygons of each id (ids no polygon has are named ``class_<id>``).
+
+    This is how a layer that holds both an id and a name per polygon keeps its own ids; without an id field, names
+    are numbered by ``classes`` or alphabetically (:func:`class_ids`).
+
+    Raises:
+        UnknownClassError: a polygon has no id or name, an id is not a non-negative integer, or one id has two names
+            (or one name two ids).
+    """
+    for values, field in ((ids, id_field), (names, name_field)):
+        missing = values.isna()
+        if missing.any():
+            raise UnknownClassError(f"{what}: {int(missing.sum())} polygons have no {field!r} value; fix the labels")
+    try:
+        as_float = ids.astype(float).to_numpy()
+        integral = bool(np.all(np.isfinite(as_float) & (as_float == np.round(as_float)) & (as_float >= 0)))
+    except (TypeError, ValueError):
+        integral = False
+    if not integral:
+        shown = ", ".join(sorted(set(ids.astype(str)))[:8])
+        raise UnknownClassError(
+            f"the id field {id_field!r} of {what} must hold class ids (integers 0, 1, 2, ...); it holds {shown}"
+        )
+    out = as_float.astype(np.int64)
+    text = names.astype(str).to_numpy()
+    by_id: dict[int, set[str]] = {}
+    by_name: dict[str, set[int]] = {}
+    for i, n in zip(out.tolist(), text.tolist(), strict=True):
+        by_id.setdefault(i, set()).add(n)
+        by_name.setdefault(n, set()).add(i)
+    clash = [f"id {i}: {sorted(ns)}" for i, ns in sorted(by_id.items()) if len(ns) > 1]
+    clash += [f"{n!r}: ids {sorted(ids_)}" for n, ids_ in sorted(by_name.items()) if len(ids_) > 1]
+    if clash:
+        raise UnknownClassError(
+            f"{what}: {id_field!r} and {name_field!r} disagree ({'; '.join(clash[:6])}); each class id needs one "
+            f"name and each name one id"
+        )
+    if classes is not None:
+        return out, [str(c) for c in classes]
+    top = max(by_id) if by_id else -1
+    return out, [next(iter(by_id[i])) if i in by_id else f"class_{i}" for i in range(top + 1)]
 
 
 class GridPolygons:
@@ -251,11 +301,14 @@ class PolygonLabels:
         classes: class names, index = id; names in the attribute are mapped through them.
         names_define_classes: without ``classes``, whether the sorted distinct names become the classes (see
             :func:`class_ids`).
+        id_field: an attribute of integer class ids: each polygon gets its id from it, and a ``class_field`` of names
+            names those ids (:func:`ids_from_id_field`) instead of being numbered alphabetically.
         layer, layer_option: the layer to read from a multi-layer file, and how users choose it (see
             :func:`read_polygons`).
 
     Attributes:
-        field: the class attribute used. ids: the class id of each polygon (int64), in file order.
+        field: the class attribute used; id_field: the id attribute used, or None. ids: the class id of each polygon
+            (int64), in file order.
         classes: the class names (as given, derived from the names, or None).
 
     Raises:
@@ -273,6 +326,7 @@ class PolygonLabels:
         class_field: str | None = None,
         classes: Sequence[str] | None = None,
         names_define_classes: bool = False,
+        id_field: str | None = None,
         what: str = "label polygons",
         layer: str | None = None,
         layer_option: str = "layer=",
@@ -280,13 +334,26 @@ class PolygonLabels:
         self.what = what if hasattr(source, "geometry") else f"{what} {source}"
         gdf = read_polygons(source, what=what, layer=layer, layer_option=layer_option)
         self.field = find_class_field(gdf, class_field, what=self.what)
-        self.ids, self.classes = class_ids(
-            gdf[self.field],
-            classes=classes,
-            names_define_classes=names_define_classes,
-            field=self.field,
-            what=self.what,
-        )
+        self.classes: list[str] | None
+        if id_field is not None:
+            id_field = find_class_field(gdf, id_field, what=self.what)
+            self.ids, self.classes = ids_from_id_field(
+                gdf[self.field],
+                gdf[id_field],
+                classes=classes,
+                name_field=self.field,
+                id_field=id_field,
+                what=self.what,
+            )
+        else:
+            self.ids, self.classes = class_ids(
+                gdf[self.field],
+                classes=classes,
+                names_define_classes=names_define_classes,
+                field=self.field,
+                what=self.what,
+            )
+        self.id_field = id_field
         grid = _grid(georef, crs, transform)
         gdf = to_crs(gdf, grid.map_crs)
         self.transform = grid.transform
@@ -338,6 +405,7 @@ __all__ = [
     "PolygonLabels",
     "class_ids",
     "find_class_field",
+    "ids_from_id_field",
     "is_vector",
     "read_polygons",
     "to_crs",

@@ -16,6 +16,7 @@ refused with :class:`geoseg.errors.OutputLockedError` naming the owner.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -70,6 +71,44 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
         if now is not None and now != start_ticks:
             return False  # the pid was reused by another process
     return True
+
+
+# ------------------------------------------------------------------ owners of temporary files
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this host and PID namespace (containers on one host with one hostname differ here)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha1(f"{socket.gethostname()}|{namespace}".encode()).hexdigest()[:8]
+
+
+def owner_token() -> str:
+    """``PID-START-HOST``: names the calling process in temporary file names (see :func:`owner_alive`).
+
+    ``START`` is the process's start time in clock ticks (0 where unknown), so that a reused pid is not mistaken for
+    the owner; ``HOST`` is :func:`_host_tag`.
+    """
+    pid = os.getpid()
+    return f"{pid}-{process_start_ticks(pid) or 0}-{_host_tag()}"
+
+
+OWNER_PATTERN = r"\d+-\d+-[0-9a-f]{8}"
+
+
+def owner_alive(token: str) -> bool | None:
+    """Whether the process named by an :func:`owner_token` still runs: True or False for a process of this host (and
+    PID namespace), None for another host's, whose processes cannot be seen from here."""
+    try:
+        pid_s, start_s, tag = token.split("-")
+        pid, start = int(pid_s), int(start_s)
+    except ValueError:
+        return None
+    if tag != _host_tag():
+        return None
+    return pid_alive(pid, start or None)
 
 
 class FolderLock:
@@ -253,4 +292,4 @@ class FolderLock:
         self.release()
 
 
-__all__ = ["FolderLock", "pid_alive", "process_start_ticks"]
+__all__ = ["FolderLock", "owner_alive", "owner_token", "pid_alive", "process_start_ticks"]

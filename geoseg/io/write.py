@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -17,14 +18,16 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.errors import InvalidParameterError, OutputError, OutputExistsError
+from geoseg.hints import option
 from geoseg.io.georef import Georeference
+from geoseg.io.lock import OWNER_PATTERN, owner_alive, owner_token
 
 DEFAULT_BLOCK = 256
 # files GDAL may create beside a file while writing it (statistics, masks, overviews being built)
 TEMPORARY_SIDECARS = (".aux.xml", ".msk", ".ovr", ".ovr.tmp")
 
 
-PathsLike = Iterable["str | os.PathLike[str]"] | Mapping["str | os.PathLike[str]", str]
+PathsLike = Iterable[str | os.PathLike[str] | None] | Mapping[Any, str]  # None entries (an absent option) are skipped
 
 
 def _described(paths: PathsLike, default: str) -> list[tuple[str, str]]:
@@ -100,35 +103,112 @@ def check_output_path(
     *,
     overwrite: bool = False,
     inputs: PathsLike = (),
+    what: str = "output",
+    parents: bool = False,
     companions: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Validate an output path before any work starts; return it as a Path.
 
     Refuses a path that is one of ``inputs`` (paths, or ``{path: description}``; see :func:`check_outputs_not_inputs`),
-    an existing file without ``overwrite``, a directory, a missing or unwritable parent directory. ``companions`` are
-    files written with ``dst`` (a Shapefile's ``.dbf``, ...; see :func:`geoseg.io.formats.companion_files`): they are
-    checked like ``dst``.
+    an existing file without ``overwrite``, a directory, a missing or unwritable parent directory (with ``parents``,
+    missing parents are allowed: the nearest existing one must be a writable directory). ``what`` names the output
+    in messages (e.g. "class raster"). ``companions`` are files written with ``dst`` (a Shapefile's ``.dbf``, ...;
+    see :func:`geoseg.io.formats.companion_files`): they are checked like ``dst``.
 
     Raises:
         OutputError: the path is an input, a directory, or its directory is missing or not writable.
         OutputExistsError: the path exists and ``overwrite`` is False.
     """
     path = Path(dst)
-    check_outputs_not_inputs([path, *map(Path, companions)], inputs)
+    check_outputs_not_inputs(
+        {path: what, **{Path(c): f"{what} (written with {path.name})" for c in companions}}, inputs
+    )
     if path.is_dir():
-        raise OutputError(f"output {path} is a directory; give a file name, e.g. {path / 'classes.tif'}")
+        raise OutputError(f"{what} {path} is a directory; give a file name, e.g. {path / 'classes.tif'}")
     for p in (path, *map(Path, companions)):
         if p.exists() and not overwrite:
-            what = "" if p == path else f" (written with {path.name})"
-            raise OutputExistsError(
-                f"output {p}{what} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
-            )
+            with_ = "" if p == path else f" (written with {path.name})"
+            raise OutputExistsError(f"{what} {p}{with_} already exists; pass {option('overwrite', True)} to replace it")
     parent = path.parent if str(path.parent) else Path(".")
+    if parents:
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
     if not parent.is_dir():
+        if parent.exists():
+            raise OutputError(f"{parent} is a file, not a directory; choose another path for the {what} {path}")
         raise OutputError(f"output directory {parent} does not exist; create it first (mkdir -p {parent})")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output directory {parent} is not writable; choose another output path or fix permissions")
     return path
+
+
+# ------------------------------------------------------------------------------------------------ temporaries
+# A file being written is named ".<final name>.<owner>-<8 random chars>.partial<suffix>" beside its final name (GDAL
+# may add sidecars after it); <owner> is :func:`geoseg.io.lock.owner_token`. Names without an owner are those of
+# earlier versions. A temporary can itself be the final name of a nested one (a command stages an output that a
+# library call then writes atomically).
+_TEMPORARY = re.compile(rf"^\.(?P<final>.+)\.(?:(?P<owner>{OWNER_PATTERN})-)?[A-Za-z0-9_]{{8}}\.partial")
+
+
+def parse_temporary(name: str) -> tuple[str, list[str | None]] | None:
+    """``(final name, owners)`` of a temporary file or folder name (see above), or None for any other name.
+
+    The final name is that of the output the temporary would have become (outermost, for nested temporaries);
+    ``owners`` lists the owner token of each level (None where the name carries none).
+    """
+    m = _TEMPORARY.match(name)
+    if m is None:
+        return None
+    owners: list[str | None] = [m.group("owner")]
+    final = m.group("final")
+    while (inner := _TEMPORARY.match(final)) is not None:
+        owners.append(inner.group("owner"))
+        final = inner.group("final")
+    return final, owners
+
+
+def temporary_path(dst: str | os.PathLike[str], *, directory: bool = False) -> Path:
+    """A new, unused temporary name beside ``dst`` that names this process as its owner (created, as an empty
+    folder, with ``directory``; else only reserved: the name is free when this returns)."""
+    path = Path(dst)
+    folder = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.name}.{owner_token()}-"
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=folder))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".partial" + path.suffix, dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], finals: Iterable[str] | None = None) -> list[Path]:
+    """Remove the temporaries in ``folder`` (files, with GDAL's sidecars, or staged folders) that a killed process
+    left behind: those whose every owner is a process of this host that no longer runs (a reused pid does not count
+    as the owner). Temporaries of live processes, of other hosts, or without an owner in their name are kept.
+    With ``finals``, only temporaries of outputs with those names are considered.
+
+    Returns:
+        The paths removed. Errors (a file removed meanwhile, no permission) are skipped.
+    """
+    wanted = set(finals) if finals is not None else None
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        parsed = parse_temporary(entry.name) if entry.name.startswith(".") else None
+        if parsed is None or (wanted is not None and parsed[0] not in wanted):
+            continue
+        if not all(owner is not None and owner_alive(owner) is False for owner in parsed[1]):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
@@ -137,24 +217,29 @@ def atomic_path(
 ) -> Iterator[Path]:
     """Yield a temporary path beside ``dst``; rename it to ``dst`` only if the block completes without error.
 
-    On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched.
-    ``companions`` are the suffixes of files a driver writes beside the named one (a Shapefile's ``.shx``, ``.dbf``,
-    ...): those written beside the temporary file are renamed with it, and ``dst``'s old ones that were not rewritten
-    are removed, so the published set is complete and of one run.
+    On any exception (including KeyboardInterrupt) the temporary file is removed and ``dst`` is untouched. The
+    temporary names this process as its owner, and temporaries of ``dst`` that killed processes left behind are
+    removed first (:func:`remove_stale_temporaries`). ``companions`` are the suffixes of files a driver writes
+    beside the named one (a Shapefile's ``.shx``, ``.dbf``, ...): those written beside the temporary file are renamed
+    with it, and ``dst``'s old ones that were not rewritten are removed, so the published set is complete and of one
+    run. The published file gets the permissions of any new file in its folder (``0o666`` less the
+    umask), also when the library that wrote it made a private file (safetensors writes 0600).
 
     Raises:
         OutputExistsError: ``dst`` appeared while writing and ``overwrite`` is False.
     """
     path = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent or ".")
-    os.close(fd)
-    os.unlink(tmp)
-    tmp_path = Path(tmp)
+    remove_stale_temporaries(path.parent if str(path.parent) else ".", [path.name])
+    tmp_path = temporary_path(path)
     extra = [(tmp_path.with_suffix(s), path.with_suffix(s)) for s in companions]
     try:
         yield tmp_path
         if path.exists() and not overwrite:
-            raise OutputExistsError(f"output {path} appeared while writing; pass overwrite=True to replace it")
+            raise OutputExistsError(
+                f"output {path} appeared while writing; pass {option('overwrite', True)} to replace it"
+            )
+        if tmp_path.is_file():
+            os.chmod(tmp_path, _new_file_mode(tmp_path.parent))
         for tmp_part, final in extra:
             if tmp_part.exists():
                 os.replace(tmp_part, final)
@@ -170,6 +255,20 @@ def atomic_path(
     aux = Path(str(tmp_path) + ".aux.xml")
     if aux.exists():
         os.replace(aux, Path(str(path) + ".aux.xml"))
+
+
+def _new_file_mode(folder: Path) -> int:
+    """The permission bits a new file in ``folder`` gets (``0o666`` less the umask), found by creating one: reading
+    the umask with :func:`os.umask` would change it for every thread for a moment."""
+    fd, probe = tempfile.mkstemp(prefix=".mode-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def _disk_nearly_full(path: Path, margin: int = 4 << 20) -> bool:
@@ -390,11 +489,13 @@ def verify_complete(path: Path) -> None:
 def write_class_metadata(
     ds: rasterio.io.DatasetWriter, *, classes: Sequence[str], colors: Sequence[Sequence[int]] | None, nodata: int
 ) -> None:
-    """Store class names (the ``geoseg_classes`` tag, see :mod:`geoseg.io.tags`, and the band description) and a color
-    table (uint8 rasters; ``nodata`` transparent) on a class raster."""
-    from geoseg.io.tags import write_class_names
+    """Store class names (the ``geoseg_classes`` tag and the band description inside the file; category names and a
+    raster attribute table in its PAM sidecar, see :mod:`geoseg.io.tags`) and a color table (uint8 rasters;
+    ``nodata`` transparent) on a class raster ``ds`` open for writing."""
+    from geoseg.io.tags import write_class_names, write_class_table
 
     write_class_names(ds, classes)
+    write_class_table(ds.name, classes, colors)
     ds.set_band_description(1, "class")
     if colors and np.dtype(ds.dtypes[0]) == np.uint8:
         cmap = {i: tuple(int(v) for v in (list(c) + [255])[:4]) for i, c in enumerate(colors)}

@@ -208,7 +208,7 @@ def checkpoint_kind(path: str | os.PathLike[str]) -> str:
 
     Raises:
         InputNotFoundError: ``path`` does not exist.
-        CheckpointError: ``path`` is a directory or an empty file.
+        CheckpointError: ``path`` is a directory, an empty file, or of another format (a raster, an image, ...).
     """
     p = Path(path)
     if not p.exists():
@@ -216,12 +216,35 @@ def checkpoint_kind(path: str | os.PathLike[str]) -> str:
     if p.is_dir() or p.stat().st_size == 0:
         raise CheckpointError(f"{p} is not a checkpoint file (empty or a directory)")
     with open(p, "rb") as fh:
-        head = fh.read(8)
+        head = fh.read(16)
     if p.suffix == ".safetensors" or (
-        len(head) == 8 and int.from_bytes(head, "little") < _MAX_HEADER and head[:2] != b"PK"
+        len(head) >= 8 and int.from_bytes(head[:8], "little") < _MAX_HEADER and head[:2] != b"PK"
     ):
         return "safetensors"
-    return "torch"
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save: a zip archive, or a pickle (protocol 2+)
+        return "torch"
+    what = next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), "of no checkpoint format")
+    raise CheckpointError(
+        f"{p} is not a model checkpoint: it is {what}. Choose the .safetensors file that `geoseg train` (or the "
+        f"QGIS 'Train model' algorithm) wrote, or a torch.save checkpoint (.pt) made by geoseg"
+    )
+
+
+#: first bytes of files users pick by mistake for a checkpoint, and what they are
+_OTHER_FORMATS = (
+    (b"II*\x00", "a TIFF/GeoTIFF raster"),
+    (b"MM\x00*", "a TIFF/GeoTIFF raster"),
+    (b"II+\x00", "a BigTIFF raster"),
+    (b"MM\x00+", "a BigTIFF raster"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"CDF", "a netCDF file"),
+    (b"SQLite format 3", "an SQLite file (e.g. a GeoPackage)"),
+    (b"PAR1", "a Parquet file"),
+    (b"ENVI", "an ENVI header"),
+)
 
 
 def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

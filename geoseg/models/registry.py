@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import logging
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -161,6 +163,97 @@ def model_stride(model: nn.Module, name: str | None = None) -> int:
     return int(stride or 1)
 
 
+GENERIC_OPTIONS = ("spectral_reduction", "spectral_init")
+
+
+def _options_help(spec: ModelSpec) -> str:
+    params = _factory_options(spec)
+    if params is None:
+        return "see the architecture's documentation for its options"
+    shown = ", ".join(
+        f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name for p in params.values()
+    )
+    return f"{spec.name} takes {shown or 'no options'} (and {', '.join(GENERIC_OPTIONS)})"
+
+
+def _factory_options(spec: ModelSpec) -> dict[str, inspect.Parameter] | None:
+    """The keyword options of an architecture's factory (beyond in_channels and num_classes), or None when it takes
+    any keyword (``**kwargs`` passed on, e.g. to smp)."""
+    try:
+        params = list(inspect.signature(spec.factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name: p for p in params[2:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def check_model_options(name: str, kwargs: dict[str, Any] | None = None) -> None:
+    """Check an architecture name and its options before any work starts: the name is registered, its extra is
+    installed, every option is one the architecture takes, with a value of the annotated type, and a model can be
+    built with them (on PyTorch's ``meta`` device: no memory is allocated, nothing is computed).
+
+    Raises:
+        UnknownModelError: no architecture is registered as ``name``.
+        MissingDependencyError: the architecture's extra is not installed.
+        InvalidParameterError: ``kwargs`` is not a mapping, names an option the architecture does not take, or a
+            value it refuses (listing the options it takes, with their defaults).
+    """
+    from geoseg.hints import option
+    from geoseg.options import matches
+
+    spec = get_model_spec(name)
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise InvalidParameterError(
+            f'{option("arch_kwargs")} must be a mapping of option names to values, e.g. {{"width": 16}}, got {kwargs!r}'
+        )
+    _check_available(spec)
+    params = _factory_options(spec)
+    if params is not None:
+        unknown = sorted(set(kwargs) - set(params) - set(GENERIC_OPTIONS))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], [*params, *GENERIC_OPTIONS], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidParameterError(
+                f"model {name!r} has no option {', '.join(map(repr, unknown))}{hint}; {_options_help(spec)}"
+            )
+        try:
+            hints = typing.get_type_hints(spec.factory)
+        except Exception:  # annotations that do not resolve: nothing to check them against
+            hints = {}
+        for key, value in kwargs.items():
+            if key in hints and not matches(value, hints[key]):
+                raise InvalidParameterError(
+                    f"option {key!r} of model {name!r} must be {getattr(hints[key], '__name__', hints[key])}, got "
+                    f"{value!r}; {_options_help(spec)}"
+                )
+    import torch
+
+    def build(options: dict[str, Any]) -> None:
+        with torch.device("meta"):
+            create_model(name, in_channels=3, num_classes=2, **options)
+
+    try:
+        build(kwargs)
+    except InvalidParameterError:
+        try:
+            build({})
+        except Exception:
+            return  # the architecture cannot be built on the meta device at all: its options are checked when built
+        raise
+
+
+def _check_available(spec: ModelSpec) -> None:
+    if not spec.available:
+        from geoseg.errors import MissingDependencyError
+
+        missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+        how = f"pip install 'geoseg[{spec.extra}]'" if spec.extra else f"install {', '.join(missing)}"
+        raise MissingDependencyError(f"model {spec.name!r} needs {', '.join(missing)}; {how}")
+
+
 def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build an untrained model for ``in_channels`` input bands and ``num_classes`` classes.
 
@@ -173,12 +266,7 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
         InvalidParameterError: bad band or class counts, or options the architecture does not take.
     """
     spec = get_model_spec(name)
-    if not spec.available:
-        from geoseg.errors import MissingDependencyError
-
-        missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
-        how = f"pip install 'geoseg[{spec.extra}]'" if spec.extra else f"install {', '.join(missing)}"
-        raise MissingDependencyError(f"model {name!r} needs {', '.join(missing)}; {how}")
+    _check_available(spec)
     if in_channels < 1:
         raise InvalidParameterError(f"in_channels must be >= 1, got {in_channels}")
     if num_classes < 2:
@@ -196,8 +284,11 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
         model = spec.factory(inner_channels, num_classes, **opts)
     except GeoSegError:
         raise
-    except (TypeError, ValueError) as exc:
-        raise InvalidParameterError(f"invalid options for model {name!r}: {exc}") from exc
+    except Exception as exc:  # a constructor refusing its options: TypeError, ValueError, torch's RuntimeError
+        text = " ".join(str(exc).split())
+        raise InvalidParameterError(
+            f"cannot build model {name!r} with options {kwargs}: {text}; {_options_help(spec)}"
+        ) from exc
     if reduction is None:
         return model
     from geoseg.models.spectral import SpectralStem, SpectralStemModel

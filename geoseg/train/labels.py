@@ -136,7 +136,8 @@ class LabelVector:
 
     The class attribute is ``class_field``, or found like everywhere else (:data:`CLASS_FIELD_CANDIDATES`). Class
     values may be integer ids or names (mapped through ``classes``; without ``classes`` the sorted distinct names
-    become the classes). Pixels covered by no polygon get ``background`` (a class id) or are ignored (None).
+    become the classes), or names whose ids are in ``id_field``. Pixels covered by no polygon get ``background`` (a
+    class id) or are ignored (None).
 
     The class ids of the polygons (and ``background``) are validated like raster labels
     (:func:`geoseg.io.classes.check_class_values`). ``layer`` chooses the layer of a multi-layer file.
@@ -157,6 +158,7 @@ class LabelVector:
         class_field: str | None = None,
         classes: Sequence[str] | None = None,
         background: int | None = None,
+        id_field: str | None = None,
         layer: str | None = None,
     ) -> None:
         self.path = str(path)
@@ -166,6 +168,7 @@ class LabelVector:
             class_field=class_field,
             classes=classes,
             names_define_classes=True,
+            id_field=id_field,
             what="vector labels",
             layer=layer,
             layer_option="layer= (CLI: --layer)",
@@ -200,6 +203,7 @@ def open_labels(
     classes: Sequence[str] | None = None,
     class_field: str | None = None,
     background: int | None = None,
+    id_field: str | None = None,
     nodata: float | None = None,
     layer: str | None = None,
 ) -> LabelRaster | LabelVector:
@@ -217,7 +221,15 @@ def open_labels(
                 f"label_nodata (CLI: --label-nodata) applies to label rasters; {path} holds polygons, whose uncovered "
                 f"pixels are not trained on unless background= (CLI: --background) gives them a class"
             )
-        return LabelVector(path, image, class_field=class_field, classes=classes, background=background, layer=layer)
+        return LabelVector(
+            path,
+            image,
+            class_field=class_field,
+            classes=classes,
+            background=background,
+            layer=layer,
+            id_field=id_field,
+        )
     if layer is not None:
         raise InvalidParameterError(f"layer= (CLI: --layer) chooses a layer of polygon labels; {path} is a raster")
     return LabelRaster(path, image, classes, nodata=nodata)

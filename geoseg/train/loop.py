@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from geoseg.errors import CheckpointError, InvalidParameterError
+from geoseg.errors import CheckpointError, InvalidParameterError, OutputExistsError
+from geoseg.hints import option
 from geoseg.io.bands import BandSpec
 from geoseg.io.normalize import compute_normalization, sample_pixels
 from geoseg.io.read import RasterSource
@@ -27,6 +28,7 @@ from geoseg.progress import ProgressCallback, report_progress
 from geoseg.train.augment import augment as apply_augmentations
 from geoseg.train.augment import check_augmentations
 from geoseg.train.chips import SAMPLING_MODES, ChipReader, block_split
+from geoseg.train.config import RESUME_OPTIONS, check_resume, check_train_arguments, saved_options
 from geoseg.train.labels import IGNORE_INDEX, open_labels
 from geoseg.train.losses import LOSSES, class_weights, make_loss
 
@@ -74,6 +76,7 @@ def train_model(
     colors: list[list[int]] | None = None,
     class_field: str | None = None,
     background: int | None = None,
+    id_field: str | None = None,
     label_nodata: float | None = None,
     layer: str | None = None,
     epochs: int = 20,
@@ -111,7 +114,9 @@ def train_model(
     rasterized window by window onto the image grid (reprojected when CRSs differ); pixels outside polygons get
     ``background`` or are ignored. Label values must be class ids 0..K-1 (K = the number of ``classes`` when given;
     without names, exactly the values 0..K-1 found): a 0/255 mask or codes such as 11, 21 are refused with the
-    values found, never turned into a model with hundreds of classes; at least 2 classes must be present.
+    values found, never turned into a model with hundreds of classes; at least 2 classes must be present. Names in
+    ``class_field`` get their ids from ``id_field`` when given (a layer's own ids), else from their position in
+    ``classes``, else alphabetically (:mod:`geoseg.io.labels`).
 
     Validation holds out whole ``block``-px blocks at random (``val_fraction``), so no validation pixel has a
     training neighbour; with ``stratify`` every class found in two or more blocks is in both sets. Chips are
@@ -139,23 +144,31 @@ def train_model(
         InputNotFoundError, NotARasterError, BandSelectionError: the image or labels cannot be read as given.
         ModelContractError: a label raster whose values are not whole numbers.
         UnknownModelError: ``arch`` is not registered.
-        CancelledError: ``progress`` asked to stop (the best checkpoint so far and the training state remain).
+        CancelledError: ``progress`` asked to stop; it is asked before every batch, so training stops within one
+            batch (the best checkpoint of the epochs completed so far and their training state remain).
     """
+    check_train_arguments(locals())
     t0 = time.perf_counter()
     if loss not in LOSSES:
         raise InvalidParameterError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if sampling not in SAMPLING_MODES:
         raise InvalidParameterError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
-    if epochs < 1 or chip < 8 or batch_size < 1 or chips_per_epoch < 1:
-        raise InvalidParameterError("epochs >= 1, chip >= 8, batch_size >= 1 and chips_per_epoch >= 1 are required")
     augmentations = check_augmentations(augment)
     state_file = state_path(out)
+    inputs = {image: "image", labels: "labels", encoder_weights: "encoder weights"}
+    saved_state = None
     if resume:
         if not state_file.exists():
             raise CheckpointError(f"cannot resume: no training state {state_file}; train without resume first")
-        out_path = Path(out)
+        out_path = check_output_path(out, overwrite=True, inputs=inputs, what="checkpoint")
+        saved_state = _load_state(state_file)
+        _check_resume(state_file, saved_state, locals(), classes=classes)
     else:
-        out_path = check_output_path(out, overwrite=overwrite, inputs=[image, labels])
+        out_path = check_output_path(out, overwrite=overwrite, inputs=inputs, what="checkpoint")
+        try:
+            check_output_path(state_file, overwrite=overwrite, inputs=inputs, what="training state")
+        except OutputExistsError as exc:
+            raise OutputExistsError(f"{exc}, or {option('resume', True)} to continue the run that saved it") from exc
     gen = seed_everything(seed)
     dev = resolve_device(device)
     src = RasterSource(image, bands=bands)
@@ -163,7 +176,7 @@ def train_model(
     try:
         lab = open_labels(
             labels, src, classes=classes, class_field=class_field, background=background, nodata=label_nodata,
-            layer=layer,
+            layer=layer, id_field=id_field,
         )  # fmt: skip
         names = lab.classes
         n_classes = len(names)
@@ -209,6 +222,8 @@ def train_model(
                 "augment": list(augmentations),
                 "epochs": epochs,
                 "lr": lr,
+                "batch_size": batch_size,
+                "chips_per_epoch": chips_per_epoch,
             }
         }
         if kwargs.get("spectral_init") == "pca" and not resume:
@@ -252,8 +267,9 @@ def train_model(
         )
         val_chips = [reader.read(r, c) for r, c in reader.grid_origins(split.val or split.train)]
         best, best_epoch, history, best_report, stale, start = -1.0, 0, [], None, 0, 1
-        if resume:
-            st = _load_state(state_file)
+        if saved_state is not None:
+            _check_resume(state_file, saved_state, locals(), classes=names, bands=src.band_names)
+            st = saved_state
             net.load_state_dict(st["model"])
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
@@ -268,6 +284,7 @@ def train_model(
             net.train()
             losses = []
             for group in _batches(reader.origins(sampling, split.train, chips_per_epoch, rng), batch_size):
+                _poll_cancel(progress, epoch, epochs)
                 xs, ys = zip(*(reader.read(r, c) for r, c in group))
                 x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
                 x, y = apply_augmentations(x, y, augmentations, gen)
@@ -332,6 +349,16 @@ def train_model(
     )
 
 
+def _poll_cancel(progress: ProgressCallback | None, epoch: int, epochs: int) -> None:
+    """Before each batch: let ``progress`` stop training within one batch, not one epoch (it sees the epochs
+    completed so far and no message).
+
+    Raises:
+        CancelledError: ``progress`` returned True.
+    """
+    report_progress(progress, epoch - 1, epochs)
+
+
 def _save_state(
     path: Path, net: Any, opt: Any, sched: Any, gen: Any, rng: Any, config: ModelConfig, **info: Any
 ) -> None:
@@ -347,6 +374,33 @@ def _save_state(
     }
     with atomic_path(path, overwrite=True) as tmp:
         torch.save(state, tmp)
+
+
+def _check_resume(
+    state_file: Path,
+    saved_state: dict[str, Any],
+    args: dict[str, Any],
+    *,
+    classes: list[str] | None = None,
+    bands: list[str] | None = None,
+) -> None:
+    """Refuse to resume ``saved_state`` with options other than those it was saved with (see
+    :func:`geoseg.train.config.check_resume`); ``args`` are train_model's arguments."""
+    saved = saved_options(saved_state["config"])
+    stride = int(saved["output_stride"])
+    chip = max(stride, int(args["chip"]) // stride * stride)
+    kwargs = dict(args["arch_kwargs"] or {})
+    if args["encoder"] is not None:
+        kwargs["encoder"] = args["encoder"]
+    requested = {k: args.get(k) for k in RESUME_OPTIONS} | {
+        "arch_kwargs": kwargs,
+        "chip": chip,
+        "block": args["block"] or 4 * chip,
+        "augment": list(check_augmentations(args["augment"])),
+        "classes": classes,
+        "bands": bands,
+    }
+    check_resume(state_file, saved, requested)
 
 
 def _load_state(path: Path) -> dict[str, Any]:

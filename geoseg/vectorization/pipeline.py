@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import InvalidParameterError
+from geoseg.hints import option
 from geoseg.io.classes import check_class_raster
 from geoseg.io.formats import companion_files, vector_driver
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
@@ -16,6 +17,7 @@ from geoseg.io.georef import Georeference
 from geoseg.io.read import open_dataset
 from geoseg.io.tags import read_class_names
 from geoseg.io.write import check_output_path
+from geoseg.options import Bound, check_class_names, check_number, check_numbers
 from geoseg.progress import ProgressCallback
 from geoseg.vectorization import CONNECTIVITIES
 from geoseg.vectorization.attributes import FeatureBuilder
@@ -62,8 +64,9 @@ def vectorize(
     given.
 
     Raises:
-        InvalidParameterError: a bad option, an unsupported output extension, a probability raster on another
-            grid, or ``crs`` for a raster without one.
+        InvalidParameterError: a bad option (a negative or NaN ``min_area``/``simplify``, a ``window`` below 2, empty
+            or repeated class names, a ``crs`` PROJ does not know), an unsupported output extension, a probability
+            raster on another grid, or ``crs`` for a raster without one.
         OutputExistsError, OutputError: ``dst`` exists without ``overwrite``, or cannot be written.
         InputNotFoundError, NotARasterError: the class raster cannot be opened.
         UnsupportedRasterError: the raster is not a class raster (several bands, non-integer values, continuous data
@@ -71,17 +74,19 @@ def vectorize(
         CancelledError: ``progress`` asked to stop (nothing is left at ``dst``).
     """
     if connectivity not in CONNECTIVITIES:
-        raise InvalidParameterError(f"connectivity must be 4 or 8, got {connectivity!r}")
-    if window < 2:
-        raise InvalidParameterError(f"window must be at least 2 pixels, got {window}")
-    if min_area < 0 or simplify < 0:
-        raise InvalidParameterError(f"min_area and simplify must be >= 0, got {min_area} and {simplify}")
+        raise InvalidParameterError(f"{option('connectivity')} must be 4 or 8, got {connectivity!r}")
+    check_number("window", window, Bound(integer=True, low=2, unit="pixels"))
+    check_numbers({"min_area": min_area, "simplify": simplify})
+    classes = check_class_names(classes)
+    _target_crs(crs)  # a CRS PROJ does not know fails here, before the raster is read
     driver = None
     out_path = None
     if dst is not None:
         driver = vector_driver(dst)
-        inputs = [class_raster] + ([probabilities] if probabilities is not None else [])
-        out_path = check_output_path(dst, overwrite=overwrite, inputs=inputs, companions=companion_files(dst, driver))
+        inputs = {class_raster: "class raster", probabilities: "probability raster"}
+        out_path = check_output_path(
+            dst, overwrite=overwrite, inputs=inputs, what="polygon file", companions=companion_files(dst, driver)
+        )
     return _vectorize(
         class_raster,
         out_path,
@@ -97,6 +102,26 @@ def vectorize(
         progress,
         layer,
     )
+
+
+def _target_crs(crs: Any) -> Any:
+    """``crs`` as a pyproj CRS (None stays None).
+
+    Raises:
+        InvalidParameterError: PROJ does not know it.
+    """
+    if crs is None:
+        return None
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        return CRS.from_user_input(crs)
+    except (CRSError, TypeError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"{option('crs')} {crs!r} is not a coordinate reference system PROJ knows; give e.g. EPSG:4326, an "
+            f"EPSG code, a WKT string or a PROJ string"
+        ) from exc
 
 
 def _vectorize(
@@ -126,16 +151,13 @@ def _vectorize(
                     f"{class_raster} ({ds.width}x{ds.height}); pass the probability raster written with the classes"
                 )
         names = list(classes) if classes is not None else read_class_names(ds)
-        out_crs = None
+        out_crs = _target_crs(crs)
         src_crs = Georeference.of(ds).map_crs
-        if crs is not None:
-            if src_crs is None:
-                raise InvalidParameterError(
-                    f"cannot reproject to {crs}: {class_raster} has no CRS; omit crs to write pixel/map coordinates"
-                )
-            from pyproj import CRS
-
-            out_crs = CRS.from_user_input(crs)
+        if out_crs is not None and src_crs is None:
+            raise InvalidParameterError(
+                f"cannot reproject to {crs}: {class_raster} has no CRS; omit {option('crs')} to write pixel/map "
+                f"coordinates"
+            )
         builder = FeatureBuilder(
             ds,
             names=names,

@@ -18,6 +18,10 @@ from geoseg.io.formats import COMPANION_SUFFIXES
 from geoseg.io.write import atomic_path, output_error
 from geoseg.vectorization.attributes import attribute_schema
 
+#: GeoPackage 1.2, which every GDAL since 2.2 reads without a warning: GDAL 3.7+ writes 1.4 by default, and QGIS
+#: 3.28/3.34/3.40 on GDAL 3.6 (e.g. Debian bookworm) warn that a 1.4 file "may only be partially supported"
+GPKG_OPTIONS = {"VERSION": "1.2"}
+
 
 @dataclass
 class VectorizeResult:
@@ -119,6 +123,8 @@ def write_features(
 
                 reader = pa.RecordBatchReader.from_batches(schema, record_batches())
                 kwargs: dict[str, Any] = {"layer": layer or path.stem} if driver != "GeoJSON" else {}
+                if driver == "GPKG":
+                    kwargs["dataset_options"] = GPKG_OPTIONS
                 pyogrio.write_arrow(
                     reader,
                     tmp,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the QGIS plugin tests need, idempotently (Debian bookworm, as root):
 #   * QGIS 3.40 LTR from bookworm-backports (qgis, python3-qgis, qgis-providers) + python3-pytest
+#   * xvfb: a virtual X display for the tests that open the algorithms' dialogs in the QGIS desktop application
 #   * a QGIS-side venv ($GEOSEG_QGIS_VENV, default /opt/geoseg-qgis-venv) made with --system-site-packages (it sees
 #     the qgis bindings) holding geoseg (editable, this repo) + CPU torch + numpy<2 (QGIS's bindings need numpy 1.x)
 # Usage: plugins/qgis/ci_setup.sh   (about 5 min for apt + 2-3 min for the venv on a fresh machine; seconds after)
@@ -30,6 +31,9 @@ if ! qgis_ok; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q -t bookworm-backports qgis python3-qgis qgis-providers
   $SUDO apt-get install -y -q python3-pytest
+fi
+if ! command -v Xvfb >/dev/null 2>&1; then
+  $SUDO apt-get update -q && $SUDO apt-get install -y -q xvfb
 fi
 t1=$(date +%s)
 echo "ci_setup.sh: QGIS $(/usr/bin/python3 -c 'import qgis.core as q; print(q.Qgis.QGIS_VERSION)' 2>/dev/null) ready ($((t1 - t0)) s)"

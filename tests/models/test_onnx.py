@@ -61,7 +61,7 @@ def test_unet_dynamo_exporter(tmp_path) -> None:
 
 
 def test_export_errors(tmp_path) -> None:
-    model = create_model("tiny", in_channels=3, num_classes=2)
+    model = create_model("tiny", in_channels=3, num_classes=3)
     with pytest.raises(InvalidParameterError, match="needs config="):
         export_onnx(model, tmp_path / "m.onnx")
     with pytest.raises(InvalidParameterError, match="exporter must be one of dynamo, torchscript"):

@@ -1,15 +1,25 @@
-"""How the plugin runs geoseg: in QGIS's own Python, or as the geoseg CLI of another Python environment.
+"""How the plugin runs geoseg: one geoseg process per algorithm run, never inside the QGIS process.
 
-This module imports nothing from QGIS (it is unit-testable without it). Selection:
+This module imports nothing from QGIS (it is unit-testable without it). The process runs
 
-* ``GEOSEG_QGIS_BACKEND`` (environment) or the ``geoseg/backend`` setting: ``inprocess``, ``subprocess`` or ``auto``
-  (default). ``auto`` runs in-process when ``import geoseg`` (and, for prediction/training, ``import torch``) works
-  in QGIS's Python, otherwise as a subprocess.
-* ``GEOSEG_PYTHON`` (environment) or the ``geoseg/python`` setting: a python executable, or a virtual environment
-  folder, whose ``python -m geoseg`` works.
+* the Python named by ``GEOSEG_PYTHON`` (environment) or the ``geoseg/python`` setting: a python executable, or a
+  virtual environment folder, whose ``python -m geoseg`` works; else
+* QGIS's own Python interpreter (:func:`host_python`) when geoseg (and torch, for prediction and training) is
+  importable in QGIS's Python, with QGIS's ``sys.path``.
 
-Every long call takes ``progress(done, total, message) -> bool``; returning True cancels: in-process geoseg raises
-its CancelledError, a subprocess gets SIGINT (then SIGKILL), and either way no output is left behind.
+geoseg never runs inside the QGIS process itself: pip's rasterio, pyogrio, shapely and pyproj bundle their own GDAL,
+GEOS and PROJ, which clash with the copies QGIS links (a crash of QGIS, and the user's unsaved work with it), and
+building them against QGIS's libraries is not an option most QGIS installations have (README, "QGIS"). A process of
+its own also contains any crash of geoseg or torch, and can always be stopped.
+
+:class:`SubprocessBackend` offers one call per algorithm (:meth:`~SubprocessBackend.segment`,
+:meth:`~SubprocessBackend.vectorize`, :meth:`~SubprocessBackend.evaluate`, :meth:`~SubprocessBackend.train`),
+each returning what geoseg's CLI prints with ``--json``; every step of a call runs in the one process
+(:mod:`geoseg_qgis.runner`), so torch is imported once per run.
+
+Every call takes one ``progress(done, total, message) -> bool`` per step; returning True cancels: the process group
+gets SIGTERM (then SIGKILL) and the outputs of the call are removed (:func:`remove_outputs`): a cancelled run leaves
+no file that looks finished.
 """
 
 from __future__ import annotations
@@ -19,7 +29,6 @@ import importlib
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -31,21 +40,55 @@ from pathlib import Path
 from typing import Any
 
 Progress = Callable[[int, int, str], bool]
-BACKENDS = ("auto", "inprocess", "subprocess")
-ENV_BACKEND = "GEOSEG_QGIS_BACKEND"
 ENV_PYTHON = "GEOSEG_PYTHON"
+RUNNER = Path(__file__).with_name("runner.py")
 
 
 class BackendError(Exception):
-    """geoseg failed; the message is readable as is (no traceback)."""
+    """geoseg failed; the message is one readable line. ``kind`` is geoseg's error class name (or "")."""
+
+    def __init__(self, message: str, kind: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.detail = detail  # a traceback for the log, when geoseg failed in an unexpected way
 
 
 class BackendCancelled(BackendError):
-    """The user cancelled; no output was written."""
+    """The user cancelled; no output was left."""
 
 
 def _no_progress(done: int, total: int, message: str) -> bool:
     return False
+
+
+def host_python() -> str:
+    """The python executable of the interpreter running this code.
+
+    Inside QGIS, Python is embedded and ``sys.executable`` names whatever ``python3`` is first on the PATH (e.g. a
+    pyenv shim) or the QGIS program itself; the interpreter's own executable lives in ``sys.exec_prefix``.
+    """
+    prefix = Path(sys.exec_prefix)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for cand in (prefix / "bin" / f"python{version}", prefix / "bin" / "python3", prefix / "python.exe"):
+        if cand.is_file():
+            return str(cand)
+    exe = Path(sys.executable or "")
+    same = exe.name.startswith("python") and Path(os.path.realpath(exe)).is_relative_to(os.path.realpath(prefix))
+    return str(exe) if same else f"the Python {version} of {prefix}"
+
+
+def remove_outputs(paths: Sequence[str | None]) -> None:
+    """Remove ``paths`` and what geoseg writes beside them (GDAL's ``.aux.xml``, a QGIS ``.qml``, a training state,
+    temporary ``.<name>.*.partial*`` files), so that a cancelled or failed run leaves nothing that looks finished."""
+    for path in filter(None, paths):
+        p = Path(path)
+        for q in (p, Path(f"{p}.aux.xml"), Path(f"{p}.train-state.pt"), p.with_suffix(".qml")):
+            with contextlib.suppress(OSError):
+                if q.is_file():
+                    q.unlink()
+        with contextlib.suppress(OSError):
+            for partial in p.parent.glob(f".{p.name}.*partial*"):
+                partial.unlink()
 
 
 # ---------------------------------------------------------------------------------------------------- selection
@@ -66,302 +109,173 @@ def resolve_python(value: str | None) -> str | None:
     return str(p)
 
 
-def inprocess_available(needs_torch: bool) -> bool:
-    """True when geoseg (and torch, if needed) import in this interpreter."""
-    try:
-        importlib.import_module("geoseg")
-    except Exception:
-        return False
-    return not needs_torch or importlib.util.find_spec("torch") is not None
+def importable_here(needs_torch: bool) -> bool:
+    """True when geoseg (and torch, if needed) can be imported by this interpreter (nothing is imported)."""
+    return importlib.util.find_spec("geoseg") is not None and (
+        not needs_torch or importlib.util.find_spec("torch") is not None
+    )
 
 
-def bundled_gdal() -> list[str]:
-    """The GDAL libraries that geoseg's rasterio/pyogrio wheels bundle (empty when they use the system's)."""
-    found = []
-    for pkg in ("rasterio", "pyogrio"):
-        spec = importlib.util.find_spec(pkg)
-        if spec is not None and spec.origin:
-            libs = Path(spec.origin).parent.parent / f"{pkg}.libs"
-            found += [f"{pkg} ({p.name})" for p in libs.glob("libgdal*")] if libs.is_dir() else []
-    return found
+def select_backend(*, needs_torch: bool, python: str | None = None) -> SubprocessBackend:
+    """The geoseg process to run: ``GEOSEG_PYTHON`` or ``python`` (the plugin's setting), else QGIS's own Python
+    when geoseg is importable there (:func:`importable_here`).
 
-
-def gdal_conflict() -> str | None:
-    """Why in-process geoseg would clash with QGIS, or None.
-
-    The QGIS application and qgis_process link GDAL themselves, so GDAL's symbols are global in the process; a
-    rasterio/pyogrio wheel bundling its own GDAL then runs with QGIS's GDAL functions and can crash. A Python that
-    imports qgis (PyQGIS scripts, tests) keeps them apart, and rasterio built against the system GDAL (Debian's
-    python3-rasterio) is fine everywhere.
+    Raises:
+        BackendError: the configured python does not exist, or none is configured and geoseg is not importable in
+            QGIS's Python.
     """
-    import ctypes
-
-    bundled = bundled_gdal()
-    try:
-        global_gdal = hasattr(ctypes.CDLL(None), "GDALOpenEx")
-    except OSError:  # pragma: no cover - no dlopen(NULL) (Windows)
-        global_gdal = False
-    if bundled and global_gdal:
-        return f"{', '.join(bundled)} bundle their own GDAL, which clashes with the GDAL this QGIS process uses"
-    return None
-
-
-def select_backend(
-    *, needs_torch: bool, mode: str | None = None, python: str | None = None
-) -> InProcessBackend | SubprocessBackend:
-    """The backend to use. ``mode``/``python`` default to the environment variables (the plugin passes settings).
-
-    ``auto``: in-process when geoseg (and torch when needed) import here and cannot clash with QGIS's GDAL
-    (:func:`gdal_conflict`); otherwise the configured environment. ``inprocess`` refuses a clash with a readable
-    error instead of risking a crash of QGIS.
-    """
-    mode = (os.environ.get(ENV_BACKEND) or mode or "auto").strip().lower()
-    if mode not in BACKENDS:
-        raise BackendError(f"{ENV_BACKEND}={mode!r} is not valid; use one of {', '.join(BACKENDS)}")
     py = resolve_python(os.environ.get(ENV_PYTHON) or python)
-    reason = ""
-    if mode == "inprocess" and not inprocess_available(needs_torch):
-        what = "geoseg and torch" if needs_torch else "geoseg"
-        raise BackendError(
-            f"the in-process backend needs {what} importable in QGIS's Python ({sys.executable}); install them "
-            f"there, or set {ENV_BACKEND}=subprocess and {ENV_PYTHON} to a Python environment with geoseg"
-        )
-    if mode == "inprocess" or (mode == "auto" and inprocess_available(needs_torch)):
-        conflict = gdal_conflict()
-        if conflict is None:
-            return InProcessBackend()
-        if mode == "inprocess" or py is None:
-            raise BackendError(
-                f"geoseg cannot run inside this QGIS process: {conflict}. Set {ENV_PYTHON} (or the plugin's "
-                f"'Python of the geoseg environment' option) to a Python environment with geoseg to run it as a "
-                f"subprocess, or install rasterio built against QGIS's GDAL (e.g. Debian's python3-rasterio)"
-            )
-        reason = f"{conflict}; running the configured geoseg environment instead"
-    elif mode == "auto":
-        reason = "geoseg" + (" and torch are" if needs_torch else " is") + " not importable in QGIS's Python"
-    if py is None:
-        raise BackendError(
-            f"geoseg is not importable in QGIS's Python ({sys.executable}) and no geoseg environment is configured: "
-            f"set the environment variable {ENV_PYTHON} (or Settings > Options > Processing > Providers > geoseg > "
-            f"'Python of the geoseg environment') to a python executable or venv where `python -m geoseg` works"
-        )
-    backend = SubprocessBackend(py)
-    backend.reason = reason
-    return backend
+    if py is not None:
+        return SubprocessBackend(py)
+    host = host_python()
+    if importable_here(needs_torch) and Path(host).is_file():
+        backend = SubprocessBackend(host, path=[p for p in sys.path if p])
+        backend.reason = "no geoseg environment is configured; geoseg is importable in QGIS's Python"
+        return backend
+    what = "geoseg and torch are" if needs_torch else "geoseg is"
+    raise BackendError(
+        f"{what} not importable in QGIS's Python ({host}) and no geoseg environment is configured: set the "
+        f"environment variable {ENV_PYTHON} (or Settings > Options > Processing > Providers > geoseg > 'Python of the "
+        f"geoseg environment') to a python executable or venv where `python -m geoseg` works"
+    )
 
 
-# ---------------------------------------------------------------------------------------------------- in-process
+# ---------------------------------------------------------------------------------------------------- commands
 
 
-class InProcessBackend:
-    """Calls geoseg's functions in this interpreter."""
+def _opt(args: list[str], flag: str, value: object) -> None:
+    if value is not None and value != "":
+        args += [flag, str(value)]
 
-    name = "inprocess"
 
-    @contextlib.contextmanager
-    def _errors(self) -> Any:
-        from geoseg.errors import CancelledError, GeoSegError
+def segment_commands(
+    raster: str,
+    out: str,
+    *,
+    checkpoint: str,
+    bands: str | None,
+    tile: int | None,
+    overlap: int | None,
+    batch_size: int | None,
+    device: str,
+    stitch: str,
+    probabilities: str | None,
+    polygons: str | None,
+    min_area: float,
+    simplify: float,
+) -> list[list[str]]:
+    """The geoseg commands of Segment raster: predict, then vectorize when ``polygons`` is given."""
+    predict = ["predict", raster, out, "-m", checkpoint, "--device", device, "--stitch", stitch, "--overwrite"]
+    for flag, value in (
+        ("--bands", bands),
+        ("--tile", tile),
+        ("--overlap", overlap),
+        ("--batch-size", batch_size),
+        ("--probabilities", probabilities),
+    ):
+        _opt(predict, flag, value)
+    commands = [predict]
+    if polygons:
+        commands.append(vectorize_command(out, polygons, min_area=min_area, simplify=simplify))
+    return commands
 
-        try:
-            yield
-        except CancelledError as exc:
-            raise BackendCancelled(f"cancelled; no output was written ({exc})") from exc
-        except GeoSegError as exc:
-            raise BackendError(str(exc)) from exc
 
-    def model_info(self, checkpoint: str) -> dict[str, Any]:
-        from dataclasses import asdict
+def vectorize_command(
+    raster: str,
+    out: str,
+    *,
+    classes: Sequence[str] | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    connectivity: int = 4,
+) -> list[str]:
+    args = ["vectorize", raster, out, "--min-area", str(min_area), "--simplify", str(simplify)]
+    args += ["--connectivity", str(connectivity), "--overwrite"]
+    _opt(args, "--classes", ",".join(classes) if classes else None)
+    return args
 
-        from geoseg.models import read_config
 
-        with self._errors():
-            return asdict(read_config(checkpoint))
+def evaluate_command(
+    prediction: str,
+    truth: str,
+    report_dir: str,
+    *,
+    classes: Sequence[str] | None,
+    ignore_index: int | None,
+    class_field: str | None,
+    id_field: str | None,
+    background: int | None,
+) -> list[str]:
+    args = ["evaluate", prediction, truth, "--report-dir", report_dir, "--overwrite"]
+    for flag, value in (
+        ("--classes", ",".join(classes) if classes else None),
+        ("--ignore-index", ignore_index),
+        ("--class-field", class_field),
+        ("--id-field", id_field),
+        ("--background", background),
+    ):
+        _opt(args, flag, value)
+    return args
 
-    def class_legend(self, raster: str) -> dict[str, Any]:
-        """Class names, colors and nodata of a class raster (geoseg.io.tags.class_legend)."""
-        from geoseg.io.read import open_dataset
-        from geoseg.io.tags import class_legend
 
-        with self._errors():
-            ds = open_dataset(raster)
-            try:
-                return class_legend(ds)
-            finally:
-                ds.close()
-
-    def predict(
-        self,
-        raster: str,
-        out: str,
-        *,
-        checkpoint: str,
-        bands: str | None = None,
-        tile: int | None = None,
-        overlap: int | None = None,
-        batch_size: int | None = None,
-        device: str = "auto",
-        stitch: str = "center",
-        probabilities: str | None = None,
-        progress: Progress = _no_progress,
-    ) -> dict[str, Any]:
-        from geoseg.inference.predict import predict_raster
-
-        with self._errors():
-            res = predict_raster(
-                raster,
-                out,
-                model=checkpoint,
-                bands=bands or None,
-                tile=tile,
-                overlap=overlap,
-                batch_size=batch_size,
-                device=device,
-                stitch=stitch,
-                probabilities=probabilities,
-                overwrite=True,
-                progress=progress,
-            )
-        return {
-            "output": str(res.output),
-            "probabilities": str(res.probabilities) if res.probabilities else None,
-            "tiles": res.tiles,
-            "device": res.device,
-            "class_counts": res.class_counts,
-        }
-
-    def vectorize(
-        self,
-        class_raster: str,
-        out: str,
-        *,
-        classes: Sequence[str] | None = None,
-        min_area: float = 0.0,
-        simplify: float = 0.0,
-        connectivity: int = 4,
-        progress: Progress = _no_progress,
-    ) -> dict[str, Any]:
-        from geoseg.vectorization import vectorize
-
-        with self._errors():
-            res = vectorize(
-                class_raster,
-                out,
-                classes=classes,
-                min_area=min_area,
-                simplify=simplify,
-                connectivity=connectivity,
-                overwrite=True,
-                progress=progress,
-            )
-        return {"output": str(res.path), "features": res.features, "per_class": dict(res.per_class)}
-
-    def evaluate(
-        self,
-        prediction: str,
-        truth: str,
-        report_dir: str,
-        *,
-        classes: Sequence[str] | None = None,
-        ignore_index: int | None = None,
-        class_field: str | None = None,
-        background: int | None = None,
-        progress: Progress = _no_progress,
-    ) -> dict[str, Any]:
-        from geoseg.evaluation import evaluate
-        from geoseg.report import write_report
-
-        with self._errors():
-            rep = evaluate(
-                prediction,
-                truth,
-                classes=classes,
-                ignore_index=ignore_index,
-                truth_class_field=class_field,
-                background=background,
-                progress=progress,
-            )
-            write_report(rep, report_dir)
-        return json.loads(json.dumps(rep.to_dict()))
-
-    def train(
-        self,
-        image: str,
-        labels: str,
-        out: str,
-        *,
-        arch: str,
-        arch_kwargs: dict[str, Any] | None = None,
-        classes: Sequence[str] | None = None,
-        epochs: int = 20,
-        chip: int = 128,
-        batch_size: int = 8,
-        chips_per_epoch: int = 256,
-        device: str = "auto",
-        max_seconds: float | None = None,
-        class_field: str | None = None,
-        progress: Progress = _no_progress,
-    ) -> dict[str, Any]:
-        from geoseg.train import train_model
-
-        with self._errors():
-            res = train_model(
-                image,
-                labels,
-                out,
-                arch=arch,
-                arch_kwargs=arch_kwargs or {},
-                classes=list(classes) if classes else None,
-                class_field=class_field,
-                epochs=epochs,
-                chip=chip,
-                batch_size=batch_size,
-                chips_per_epoch=chips_per_epoch,
-                device=device,
-                max_seconds=max_seconds,
-                overwrite=True,
-                progress=progress,
-            )
-        return {"output": str(res.checkpoint), "best_miou": float(res.best_miou), "best_epoch": res.best_epoch}
+def train_command(image: str, labels: str, out: str, **opts: Any) -> list[str]:
+    kwargs = json.dumps(opts.pop("arch_kwargs", None) or {})
+    args = ["train", image, labels, out, "--arch-kwargs", kwargs, "--overwrite"]
+    classes = opts.pop("classes", None)
+    _opt(args, "--classes", ",".join(classes) if classes else None)
+    for key, value in opts.items():
+        _opt(args, "--" + key.replace("_", "-"), value)
+    return args
 
 
 # ---------------------------------------------------------------------------------------------------- subprocess
 
 
 class SubprocessBackend:
-    """Runs ``python -m geoseg ...`` of another environment, reading JSON-lines progress from its stderr."""
+    """Runs geoseg commands in one process of another environment (:mod:`geoseg_qgis.runner`), reading JSON-lines
+    progress from its stderr and the commands' ``--json`` results from its stdout."""
 
     name = "subprocess"
     poll_s = 0.1
+    grace_s = 10.0  # after SIGTERM, before SIGKILL
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, *, path: Sequence[str] = ()) -> None:
         self.python = python
-        self.reason = ""  # why auto chose it
+        self.path = list(path)  # the child's sys.path (QGIS's, when geoseg runs in QGIS's own Python)
+        self.reason = ""  # why this python was chosen, when it was not configured
+        self.started = 0  # processes started (one per call)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         # QGIS's own Python/GDAL settings must not leak into another interpreter
         for key in ("PYTHONPATH", "PYTHONHOME", "GDAL_DRIVER_PATH", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA"):
             env.pop(key, None)
+        if self.path:
+            env["PYTHONPATH"] = os.pathsep.join(self.path)
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("PYTHONIOENCODING", "utf-8")
         return env
 
     def run(
         self,
-        args: Sequence[str],
-        progress: Progress = _no_progress,
+        commands: Sequence[Sequence[str]],
+        progress: Sequence[Progress] = (),
         *,
-        module: bool = True,
         outputs: Sequence[str | None] = (),
-    ) -> str:
-        """Run geoseg with ``args``; returns stdout. ``Error: ...`` becomes BackendError.
+        script: Sequence[str] | None = None,
+    ) -> list[Any]:
+        """Run geoseg ``commands`` (each with ``--json`` added) in one process; returns their JSON results.
 
-        Cancel stops the process; ``outputs`` it may already have completed are then removed.
+        ``progress[i]`` follows command ``i``. ``Error: ...`` lines become a BackendError. Cancel stops the process
+        group and removes ``outputs``. ``script`` replaces the runner (tests).
         """
-        cmd = [self.python, "-m", "geoseg", *args] if module else [self.python, *args]
+        full = [[*c, "--json"] + (["--progress", "json"] if c[0] != "info" else []) for c in commands]
+        owned = [str(o) for o in outputs if o]
+        argv = list(script) if script else [str(RUNNER), str(os.getpid()), json.dumps(full), json.dumps(owned)]
+        callbacks = list(progress) or [_no_progress]
         try:
             proc = subprocess.Popen(
-                cmd,
+                [self.python, *argv],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
@@ -369,13 +283,16 @@ class SubprocessBackend:
                 text=True,
                 encoding="utf-8",
                 errors="replace",
+                start_new_session=os.name == "posix",  # its own process group: a stop reaches all it started
             )
         except OSError as exc:
             raise BackendError(f"cannot start the geoseg environment {self.python}: {exc}") from exc
+        self.started += 1
         errors: list[str] = []
         tail: deque[str] = deque(maxlen=30)
         out_chunks: list[str] = []
-        updates: deque[tuple[int, int, str]] = deque()
+        updates: deque[tuple[int, int, int, str]] = deque()
+        step = [0]
 
         def read_err() -> None:
             assert proc.stderr is not None
@@ -384,9 +301,12 @@ class SubprocessBackend:
                 if line.startswith("{"):
                     try:
                         msg = json.loads(line)
-                        updates.append((int(msg.get("done", 0)), int(msg.get("total", 0)), str(msg.get("message", ""))))
+                        if "command" in msg:
+                            step[0] = int(msg["command"])
+                        else:
+                            updates.append((step[0], int(msg["done"]), int(msg["total"]), str(msg.get("message", ""))))
                         continue
-                    except (ValueError, TypeError):
+                    except (ValueError, TypeError, KeyError):
                         pass
                 if line.startswith("Error:"):
                     errors.append(line[len("Error:") :].strip())
@@ -400,12 +320,17 @@ class SubprocessBackend:
         threads = [threading.Thread(target=read_err, daemon=True), threading.Thread(target=read_out, daemon=True)]
         for t in threads:
             t.start()
+
+        def callback(i: int) -> Progress:
+            return callbacks[min(i, len(callbacks) - 1)]
+
         cancelled = False
         while True:
             while updates:
-                if progress(*updates.popleft()):
+                i, done, total, message = updates.popleft()
+                if callback(i)(done, total, message):
                     cancelled = True
-            if not cancelled and progress(-1, -1, ""):  # poll for cancel between updates
+            if not cancelled and callback(step[0])(-1, -1, ""):  # poll for cancel between updates
                 cancelled = True
             if cancelled:
                 self._stop(proc)
@@ -419,41 +344,58 @@ class SubprocessBackend:
             with contextlib.suppress(OSError):
                 stream.close()  # type: ignore[union-attr]
         while updates and not cancelled:
-            progress(*updates.popleft())
+            i, done, total, message = updates.popleft()
+            callback(i)(done, total, message)
         if cancelled:
-            for path in filter(None, outputs):
-                for p in (Path(path), Path(f"{path}.aux.xml")):
-                    with contextlib.suppress(OSError):
-                        p.unlink()
-            raise BackendCancelled("cancelled; the geoseg process was stopped and no output was written")
+            remove_outputs(outputs)
+            raise BackendCancelled("cancelled; the geoseg process was stopped and no output was left", "CancelledError")
+        results = self._results("".join(out_chunks))
         if proc.returncode != 0:
+            remove_outputs(outputs)
+            last = results[-1] if results and isinstance(results[-1], dict) else {}
+            if last.get("error"):
+                raise BackendError(" ".join(str(last["error"]).split()), str(last.get("type", "")))
             if errors:
-                raise BackendError(" ".join(errors))
+                raise BackendError(" ".join(" ".join(errors).split()))
             detail = "\n".join(tail) or "(no output)"
-            raise BackendError(f"geoseg ({' '.join(cmd[:4])} ...) failed with exit status {proc.returncode}:\n{detail}")
-        return "".join(out_chunks)
+            first = next((line for line in reversed(tail) if not line.startswith(" ")), "(no output)")
+            raise BackendError(
+                f"geoseg failed with exit status {proc.returncode}: {first}; the log holds the details", "", detail
+            )
+        return results
 
     @staticmethod
-    def _stop(proc: subprocess.Popen[str]) -> None:
-        """SIGINT first (geoseg removes its temporary outputs), then kill."""
+    def _results(stdout: str) -> list[Any]:
+        for line in reversed(stdout.splitlines()):
+            if line.startswith("["):
+                with contextlib.suppress(ValueError):
+                    return list(json.loads(line))
+        return []
+
+    def _stop(self, proc: subprocess.Popen[str]) -> None:
+        """SIGTERM to the process group (geoseg removes its temporary outputs), then SIGKILL after a grace time."""
         if proc.poll() is not None:
             return
+        group = os.name == "posix"
         with contextlib.suppress(OSError):
-            proc.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
+            if group:
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:  # pragma: no cover - Windows
+                proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=self.grace_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(OSError):
+                if group:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:  # pragma: no cover
+                    proc.kill()
             proc.wait()
+        if group:  # anything the process left running in its group
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
-    def model_info(self, checkpoint: str) -> dict[str, Any]:
-        return json.loads(self.run(["info", checkpoint, "--json"]))
-
-    def class_legend(self, raster: str) -> dict[str, Any]:
-        """Class names, colors and nodata of a class raster (``geoseg info --json``)."""
-        return dict(json.loads(self.run(["info", raster, "--json"]))["legend"])
-
-    def predict(
+    def segment(
         self,
         raster: str,
         out: str,
@@ -466,34 +408,28 @@ class SubprocessBackend:
         device: str = "auto",
         stitch: str = "center",
         probabilities: str | None = None,
-        progress: Progress = _no_progress,
+        polygons: str | None = None,
+        min_area: float = 0.0,
+        simplify: float = 0.0,
+        progress: Sequence[Progress] = (_no_progress, _no_progress),
     ) -> dict[str, Any]:
-        args = [
-            "predict",
+        commands = segment_commands(
             raster,
             out,
-            "-m",
-            checkpoint,
-            "--device",
-            device,
-            "--stitch",
-            stitch,
-            "--progress",
-            "json",
-            "--overwrite",
-        ]
-        for opt, val in (
-            ("--bands", bands or None),
-            ("--tile", tile),
-            ("--overlap", overlap),
-            ("--batch-size", batch_size),
-            ("--probabilities", probabilities),
-        ):
-            if val is not None:
-                args += [opt, str(val)]
-        stdout = self.run(args, progress, outputs=(out, probabilities))
-        m = re.search(r"\(([\d.]+) MPix/s on (\S+)\)", stdout)
-        return {"output": out, "probabilities": probabilities, "device": m.group(2) if m else device}
+            checkpoint=checkpoint,
+            bands=bands,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+            stitch=stitch,
+            probabilities=probabilities,
+            polygons=polygons,
+            min_area=min_area,
+            simplify=simplify,
+        )
+        results = self.run(commands, progress, outputs=(out, probabilities, polygons))
+        return {"predict": results[0], "vector": results[1] if polygons else None}
 
     def vectorize(
         self,
@@ -506,25 +442,11 @@ class SubprocessBackend:
         connectivity: int = 4,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = [
-            "vectorize",
-            class_raster,
-            out,
-            "--min-area",
-            str(min_area),
-            "--simplify",
-            str(simplify),
-            "--connectivity",
-            str(connectivity),
-            "--progress",
-            "json",
-            "--overwrite",
-        ]
-        if classes:
-            args += ["--classes", ",".join(classes)]
-        stdout = self.run(args, progress, outputs=(out,))
-        m = re.search(r"wrote (\d+) polygons", stdout)
-        return {"output": out, "features": int(m.group(1)) if m else None}
+        command = vectorize_command(
+            class_raster, out, classes=classes, min_area=min_area, simplify=simplify, connectivity=connectivity
+        )
+        vector, info = self.run([command, ["info", class_raster]], [progress], outputs=(out,))
+        return {"vector": vector, "legend": info["legend"]}
 
     def evaluate(
         self,
@@ -535,69 +457,23 @@ class SubprocessBackend:
         classes: Sequence[str] | None = None,
         ignore_index: int | None = None,
         class_field: str | None = None,
+        id_field: str | None = None,
         background: int | None = None,
         progress: Progress = _no_progress,
     ) -> dict[str, Any]:
-        args = ["evaluate", prediction, truth, "--report-dir", report_dir, "--progress", "json"]
-        for opt, val in (
-            ("--classes", ",".join(classes) if classes else None),
-            ("--ignore-index", ignore_index),
-            ("--class-field", class_field),
-            ("--background", background),
-        ):
-            if val is not None:
-                args += [opt, str(val)]
-        self.run(args, progress)
-        return json.loads((Path(report_dir) / "report.json").read_text(encoding="utf-8"))
+        command = evaluate_command(
+            prediction,
+            truth,
+            report_dir,
+            classes=classes,
+            ignore_index=ignore_index,
+            class_field=class_field,
+            id_field=id_field,
+            background=background,
+        )
+        return dict(self.run([command], [progress])[0])
 
     def train(
-        self,
-        image: str,
-        labels: str,
-        out: str,
-        *,
-        arch: str,
-        arch_kwargs: dict[str, Any] | None = None,
-        classes: Sequence[str] | None = None,
-        epochs: int = 20,
-        chip: int = 128,
-        batch_size: int = 8,
-        chips_per_epoch: int = 256,
-        device: str = "auto",
-        max_seconds: float | None = None,
-        class_field: str | None = None,
-        progress: Progress = _no_progress,
+        self, image: str, labels: str, out: str, *, progress: Progress = _no_progress, **opts: Any
     ) -> dict[str, Any]:
-        args = [
-            "train",
-            image,
-            labels,
-            out,
-            "--arch",
-            arch,
-            "--arch-kwargs",
-            json.dumps(arch_kwargs or {}),
-            "--epochs",
-            str(epochs),
-            "--chip",
-            str(chip),
-            "--batch-size",
-            str(batch_size),
-            "--chips-per-epoch",
-            str(chips_per_epoch),
-            "--device",
-            device,
-            "--progress",
-            "json",
-            "--overwrite",
-        ]
-        if classes:
-            args += ["--classes", ",".join(classes)]
-        if class_field:
-            args += ["--class-field", class_field]
-        if max_seconds:
-            args += ["--max-seconds", str(max_seconds)]
-        stdout = self.run(args, progress, outputs=(out,))
-        m = re.search(r"best validation mIoU ([\d.naN]+) at epoch (\d+)", stdout)
-        miou = float(m.group(1)) if m else float("nan")
-        return {"output": out, "best_miou": miou, "best_epoch": int(m.group(2)) if m else None}
+        return dict(self.run([train_command(image, labels, out, **opts)], [progress], outputs=(out,))[0])

@@ -8,3 +8,28 @@ project's tests/test_registries.py fails when one differs from geoseg's. This mo
 DEVICES = ("auto", "cpu", "cuda")  # geoseg.models.device.DEVICES
 STITCH_METHODS = ("center", "mean", "gaussian")  # geoseg.inference.stitch.STITCH_METHODS
 CONNECTIVITIES = (4, 8)  # geoseg.vectorization.CONNECTIVITIES
+ARCHITECTURES = (  # geoseg.models.names.ARCHITECTURES
+    "deeplab_largefov",
+    "deeplabv2",
+    "deeplabv3",
+    "deeplabv3plus",
+    "fcdensenet",
+    "fcn16s",
+    "fcn32s",
+    "fcn8s",
+    "icnet",
+    "pspnet",
+    "resunet",
+    "segnet",
+    "smp-deeplabv3",
+    "smp-deeplabv3plus",
+    "smp-fpn",
+    "smp-linknet",
+    "smp-manet",
+    "smp-segformer",
+    "smp-unet",
+    "smp-unetplusplus",
+    "smp-upernet",
+    "tiny",
+    "unet",
+)

@@ -9,13 +9,10 @@ from qgis.core import QgsProcessingProvider, QgsSettings
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import ALGORITHMS
-from .backend import BACKENDS
 
 SETTING_PYTHON = "geoseg/python"
-SETTING_BACKEND = "geoseg/backend"
-# the same two values as editable Processing options (Settings > Options > Processing > Providers > geoseg)
+# the same value as an editable Processing option (Settings > Options > Processing > Providers > geoseg)
 OPTION_PYTHON = "GEOSEG_PYTHON"
-OPTION_BACKEND = "GEOSEG_QGIS_BACKEND"
 
 
 def _option(name: str) -> str | None:
@@ -30,11 +27,6 @@ def _option(name: str) -> str | None:
 def configured_python() -> str | None:
     """The geoseg environment's python: GEOSEG_PYTHON, else QgsSettings geoseg/python, else the Processing option."""
     return os.environ.get("GEOSEG_PYTHON") or QgsSettings().value(SETTING_PYTHON, "") or _option(OPTION_PYTHON)
-
-
-def configured_backend() -> str | None:
-    """auto | inprocess | subprocess: GEOSEG_QGIS_BACKEND, else QgsSettings geoseg/backend, else the option."""
-    return os.environ.get("GEOSEG_QGIS_BACKEND") or QgsSettings().value(SETTING_BACKEND, "") or _option(OPTION_BACKEND)
 
 
 class GeoSegProvider(QgsProcessingProvider):
@@ -69,16 +61,6 @@ class GeoSegProvider(QgsProcessingProvider):
                     valuetype=Setting.FILE,
                 )
             )
-            ProcessingConfig.addSetting(
-                Setting(
-                    self.name(),
-                    OPTION_BACKEND,
-                    "Backend",
-                    "auto",
-                    valuetype=Setting.SELECTION,
-                    options=list(BACKENDS),
-                )
-            )
             ProcessingConfig.readSettings()
         except ImportError:  # pragma: no cover
             pass
@@ -90,7 +72,6 @@ class GeoSegProvider(QgsProcessingProvider):
             from processing.core.ProcessingConfig import ProcessingConfig
 
             ProcessingConfig.removeSetting(OPTION_PYTHON)
-            ProcessingConfig.removeSetting(OPTION_BACKEND)
         except (ImportError, KeyError):  # pragma: no cover
             pass
 

@@ -1,4 +1,4 @@
-"""Class colors on outputs: a paletted renderer for class rasters, a categorized one for polygons, .qml sidecars."""
+"""Class colors on outputs: a paletted renderer for class rasters, a categorized one for polygons, saved styles."""
 
 from __future__ import annotations
 
@@ -66,17 +66,43 @@ def style_layer(layer: object, palette: Palette) -> None:
     layer.triggerRepaint()
 
 
-def write_qml(path: str, palette: Palette, *, vector: bool = False) -> str | None:
-    """Save the class style as ``<output>.qml`` (QGIS loads it with the layer); returns its path."""
-    if not palette:
+def style_kind(qml: Path) -> str | None:
+    """``"raster"`` or ``"vector"``: the kind of layer a QGIS style file styles (None when unknown)."""
+    try:
+        text = qml.read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return None
+    if "<renderer-v2" in text:
+        return "vector"
+    if "<pipe" in text or "rasterrenderer" in text:
+        return "raster"
+    return None
+
+
+def save_style(path: str, palette: Palette, *, vector: bool = False) -> tuple[str | None, str]:
+    """Save the class style where QGIS finds it whenever ``path`` is opened; returns (where, why not).
+
+    A class raster gets ``<name>.qml`` beside it (its names and colors are also in the raster itself, see
+    ``geoseg.io.tags``). A GeoPackage keeps its style inside, as the layer's default style, so polygons next to a
+    raster of the same name (``classes.tif`` + ``classes.gpkg``) never share, or overwrite, one ``classes.qml``.
+    Other vector formats get ``<name>.qml`` unless a raster's style already has that name.
+    """
+    if not palette:
+        return None, "no classes"
     layer = QgsVectorLayer(path, "classes", "ogr") if vector else QgsRasterLayer(path, "classes", "gdal")
     if not layer.isValid():
-        return None
+        return None, "QGIS cannot open it"
     style_layer(layer, palette)
-    qml = str(Path(path).with_suffix(".qml"))
-    _, ok = layer.saveNamedStyle(qml)
-    return qml if ok else None
+    if vector and Path(path).suffix.lower() == ".gpkg":
+        error = layer.saveStyleToDatabase("geoseg classes", "class colors and names written by geoseg", True, "")
+        return (None, error) if error else ("inside the GeoPackage (its default style)", "")
+    qml = Path(path).with_suffix(".qml")
+    kind = "vector" if vector else "raster"
+    other = style_kind(qml) if qml.exists() else None
+    if other is not None and other != kind:
+        return None, f"{qml} is the style of a {other} of the same name; rename one of them to keep both styles"
+    _, ok = layer.saveNamedStyle(str(qml))
+    return (str(qml), "") if ok else (None, f"cannot write {qml}")
 
 
 class ClassStyler(QgsProcessingLayerPostProcessorInterface):

@@ -1,8 +1,8 @@
 """Fixtures for the plugin tests: a headless QGIS with Processing and the geoseg provider, sample data, a model.
 
-Run with a QGIS Python (see ../run_tests.sh). The backend under test follows GEOSEG_QGIS_BACKEND (inprocess |
-subprocess | auto); GEOSEG_PYTHON names the geoseg environment for the subprocess backend and for training the
-fixture model when geoseg is not importable here.
+Run with a QGIS Python (see ../run_tests.sh). geoseg always runs in a process of its own; the run under test is
+"configured" when GEOSEG_PYTHON names the geoseg environment (QGIS's Python without geoseg), else "host": geoseg is
+importable in this Python and runs in QGIS's own interpreter, in another process.
 """
 
 from __future__ import annotations
@@ -58,9 +58,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     os._exit(_STATUS["code"])
 
 
+def geoseg_env() -> dict[str, str]:
+    """The environment to run ``geoseg_python -m geoseg`` in: a configured environment's python gets none of this
+    Python's paths; this Python (host run) gets its sys.path, as the plugin gives it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    if not os.environ.get("GEOSEG_PYTHON"):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
 @pytest.fixture(scope="session")
 def backend_mode() -> str:
-    return os.environ.get("GEOSEG_QGIS_BACKEND", "auto")
+    return "configured" if os.environ.get("GEOSEG_PYTHON") else "host"
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +126,7 @@ def checkpoint(workdir: Path, geoseg_python: str, scene: str, labels: str) -> st
         "--seed",
         "0",
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env = geoseg_env()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return str(out)
@@ -125,7 +134,7 @@ def checkpoint(workdir: Path, geoseg_python: str, scene: str, labels: str) -> st
 
 @pytest.fixture(scope="session")
 def model_config(checkpoint: str, geoseg_python: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env = geoseg_env()
     out = subprocess.run(
         [geoseg_python, "-m", "geoseg", "info", checkpoint, "--json"],
         capture_output=True,

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from osgeo import gdal, ogr, osr
 from qgis.core import QgsProcessingFeedback
 
 
 class RecordingFeedback(QgsProcessingFeedback):
-    """Keeps log lines and progress values; optionally cancels once progress passes ``cancel_at`` percent."""
+    """Keeps log lines (with their time) and progress values; optionally cancels once progress passes ``cancel_at``
+    percent, or once a log line contains ``cancel_on``."""
 
-    def __init__(self, cancel_at: float | None = None) -> None:
+    def __init__(self, cancel_at: float | None = None, cancel_on: str | None = None) -> None:
         super().__init__()
         self.infos: list[str] = []
+        self.times: list[float] = []
         self.progress: list[float] = []
         self.cancel_at = cancel_at
+        self.cancel_on = cancel_on
+        self.cancelled_at: float | None = None
         self.progressChanged.connect(self._on_progress)
 
     def _on_progress(self, value: float) -> None:
@@ -22,9 +28,21 @@ class RecordingFeedback(QgsProcessingFeedback):
         if self.cancel_at is not None and value > self.cancel_at:
             self.cancel()
 
+    def cancel(self) -> None:
+        if self.cancelled_at is None:
+            self.cancelled_at = time.monotonic()
+        super().cancel()
+
     def pushInfo(self, info: str) -> None:  # noqa: N802
         self.infos.append(info)
+        self.times.append(time.monotonic())
         super().pushInfo(info)
+        if self.cancel_on is not None and self.cancel_on in info:
+            self.cancel()
+
+    def when(self, text: str) -> float:
+        """When the first log line containing ``text`` came."""
+        return next(t for t, line in zip(self.times, self.infos) if text in line)
 
     @property
     def text(self) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +28,13 @@ def qp_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["QT_QPA_PLATFORM"] = "offscreen"
     env["QGIS_PLUGINPATH"] = str(PLUGIN_ROOT)
     env["QGIS_CUSTOM_CONFIG_PATH"] = str(tmp_path_factory.mktemp("qgis_profile"))
-    if env.get("GEOSEG_QGIS_BACKEND") != "subprocess":
-        # qgis_process embeds the system Python: make geoseg importable there (this venv's packages) and leave the
-        # choice to "auto". qgis_process links QGIS's GDAL itself, so with pip wheels bundling another GDAL, auto
-        # must pick the configured environment (in-process would crash there); with a matching GDAL, in-process.
+    if not env.get("GEOSEG_PYTHON"):
+        # qgis_process embeds the system Python: make geoseg importable there (this venv's packages), so that the
+        # plugin runs it with QGIS's own Python in a process of its own
         import geoseg
 
         paths = [str(Path(geoseg.__file__).resolve().parents[1]), *(p for p in sys.path if p.endswith("-packages"))]
         env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["GEOSEG_QGIS_BACKEND"] = "auto"
-        env["GEOSEG_PYTHON"] = sys.executable
     proc = subprocess.run(
         [QGIS_PROCESS, "plugins", "enable", "geoseg_qgis"], env=env, capture_output=True, text=True, timeout=120
     )
@@ -71,12 +71,9 @@ def test_qgis_process_segment_and_evaluate(
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(proc.stdout)
-    from geoseg_qgis.backend import bundled_gdal
-
-    # qgis_process links QGIS's GDAL: auto runs in-process only when geoseg's rasterio/pyogrio use that GDAL too
-    inprocess = backend_mode != "subprocess" and not bundled_gdal()
-    backend = "in-process" if inprocess else "subprocess"
-    assert any(f"geoseg backend: {backend}" in line for line in result["log"]["info"]), result["log"]
+    # geoseg never runs inside qgis_process (its GDAL would clash with QGIS's): a process of its own
+    where = "subprocess " + (qp_env["GEOSEG_PYTHON"] if backend_mode == "configured" else "/usr/bin/python3")
+    assert any(f"geoseg backend: {where}" in line for line in result["log"]["info"]), result["log"]
     assert result["results"]["OUTPUT"] == str(out)
     arr, crs, size, _ = raster(str(out))
     _, scene_crs, scene_size, _ = raster(scene)
@@ -109,16 +106,72 @@ def test_qgis_process_error_message(qp_env: dict[str, str], tmp_path: Path, scen
     assert not (tmp_path / "o.tif").exists()
 
 
-def test_qgis_process_inprocess_clash_is_refused(
-    qp_env: dict[str, str], tmp_path: Path, scene: str, checkpoint: str, backend_mode: str
-) -> None:
-    """Forcing in-process where geoseg's GDAL would clash with QGIS's gives an error, not a crash."""
-    from geoseg_qgis.backend import bundled_gdal
+def _children(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    found.append(int(child))
+                    todo.append(int(child))
+    return found
 
-    if backend_mode == "subprocess" or not bundled_gdal():
-        pytest.skip("only where geoseg is importable with wheels that bundle their own GDAL")
-    env = dict(qp_env, GEOSEG_QGIS_BACKEND="inprocess")
-    proc = qgis_process_run(env, "geoseg:segmentraster", INPUT=scene, MODEL=checkpoint, OUTPUT=tmp_path / "o.tif")
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "geoseg cannot run inside this QGIS process" in proc.stdout + proc.stderr
-    assert not (tmp_path / "o.tif").exists()
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_qgis_process_train_stops_on_a_signal_and_leaves_nothing(
+    qp_env: dict[str, str], tmp_path: Path, scene: str, labels: str, sig: signal.Signals
+) -> None:
+    """A signal to qgis_process during training (epoch 2, after epoch 1 wrote its checkpoint and training state)
+    reaches geoseg's process: it stops within a few seconds, not at the end of the epoch or the run, no geoseg
+    process is left running, and neither the checkpoint nor the training state is left."""
+    out = tmp_path / "model.safetensors"
+    params = {
+        "INPUT": scene,
+        "LABELS": labels,
+        "ARCH": "tiny",
+        "ARCH_KWARGS": '{"width": 8}',
+        "EPOCHS": 50,
+        "CHIP": 64,
+        "CHIPS_PER_EPOCH": 400,
+        "BATCH_SIZE": 8,
+        "DEVICE": 1,
+        "OUTPUT": out,
+    }
+    args = [QGIS_PROCESS, "run", "geoseg:trainmodel", "--"] + [f"{k}={v}" for k, v in params.items()]
+    proc = subprocess.Popen(args, env=qp_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the end of epoch 1: its checkpoint is written
+        assert proc.poll() is None and out.exists(), "training did not reach epoch 2"
+        time.sleep(1.0)
+        geoseg = _children(proc.pid)
+        assert geoseg, "no geoseg process under qgis_process"
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+        stopped = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    lingering = [pid for pid in geoseg if _alive(pid)]
+    for pid in lingering:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not lingering, f"geoseg processes {lingering} kept running after {sig.name} to qgis_process"
+    assert stopped < 10.0, f"{sig.name}: qgis_process took {stopped:.1f} s to stop\n{output[-2000:]}"
+    assert proc.returncode != 0
+    assert "cancelled" in output, output[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], output[-2000:]

@@ -20,28 +20,40 @@ from qgis.core import (
     QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterMapLayer,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsRasterLayer,
-    QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
 
 from .base import GeoSegAlgorithm, progress_callback, split_names
+from .labels import CLASS_ID_RULE, add_truth_parameters, labels_file, one_of
 
 SCORES = ("iou", "precision", "recall", "f1")
 
 
 class EvaluateSegmentation(GeoSegAlgorithm):
-    PREDICTION, TRUTH, CLASS_FIELD, CLASSES = "PREDICTION", "TRUTH", "CLASS_FIELD", "CLASSES"
-    IGNORE_INDEX, BACKGROUND = "IGNORE_INDEX", "BACKGROUND"
+    PREDICTION, TRUTH, TRUTH_POLYGONS, CLASS_FIELD, ID_FIELD = (
+        "PREDICTION",
+        "TRUTH",
+        "TRUTH_POLYGONS",
+        "CLASS_FIELD",
+        "ID_FIELD",
+    )
+    CLASSES, IGNORE_INDEX, BACKGROUND = "CLASSES", "IGNORE_INDEX", "BACKGROUND"
     REPORT_FOLDER, TABLE, REPORT_HTML, REPORT_JSON = "REPORT_FOLDER", "TABLE", "REPORT_HTML", "REPORT_JSON"
     MIOU, OA, KAPPA = "MIOU", "OVERALL_ACCURACY", "KAPPA"
+    terms = {
+        "classes": "CLASSES",
+        "ignore_index": "IGNORE_INDEX",
+        "class_field": "CLASS_FIELD",
+        "truth_class_field": "CLASS_FIELD",
+        "id_field": "ID_FIELD",
+        "truth_id_field": "ID_FIELD",
+        "background": "BACKGROUND",
+    }
 
     def name(self) -> str:
         return "evaluate"
@@ -52,28 +64,15 @@ class EvaluateSegmentation(GeoSegAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return (
             "Scores a class raster against ground truth: a class raster (resampled onto the prediction grid when "
-            "needed) or label polygons with a class field (class ids or names). Writes report.json/csv/md/html "
-            "into the report folder and a table with one row per class (IoU, precision, recall, F1, support). "
-            "Nodata is left out; -1 for ignore index / background means none."
+            "needed) or label polygons. Writes report.json/csv/md/html into the report folder and a table with one "
+            "row per class (IoU, precision, recall, F1, support). Nodata is left out; -1 for ignore index / "
+            "background means none.\n\n"
+            f"{CLASS_ID_RULE}"
         )
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.PREDICTION, "Class raster (prediction)"))
-        self.addParameter(
-            QgsProcessingParameterMapLayer(
-                self.TRUTH,
-                "Ground truth (class raster or label polygons)",
-                types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon],
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.CLASS_FIELD,
-                "Class field of label polygons",
-                parentLayerParameterName=self.TRUTH,
-                optional=True,
-            )
-        )
+        add_truth_parameters(self, self.TRUTH, self.TRUTH_POLYGONS, "Ground truth")
         self.addParameter(
             QgsProcessingParameterString(
                 self.CLASSES,
@@ -113,37 +112,39 @@ class EvaluateSegmentation(GeoSegAlgorithm):
         for key, label in ((self.MIOU, "mIoU"), (self.OA, "Overall accuracy"), (self.KAPPA, "Kappa")):
             self.addOutput(QgsProcessingOutputNumber(key, label))
 
-    def processAlgorithm(  # noqa: N802
+    def checkParameterValues(  # noqa: N802
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        ok, message = super().checkParameterValues(parameters, context)
+        if ok:
+            message = one_of(self, parameters, self.TRUTH, self.TRUTH_POLYGONS)
+        return not message, message
+
+    def run_algorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         prediction = self.layer_path(self.parameterAsRasterLayer(parameters, self.PREDICTION, context), "Prediction")
-        truth_layer = self.parameterAsLayer(parameters, self.TRUTH, context)
-        class_field = self.parameterAsString(parameters, self.CLASS_FIELD, context) or None
-        if isinstance(truth_layer, QgsVectorLayer):
-            if truth_layer.geometryType() != QgsWkbTypes.PolygonGeometry:
-                raise QgsProcessingException("Ground truth: a vector layer must hold polygons")
-            truth = self.vector_file(truth_layer, "Ground truth", feedback)
-        elif isinstance(truth_layer, QgsRasterLayer):
-            truth = self.layer_path(truth_layer, "Ground truth")
-        else:
-            raise QgsProcessingException("Ground truth: give a class raster or a polygon layer")
+        truth, class_field, id_field = labels_file(
+            self, parameters, context, feedback, self.TRUTH, self.TRUTH_POLYGONS, self.CLASS_FIELD, self.ID_FIELD
+        )
         ignore = self.parameterAsInt(parameters, self.IGNORE_INDEX, context)
         background = self.parameterAsInt(parameters, self.BACKGROUND, context)
         folder = self.parameterAsString(parameters, self.REPORT_FOLDER, context)
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.output_file(str(Path(folder) / "report.json"), "Report folder")
         classes = split_names(self.parameterAsString(parameters, self.CLASSES, context))
         backend = self.backend(feedback)
-        with self.geoseg_errors():
-            report = backend.evaluate(
-                prediction,
-                truth,
-                folder,
-                classes=classes,
-                ignore_index=None if ignore < 0 else ignore,
-                class_field=class_field,
-                background=None if background < 0 else background,
-                progress=progress_callback(feedback, 0, 95, "evaluate"),
-            )
+        result = backend.evaluate(
+            prediction,
+            truth,
+            folder,
+            classes=classes,
+            ignore_index=None if ignore < 0 else ignore,
+            class_field=class_field,
+            id_field=id_field,
+            background=None if background < 0 else background,
+            progress=progress_callback(feedback, 0, 95, "evaluate"),
+        )
+        report = result["report"]
         fields = QgsFields()
         for name, kind in (
             ("class_id", "Int"),

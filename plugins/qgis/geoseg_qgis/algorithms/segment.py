@@ -20,7 +20,7 @@ from qgis.core import (
 
 from ..choices import DEVICES, STITCH_METHODS
 from ..styling import palette_from_legend
-from .base import GeoSegAlgorithm
+from .base import GeoSegAlgorithm, progress_callback
 
 
 class SegmentRaster(GeoSegAlgorithm):
@@ -28,6 +28,19 @@ class SegmentRaster(GeoSegAlgorithm):
     STITCH, BATCH_SIZE, MIN_AREA, SIMPLIFY = "STITCH", "BATCH_SIZE", "MIN_AREA", "SIMPLIFY"
     OUTPUT, PROBABILITIES, POLYGONS = "OUTPUT", "PROBABILITIES", "POLYGONS"
     needs_torch = True
+    terms = {
+        "bands": "BANDS",
+        "model": "MODEL",
+        "checkpoint": "MODEL",
+        "tile": "TILE",
+        "overlap": "OVERLAP",
+        "device": "DEVICE",
+        "stitch": "STITCH",
+        "batch_size": "BATCH_SIZE",
+        "probabilities": "PROBABILITIES",
+        "min_area": "MIN_AREA",
+        "simplify": "SIMPLIFY",
+    }
 
     def name(self) -> str:
         return "segmentraster"
@@ -42,7 +55,11 @@ class SegmentRaster(GeoSegAlgorithm):
             "class colors. Optionally writes per-class probabilities and class polygons.\n\n"
             "Band mapping: raster bands for the model inputs in model order ('1,2,3', '2-5', 'B04,B08'); empty "
             "uses the model's band contract (bands matched by name/index, never guessed). Tile size 0 and overlap "
-            "-1 use the model's defaults."
+            "-1 use the model's defaults.\n\n"
+            "Legend: the class raster holds its class names and colors (GDAL category names and a raster attribute "
+            "table, read by QGIS, ArcGIS and gdalinfo) and gets a .qml style of the same name; polygons in a "
+            "GeoPackage keep their style inside the GeoPackage, so a raster and polygons of the same name keep "
+            "both legends. Cancel removes every output of the run."
         )
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
@@ -124,11 +141,9 @@ class SegmentRaster(GeoSegAlgorithm):
             )
         )
 
-    def processAlgorithm(  # noqa: N802
+    def run_algorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
-        from .base import progress_callback
-
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         raster = self.layer_path(layer, "Input raster")
         checkpoint = self.parameterAsFile(parameters, self.MODEL, context)
@@ -145,41 +160,42 @@ class SegmentRaster(GeoSegAlgorithm):
         polys = self.output_file(polys, "Class polygons") if polys else None
 
         backend = self.backend(feedback)
-        with self.geoseg_errors():
-            info = backend.model_info(checkpoint)
-            feedback.pushInfo(
-                f"model {info.get('arch')}: bands {','.join(info.get('bands', []))} -> "
-                f"classes {','.join(info.get('classes', []))}"
-            )
-            if bands:
-                feedback.pushInfo(f"band mapping: {bands}")
-            end = 85.0 if polys else 100.0
-            res = backend.predict(
-                raster,
-                out,
-                checkpoint=checkpoint,
-                bands=bands,
-                tile=tile,
-                overlap=None if overlap < 0 else overlap,
-                batch_size=batch_size,
-                device=device,
-                stitch=stitch,
-                probabilities=probs,
-                progress=progress_callback(feedback, 0, end, "segment"),
-            )
-            feedback.pushInfo(f"wrote {out} on {res.get('device')}")
-            palette = palette_from_legend(info["classes"], info["colors"] or None)  # as written on the class raster
-            self.style_output(out, self.OUTPUT, palette, context, layer_name="Classes")
-            results: dict[str, Any] = {self.OUTPUT: out, self.PROBABILITIES: probs, self.POLYGONS: None}
-            if polys:
-                vres = backend.vectorize(
-                    out,
-                    polys,
-                    min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
-                    simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
-                    progress=progress_callback(feedback, end, 100.0, "vectorize"),
-                )
-                feedback.pushInfo(f"wrote {vres.get('features')} polygons to {polys}")
-                self.style_output(polys, self.POLYGONS, palette, context, vector=True, layer_name="Class polygons")
-                results[self.POLYGONS] = polys
-        return results
+        if bands:
+            feedback.pushInfo(f"band mapping: {bands}")
+        end = 85.0 if polys else 100.0
+        res = backend.segment(
+            raster,
+            out,
+            checkpoint=checkpoint,
+            bands=bands,
+            tile=tile,
+            overlap=None if overlap < 0 else overlap,
+            batch_size=batch_size,
+            device=device,
+            stitch=stitch,
+            probabilities=probs,
+            polygons=polys,
+            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
+            progress=(
+                progress_callback(feedback, 0, end, "segment"),
+                progress_callback(feedback, end, 100.0, "vectorize"),
+            ),
+        )
+        pred = res["predict"]
+        model, legend = pred.get("model") or {}, pred["legend"]
+        feedback.pushInfo(
+            f"model {model.get('arch')}: bands {','.join(model.get('bands') or [])} -> classes "
+            f"{','.join(legend.get('classes') or [])}"
+        )
+        feedback.pushInfo(
+            f"wrote {out} on {pred['device']} ({pred['tiles']} tiles, {pred['tiles_skipped']} all-nodata skipped, "
+            f"{pred['mpix_per_s']:.2f} MPix/s)"
+        )
+        palette = palette_from_legend(legend["classes"], legend["colors"], legend["nodata"])
+        self.style_output(out, palette, context, feedback, layer_name="Classes")
+        if polys:
+            feedback.pushInfo(f"wrote {res['vector']['features']} polygons to {polys}")
+            self.style_output(polys, palette, context, feedback, vector=True, layer_name="Class polygons")
+        feedback.setProgress(100)
+        return {self.OUTPUT: out, self.PROBABILITIES: probs, self.POLYGONS: polys}

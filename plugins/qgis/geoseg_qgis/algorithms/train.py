@@ -6,36 +6,33 @@ import json
 from typing import Any
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterMapLayer,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsRasterLayer,
-    QgsVectorLayer,
 )
 
-from ..choices import DEVICES
+from ..choices import ARCHITECTURES, DEVICES
 from .base import GeoSegAlgorithm, progress_callback, split_names
+from .labels import CLASS_ID_RULE, add_truth_parameters, labels_file, one_of
 
 
 class TrainModel(GeoSegAlgorithm):
-    INPUT, LABELS, CLASS_FIELD, CLASSES, ARCH, ARCH_KWARGS = (
+    INPUT, LABELS, LABEL_POLYGONS, CLASS_FIELD, ID_FIELD, CLASSES = (
         "INPUT",
         "LABELS",
+        "LABEL_POLYGONS",
         "CLASS_FIELD",
+        "ID_FIELD",
         "CLASSES",
-        "ARCH",
-        "ARCH_KWARGS",
     )
+    ARCH, ARCH_OTHER, ARCH_KWARGS = "ARCH", "ARCH_OTHER", "ARCH_KWARGS"
     EPOCHS, CHIP, BATCH_SIZE, CHIPS_PER_EPOCH, DEVICE, MAX_SECONDS = (
         "EPOCHS",
         "CHIP",
@@ -46,6 +43,20 @@ class TrainModel(GeoSegAlgorithm):
     )
     OUTPUT, BEST_MIOU = "OUTPUT", "BEST_MIOU"
     needs_torch = True
+    terms = {
+        "arch": "ARCH",
+        "arch_kwargs": "ARCH_KWARGS",
+        "classes": "CLASSES",
+        "class_field": "CLASS_FIELD",
+        "id_field": "ID_FIELD",
+        "epochs": "EPOCHS",
+        "chip": "CHIP",
+        "batch_size": "BATCH_SIZE",
+        "chips_per_epoch": "CHIPS_PER_EPOCH",
+        "device": "DEVICE",
+        "max_seconds": "MAX_SECONDS",
+        "out": "OUTPUT",
+    }
 
     def name(self) -> str:
         return "trainmodel"
@@ -56,29 +67,19 @@ class TrainModel(GeoSegAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return (
             "Trains a segmentation model on an image and labels: a class raster on the image grid (ids 0..K-1, "
-            "nodata ignored) or label polygons with a class field (ids or names; default: the first of class_id, "
-            "class, label, class_name, classname, category, value), which geoseg rasterizes window by window onto "
-            "the image grid (unlabelled pixels are ignored). Keeps the checkpoint with the best validation mIoU; the "
-            "checkpoint carries the band list, classes, colors and normalization (use it in 'Segment raster')."
+            "nodata ignored) or label polygons, which geoseg rasterizes window by window onto the image grid "
+            "(unlabelled pixels are ignored). Keeps the checkpoint with the best validation mIoU; the checkpoint "
+            "carries the band list, classes, colors and normalization (use it in 'Segment raster'). Beside it, "
+            "<checkpoint>.train-state.pt holds the last epoch's training state (for `geoseg train --resume`).\n\n"
+            f"{CLASS_ID_RULE}\n\n"
+            "Cancel stops training within one batch and removes the checkpoint and training state of the cancelled "
+            "run: nothing is left that looks like a finished model. The checkpoint must be saved to a file of your "
+            "choice (a temporary file would be deleted with the model when QGIS closes)."
         )
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Image raster"))
-        self.addParameter(
-            QgsProcessingParameterMapLayer(
-                self.LABELS,
-                "Labels (class raster or label polygons)",
-                types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon],
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.CLASS_FIELD,
-                "Class field of label polygons",
-                parentLayerParameterName=self.LABELS,
-                optional=True,
-            )
-        )
+        add_truth_parameters(self, self.LABELS, self.LABEL_POLYGONS, "Labels")
         self.addParameter(
             QgsProcessingParameterString(
                 self.CLASSES,
@@ -87,7 +88,15 @@ class TrainModel(GeoSegAlgorithm):
                 optional=True,
             )
         )
-        self.addParameter(QgsProcessingParameterString(self.ARCH, "Architecture (see `geoseg models`)", "unet"))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.ARCH,
+                "Architecture",
+                options=list(ARCHITECTURES),
+                defaultValue="unet",
+                usesStaticStrings=True,
+            )
+        )
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.EPOCHS,
@@ -99,6 +108,12 @@ class TrainModel(GeoSegAlgorithm):
         )
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         advanced = [
+            QgsProcessingParameterString(
+                self.ARCH_OTHER,
+                "Other architecture (a name registered by a geoseg.models plugin; overrides the list)",
+                "",
+                optional=True,
+            ),
             QgsProcessingParameterString(self.ARCH_KWARGS, "Architecture options (JSON)", "{}", optional=True),
             QgsProcessingParameterNumber(
                 self.CHIP, "Chip size (pixels)", QgsProcessingParameterNumber.Integer, 128, minValue=8
@@ -129,48 +144,62 @@ class TrainModel(GeoSegAlgorithm):
         )
         self.addOutput(QgsProcessingOutputNumber(self.BEST_MIOU, "Best validation mIoU"))
 
-    def processAlgorithm(  # noqa: N802
+    def checkParameterValues(  # noqa: N802
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        message = one_of(self, parameters, self.LABELS, self.LABEL_POLYGONS)
+        if not message and self.is_temporary(parameters.get(self.OUTPUT)):
+            message = (
+                "Model checkpoint: choose a file to save the model to; a temporary file is deleted when QGIS closes, "
+                "and the trained model with it"
+            )
+        return not message, message
+
+    def run_algorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         image = self.layer_path(self.parameterAsRasterLayer(parameters, self.INPUT, context), "Image raster")
-        labels_layer = self.parameterAsLayer(parameters, self.LABELS, context)
         classes = split_names(self.parameterAsString(parameters, self.CLASSES, context))
         out = self.output_file(self.parameterAsFileOutput(parameters, self.OUTPUT, context), "Model checkpoint")
+        arch = self.parameterAsString(parameters, self.ARCH_OTHER, context).strip() or self.parameterAsEnumString(
+            parameters, self.ARCH, context
+        )
         try:
             arch_kwargs = json.loads(self.parameterAsString(parameters, self.ARCH_KWARGS, context) or "{}")
         except json.JSONDecodeError as exc:
-            raise QgsProcessingException(f'Architecture options must be JSON, e.g. {{"width": 16}} ({exc})') from exc
+            raise QgsProcessingException(
+                f'Architecture options must be JSON, e.g. {{"width": 16}} ({exc.msg}, column {exc.colno})'
+            ) from exc
+        labels, class_field, id_field = labels_file(
+            self, parameters, context, feedback, self.LABELS, self.LABEL_POLYGONS, self.CLASS_FIELD, self.ID_FIELD
+        )
         backend = self.backend(feedback)
-        class_field = None
-        if isinstance(labels_layer, QgsVectorLayer):
-            labels = self.vector_file(labels_layer, "Labels", feedback)
-            class_field = self.parameterAsString(parameters, self.CLASS_FIELD, context) or None
-        elif isinstance(labels_layer, QgsRasterLayer):
-            labels = self.layer_path(labels_layer, "Labels")  # geoseg reads class names stored on it
-        else:
-            raise QgsProcessingException("Labels: give a class raster or a polygon layer")
-        with self.geoseg_errors():
-            max_seconds = self.parameterAsDouble(parameters, self.MAX_SECONDS, context) or None
-            res = backend.train(
-                image,
-                labels,
-                out,
-                arch=self.parameterAsString(parameters, self.ARCH, context).strip(),
-                arch_kwargs=arch_kwargs,
-                classes=classes,
-                epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-                chip=self.parameterAsInt(parameters, self.CHIP, context),
-                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                chips_per_epoch=self.parameterAsInt(parameters, self.CHIPS_PER_EPOCH, context),
-                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                max_seconds=max_seconds,
-                class_field=class_field,
-                progress=progress_callback(feedback, 0, 100, "train"),
-            )
-        if isinstance(labels_layer, QgsVectorLayer):
+        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+        res = backend.train(
+            image,
+            labels,
+            out,
+            arch=arch,
+            arch_kwargs=arch_kwargs,
+            classes=classes,
+            class_field=class_field,
+            id_field=id_field,
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            chip=self.parameterAsInt(parameters, self.CHIP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            chips_per_epoch=self.parameterAsInt(parameters, self.CHIPS_PER_EPOCH, context),
+            device=device,
+            max_seconds=self.parameterAsDouble(parameters, self.MAX_SECONDS, context) or None,
+            progress=progress_callback(feedback, 0, 100, "train"),
+        )
+        if class_field or id_field or self.parameterAsString(parameters, self.LABEL_POLYGONS, context):
+            ids = f"from {id_field}" if id_field else "by the rule in the help"
             feedback.pushInfo(
                 f"geoseg rasterized label polygons window by window onto the image grid (class field "
-                f"{class_field or 'found by name'})"
+                f"{class_field or 'found by name'}, ids {ids})"
             )
         feedback.pushInfo(f"best validation mIoU {res.get('best_miou')} at epoch {res.get('best_epoch')}; wrote {out}")
         return {self.OUTPUT: out, self.BEST_MIOU: res.get("best_miou")}

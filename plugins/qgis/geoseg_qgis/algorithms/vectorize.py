@@ -26,6 +26,7 @@ CONNECTIVITY = [f"{c} ({'edges' if c == 4 else 'edges and corners'})" for c in C
 class VectorizeClasses(GeoSegAlgorithm):
     INPUT, CLASSES, MIN_AREA, SIMPLIFY, CONNECTIVITY = "INPUT", "CLASSES", "MIN_AREA", "SIMPLIFY", "CONNECTIVITY"
     OUTPUT, FEATURES = "OUTPUT", "FEATURES"
+    terms = {"classes": "CLASSES", "min_area": "MIN_AREA", "simplify": "SIMPLIFY", "connectivity": "CONNECTIVITY"}
 
     def name(self) -> str:
         return "vectorizeclasses"
@@ -85,7 +86,7 @@ class VectorizeClasses(GeoSegAlgorithm):
         )
         self.addOutput(QgsProcessingOutputNumber(self.FEATURES, "Number of polygons"))
 
-    def processAlgorithm(  # noqa: N802
+    def run_algorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         raster = self.layer_path(self.parameterAsRasterLayer(parameters, self.INPUT, context), "Class raster")
@@ -93,19 +94,18 @@ class VectorizeClasses(GeoSegAlgorithm):
         # without names given, geoseg uses those stored on the raster
         classes = split_names(self.parameterAsString(parameters, self.CLASSES, context))
         backend = self.backend(feedback)
-        with self.geoseg_errors():
-            res = backend.vectorize(
-                raster,
-                out,
-                classes=classes,
-                min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
-                simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
-                connectivity=CONNECTIVITIES[self.parameterAsEnum(parameters, self.CONNECTIVITY, context)],
-                progress=progress_callback(feedback, 0, 100, "vectorize"),
-            )
-        feedback.pushInfo(f"wrote {res.get('features')} polygons to {out}")
-        with self.geoseg_errors():
-            legend = backend.class_legend(raster)
+        res = backend.vectorize(
+            raster,
+            out,
+            classes=classes,
+            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
+            connectivity=CONNECTIVITIES[self.parameterAsEnum(parameters, self.CONNECTIVITY, context)],
+            progress=progress_callback(feedback, 0, 100, "vectorize"),
+        )
+        features = res["vector"]["features"]
+        feedback.pushInfo(f"wrote {features} polygons to {out}")
+        legend = res["legend"]
         palette = palette_from_legend(classes or legend["classes"], legend["colors"], legend["nodata"])
-        self.style_output(out, self.OUTPUT, palette, context, vector=True, layer_name="Class polygons")
-        return {self.OUTPUT: out, self.FEATURES: res.get("features")}
+        self.style_output(out, palette, context, feedback, vector=True, layer_name="Class polygons")
+        return {self.OUTPUT: out, self.FEATURES: features}

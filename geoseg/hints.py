@@ -1,0 +1,67 @@
+"""How a message names an option: ``overwrite=True`` to a Python caller, ``--overwrite`` on the command line.
+
+Library functions raise errors whose fix names an option ("pass overwrite=True to replace it"). The same error
+reaches users of the ``geoseg`` command, who set options as flags. Messages build that part with :func:`option`,
+which the CLI switches to flag spelling for the duration of a command (:func:`cli_spelling`), so one message serves
+both, and neither audience is told to type the other's syntax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+_CLI: ContextVar[bool] = ContextVar("geoseg_cli_spelling", default=False)
+_UNSET = object()
+
+# library parameter -> CLI flag, where the flag is not simply ``--`` + the name with ``-`` for ``_``
+FLAGS = {
+    "truth_class_field": "--class-field",
+    "truth_layer": "--layer",
+    "class_field": "--class-field",
+    "checkpoint": "--model",
+    "model": "--model",
+    "probabilities": "--probabilities",
+    "cluster_kwargs": "--cluster-option",
+    "amp": "--no-amp",
+}
+
+
+def flag(name: str) -> str:
+    """The CLI flag of library parameter ``name`` (``batch_size`` -> ``--batch-size``)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def option(name: str, value: object = _UNSET, *, cli_flag: str | None = None) -> str:
+    """How the reader sets ``name`` (to ``value``): ``name=value`` from Python, ``--flag value`` on the CLI.
+
+    A boolean True becomes the bare flag (``--overwrite``); without ``value`` only the name or flag is returned.
+    ``cli_flag`` overrides the flag (e.g. ``--out`` for ``out_dir`` of the demo).
+    """
+    if _CLI.get():
+        f = cli_flag or flag(name)
+        if value is _UNSET or value is True:
+            return f
+        return f"{f} {value}"
+    if value is _UNSET:
+        return name
+    return f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}"
+
+
+def on_cli() -> bool:
+    """True while a ``geoseg`` command runs (messages use flag spelling)."""
+    return _CLI.get()
+
+
+@contextlib.contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Within the block, :func:`option` spells options as command-line flags."""
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
+
+
+__all__ = ["FLAGS", "cli_spelling", "flag", "on_cli", "option"]

@@ -1,0 +1,282 @@
+"""Validation of option values, shared by every entry point (Python, CLI, QGIS, Dask workers). No torch.
+
+One place decides what a valid number, class list or option combination is, so the library refuses the same values
+whatever calls it, before any work starts, with a message that names the option the way the caller spells it
+(:mod:`geoseg.hints`):
+
+* numbers (:class:`Bound`): integers and floats with their allowed range; NaN and infinities are refused unless a
+  bound says otherwise; ``None`` means "use the default" and is always allowed where the parameter is optional, so
+  0 never silently stands for the default;
+* class names (:func:`check_class_names`): non-empty, distinct strings;
+* values against a function's annotations (:func:`check_types`), e.g. a configuration file read as text;
+* options that only make sense with another (:func:`check_requires`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from geoseg.errors import InvalidParameterError
+from geoseg.hints import option
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The valid values of a numeric option: ``integer`` or float, within ``[low, high]`` (``low_open`` /
+    ``high_open`` exclude the ends), with a unit for messages. NaN is valid only with ``allow_nan``; infinities only
+    when they fall within the bounds and ``allow_inf`` is set."""
+
+    integer: bool
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    unit: str = ""
+    allow_nan: bool = False
+    allow_inf: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low == 0 and self.low_open and self.high is None:
+            kind = "a positive integer" if self.integer else "a positive number"
+        elif self.low == 1 and not self.low_open and self.high is None and self.integer:
+            kind = "a positive integer"
+        elif self.low == 0 and not self.low_open and self.high is None:
+            kind = "an integer >= 0" if self.integer else "a number >= 0"
+        elif self.low is not None and self.high is not None:
+            lo, hi = ("(" if self.low_open else "["), (")" if self.high_open else "]")
+            kind += f" in {lo}{self.low:g}, {self.high:g}{hi}"
+        elif self.low is not None:
+            kind += f" {'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            kind += f" {'<' if self.high_open else '<='} {self.high:g}"
+        return f"{kind} ({self.unit})" if self.unit else kind
+
+    def valid(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.integer and not isinstance(value, numbers.Integral):
+            return False
+        v = float(value)
+        if math.isnan(v):
+            return self.allow_nan
+        if math.isinf(v) and not self.allow_inf:
+            return False
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            return False
+        return not (self.high is not None and (v > self.high or (self.high_open and v == self.high)))
+
+
+POSITIVE_INT = Bound(integer=True, low=1)
+NON_NEGATIVE_INT = Bound(integer=True, low=0)
+ANY_INT = Bound(integer=True)
+POSITIVE = Bound(integer=False, low=0, low_open=True)
+NON_NEGATIVE = Bound(integer=False, low=0)
+FRACTION = Bound(integer=False, low=0, high=1, high_open=True)
+
+#: the numeric options of the library, by parameter name: one definition for every function that takes them
+BOUNDS: dict[str, Bound] = {
+    "tile": Bound(integer=True, low=1, unit="pixels"),
+    "overlap": Bound(integer=True, low=0, unit="pixels"),
+    "batch_size": Bound(integer=True, low=1, unit="tiles or chips per batch"),
+    "workers": Bound(integer=True, low=0, unit="threads"),
+    "cache_mb": Bound(integer=False, low=0, unit="MiB; 0 never holds input blocks across tile rows", allow_inf=True),
+    "window": Bound(integer=True, low=1, unit="pixels"),
+    "region_size": Bound(integer=True, low=1, unit="pixels"),
+    "retries": NON_NEGATIVE_INT,
+    "worker_timeout": Bound(integer=False, low=0, low_open=True, unit="seconds", allow_inf=True),
+    "epochs": POSITIVE_INT,
+    "chip": Bound(integer=True, low=8, unit="pixels"),
+    "chips_per_epoch": POSITIVE_INT,
+    "lr": Bound(integer=False, low=0, low_open=True, unit="learning rate"),
+    "val_fraction": FRACTION,
+    "block": Bound(integer=True, low=8, unit="pixels"),
+    "patience": POSITIVE_INT,
+    "seed": NON_NEGATIVE_INT,
+    "max_seconds": Bound(integer=False, low=0, low_open=True, unit="seconds", allow_inf=True),
+    "min_area": Bound(integer=False, low=0, unit="square map units"),
+    "simplify": Bound(integer=False, low=0, unit="map units"),
+    "background": Bound(integer=True, low=0, unit="class id"),
+    "ignore_index": ANY_INT,
+    "nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
+    "label_nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
+}
+
+
+def check_number(name: str, value: Any, bound: Bound | None = None, *, default: str = "") -> None:
+    """Refuse ``value`` for option ``name`` unless it is None or within ``bound`` (default: :data:`BOUNDS`).
+
+    ``default`` says what omitting the option does (e.g. "the model's tile"), for the message.
+
+    Raises:
+        InvalidParameterError: naming the option, the value, what is valid, and that it may be omitted.
+    """
+    if value is None:
+        return
+    bound = bound or BOUNDS[name]
+    if bound.valid(value):
+        return
+    omit = f"; omit it for {default}" if default else ""
+    raise InvalidParameterError(f"{option(name)} must be {bound.describe()}, got {value!r}{omit}")
+
+
+def check_numbers(values: Mapping[str, Any], bounds: Mapping[str, Bound] | None = None) -> None:
+    """:func:`check_number` for every ``name: value`` (bounds from ``bounds``, else :data:`BOUNDS`)."""
+    for name, value in values.items():
+        check_number(name, value, (bounds or {}).get(name) or BOUNDS[name])
+
+
+def check_class_names(names: Any, *, what: str = "classes") -> list[str] | None:
+    """Validate a class list (index = class id): non-empty, distinct strings. Returns it as a list (None stays None).
+
+    Names that differ only in case or surrounding spaces (``Water``, `` water``) count as the same name: in a legend,
+    a report or a QGIS style the two classes could not be told apart.
+
+    Raises:
+        InvalidParameterError: not a list of strings, an empty or blank name, or a name given twice.
+    """
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise InvalidParameterError(f"{option(what)} must be a list of class names (index = class id), got {names!r}")
+    out = list(names)
+    if not out:
+        raise InvalidParameterError(f"{option(what)} is empty; give at least one class name")
+    shown = ",".join(str(n) for n in out)
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise InvalidParameterError(f"{option(what)} must be names (text); got {bad[0]!r} in [{shown}]")
+    blank = [i for i, n in enumerate(out) if not n.strip()]
+    if blank:
+        raise InvalidParameterError(
+            f"{option(what)} {shown!r} has an empty name at position {blank[0] + 1} (class id {blank[0]}); every "
+            f"class needs a name"
+        )
+    seen: dict[str, int] = {}
+    for i, n in enumerate(out):
+        key = n.strip().casefold()
+        if key in seen:
+            raise InvalidParameterError(
+                f"{option(what)} {shown!r} names {n!r} twice (class ids {seen[key]} and {i}); class names must be "
+                f"distinct, one per class id"
+            )
+        seen[key] = i
+    return out
+
+
+def check_requires(given: Mapping[str, Any], requires: Mapping[str, tuple[str, str]]) -> None:
+    """Refuse an option that only makes sense with another: ``requires`` maps an option to ``(other, why)``; an
+    option counts as given when its value is not None/False.
+
+    Raises:
+        InvalidParameterError: "``option`` needs ``other`` (why)".
+    """
+    for name, (other, why) in requires.items():
+        if given.get(name) not in (None, False) and given.get(other) in (None, False):
+            raise InvalidParameterError(f"{option(name)} needs {option(other)} ({why}); add it or drop {option(name)}")
+
+
+# ------------------------------------------------------------------------------------------------ types
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
+        optional = type(None) in typing.get_args(tp)
+        return " or ".join(dict.fromkeys(names)) + (" (or null to use the default)" if optional else "")
+    if origin in (list, Sequence, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if origin in (dict, Mapping):
+        return "a mapping"
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "text",
+        os.PathLike: "a path",
+        type(None): "null",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def matches(value: Any, tp: Any) -> bool:
+    """Whether ``value`` fits annotation ``tp`` (the JSON-like types of option signatures: int, float, bool, str,
+    paths, lists, mappings, unions, Literal). Types it does not know (callables, classes) accept anything."""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if origin in (list, Sequence, tuple):
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            return False
+        args = typing.get_args(tp)
+        return not args or all(matches(v, args[0]) for v in value)
+    if origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            return False
+        args = typing.get_args(tp)
+        return not args or all(matches(k, args[0]) and matches(v, args[1]) for k, v in value.items())
+    if origin is os.PathLike or tp is os.PathLike:
+        return isinstance(value, os.PathLike)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def check_types(
+    func: Callable[..., Any], values: Mapping[str, Any], *, source: str = "", names: Mapping[str, str] | None = None
+) -> None:
+    """Refuse values that do not fit ``func``'s parameter annotations (e.g. ``epochs: ten`` in a YAML file).
+
+    ``source`` prefixes the message (e.g. "config train.yaml: "); ``names`` maps parameters to the names the user
+    wrote, when they differ.
+
+    Raises:
+        InvalidParameterError: naming the option, the value, its type and the expected type.
+    """
+    hints = typing.get_type_hints(func)
+    for key, value in values.items():
+        tp = hints.get(key)
+        if tp is None or matches(value, tp):
+            continue
+        shown = (names or {}).get(key) or option(key)
+        raise InvalidParameterError(f"{source}{shown} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+__all__ = [
+    "ANY_INT",
+    "BOUNDS",
+    "FRACTION",
+    "NON_NEGATIVE",
+    "NON_NEGATIVE_INT",
+    "POSITIVE",
+    "POSITIVE_INT",
+    "Bound",
+    "check_class_names",
+    "check_number",
+    "check_numbers",
+    "check_requires",
+    "check_types",
+    "matches",
+]
