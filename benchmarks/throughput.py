@@ -479,6 +479,19 @@ def run_bands(args: argparse.Namespace, bands: int, dev: torch.device, workdir: 
         )  # fmt: skip
         alt.mpix_s = mpix / alt.seconds
         print(f"  {alt.name:<44}{_fmt(alt.mpix_s)}", flush=True)
+    for budget in args.also_cache_mb:  # the cost of a smaller block-reuse budget: shared blocks decoded again
+        alt = st[f"geoseg_c{budget:g}"] = Stage(f"    geoseg with cache_mb={budget:g}")
+        best_of(
+            alt,
+            dev,
+            args.repeat,
+            lambda budget=budget: predict_raster(
+                path, geoseg_out, model=(net, config), tile=tile, overlap=overlap, batch_size=batch, device=dev,
+                amp=cuda, workers=args.workers, overwrite=True, compile=args.compile, cache_mb=budget,
+            ),
+        )  # fmt: skip
+        alt.mpix_s = mpix / alt.seconds
+        print(f"  {alt.name:<44}{_fmt(alt.mpix_s)}  ({alt.mpix_s / s.mpix_s:.3f} of the default budget's)", flush=True)
     mismatch, compared = compare(geoseg_out, naive_out, naive_windows)
     print(f"  class map (4) vs (3): {mismatch} mismatching pixels of {compared} (the tiles (3) wrote)", flush=True)
 
@@ -558,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--also-workers", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
         help="also time (4) with these reader thread counts, e.g. 8 (informative)",
+    )  # fmt: skip
+    p.add_argument(
+        "--also-cache-mb", type=lambda v: [float(x) for x in v.split(",") if x], default=[],
+        help="also time (4) with these block-reuse budgets in MiB, e.g. 0 (the cost of decoding shared blocks again)",
     )  # fmt: skip
     p.add_argument("--loader-workers", type=int, help="TorchGeo DataLoader workers (default min(8, cores))")
     p.add_argument("--max-samples", type=float, help="cap bands*pixels per raster (default 4e9 GPU, 1e9 CPU)")

@@ -87,6 +87,7 @@ BOUNDS: dict[str, Bound] = {
     "overlap": Bound(integer=True, low=0, unit="pixels"),
     "batch_size": Bound(integer=True, low=1, unit="tiles or chips per batch"),
     "workers": Bound(integer=True, low=0, unit="threads"),
+    "cache_mb": Bound(integer=False, low=0, unit="MiB; 0 never holds input blocks across tile rows", allow_inf=True),
     "window": Bound(integer=True, low=1, unit="pixels"),
     "region_size": Bound(integer=True, low=1, unit="pixels"),
     "retries": NON_NEGATIVE_INT,

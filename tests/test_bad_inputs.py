@@ -945,6 +945,11 @@ SILENTLY_WRONG = {
     "predict-jp2": Row(_predict_to("classes.jp2"), InvalidParameterError, r"format '\.jp2'"),
     "predict-gpkg": Row(_predict_to("classes.gpkg"), InvalidParameterError, r"format '\.gpkg'"),
     "predict-no-extension": Row(_predict_to("classes"), InvalidParameterError, r"'\(no extension\)'"),
+    # -- the block-reuse budget: NaN would compare false and quietly hold nothing --------------------------------
+    "predict-cache-mb-negative": Row(_predict_to("ok.tif", cache_mb=-1), InvalidParameterError,
+                                     r"cache_mb must be a number >= 0 \(MiB; .*got -1"),
+    "predict-cache-mb-nan": Row(_predict_to("ok.tif", cache_mb=float("nan")), InvalidParameterError,
+                                r"cache_mb must be a number >= 0 \(MiB; .*got nan"),
     "predict-probabilities-png": Row(_predict_to("ok.tif", probabilities="p.png"), InvalidParameterError,
                                      r"unsupported probability raster format '\.png'"),
     "vectorize-png": Row(_vectorize(_classmap, "polys.png"), InvalidParameterError,

@@ -149,7 +149,7 @@ def test_crf_on_gpu_equals_cpu(tmp_path, strict_fp32):
 def test_wide_raster_uses_the_gpu_block_budget(tmp_path, strict_fp32):
     """Beside a GPU the blocks two tile rows share are held across a width the CPU budget would not hold; the map
     still equals the CPU's (which decodes them twice)."""
-    from geoseg.inference.reader import keep_overlap_rows
+    from geoseg.inference.reader import default_cache_mb, keep_overlap_rows
     from geoseg.io import RasterSource
     from geoseg.tiling import TileGrid
 
@@ -168,8 +168,9 @@ def test_wide_raster_uses_the_gpu_block_budget(tmp_path, strict_fp32):
     )  # fmt: skip
     with RasterSource(src) as s:
         grid = TileGrid(s.shape, 128, 32, align=2)
-        # 2 block rows x 4608 px x 16 bands x 2 bytes = 144 MiB: over the CPU budget (128 MiB), within the GPU's
-        assert keep_overlap_rows(s, grid, cuda=True) and not keep_overlap_rows(s, grid, cuda=False)
+        # 2 block rows x 4608 px x 16 bands x 2 bytes = 144 MiB: over the CPU budget (64 MiB), within the GPU's
+        assert keep_overlap_rows(s, grid, cache_mb=default_cache_mb(cuda=True))
+        assert not keep_overlap_rows(s, grid, cache_mb=default_cache_mb(cuda=False))
     net = random_tiny(16, 3)
     cpu = _read(predict_raster(src, tmp_path / "cpu.tif", model=(net, cfg), device="cpu", batch_size=16).output, 1)
     dev = _read(predict_raster(src, tmp_path / "dev.tif", model=(net, cfg), device=DEVICE, amp=False).output, 1)

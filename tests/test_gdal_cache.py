@@ -54,3 +54,22 @@ def test_the_cache_is_set_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("GDAL_CACHEMAX", "64")
     with bounded_gdal_cache(big):
         assert not rasterio.env.hasenv() or "GDAL_CACHEMAX" not in rasterio.env.getenv()
+
+
+@pytest.mark.parametrize("layout", [{"tiled": True, "blockxsize": 128, "blockysize": 128}, {"tiled": False}])
+def test_class_sample_reads_a_regular_grid_window_by_window(tmp_path, layout) -> None:
+    """The class-raster check samples the pixel nearest each point of a regular grid, reading block-aligned windows
+    (or single rows of a striped file) under a bounded GDAL cache instead of one decimated read of the whole band."""
+    from geoseg.io.classes import sample_values
+
+    data = np.arange(700 * 900, dtype=np.int32).reshape(700, 900) % 251
+    data[::7, ::5] = 255  # nodata, left out
+    path = write_raster(tmp_path / "c.tif", data[None].astype(np.uint8), nodata=255, **layout)
+    with rasterio.open(path) as ds:
+        got = sample_values(ds, pixels=10_000)
+    step = np.sqrt(700 * 900 / 10_000)
+    n_rows, n_cols = int(700 / step), int(900 / step)
+    rows = np.minimum(((np.arange(n_rows) + 0.5) * 700 / n_rows).astype(int), 699)
+    cols = np.minimum(((np.arange(n_cols) + 0.5) * 900 / n_cols).astype(int), 899)
+    grid = data[np.ix_(rows, cols)]
+    assert np.array_equal(np.sort(got), np.sort(grid[grid != 255].astype(np.uint8)))

@@ -335,16 +335,45 @@ def test_crf_refinement_option(tmp_path):
 
 
 def test_overlap_block_rows_are_kept_only_within_budget(tmp_path):
-    """On CPU the blocks two tile rows share are held across the width only while they fit 128 MB; beside a GPU up
-    to 2 GiB. A 32768-px-wide 4-band uint16 file with 512-px blocks needs 2 block rows x 32768 x 8 B = 256 MiB."""
-    from geoseg.inference.reader import keep_overlap_rows
+    """The blocks two tile rows share are held across the width only while they fit the budget (``cache_mb``):
+    64 MiB by default on the CPU. A 4-band uint16 file with 512-px blocks needs 2 block rows x width x 8 B: 32 MiB
+    at 4096 px, 128 MiB at 16384 px (the width where the former 128 MiB budget held them)."""
+    from geoseg.inference.reader import CPU_CACHE_MB, default_cache_mb, keep_overlap_rows, overlap_rows_bytes
     from geoseg.io import RasterSource
     from geoseg.tiling import TileGrid
 
-    for width, cpu, gpu in ((4096, True, True), (32768, False, True)):
+    assert default_cache_mb(cuda=False) == CPU_CACHE_MB == 64
+    assert 64 <= default_cache_mb(cuda=True) <= 16384  # from the host memory available, not a fixed figure
+    for width, held_mib, kept in ((4096, 32, True), (16384, 128, False)):
         path = write_raster(tmp_path / f"w{width}.tif", np.zeros((4, 8, width), np.uint16), tiled=True,
                             blockxsize=512, blockysize=512, compress="deflate")  # fmt: skip
         with RasterSource(path) as src:
             grid = TileGrid(src.shape, 512, 64, align=2)
-            assert keep_overlap_rows(src, grid, cuda=False) is cpu
-            assert keep_overlap_rows(src, grid, cuda=True) is gpu
+            assert overlap_rows_bytes(src, grid) == held_mib * 2**20
+            assert keep_overlap_rows(src, grid, cache_mb=default_cache_mb(cuda=False)) is kept
+            assert keep_overlap_rows(src, grid, cache_mb=held_mib) and not keep_overlap_rows(src, grid, cache_mb=0)
+
+
+def test_host_available_memory_is_read():
+    import os
+
+    from geoseg.inference.reader import host_available_bytes
+
+    avail = host_available_bytes()
+    assert avail is not None and 0 < avail <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_cache_budget_decides_block_reuse_not_the_map(tmp_path):
+    """Holding the shared blocks (budget) or decoding them again (0) gives the same map; a bad budget is refused."""
+    src = write_raster(tmp_path / "in.tif", np.random.default_rng(3).integers(0, 1000, (2, 300, 700)).astype(np.uint16),
+                       tiled=True, blockxsize=128, blockysize=128)  # fmt: skip
+    cfg = ModelConfig(
+        arch="tiny", bands=["1", "2"], classes=["a", "b", "c"], arch_kwargs={"width": 4}, tile=128, overlap=32,
+        normalization={"method": "meanstd", "shift": [500.0] * 2, "scale": [300.0] * 2},
+    )  # fmt: skip
+    net = random_tiny(2, 3)
+    held = predict_raster(src, tmp_path / "held.tif", model=(net, cfg), device="cpu", cache_mb=1024).output
+    again = predict_raster(src, tmp_path / "again.tif", model=(net, cfg), device="cpu", cache_mb=0).output
+    assert np.array_equal(_read(held)[0], _read(again)[0])
+    with pytest.raises(InvalidParameterError, match=r"cache_mb must be a number >= 0 \(MiB"):
+        predict_raster(src, tmp_path / "bad.tif", model=(net, cfg), device="cpu", cache_mb=-1)

@@ -49,6 +49,13 @@ from geoseg.models.device import DEVICES
     default=None,
     help="CPU threads for torch. [default: the cores this process may use that are not already busy]",
 )
+@click.option(
+    "--cache-mb",
+    type=float,
+    default=None,
+    help="Block-reuse budget in MiB: input blocks shared by two tile rows are held across the width only within it "
+    "(peak memory <= a small raster's + this). Default: 64 on CPU, 1/8 of free host memory with a GPU.",
+)
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")
 @click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Also vectorize classes to this file.")
@@ -74,6 +81,7 @@ def predict_command(
     nodata: float | None,
     workers: int | None,
     threads: int | None,
+    cache_mb: float | None,
     no_amp: bool,
     crf: bool,
     vector: str | None,
@@ -127,6 +135,7 @@ def predict_command(
                 nodata=nodata,
                 workers=workers,
                 threads=threads,
+                cache_mb=cache_mb,
                 amp=not no_amp,
                 crf=crf,
                 overwrite=True,  # staged names: the checks against existing outputs were made above

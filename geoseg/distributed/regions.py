@@ -32,6 +32,7 @@ class RegionTask:
     bands: Any  # BandSpec (lists stored as tuples)
     stitch: str
     fingerprint: str  # source + checkpoint identity (path, size, mtime)
+    cache_mb: float | None = None  # block-reuse budget of predict_raster (MiB; None = its default)
 
     @property
     def params(self) -> dict:
@@ -40,6 +41,7 @@ class RegionTask:
         d.pop("dst")
         d.pop("device")  # CPU and GPU runs of the same model may differ in the last bit: still the same task
         d.pop("batch_size")
+        d.pop("cache_mb")  # memory, not bytes
         return d
 
     @property

@@ -216,6 +216,7 @@ def _plan(
     device: str,
     bands: Any,
     stitch: str,
+    cache_mb: float | None = None,
 ) -> list[_Scene]:
     """Regions of every readable scene; a scene that cannot be planned is added to ``failures`` (the others go on).
 
@@ -274,6 +275,7 @@ def _plan(
                     bands=bands_n,
                     stitch=stitch,
                     fingerprint=fp,
+                    cache_mb=cache_mb,
                 )
             )
         scenes.append(_Scene(job, grid, tasks))
@@ -482,7 +484,8 @@ def _cleanup_temporaries(folders: Iterable[Path], known: set[Path], inputs: dict
 def _check_options(args: dict[str, Any]) -> None:
     """run_batch's options, before anything starts (see :mod:`geoseg.options`)."""
     check_device(args["device"])
-    check_numbers({k: args[k] for k in ("region_size", "tile", "overlap", "batch_size", "retries", "worker_timeout")})
+    names = ("region_size", "tile", "overlap", "batch_size", "cache_mb", "retries", "worker_timeout")
+    check_numbers({k: args[k] for k in names})
     check_number("workers", args["workers"], Bound(integer=True, low=1, unit="worker processes or jobs"))
     if args["client"] is not None or args["scheduler"]:
         ignored = [
@@ -515,6 +518,7 @@ def run_batch(
     overlap: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
+    cache_mb: float | None = None,
     gpus_per_task: float | None = None,
     bands: Any = None,
     stitch: str = "center",
@@ -543,6 +547,8 @@ def run_batch(
         device: ``cpu``, ``cuda`` or ``auto``; ``auto`` is decided for the workers: GPUs of this machine for a local
             cluster, the job's GPU request on SLURM/PBS (``--gres=gpu:1`` in ``job_extra_directives``), the workers'
             ``GPU`` resources on an existing scheduler. Tasks that ask for a GPU run with ``cuda``.
+        cache_mb: block-reuse budget of each task in MiB (see :func:`geoseg.inference.predict_raster`; default: 64
+            on CPU workers, 1/8 of the worker host's available memory beside a GPU).
         gpus_per_task: GPU resource per task (default 1 when tasks run on a GPU, none on CPU).
         truth: truth rasters, as a folder (same file name or stem) or a ``{raster: truth}`` mapping; manifest
             truth columns take precedence. Gives per-scene and combined per-class IoU.
@@ -600,6 +606,7 @@ def run_batch(
             overlap=overlap,
             batch_size=batch_size,
             device=device,
+            cache_mb=cache_mb,
             gpus_per_task=gpus_per_task,
             bands=bands,
             stitch=stitch,
@@ -631,6 +638,7 @@ def _run_locked(
     overlap: int | None,
     batch_size: int | None,
     device: str,
+    cache_mb: float | None,
     gpus_per_task: float | None,
     bands: Any,
     stitch: str,
@@ -657,6 +665,7 @@ def _run_locked(
         device=device,
         bands=bands,
         stitch=stitch,
+        cache_mb=cache_mb,
     )
     planned = {sc.job.name: _planned_outputs(sc, out, mosaic=mosaic, cog=cog) for sc in scenes}
     previous = _recorded_paths(manifest, set(planned)) if overwrite else {}

@@ -108,6 +108,7 @@ def predict_region(task: RegionTask) -> TaskResult:
         tile=task.tile,
         overlap=task.overlap,
         batch_size=task.batch_size,
+        cache_mb=task.cache_mb,
         device=task.device,
         stitch=task.stitch,
         overwrite=True,

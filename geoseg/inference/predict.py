@@ -36,7 +36,7 @@ from geoseg.errors import InvalidParameterError, ModelContractError, NotGeorefer
 from geoseg.inference.bands import match_bands
 from geoseg.inference.engine import BatchRunner, auto_batch_size, class_dtype
 from geoseg.inference.outputs import OutputPlan, open_outputs
-from geoseg.inference.reader import TileReader, default_workers, keep_overlap_rows
+from geoseg.inference.reader import TileReader, default_cache_mb, default_workers, keep_overlap_rows
 from geoseg.inference.stitch import Stitcher, TileResult, make_stitcher
 from geoseg.inference.writer import PieceWriter
 from geoseg.io.bands import BandSpec
@@ -136,6 +136,7 @@ def predict_raster(
     compile: bool = False,
     tiles: tuple[range, range] | None = None,
     crf: bool | dict[str, Any] = False,
+    cache_mb: float | None = None,
 ) -> PredictResult:
     """Segment ``src`` into a class raster at ``dst`` (tiled GeoTIFF, same grid and georeference as the input).
 
@@ -156,6 +157,12 @@ def predict_raster(
             :func:`geoseg.threads.default_threads`, the cores not already busy; torch's setting is restored after).
         crf: refine each tile's probabilities with the convolutional CRF (:func:`geoseg.inference.crf.crf_refine`;
             True for its defaults or a dict of its options). Give an overlap of at least its kernel.
+        cache_mb: block-reuse budget in MiB: the decoded input blocks two consecutive tile rows share are held
+            across the raster width (each block decoded once) only when they fit it, else decoded again for the
+            next tile row. Peak memory is bounded by a small raster's plus this budget, whatever the raster size.
+            Default (:func:`geoseg.inference.reader.default_cache_mb`): 64 MiB on the CPU, where the model bounds
+            the speed; beside a GPU, where decoding does, 1/8 of the host memory available (cgroup limit
+            included), between 64 MiB and 16 GiB. 0 never holds blocks across tile rows.
         tiles: (tile rows, tile cols) of the full tile grid (see :func:`plan_grid`): predict only that region; the
             output covers the union of their cores and equals the full prediction there (used by run_batch).
 
@@ -163,8 +170,8 @@ def predict_raster(
     for large tiles, at the price of a process-wide allocator setting, which is why this function does not make it.
 
     Raises:
-        InvalidParameterError: a bad option (``prob_dtype``, ``workers``, ``batch_size``, ``stitch``, ``tile``/
-            ``overlap`` not positive/non-negative integers or not fitting the model's stride, ``tiles`` with a
+        InvalidParameterError: a bad option (``prob_dtype``, ``workers``, ``cache_mb``, ``batch_size``, ``stitch``,
+            ``tile``/``overlap`` not positive/non-negative integers or not fitting the model's stride, ``tiles`` with a
             stitch other than center, an unknown device or CUDA unavailable).
         OutputExistsError, OutputError: an output exists without ``overwrite``, is the input raster or the model
             file (refused even with ``overwrite``), or cannot be written.
@@ -181,7 +188,8 @@ def predict_raster(
             is in pixel coordinates.
     """
     t_start = time.perf_counter()
-    check_numbers({"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers})
+    numbers = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers, "cache_mb": cache_mb}
+    check_numbers(numbers)
     plan = OutputPlan.check(dst, probabilities, src=src, model=model, prob_dtype=prob_dtype, overwrite=overwrite)
     check_threads(threads)
     dev = resolve_device(device)
@@ -245,7 +253,9 @@ def predict_raster(
             Normalization.from_dict(config.normalization),
             grid,
             workers=default_workers(cuda=cuda) if workers is None else workers,
-            keep_rows=keep_overlap_rows(source, grid, cuda=cuda),
+            keep_rows=keep_overlap_rows(
+                source, grid, cache_mb=default_cache_mb(cuda=cuda) if cache_mb is None else cache_mb
+            ),
         )
         stack.enter_context(reader)
         stack.callback(runner.synchronize)  # no copy may still read a buffer when it is freed

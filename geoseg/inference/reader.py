@@ -20,8 +20,14 @@ from geoseg.io.normalize import Normalization
 from geoseg.io.read import RasterSource, reflect_fill
 from geoseg.tiling import Tile, TileGrid
 
-SMALL_CACHE = 128 * 2**20  # CPU: blocks shared by consecutive tile rows are kept across the width when they fit this
-LARGE_CACHE = 2 * 2**30  # GPU (decode is the bound): the same, up to this
+CPU_CACHE_MB = 64.0
+"""Default block-reuse budget on the CPU (MiB). There the model, not decoding, bounds the speed, so the blocks two
+tile rows share are decoded twice rather than held once they exceed this; 64 MiB keeps every raster within 10% of a
+small one's peak RSS (``benchmarks/predict_memory.py``) and covers 4-band uint16 rasters up to 8192 px wide."""
+GPU_CACHE_FRACTION = 0.125
+"""Beside a GPU decoding is the bound: the default budget is this fraction of the host memory still available
+(``MemAvailable``, or the cgroup's limit less its usage when lower) when the pass starts."""
+GPU_CACHE_MIN_MB, GPU_CACHE_MAX_MB = 64.0, 16384.0  # bounds of that default
 
 
 def default_workers(*, cuda: bool) -> int:
@@ -34,15 +40,58 @@ def default_workers(*, cuda: bool) -> int:
     return min(32, max(2, cores)) if cuda else 0
 
 
-def keep_overlap_rows(source: RasterSource, grid: TileGrid, *, cuda: bool) -> bool:
-    """Whether the blocks two consecutive tile rows share (at most two block rows of the width) are kept, so no block
-    is decoded twice. On CPU the model is the bound, so they are decoded again rather than held when they exceed
-    :data:`SMALL_CACHE`; memory then no longer grows with the raster width."""
+def host_available_bytes() -> int | None:
+    """Host memory still available to this process, in bytes: ``MemAvailable`` of ``/proc/meminfo``, lowered to
+    the cgroup (v2 ``memory.max`` less ``memory.current``, or v1 ``memory.limit_in_bytes`` less
+    ``memory.usage_in_bytes``) when it is tighter; None where neither can be read (not Linux)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+                break
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        with contextlib.suppress(OSError, ValueError):
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+            if limit != "max" and int(limit) < 2**60:  # v1 reports "no limit" as a huge number
+                found.append(max(0, int(limit) - usage))
+            break
+    return min(found) if found else None
+
+
+def default_cache_mb(*, cuda: bool) -> float:
+    """The block-reuse budget (MiB) when the caller gives none: :data:`CPU_CACHE_MB` on the CPU; beside a GPU
+    :data:`GPU_CACHE_FRACTION` of :func:`host_available_bytes`, within [:data:`GPU_CACHE_MIN_MB`,
+    :data:`GPU_CACHE_MAX_MB`] (the minimum when the available memory cannot be read)."""
+    if not cuda:
+        return CPU_CACHE_MB
+    available = host_available_bytes()
+    if available is None:
+        return GPU_CACHE_MIN_MB
+    return min(GPU_CACHE_MAX_MB, max(GPU_CACHE_MIN_MB, GPU_CACHE_FRACTION * available / 2**20))
+
+
+def overlap_rows_bytes(source: RasterSource, grid: TileGrid) -> int:
+    """Bytes of the decoded blocks two consecutive tile rows share, held across the width when kept: the block rows
+    under their overlap (``2 * halo`` rows), however it is aligned, times the width, every band of the file."""
     bh, _ = source.block_shapes[0]
     per_px = source.count * max(np.dtype(d).itemsize for d in source.dtypes)
     overlap = 2 * grid.halo[0]  # rows two consecutive tile rows both read
-    held_rows = (-(-overlap // bh) + 1) * bh  # the block rows under that overlap, however it is aligned
-    return held_rows * source.width * per_px <= (LARGE_CACHE if cuda else SMALL_CACHE)
+    held_rows = (-(-overlap // bh) + 1) * bh
+    return held_rows * source.width * per_px
+
+
+def keep_overlap_rows(source: RasterSource, grid: TileGrid, *, cache_mb: float) -> bool:
+    """Whether the blocks two consecutive tile rows share are kept, so no block is decoded twice: only when they fit
+    ``cache_mb`` MiB (:func:`overlap_rows_bytes`). Otherwise they are decoded again for the next tile row and memory
+    does not grow with the raster width: peak RSS stays within ``cache_mb`` of a small raster's."""
+    return overlap_rows_bytes(source, grid) <= cache_mb * 2**20
 
 
 class TileReader:
@@ -112,4 +161,12 @@ class TileReader:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["TileReader", "default_workers", "keep_overlap_rows"]
+__all__ = [
+    "CPU_CACHE_MB",
+    "TileReader",
+    "default_cache_mb",
+    "default_workers",
+    "host_available_bytes",
+    "keep_overlap_rows",
+    "overlap_rows_bytes",
+]

@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp
 
 from geoseg.errors import UnknownClassError, UnsupportedRasterError
 from geoseg.io.read import warn_impossible_nodata
 
 #: distinct values a class raster may hold when nothing names its classes
 MAX_UNNAMED_IDS = 256
-#: pixels read (decimated, nearest) to check a raster before streaming it
+#: pixels sampled (a regular grid, nearest pixel) to check a raster before streaming it
 SAMPLE_PIXELS = 1_000_000
 
 
@@ -40,15 +40,39 @@ def _data_bands(ds: Any) -> list[int]:
 
 
 def sample_values(ds: Any, band: int = 1, *, pixels: int = SAMPLE_PIXELS) -> np.ndarray:
-    """Valid values of ``band`` on a regular decimated grid of about ``pixels`` pixels (nearest resampling), as a 1-D
-    array in the band's dtype (nodata, masked, NaN and inf left out)."""
-    step = max(1.0, float(np.sqrt(ds.width * ds.height / pixels)))
-    shape = (max(1, int(ds.height / step)), max(1, int(ds.width / step)))
-    data = ds.read(band, out_shape=shape, resampling=Resampling.nearest)
-    valid = ds.read_masks(band, out_shape=shape, resampling=Resampling.nearest) > 0
-    if data.dtype.kind == "f":
-        valid &= np.isfinite(data)
-    return np.asarray(data[valid])
+    """Valid values of ``band`` on a regular grid of about ``pixels`` pixels (the pixel nearest each grid point), as
+    a 1-D array in the band's dtype (nodata, masked, NaN and inf left out).
+
+    Read window by window (512-px block-aligned windows, or the sampled rows of a striped file) inside a GDAL block
+    cache bounded for that pass (:func:`geoseg.io.gdal_cache.bounded_gdal_cache`): one decimated read of the whole
+    band would pass every block through GDAL's default cache (5% of RAM), so the check alone would make peak memory
+    grow with the raster up to that size."""
+    from rasterio.windows import Window
+
+    from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
+
+    height, width = int(ds.height), int(ds.width)
+    step = max(1.0, float(np.sqrt(width * height / pixels)))
+    n_rows, n_cols = max(1, int(height / step)), max(1, int(width / step))
+    rows = np.minimum(((np.arange(n_rows) + 0.5) * height / n_rows).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(n_cols) + 0.5) * width / n_cols).astype(np.int64), width - 1)
+    bh, bw = (int(v) for v in ds.block_shapes[band - 1])
+    striped = bw >= width
+    unit_h = 1 if striped else -(-512 // bh) * bh  # striped: each sampled row alone; tiled: whole blocks
+    unit_w = width if striped else -(-512 // bw) * bw
+    found: list[np.ndarray] = []
+    with bounded_gdal_cache(WindowedReads.of(ds, (unit_h, unit_w))):
+        for r0 in np.unique(rows // unit_h) * unit_h:
+            r_sel = rows[(rows >= r0) & (rows < r0 + unit_h)] - r0
+            for c0 in np.unique(cols // unit_w) * unit_w:
+                c_sel = cols[(cols >= c0) & (cols < c0 + unit_w)] - c0
+                win = Window(int(c0), int(r0), min(unit_w, width - int(c0)), min(unit_h, height - int(r0)))
+                data = ds.read(band, window=win)[np.ix_(r_sel, c_sel)]
+                valid = ds.read_masks(band, window=win)[np.ix_(r_sel, c_sel)] > 0
+                if data.dtype.kind == "f":
+                    valid &= np.isfinite(data)
+                found.append(data[valid])
+    return np.concatenate(found) if found else np.empty(0, np.dtype(ds.dtypes[band - 1]))
 
 
 def _has_legend(ds: Any) -> bool:
