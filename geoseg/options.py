@@ -107,6 +107,12 @@ BOUNDS: dict[str, Bound] = {
     "ignore_index": ANY_INT,
     "nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
     "label_nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
+    # torch's intra-op threads: more than the machine has only adds contention, and ~1e5 crashes the process
+    "threads": Bound(integer=True, low=1, high=max(256, os.cpu_count() or 1), unit="CPU threads for torch"),
+    "weight_decay": NON_NEGATIVE,
+    "label_smoothing": FRACTION,
+    "balance": Bound(integer=False, low=0, high=1, unit="0: classes as labelled, 1: equal"),
+    "pixel_batch": NON_NEGATIVE_INT,
 }
 
 

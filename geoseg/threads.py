@@ -9,8 +9,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from geoseg.errors import InvalidParameterError
-
 
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
@@ -38,8 +36,14 @@ def default_threads() -> int:
 
 
 def check_threads(threads: int | None) -> None:
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise InvalidParameterError(f"threads must be a positive integer (CPU threads for torch), got {threads!r}")
+    """Refuse a ``threads`` that is not a whole number in :data:`geoseg.options.BOUNDS` (1 .. max(256, cores)).
+
+    Raises:
+        InvalidParameterError: naming the value and the valid range.
+    """
+    from geoseg.options import check_number
+
+    check_number("threads", threads, default="the idle cores")
 
 
 @contextmanager

@@ -422,7 +422,7 @@ BAD_COMMAND_LINES = [
     *[pytest.param([*cmd, "--device", dev], rf"--device '{dev}' is not a device geoseg runs on", id=f"{cmd[0]}-{dev}")
       for cmd in (PREDICT, TRAIN, BATCH) for dev in ("mps", "bogus", "meta", "")],
     pytest.param([*PREDICT, "--device", "cuda:99"], r"--device 'cuda:99'", id="predict-cuda-99"),
-    pytest.param([*TRAIN, "--config", "ten.yaml"], r"config ten\.yaml: epochs must be an integer, got 'ten' \(str\)",
+    pytest.param([*TRAIN, "--config", "ten.yaml"], r"config ten\.yaml: epochs must be an integer .*, got 'ten' \(str\)",
                  id="train-config-epochs-ten"),
     pytest.param([*TRAIN, "--config", "classes3.yaml"], r"config classes3\.yaml: classes must be a list of text",
                  id="train-config-classes-int"),
@@ -479,6 +479,11 @@ BAD_COMMAND_LINES = [
                  id="evaluate-classes-empty"),
     pytest.param(["vectorize", "lab.tif", "v.gpkg", "--classes", "a,b,a"], r"--classes 'a,b,a' names 'a' twice",
                  id="vectorize-classes-twice"),
+    # lab.tif holds ids 0, 1, 2: two names leave id 2 without one (evaluate refuses the same)
+    pytest.param(["vectorize", "lab.tif", "v.gpkg", "--classes", "a,b"], r"class ids 2 that are not among the 2 class",
+                 id="vectorize-ids-beyond-names"),
+    pytest.param([*TRAIN, "--threads", "100000"], r"--threads must be .*, got 100000", id="train-threads-huge"),
+    pytest.param([*PREDICT, "--threads", "100000"], r"--threads must be .*, got 100000", id="predict-threads-huge"),
 ]  # fmt: skip
 
 
@@ -510,6 +515,12 @@ NUMERIC_VALID = {
     ("predict", "--batch-size"): (),
     ("predict", "--nodata"): ("0", "-1", "nan", "inf"),  # any value the raster's dtype holds (NaN for float rasters)
     ("predict", "--workers"): ("0",),  # read on the calling thread
+    ("predict", "--threads"): (),
+    ("predict", "--cache-mb"): ("0", "inf"),  # 0: no input blocks held across tile rows; inf: no limit
+    ("batch", "--cache-mb"): ("0", "inf"),
+    ("train", "--threads"): (),
+    ("train", "--weight-decay"): ("0",),
+    ("train", "--label-smoothing"): ("0",),
     ("train", "--background"): ("0",),  # a class id
     ("train", "--label-nodata"): ("0", "-1", "nan", "inf"),  # any value; one the label dtype cannot hold is refused
     ("train", "--epochs"): (),
@@ -579,7 +590,7 @@ def test_the_library_spells_options_as_python_arguments(tmp_path, good, ck):
         predict_raster(good, tmp_path / "o.tif", model=ck, device="mps")
     lab = write_raster(tmp_path / "lab.tif", class_scene(64, 64, bands=2)[1])
     for kwargs, message in [
-        ({"epochs": "ten"}, r"^epochs must be an integer, got 'ten'"),
+        ({"epochs": "ten"}, r"^epochs must be an integer \(or null to use the default\), got 'ten'"),
         ({"arch_kwargs": [1, 2]}, r"^arch_kwargs must be a mapping"),
         ({"classes": ["a", "a", "b"]}, r"^classes \['a', 'a', 'b'\]|classes 'a,a,b' names 'a' twice"),
         ({"lr": float("nan")}, r"^lr must be a positive number"),

@@ -21,7 +21,7 @@ PACKAGE = ROOT / "geoseg"
 # module (dotted prefix, longest wins) -> the extras a user installs to use it; every other module needs only the
 # base requirements. A module may import only what base + these extras declare.
 MODULE_EXTRAS: dict[str, set[str]] = {
-    "geoseg.datasets": {"datasets"},
+    "geoseg.datasets": {"datasets", "vector"},  # the SpaceNet buildings come as polygons
     "geoseg.distributed": {"distributed", "torch", "jobqueue", "cuda"},
     "geoseg.evaluation": {"vector"},  # polygon truth only; raster truth needs the base install
     "geoseg.inference": {"torch", "onnx"},
@@ -32,7 +32,9 @@ MODULE_EXTRAS: dict[str, set[str]] = {
     "geoseg.models.smp": {"torch", "smp"},
     "geoseg.models.onnx": {"torch", "onnx"},
     "geoseg.report": {"report"},
+    "geoseg.threads": {"torch"},  # torch's thread setting; imported by inference and train only
     "geoseg.train": {"torch", "vector"},
+    "geoseg.train.baseline": {"torch", "vector", "baseline"},  # --baseline rf
     "geoseg.train.config": {"config"},
     "geoseg.vectorization": {"vector"},
 }

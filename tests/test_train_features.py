@@ -465,3 +465,16 @@ def test_a_class_without_training_pixels_is_never_predicted(tmp_path):
     x = torch.randn(1, 3, 16, 16)
     masked = UntrainedClassMask(net.eval(), [2])(x)
     assert (masked.argmax(1) != 2).all() and torch.equal(masked[:, :2], net(x)[:, :2])
+
+
+def test_validation_scores_the_map_prediction_makes_without_untrained_classes(tmp_path):
+    """Validation masks the classes without training pixels as prediction does: an untrained class is never counted
+    as predicted (which would score it IoU 0 and lower the validation mIoU and the comparison with the forest)."""
+    from geoseg.errors import ClassNotTrainedWarning
+
+    img, lab = _half_scene(tmp_path)
+    opts = dict(FAST, epochs=1, val_fraction=0.3, classes=["a", "b", "c"])
+    with pytest.warns(ClassNotTrainedWarning):
+        res = train_model(img, lab, tmp_path / "m.safetensors", train_area=Window(0, 0, 48, 64), **opts)
+    untrained = next(c for c in res.report.classes if c.name == "c")
+    assert untrained.predicted == 0 and untrained.support == 0

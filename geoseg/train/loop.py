@@ -459,7 +459,7 @@ def train_model(
         val_reads = reader.val_windows(split.val)
         best, best_epoch, history, best_report, stale, start = -1.0, 0, [], None, 0, 1
         if saved_state is not None:
-            _check_resume(state_file, saved_state, locals(), classes=names, bands=src.band_names)
+            _check_resume(state_file, saved_state, {**locals(), "block": blk}, classes=names, bands=src.band_names)
             st = saved_state
             net.load_state_dict(st["model"])
             opt.load_state_dict(st["optimizer"])
@@ -515,7 +515,9 @@ def train_model(
             model_to_use = averaged.model if averaged is not None else net
             if has_batchnorm(model_to_use):
                 recalibrate_batchnorm(model_to_use, reader, split.train, rng, batch_size, dev, sampling=sampling)
-            rep = _validate(model_to_use, reader, val_reads or [], n_classes, names, dev, batch_size)
+            rep = _validate(
+                model_to_use, reader, val_reads or [], n_classes, names, dev, batch_size, config.untrained_class_ids
+            )
             val_miou = rep.miou if val_reads and not math.isnan(rep.miou) else float(epoch)  # no validation: latest
             history.append(
                 {
@@ -721,14 +723,15 @@ def _check_resume(
     :func:`geoseg.train.config.check_resume`); ``args`` are train_model's arguments."""
     saved = saved_options(saved_state["config"])
     stride = int(saved["output_stride"])
-    chip = max(stride, int(args["chip"]) // stride * stride)
+    # None: decided from the data by the automatic plan (compared again once the plan has decided)
+    chip = None if args["chip"] is None else max(stride, int(args["chip"]) // stride * stride)
     kwargs = dict(args["arch_kwargs"] or {})
     if args["encoder"] is not None:
         kwargs["encoder"] = args["encoder"]
     requested = {k: args.get(k) for k in RESUME_OPTIONS} | {
         "arch_kwargs": kwargs,
         "chip": chip,
-        "block": args["block"] or 4 * chip,
+        "block": args["block"],
         "augment": list(check_augmentations(args["augment"])),
         "classes": classes,
         "bands": bands,
@@ -753,8 +756,11 @@ def _validate(
     names: list[str],
     dev: torch.device,
     bs: int,
+    untrained: Sequence[int] = (),
 ) -> SegmentationReport:
-    """Confusion matrix of ``net`` on the validation pixels (each read: row, col, size, block window kept)."""
+    """Confusion matrix of ``net`` on the validation pixels (each read: row, col, size, block window kept). The
+    ``untrained`` class ids never win, as in prediction (:class:`geoseg.inference.predict.UntrainedClassMask`), so
+    the validation scores the map that prediction will make."""
     net.eval()
     cm = ConfusionMatrix(n_classes)
     by_size: dict[int, list] = {}
@@ -765,7 +771,10 @@ def _validate(
             for group in _batches(items, bs):
                 chips = [reader.read(r, c, role=VAL, keep=keep, size=size) for r, c, _, keep in group]
                 x = torch.from_numpy(np.stack([g[0] for g in chips])).to(dev)
-                pred = net(x).argmax(1).cpu().numpy()
+                logits = net(x)
+                if untrained:
+                    logits[:, list(untrained)] = -1e4
+                pred = logits.argmax(1).cpu().numpy()
                 for p, (_, y) in zip(pred, chips):
                     cm.update(p, y, y != IGNORE_INDEX)
     return cm.report(names)

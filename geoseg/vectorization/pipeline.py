@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import InvalidParameterError
+import numpy as np
+
+from geoseg.errors import InvalidParameterError, UnknownClassError
 from geoseg.hints import option
 from geoseg.io.classes import check_class_raster
 from geoseg.io.formats import companion_files, vector_driver
@@ -124,6 +126,26 @@ def _target_crs(crs: Any) -> Any:
         ) from exc
 
 
+def _check_ids_are_named(ds: Any, path: str | os.PathLike[str], classes: Sequence[str]) -> None:
+    """Refuse class ids (in the raster's value sample, :func:`geoseg.io.classes.sample_values`) that the given class
+    names do not cover, as evaluation does: their polygons would carry a bare number instead of a name.
+
+    Raises:
+        UnknownClassError: listing the ids found outside 0..len(classes)-1.
+    """
+    from geoseg.io.classes import sample_values
+
+    ids = np.unique(sample_values(ds, 1))
+    bad = [int(v) for v in ids if not 0 <= v < len(classes)]
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise UnknownClassError(
+            f"class raster {path} holds class ids {shown} that are not among the {len(classes)} class names given "
+            f"({', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}): name every id 0..K-1 "
+            f"({option('classes')}), or declare the other values nodata"
+        )
+
+
 def _vectorize(
     class_raster: Any,
     out_path: Path | None,
@@ -143,6 +165,8 @@ def _vectorize(
     prob_ds = None
     try:
         check_class_raster(ds, path=class_raster, names=classes)
+        if classes is not None:
+            _check_ids_are_named(ds, class_raster, classes)
         if probabilities is not None:
             prob_ds = open_dataset(probabilities)
             if (prob_ds.height, prob_ds.width) != (ds.height, ds.width) or prob_ds.transform != ds.transform:

@@ -14,6 +14,7 @@ from geoseg.models.layers import auxiliary_outputs
 # Smallest sensible build of each architecture; a registered model missing here must build with width=4.
 TINY: dict[str, dict[str, Any]] = {
     "tiny": {"width": 4},
+    "ssnet": {"width": 4, "spectral": 8},
     "unet": {"width": 4, "depth": 3},
     "resunet": {"width": 4, "depth": 3},
     "segnet": {"width": 4, "depth": 3},
