@@ -482,6 +482,9 @@ BAD_COMMAND_LINES = [
     # lab.tif holds ids 0, 1, 2: two names leave id 2 without one (evaluate refuses the same)
     pytest.param(["vectorize", "lab.tif", "v.gpkg", "--classes", "a,b"], r"class ids 2 that are not among the 2 class",
                  id="vectorize-ids-beyond-names"),
+    pytest.param(["vectorize", "lab.tif", "v.gpkg", "--probabilities", "in.tif"],
+                 r"probability raster in\.tif band 1 holds values .*not probabilities in \[0, 1\]",
+                 id="vectorize-image-as-probabilities"),
     pytest.param([*TRAIN, "--threads", "100000"], r"--threads must be .*, got 100000", id="train-threads-huge"),
     pytest.param([*PREDICT, "--threads", "100000"], r"--threads must be .*, got 100000", id="predict-threads-huge"),
 ]  # fmt: skip

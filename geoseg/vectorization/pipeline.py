@@ -146,6 +146,27 @@ def _check_ids_are_named(ds: Any, path: str | os.PathLike[str], classes: Sequenc
         )
 
 
+def _check_probabilities(prob_ds: Any, path: str | os.PathLike[str]) -> None:
+    """Refuse a raster whose values (scale and offset applied, on the value sample of its first bands,
+    :func:`geoseg.io.classes.sample_values`) are not probabilities in [0, 1], e.g. the image instead of the
+    probability raster that prediction wrote.
+
+    Raises:
+        InvalidParameterError: naming the band and the range of values found.
+    """
+    from geoseg.io.classes import sample_values
+
+    for band in range(1, min(prob_ds.count, 3) + 1):
+        scale, offset = prob_ds.scales[band - 1], prob_ds.offsets[band - 1]
+        values = sample_values(prob_ds, band).astype(np.float64) * scale + offset
+        if values.size and (values.min() < -1e-6 or values.max() > 1 + 1e-6):
+            raise InvalidParameterError(
+                f"probability raster {path} band {band} holds values {values.min():g}..{values.max():g}, not "
+                f"probabilities in [0, 1] (scale and offset applied); pass the probability raster that prediction "
+                f"wrote ({option('probabilities')} of predict), not the image"
+            )
+
+
 def _vectorize(
     class_raster: Any,
     out_path: Path | None,
@@ -174,6 +195,7 @@ def _vectorize(
                     f"probability raster {probabilities} ({prob_ds.width}x{prob_ds.height}) is not on the grid of "
                     f"{class_raster} ({ds.width}x{ds.height}); pass the probability raster written with the classes"
                 )
+            _check_probabilities(prob_ds, probabilities)
         names = list(classes) if classes is not None else read_class_names(ds)
         out_crs = _target_crs(crs)
         src_crs = Georeference.of(ds).map_crs
