@@ -128,7 +128,8 @@ def check_train_arguments(arguments: Mapping[str, Any]) -> None:
             k: args.get(k)
             for k in (
                 "epochs", "chip", "batch_size", "chips_per_epoch", "lr", "val_fraction", "block", "patience",
-                "seed", "max_seconds", "tile", "overlap", "background",
+                "seed", "max_seconds", "tile", "overlap", "background", "threads", "weight_decay", "label_smoothing",
+                "balance", "pixel_batch",
             )
         }
     )  # fmt: skip
