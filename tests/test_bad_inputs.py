@@ -485,6 +485,8 @@ BAD_COMMAND_LINES = [
     pytest.param(["vectorize", "lab.tif", "v.gpkg", "--probabilities", "in.tif"],
                  r"probability raster in\.tif band 1 holds values .*not probabilities in \[0, 1\]",
                  id="vectorize-image-as-probabilities"),
+    pytest.param([*TRAIN, "--label-nodata", "nan"], r"label_nodata nan cannot occur in lab\.tif.*--label-nodata",
+                 id="train-label-nodata-nan-on-integers"),
     pytest.param([*TRAIN, "--threads", "100000"], r"--threads must be .*, got 100000", id="train-threads-huge"),
     pytest.param([*PREDICT, "--threads", "100000"], r"--threads must be .*, got 100000", id="predict-threads-huge"),
 ]  # fmt: skip

@@ -27,6 +27,7 @@ from geoseg.errors import (
     RasterReadError,
     UnsupportedRasterError,
 )
+from geoseg.hints import option
 from geoseg.io.bands import BandSpec, default_band_name, resolve_bands
 from geoseg.io.georef import Georeference
 
@@ -111,8 +112,11 @@ def _dtype_range(dtype: str) -> str:
     return f"values up to ±{float(np.finfo(dt).max):.3g}, NaN, inf"
 
 
-def check_nodata_override(value: float, dtypes: Sequence[str], indexes: Sequence[int], *, path: str) -> None:
-    """Refuse a nodata value (an override given by the user) that the bands' data types cannot hold.
+def check_nodata_override(
+    value: float, dtypes: Sequence[str], indexes: Sequence[int], *, path: str, name: str = "nodata"
+) -> None:
+    """Refuse a nodata value (an override given by the user as option ``name``) that the bands' data types cannot
+    hold: it would mask no pixel.
 
     Raises:
         InvalidParameterError: naming the bands, their dtype and the values it holds.
@@ -122,9 +126,9 @@ def check_nodata_override(value: float, dtypes: Sequence[str], indexes: Sequence
         kinds = sorted({d for _, d in bad})
         which = ",".join(str(i) for i, _ in bad)
         raise InvalidParameterError(
-            f"nodata {value:g} cannot occur in {path}: band(s) {which} are {'/'.join(kinds)} "
-            f"({'; '.join(_dtype_range(k) for k in kinds)}); give a nodata value of the bands' data type "
-            f"(CLI: --nodata)"
+            f"{name} {value:g} cannot occur in {path}: band(s) {which} are {'/'.join(kinds)} "
+            f"({'; '.join(_dtype_range(k) for k in kinds)}); give a value of the bands' data type "
+            f"({option(name)})"
         )
 
 

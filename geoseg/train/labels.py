@@ -16,7 +16,7 @@ from geoseg.errors import InvalidParameterError, ModelContractError
 from geoseg.io.align import RasterOnGrid
 from geoseg.io.classes import check_class_raster, check_class_values, check_integral
 from geoseg.io.labels import PolygonLabels, is_vector
-from geoseg.io.read import RasterSource, iter_windows, read_masked
+from geoseg.io.read import RasterSource, check_nodata_override, iter_windows, read_masked
 from geoseg.io.tags import CLASSES_TAG, read_class_names
 
 #: the label of pixels that are not trained on (nodata, outside the labels, invalid image pixels): negative, so it can
@@ -81,6 +81,8 @@ class LabelRaster:
             raise ModelContractError(f"label raster {self.path} has {dtype} values; class ids must be integers")
         names = list(classes) if classes else read_class_names(ds)
         check_class_raster(ds, path=self.path, what="label raster", names=names or [])
+        if nodata is not None:
+            check_nodata_override(nodata, [ds.dtypes[0]], [1], path=str(self.path), name="label_nodata")
         self.nodata = nodata if nodata is not None else ds.nodata
         values = self._values()
         k = check_class_values(

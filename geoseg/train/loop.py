@@ -365,8 +365,10 @@ def train_model(
         present = [names[k] for k, c in enumerate(np.sum(list(hists.values()), axis=0)) if c > 0]
         if len(present) < 2:
             raise InvalidParameterError(
-                f"the labels of {image} hold only class {present} on the image's valid pixels: a model needs at least "
-                f"2 classes present to learn; add labels of the other classes (or check nodata and --background)"
+                f"labels {labels} hold only class {present} on the valid pixels of the image {image}"
+                f"{' inside the training area' if train_area is not None or exclude_area is not None else ''}: a "
+                f"model needs at least 2 classes present to learn; add labels of the other classes (or check the "
+                f"label nodata, background, and the training or excluded area)"
             )
         split = block_split(src.shape, blk, val_fraction, seed, histograms=hists if stratify else None)
         if not stratify:  # blocks without labels are neither trained nor validated on
