@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from geoseg.cli.common import check_option_pairs, echo_json, handle_errors, progress_display, progress_option
+from geoseg.cli.common import (
+    cache_mb_option,
+    check_option_pairs,
+    echo_json,
+    handle_errors,
+    progress_display,
+    progress_option,
+)
 from geoseg.distributed.cluster import CLUSTERS
 
 
@@ -58,13 +65,7 @@ def _parse_cluster_options(items: tuple[str, ...], cluster: str | None = None) -
 @click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels (default: the model's).")
 @click.option("--batch-size", type=int, default=None, help="Tiles per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (on the workers).")
-@click.option(
-    "--cache-mb",
-    type=float,
-    default=None,
-    help="Block-reuse budget in MiB: input blocks shared by two tile rows are held across the width only within it "
-    "(peak memory <= a small raster's + this). Default: 64 on CPU, 1/8 of free host memory with a GPU.",
-)
+@cache_mb_option
 @click.option("--bands", default=None, help="Raster bands for the model inputs, in model order.")
 @click.option(
     "--truth-dir",

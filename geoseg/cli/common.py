@@ -248,6 +248,15 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
+#: ``--cache-mb`` of the commands that predict (predict, batch): the block-reuse budget of ``predict_raster``
+cache_mb_option = click.option(
+    "--cache-mb",
+    type=float,
+    default=None,
+    help="Block-reuse budget in MiB: input blocks shared by two tile rows are held across the width only within it "
+    "(peak memory <= a small raster's + this). Default: 64 on CPU, 1/8 of free host memory with a GPU.",
+)
+
 json_option = click.option(
     "--json",
     "as_json",

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from geoseg.cli.common import (
+    cache_mb_option,
     check_option_pairs,
     emit_result,
     handle_errors,
@@ -49,13 +50,7 @@ from geoseg.models.device import DEVICES
     default=None,
     help="CPU threads for torch. [default: the cores this process may use that are not already busy]",
 )
-@click.option(
-    "--cache-mb",
-    type=float,
-    default=None,
-    help="Block-reuse budget in MiB: input blocks shared by two tile rows are held across the width only within it "
-    "(peak memory <= a small raster's + this). Default: 64 on CPU, 1/8 of free host memory with a GPU.",
-)
+@cache_mb_option
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")
 @click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Also vectorize classes to this file.")
