@@ -113,6 +113,7 @@ BOUNDS: dict[str, Bound] = {
     "label_smoothing": FRACTION,
     "balance": Bound(integer=False, low=0, high=1, unit="0: classes as labelled, 1: equal"),
     "pixel_batch": NON_NEGATIVE_INT,
+    "pixel_steps": NON_NEGATIVE_INT,
 }
 
 

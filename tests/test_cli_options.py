@@ -90,6 +90,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--weight-decay": (["--weight-decay", "0.1"], []),
             "--class-weights": (["--class-weights", "1,3"], []),
             "--label-smoothing": (["--label-smoothing", "0.1"], []),
+            "--pixel-steps": (["--pixel-steps", "5"], []),
             "--ema": (["--no-ema"], []),
             "--normalization": (["--normalization", "minmax"], []),
             "--augment": (["--augment", "flip"], []),

@@ -18,7 +18,7 @@ from geoseg.io import RasterSource
 from geoseg.models import load_checkpoint, read_config
 from geoseg.train import load_train_config, train_model
 from geoseg.train.augment import AUGMENTATIONS, augment, check_augmentations
-from geoseg.train.chips import ChipReader
+from geoseg.train.chips import BlockSplit, ChipReader
 from geoseg.train.labels import IGNORE_INDEX, LabelVector
 
 FAST = {
@@ -478,3 +478,51 @@ def test_validation_scores_the_map_prediction_makes_without_untrained_classes(tm
         res = train_model(img, lab, tmp_path / "m.safetensors", train_area=Window(0, 0, 48, 64), **opts)
     untrained = next(c for c in res.report.classes if c.name == "c")
     assert untrained.predicted == 0 and untrained.support == 0
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_per_pixel_pretraining_learns_the_spectra(tmp_path, in_memory):
+    """The per-pixel classifier is pre-trained on labelled training pixels, from memory or from chips read per step
+    (rasters too large to hold), and separates classes by their spectra before any chip step."""
+    from geoseg.io import Normalization
+    from geoseg.models import create_model
+    from geoseg.train.labels import LabelRaster
+    from geoseg.train.loop import _pretrain_pixels
+    from geoseg.train.losses import make_loss
+
+    data, labels = class_scene(64, 64, bands=6, classes=3, seed=2)
+    img, lab = write_raster(tmp_path / "i.tif", data), write_raster(tmp_path / "l.tif", labels)
+    torch.manual_seed(0)
+    net = create_model("ssnet", in_channels=6, num_classes=3, spectral=8, width=8, depth=2)
+    pixels = torch.from_numpy(data.reshape(6, -1).T.copy())
+    truth = torch.from_numpy(labels.reshape(-1).astype(np.int64))
+    with RasterSource(img) as src:
+        reader = ChipReader(
+            src, LabelRaster(lab, src, None), Normalization(), 16, 32, in_memory_bytes=2**30 if in_memory else 0
+        )
+        assert reader.in_memory is in_memory
+        blocks = [(r, c) for r in range(0, 64, 32) for c in range(0, 64, 32)]
+        reader.set_roles(BlockSplit(32, blocks, []))
+        done = _pretrain_pixels(
+            net, reader, make_loss("ce"), np.random.default_rng(0), torch.Generator().manual_seed(0), steps=100,
+            pixel_batch=256, lr=0.01, weight_decay=0.0, balance=0.5, augmentations=(), dev=torch.device("cpu"),
+            progress=None, epochs=1, sampling="centered", train_blocks=blocks, batch_size=8,
+        )  # fmt: skip
+    assert done == 100
+    with torch.no_grad():
+        accuracy = (net.eval().forward_pixels(pixels).argmax(1) == truth).float().mean().item()
+    assert accuracy > 0.95
+
+
+def test_pixel_steps_are_recorded_and_need_a_per_pixel_classifier(tmp_path, scene):
+    img, lab, _ = scene
+    opts = dict(FAST, arch="ssnet", arch_kwargs={"spectral": 8, "width": 8, "depth": 2}, epochs=1, chips_per_epoch=8)
+    train_model(img, lab, tmp_path / "a.safetensors", pixel_steps=7, **opts)
+    assert read_config(tmp_path / "a.safetensors").extra["training"]["pixel_steps"] == 7
+    train_model(img, lab, tmp_path / "b.safetensors", pixel_steps=0, **opts)
+    assert read_config(tmp_path / "b.safetensors").extra["training"]["pixel_steps"] == 0
+    with pytest.raises(InvalidParameterError, match="pixel_steps.*per-pixel classifier"):
+        train_model(img, lab, tmp_path / "c.safetensors", pixel_steps=5, **FAST)
+    assert not (tmp_path / "c.safetensors").exists()
+    with pytest.raises(InvalidParameterError, match="pixel_steps"):
+        train_model(img, lab, tmp_path / "d.safetensors", pixel_steps=-1, **opts)

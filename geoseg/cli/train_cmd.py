@@ -64,6 +64,12 @@ from geoseg.train.names import BASELINES, LOSSES
 @click.option("--loss", type=click.Choice(LOSSES), default=None)
 @click.option("--class-weights", default=None, help="Comma-separated loss weight per class, e.g. '1,1,4'.")
 @click.option("--label-smoothing", type=float, default=None, help="[default: 0.05]")
+@click.option(
+    "--pixel-steps",
+    type=int,
+    default=None,
+    help="Steps that pre-train the per-pixel classifier (ssnet) before the chips; 0 skips. [default: 1000]",
+)
 @click.option("--ema/--no-ema", default=None, help="Validate and save a moving average of the weights. [default: on]")
 @click.option("--normalization", type=click.Choice(NORMALIZATION_METHODS), default=None)
 @click.option("--augment", default=None, help="Comma-separated: flip,rot90,crop,spectral,blur,elastic; 'none'.")

@@ -11,7 +11,14 @@ classification of hyperspectral imagery using a dual-channel CNN", Remote Sensin
   grows with the band count but not with context;
 * **context path**: strided 3x3 convolutions on the spectral features down to 1/2**depth resolution, upsampled back
   with a 1x1 merge at each level (a light U-Net), giving a receptive field of about 2**(depth + 2) px;
-* **head**: the two concatenated, dropout, a 1x1 hidden layer and the 1x1 classifier.
+* **head**: the two concatenated, dropout, a 1x1 hidden layer and the 1x1 classifier;
+* **per-pixel head**: a 1x1 classifier on the spectral features alone, trained as an auxiliary output on the chips
+  (loss weight ``spectral_aux``, default 0.5) and, with ``pixel_fuse`` = w > 0 (default 0.5), as what
+  ``forward_pixels`` trains on pixels drawn across the whole training area; the prediction (eval mode) is
+  log((1 - w) softmax(head) + w softmax(per-pixel head)): an average of the two classifiers' probabilities, a
+  two-member ensemble, so the pixel classifier, which generalises across a scene as a random forest does, is kept
+  where the context path learnt a layout of the training region that does not transfer to another region
+  (measured in ``benchmarks/accuracy.py``). ``spectral_aux=0, pixel_fuse=0`` gives the plain two-path network.
 
 Normalisation is per pixel over channels (``norm="ln"``, a LayerNorm across channels as in ConvNeXt), so training and
 prediction compute the same function whatever the batch size, there are no running statistics to go stale, and a
@@ -88,9 +95,15 @@ class SpectralSpatialNet(nn.Module):
         dropout: float = 0.1,
         norm: str = "ln",
         context_dropout: float = 0.5,
-        spectral_aux: float = 0.0,
+        spectral_aux: float = 0.5,
+        pixel_fuse: float = 0.5,
     ) -> None:
         super().__init__()
+        if not 0 <= pixel_fuse <= 1 or spectral_aux < 0:
+            raise ValueError(f"pixel_fuse must be in [0, 1] and spectral_aux >= 0, got {pixel_fuse}, {spectral_aux}")
+        # weight of the per-pixel head's probabilities in the prediction; when > 0, forward_pixels trains that head
+        # (a pure per-pixel classifier) instead of the fused head with the context set to 0
+        self.pixel_fuse = pixel_fuse
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if not 1 <= depth <= 5:
@@ -125,7 +138,7 @@ class SpectralSpatialNet(nn.Module):
             _conv(spectral + width, spectral, 1, "none"),
             nn.Conv2d(spectral, num_classes, 1),
         )
-        self.spectral_head = nn.Conv2d(spectral, num_classes, 1) if spectral_aux else None
+        self.spectral_head = nn.Conv2d(spectral, num_classes, 1) if spectral_aux or pixel_fuse else None
         self.context_channels = width  # channels the context path hands the head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,14 +155,21 @@ class SpectralSpatialNet(nn.Module):
         if self.training and self.context_dropout:
             keep = (torch.rand(y.shape[0], 1, 1, 1, device=y.device) >= self.context_dropout).to(y.dtype)
             y = y * keep / (1 - self.context_dropout)
-        if self.spectral_head is not None:
+        if self.aux_weights and self.spectral_head is not None:
             self.aux_outputs = [self.spectral_head(s)] if self.training else []
-        return self.head(torch.cat([s, y], 1))
+        out = self.head(torch.cat([s, y], 1))
+        if self.pixel_fuse and self.spectral_head is not None and not self.training:
+            w = self.pixel_fuse
+            p = (1 - w) * out.float().softmax(1) + w * self.spectral_head(s).float().softmax(1)
+            return p.clamp_min(1e-8).log().to(out.dtype)
+        return out
 
     def forward_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, classes) of N single pixels (N, bands) from their spectra alone (context set to 0): the
         per-pixel classifier inside the network, trained on pixels drawn across the whole training area."""
         s = self.spectral(x[:, :, None, None])
+        if self.pixel_fuse and self.spectral_head is not None:
+            return self.spectral_head(s)[:, :, 0, 0]
         ctx = s.new_zeros((s.shape[0], self.context_channels, 1, 1))
         return self.head(torch.cat([s, ctx], 1))[:, :, 0, 0]
 
@@ -170,7 +190,8 @@ def ssnet(
     dropout: float = 0.1,
     norm: str = "ln",
     context_dropout: float = 0.5,
-    spectral_aux: float = 0.0,
+    spectral_aux: float = 0.5,
+    pixel_fuse: float = 0.5,
 ) -> nn.Module:
     return SpectralSpatialNet(
         in_channels,
@@ -182,4 +203,5 @@ def ssnet(
         norm=norm,
         context_dropout=context_dropout,
         spectral_aux=spectral_aux,
+        pixel_fuse=pixel_fuse,
     )

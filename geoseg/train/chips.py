@@ -237,6 +237,11 @@ class ChipReader:
         return x, y
 
     # --- single pixels ---------------------------------------------------------------------------------------------
+    @property
+    def in_memory(self) -> bool:
+        """Whether the image and labels are held in memory (rasters up to ``in_memory_bytes``)."""
+        return self._memory is not None
+
     def pixel_batch(
         self,
         n: int,

@@ -129,7 +129,7 @@ def check_train_arguments(arguments: Mapping[str, Any]) -> None:
             for k in (
                 "epochs", "chip", "batch_size", "chips_per_epoch", "lr", "val_fraction", "block", "patience",
                 "seed", "max_seconds", "tile", "overlap", "background", "threads", "weight_decay", "label_smoothing",
-                "balance", "pixel_batch",
+                "balance", "pixel_batch", "pixel_steps",
             )
         }
     )  # fmt: skip

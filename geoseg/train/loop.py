@@ -13,7 +13,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,8 @@ AUTO_EPOCHS = 10
 PIXEL_PASSES = 20
 #: ... within these bounds on the number of optimizer steps
 MIN_STEPS, MAX_STEPS = 200, 1000
+#: optimizer steps of per-pixel pre-training (batches of ``pixel_batch`` labelled pixels) before the chip schedule
+PIXEL_STEPS = 1000
 #: labelled validation blocks an automatic block size aims at
 TARGET_BLOCKS = 25
 
@@ -191,6 +193,7 @@ def train_model(
     sampling: str = "centered",
     balance: float = 0.5,
     pixel_batch: int = 2048,
+    pixel_steps: int | None = None,
     lr: float = 2e-3,
     weight_decay: float = 0.01,
     loss: str = "ce",
@@ -240,6 +243,11 @@ def train_model(
     cross entropy with ``label_smoothing``; an exponential moving average of the weights (``ema``) is what is
     validated and saved. ``loss="weighted_ce"`` weighs classes by capped square-root inverse frequency over all
     training blocks, or by the user's ``class_weights`` (one per class; also accepted with ``loss="ce"``).
+    Models with a per-pixel classifier (``forward_pixels``, e.g. ``ssnet``) train it on batches of ``pixel_batch``
+    labelled pixels drawn across all training blocks: first alone for ``pixel_steps`` steps (default
+    :data:`PIXEL_STEPS`; 0 skips it; not repeated on ``resume``), then beside every chip batch. A pixel classifier
+    trained on pixels from the whole training area is what a random forest is, and what generalises to another
+    region; the chips' few steps alone leave it undertrained on small scenes (``benchmarks/accuracy.py``).
 
     Validation holds out whole blocks (``val_fraction`` of the labelled pixels; ``stratify``: every class in two or
     more blocks is validated and keeps at least half its pixels for training). The checkpoint with the best validation
@@ -453,6 +461,20 @@ def train_model(
         config.extra["training"]["class_weights"] = None if weights is None else [round(float(w), 6) for w in weights]
         criterion = make_loss(loss, weights=weights, label_smoothing=label_smoothing)
         net = net.to(dev)
+        if pixel_steps is None:
+            pixel_steps = PIXEL_STEPS if pixel_batch and hasattr(net, "forward_pixels") else 0
+        if pixel_steps and saved_state is None:
+            if not hasattr(net, "forward_pixels"):
+                raise InvalidParameterError(
+                    f"{option('pixel_steps')} pre-trains a per-pixel classifier, which {arch!r} does not have; "
+                    f"drop {option('pixel_steps')} or use arch ssnet"
+                )
+            pixel_steps = _pretrain_pixels(
+                net, reader, criterion, rng, gen, steps=pixel_steps, pixel_batch=pixel_batch or 2048, lr=lr,
+                weight_decay=weight_decay, balance=balance, augmentations=augmentations, dev=dev, progress=progress,
+                epochs=epochs, sampling=sampling, train_blocks=split.train, batch_size=batch_size,
+            )  # fmt: skip
+        config.extra["training"]["pixel_steps"] = pixel_steps
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         steps_per_epoch = max(1, -(-chips_per_epoch // batch_size))
         total_steps = epochs * steps_per_epoch
@@ -487,14 +509,12 @@ def train_model(
                 px: torch.Tensor | None = None
                 py: torch.Tensor | None = None
                 if pixel_batch and hasattr(net, "forward_pixels"):
-                    pxn, pyn = reader.pixel_batch(pixel_batch, rng, balance=balance, chips=(x.numpy(), y.numpy()))
-                    if len(pyn):
-                        pt = torch.from_numpy(pxn)
-                        if "spectral" in augmentations:
-                            pt = apply_augmentations(
-                                pt[:, :, None, None], torch.from_numpy(pyn)[:, None, None], ("spectral",), gen
-                            )[0][:, :, 0, 0]
-                        px, py = pt.to(dev), torch.from_numpy(pyn).to(dev)
+                    batch = _pixel_batch(
+                        reader, pixel_batch, rng, gen, balance=balance, augmentations=augmentations,
+                        chips=(x.numpy(), y.numpy()),
+                    )  # fmt: skip
+                    if batch is not None:
+                        px, py = batch[0].to(dev), batch[1].to(dev)
                 x, y = apply_augmentations(x, y, augmentations, gen)
                 x, y = x.to(dev), y.to(dev)
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -581,6 +601,73 @@ def train_model(
         forest_report,
         plan,
     )
+
+
+def _pixel_batch(
+    reader: ChipReader,
+    size: int,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    *,
+    balance: float,
+    augmentations: Sequence[str],
+    chips: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A batch of labelled training pixels, ``(N, bands)`` float32 and ``(N,)`` int64 class ids, with the spectral
+    augmentation when asked for; None when the training blocks hold no labelled pixel."""
+    pxn, pyn = reader.pixel_batch(size, rng, balance=balance, chips=chips)
+    if not len(pyn):
+        return None
+    pt, yt = torch.from_numpy(pxn), torch.from_numpy(pyn)
+    if "spectral" in augmentations:
+        pt = apply_augmentations(pt[:, :, None, None], yt[:, None, None], ("spectral",), gen)[0][:, :, 0, 0]
+    return pt, yt
+
+
+def _pretrain_pixels(
+    net: torch.nn.Module,
+    reader: ChipReader,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    *,
+    steps: int,
+    pixel_batch: int,
+    lr: float,
+    weight_decay: float,
+    balance: float,
+    augmentations: Sequence[str],
+    dev: torch.device,
+    progress: ProgressCallback | None,
+    epochs: int,
+    sampling: str,
+    train_blocks: list[tuple[int, int]],
+    batch_size: int,
+) -> int:
+    """Train ``net``'s per-pixel classifier (``forward_pixels``) alone for ``steps`` AdamW steps with a one-cycle
+    schedule peaking at ``lr``, on batches of ``pixel_batch`` labelled pixels from the training blocks (drawn from
+    every training pixel when the raster is held in memory, else from ``batch_size`` chips read per step). Polls
+    ``progress`` for a cancel every step, as chip training does. Returns the steps run (0: no labelled pixel)."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    net.train()
+    for step in range(steps):
+        _poll_cancel(progress, 1, epochs)
+        chips = None
+        if not reader.in_memory:
+            origins = reader.origins(sampling, train_blocks, batch_size, rng, balance=balance)
+            xs, ys = zip(*(reader.read(r, c, role=TRAIN) for r, c in origins))
+            chips = (np.stack(xs), np.stack(ys))
+        batch = _pixel_batch(reader, pixel_batch, rng, gen, balance=balance, augmentations=augmentations, chips=chips)
+        if batch is None:
+            return step
+        logits = net.forward_pixels(batch[0].to(dev))  # type: ignore[operator]
+        loss = criterion(logits.float()[:, :, None], batch[1].to(dev)[:, None])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return steps
 
 
 def _poll_cancel(progress: ProgressCallback | None, epoch: int, epochs: int) -> None:

@@ -142,3 +142,24 @@ def test_cuda_matches_cpu(name: str, strict_fp32: None) -> None:
         out = model.cuda()(x.cuda())
     assert out.is_cuda and out.shape == ref.shape
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-3, atol=1e-3)
+
+
+def test_ssnet_pixel_fuse_averages_the_two_heads_and_trains_the_pixel_head() -> None:
+    """With ``pixel_fuse`` the prediction is the log of the weighted mean of the fused and per-pixel heads'
+    probabilities, and ``forward_pixels`` returns the per-pixel head's logits; bad values are refused."""
+    net = build("ssnet", 5, spectral_aux=0.5, pixel_fuse=0.25).eval()
+    x = torch.randn(2, 5, 16, 16)
+    with torch.no_grad():
+        s = net.spectral(x)
+        plain = net.pixel_fuse
+        net.pixel_fuse = 0.0
+        fused_head = net(x).softmax(1)
+        net.pixel_fuse = plain
+        expected = (0.75 * fused_head + 0.25 * net.spectral_head(s).softmax(1)).log()
+        torch.testing.assert_close(net(x), expected)
+        px = x[:, :, 3, 4]
+        torch.testing.assert_close(net.forward_pixels(px), net.spectral_head(net.spectral(x))[:, :, 3, 4])
+    with pytest.raises(ValueError, match="spectral_aux"):
+        build("ssnet", 5, spectral_aux=-0.5)
+    with pytest.raises(ValueError, match="pixel_fuse"):
+        build("ssnet", 5, spectral_aux=0.5, pixel_fuse=1.5)
