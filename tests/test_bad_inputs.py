@@ -526,6 +526,7 @@ NUMERIC_VALID = {
     ("train", "--threads"): (),
     ("train", "--weight-decay"): ("0",),
     ("train", "--label-smoothing"): ("0",),
+    ("train", "--pixel-steps"): ("0",),  # no per-pixel pre-training
     ("train", "--background"): ("0",),  # a class id
     ("train", "--label-nodata"): ("0", "-1", "nan", "inf"),  # any value; one the label dtype cannot hold is refused
     ("train", "--epochs"): (),
