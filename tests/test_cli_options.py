@@ -57,6 +57,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--cache-mb": (["--cache-mb", "0"], []),
             "--no-amp": (["--no-amp"], []),
             "--crf": (["--crf"], []),
+            "--tta": (["--tta"], []),
             "--vector": (["--vector", "v.gpkg"], []),
             "--truth": (["--truth", "t.tif"], []),
             "--report": (["--truth", "t.tif", "--report", "rep"], ["--truth", "t.tif"]),

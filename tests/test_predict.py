@@ -377,3 +377,31 @@ def test_cache_budget_decides_block_reuse_not_the_map(tmp_path):
     assert np.array_equal(_read(held)[0], _read(again)[0])
     with pytest.raises(InvalidParameterError, match=r"cache_mb must be a number >= 0 \(MiB"):
         predict_raster(src, tmp_path / "bad.tif", model=(net, cfg), device="cpu", cache_mb=-1)
+
+
+def test_tta_averages_the_d4_orientations_and_keeps_seams_exact(tmp_path):
+    """tta=True: the map is the argmax of the probabilities averaged over the tile's 8 flips and rotations (4 flips
+    for non-square inputs), each undone before averaging; tiled with a halo it equals the whole-image D4 average."""
+    from geoseg.inference.tta import D4Average, d4_transforms
+
+    data, _ = class_scene(96, 96, bands=4, classes=3, seed=3)
+    src = write_raster(tmp_path / "in.tif", data)
+    net = random_tiny(4, 3, seed=3)
+    cfg = ModelConfig(arch="tiny", bands=["1", "2", "3", "4"], classes=["a", "b", "c"], arch_kwargs={"width": 8})
+    x = torch.from_numpy(data)[None]
+    with torch.no_grad():
+        assert len({tuple(f(x).flatten()[:64].tolist()) for f, _ in d4_transforms(True)}) == 8  # distinct
+        assert all(torch.equal(b(f(x)), x) for f, b in d4_transforms(True) + d4_transforms(False))  # undone
+        expected = torch.stack([b(net(f(x)).softmax(1)) for f, b in d4_transforms(True)]).mean(0)
+        torch.testing.assert_close(D4Average(net)(x).exp(), expected)
+        wide = x[..., :80]
+        flips = torch.stack([b(net(f(wide)).softmax(1)) for f, b in d4_transforms(False)]).mean(0)
+        torch.testing.assert_close(D4Average(net)(wide).exp(), flips)
+    whole = expected.argmax(1)[0].numpy()
+    plain = _read(predict_raster(src, tmp_path / "plain.tif", model=(net, cfg), tile=48, overlap=32, device="cpu")
+                  .output)[0]  # fmt: skip
+    out = predict_raster(src, tmp_path / "tta.tif", model=(net, cfg), tile=48, overlap=32, tta=True, device="cpu")
+    tiled = _read(out.output)[0]
+    assert out.tiles > 4
+    np.testing.assert_array_equal(tiled, whole)
+    assert 0 < (tiled != plain).mean() < 0.5  # it changes some pixels, not the map

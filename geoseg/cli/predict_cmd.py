@@ -53,6 +53,7 @@ from geoseg.models.device import DEVICES
 @cache_mb_option
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on GPU.")
 @click.option("--crf", is_flag=True, help="Refine probabilities with the convolutional CRF (use overlap >= 8).")
+@click.option("--tta", is_flag=True, help="Average each tile over its 8 flips and 90-degree rotations (8x the cost).")
 @click.option("--vector", type=click.Path(dir_okay=False), default=None, help="Also vectorize classes to this file.")
 @click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Ground truth raster/vector to evaluate.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Report directory.")
@@ -79,6 +80,7 @@ def predict_command(
     cache_mb: float | None,
     no_amp: bool,
     crf: bool,
+    tta: bool,
     vector: str | None,
     truth: str | None,
     report_dir: str | None,
@@ -133,6 +135,7 @@ def predict_command(
                 cache_mb=cache_mb,
                 amp=not no_amp,
                 crf=crf,
+                tta=tta,
                 overwrite=True,  # staged names: the checks against existing outputs were made above
                 progress=progress,
             )
