@@ -34,9 +34,9 @@ from geoseg.progress import ProgressCallback, report_progress
 
 _BATCH = 4096  # features per yielded batch at most
 #: ... and vertices (plus one polygon): a batch is held while its world geometries, WKB and Arrow columns are built
-#: and written, several copies of its coordinates at once (measured ~150 bytes a vertex at the peak), so the
-#: batch, not the raster, sets this part of the memory. At 200,000 a 4096-px raster (192,000 vertices) never
-#: filled one and larger ones did: peak RSS grew with the raster until that cap (+28 MiB at 8192 px, window 2048).
+#: and written, several copies of its coordinates at once, so the batch, not the raster, sets this part of the
+#: memory. At 200,000 a 4096-px raster (192,000 vertices) never filled one and larger ones did: peak RSS grew with
+#: the raster until that cap (+28 MiB at 8192 px, window 2048; benchmarks/results/vectorize_memory_cpu.txt).
 _BATCH_COORDS = 25_000
 
 
