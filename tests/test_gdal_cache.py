@@ -43,14 +43,24 @@ def test_of_counts_every_band_of_the_file_and_a_mask_byte(tmp_path) -> None:
 
 
 def test_the_cache_is_set_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rasterio.env import get_gdal_config
+
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    before = get_gdal_config("GDAL_CACHEMAX")  # what GDAL's block cache may hold, in bytes
     big = _reads(window=(500, 512))
     with bounded_gdal_cache(big, None):
-        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == int(big.cache_bytes() * 1.25 / 2**20) + 1
+        assert get_gdal_config("GDAL_CACHEMAX") == int(big.cache_bytes() * 1.25)
+    assert get_gdal_config("GDAL_CACHEMAX") == before
     with bounded_gdal_cache(_reads()):
-        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == MIN_CACHE_MB
-    with rasterio.Env(GDAL_CACHEMAX=123), bounded_gdal_cache(big):
-        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == 123
+        assert get_gdal_config("GDAL_CACHEMAX") == MIN_CACHE_MB * 2**20
+    with rasterio.Env(GDAL_CACHEMAX=123 * 2**20), bounded_gdal_cache(big):
+        assert get_gdal_config("GDAL_CACHEMAX") == 123 * 2**20
+    with rasterio.Env():  # inside another Env (which rasterio does not restore it for): the size before comes back
+        with bounded_gdal_cache(big):
+            assert get_gdal_config("GDAL_CACHEMAX") == int(big.cache_bytes() * 1.25)
+        assert get_gdal_config("GDAL_CACHEMAX") == before
+    with bounded_gdal_cache(_reads()), bounded_gdal_cache(big):  # a pass inside another keeps the outer size
+        assert get_gdal_config("GDAL_CACHEMAX") == MIN_CACHE_MB * 2**20
     monkeypatch.setenv("GDAL_CACHEMAX", "64")
     with bounded_gdal_cache(big):
         assert not rasterio.env.hasenv() or "GDAL_CACHEMAX" not in rasterio.env.getenv()

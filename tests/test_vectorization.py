@@ -199,6 +199,36 @@ def test_incremental_write_many_batches(tmp_path: Path, monkeypatch: pytest.Monk
         assert len(back) == len(reference(a, TRANSFORM, 4, 255))
 
 
+def test_batches_bounded_by_vertices_and_window_arrays_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The polygon stream's batch is bounded by vertices (one polygon beyond the budget at most), whatever the
+    raster size; and while a batch is out (built and written by the caller) the stream holds no window-sized array."""
+    import geoseg.vectorization.polygons as v
+    from geoseg.io.read import open_dataset
+
+    monkeypatch.setattr(v, "_BATCH_COORDS", 300)
+    a = tricky_scene(rows=120, cols=130)
+    src = write_raster(tmp_path / "c.tif", a, nodata=255)
+    window = 32
+    ds = open_dataset(src)
+    try:
+        stream = v.polygonize_stream(ds, window=window)
+        batches = []
+        for batch in stream:
+            coords = [int(shapely.get_num_coordinates(b[3])) for b in batch]
+            assert len(batch) <= v._BATCH and sum(coords[:-1]) < v._BATCH_COORDS
+            held = [x for x in stream.gi_frame.f_locals.values() if isinstance(x, np.ndarray) and x.ndim == 2]
+            assert not held, [x.shape for x in held]
+            batches.append(batch)
+    finally:
+        ds.close()
+    assert len(batches) > 3  # the budget, not the raster, decided when batches went out
+    total = sum(int(shapely.get_num_coordinates(b[3])) for batch in batches for b in batch)
+    assert total > 3 * v._BATCH_COORDS
+    assert sum(len(b) for b in batches) == len(reference(a, TRANSFORM, 4, 255))
+
+
 def test_all_nodata_writes_empty_layer(tmp_path: Path) -> None:
     src = write_raster(tmp_path / "c.tif", np.full((10, 10), 255, dtype=np.uint8), nodata=255)
     assert len(vectorize(src)) == 0

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-MIN_CACHE_MB = 16
+MIN_CACHE_MB = 16  # MiB
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,31 @@ class WindowedReads:
 
 
 def bounded_gdal_cache(*reads: WindowedReads | None) -> contextlib.AbstractContextManager[Any]:
-    """A ``rasterio.Env`` whose ``GDAL_CACHEMAX`` holds the blocks ``reads`` revisit (at least 16 MB, plus 25%), or a
-    null context when ``GDAL_CACHEMAX`` is already set. None entries are skipped."""
+    """A ``rasterio.Env`` whose ``GDAL_CACHEMAX`` holds the blocks ``reads`` revisit (at least 16 MiB, plus 25%), or a
+    null context when ``GDAL_CACHEMAX`` is already set. None entries are skipped.
+
+    rasterio hands ``GDAL_CACHEMAX`` to ``GDALSetCacheMax64``, i.e. in bytes (a bare 16 would be a 16-byte cache, which
+    decodes every revisited block again), and does not restore it when a nested ``Env`` exits, so the size in force
+    before is put back on exit."""
     import rasterio.env
 
     if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()):
         return contextlib.nullcontext()
     need = sum(r.cache_bytes() for r in reads if r is not None)
-    return rasterio.Env(GDAL_CACHEMAX=max(MIN_CACHE_MB, int(need * 1.25 / 2**20) + 1))
+    return _gdal_cache_bytes(max(MIN_CACHE_MB * 2**20, int(need * 1.25)))
+
+
+@contextlib.contextmanager
+def _gdal_cache_bytes(nbytes: int) -> Iterator[None]:
+    """GDAL's block cache limited to ``nbytes`` bytes in the block, and the previous limit again after it."""
+    import rasterio.env
+
+    previous = rasterio.env.get_gdal_config("GDAL_CACHEMAX")  # bytes (GDALGetCacheMax64)
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=nbytes):
+            yield
+    finally:
+        rasterio.env.set_gdal_config("GDAL_CACHEMAX", previous)
 
 
 __all__ = ["MIN_CACHE_MB", "WindowedReads", "bounded_gdal_cache"]

@@ -33,7 +33,11 @@ from geoseg.io.read import iter_windows, read_masked
 from geoseg.progress import ProgressCallback, report_progress
 
 _BATCH = 4096  # features per yielded batch at most
-_BATCH_COORDS = 200_000  # ... and coordinates: staircase outlines are heavy, so memory is bounded by vertices
+#: ... and vertices (plus one polygon): a batch is held while its world geometries, WKB and Arrow columns are built
+#: and written, several copies of its coordinates at once, so the batch, not the raster, sets this part of the
+#: memory. At 200,000 a 4096-px raster (192,000 vertices) never filled one and larger ones did: peak RSS grew with
+#: the raster until that cap (+28 MiB at 8192 px, window 2048; benchmarks/results/vectorize_memory_cpu.txt).
+_BATCH_COORDS = 25_000
 
 
 # --- union-find over component ids --------------------------------------------------------------------------------
@@ -186,24 +190,7 @@ def polygonize_stream(
             _edge_ids(labels[:, -1], base),
         )
         if n:
-            counts = np.bincount(labels.ravel(), minlength=n + 1)
-            psum = np.zeros(n + 1)
-            if prob_ds is not None:
-                psum = _probability_sums(prob_ds, win, data, valid, labels, n)
-            shapes = rasterio.features.shapes(
-                labels, mask=labels > 0, connectivity=connectivity, transform=Affine(1, 0, c0, 0, 1, r0)
-            )
-            geoms, vals = [], []
-            for geom, val in shapes:
-                geoms.append(shapely.geometry.shape(geom))
-                vals.append(int(val))
-            garr = np.asarray(geoms, dtype=object)
-            bad = ~shapely.is_valid(garr)
-            if bad.any():  # 8-connected pieces touching at a corner: GDAL writes a self-touching ring
-                garr[bad] = shapely.make_valid(garr[bad])
-            for geom, lab in zip(garr, vals):
-                gid = base + lab
-                merger.add(gid, _Group(int(label_cls[lab]), [geom], [gid], int(counts[lab]), float(psum[lab])))
+            _add_pieces(merger, labels, label_cls, base, win, data, valid, connectivity, prob_ds)
         # joins across the top seam (previous row of windows) and the left seam (previous window in this row)
         if r0 > 0:
             lo, hi = c0 - 1, c1 + 1
@@ -219,6 +206,8 @@ def polygonize_stream(
         next_above_ids[c0:c1] = bottom
         next_above_cls[c0:c1] = data[-1]
         left_ids, left_cls = right, data[:, -1].astype(np.int64)
+        # the window's arrays (tens of MB) must not stay alive while a batch is built and written below
+        del data, valid, labels, label_cls, top, bottom, left, right
         # finalize every group with no pixel on a seam still to be processed
         frontier_parts = []
         if r1 < H:
@@ -232,22 +221,56 @@ def polygonize_stream(
             for g in np.unique(np.concatenate(frontier_parts)):
                 if g >= 0:
                     open_roots.add(merger.find(int(g)))
-        for root in list(merger.groups):
-            if root not in open_roots:
-                g = merger.pop(root)
-                geom = g.pieces[0] if len(g.pieces) == 1 else shapely.union_all(g.pieces)
-                finished.append((g.class_id, g.pixels, g.prob_sum, geom))
-                finished_coords += int(shapely.get_num_coordinates(geom))
+        for root in [r for r in merger.groups if r not in open_roots]:
+            g = merger.pop(root)
+            geom = g.pieces[0] if len(g.pieces) == 1 else shapely.union_all(g.pieces)
+            finished.append((g.class_id, g.pixels, g.prob_sum, geom))
+            finished_coords += int(shapely.get_num_coordinates(geom))
+            if len(finished) >= _BATCH or finished_coords >= _BATCH_COORDS:  # a full batch: out before the next
+                yield finished
+                finished = []
+                finished_coords = 0
         report_progress(progress, done, n_windows, "vectorize")
         release_freed_memory()
-        if len(finished) >= _BATCH or finished_coords >= _BATCH_COORDS:
-            yield finished
-            finished = []
-            finished_coords = 0
     if merger.groups:  # cannot happen: the last window closes every seam
         raise RuntimeError("internal error: polygons left pending after the last window")
     if finished:
         yield finished
+
+
+def _add_pieces(
+    merger: _Merger,
+    labels: np.ndarray,
+    label_cls: np.ndarray,
+    base: int,
+    win: Window,
+    data: np.ndarray,
+    valid: np.ndarray,
+    connectivity: int,
+    prob_ds: rasterio.DatasetReader | None,
+) -> None:
+    """Polygonize the components of one window (``labels``, global id = ``base`` + label) into ``merger``, one
+    pending group each; the window's temporaries die on return."""
+    n = label_cls.size - 1
+    r0, c0 = int(win.row_off), int(win.col_off)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    psum = np.zeros(n + 1)
+    if prob_ds is not None:
+        psum = _probability_sums(prob_ds, win, data, valid, labels, n)
+    shapes = rasterio.features.shapes(
+        labels, mask=labels > 0, connectivity=connectivity, transform=Affine(1, 0, c0, 0, 1, r0)
+    )
+    geoms, vals = [], []
+    for geom, val in shapes:
+        geoms.append(shapely.geometry.shape(geom))
+        vals.append(int(val))
+    garr = np.asarray(geoms, dtype=object)
+    bad = ~shapely.is_valid(garr)
+    if bad.any():  # 8-connected pieces touching at a corner: GDAL writes a self-touching ring
+        garr[bad] = shapely.make_valid(garr[bad])
+    for geom, lab in zip(garr, vals):
+        gid = base + lab
+        merger.add(gid, _Group(int(label_cls[lab]), [geom], [gid], int(counts[lab]), float(psum[lab])))
 
 
 def _probability_sums(
