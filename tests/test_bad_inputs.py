@@ -686,10 +686,12 @@ def test_a_run_after_sigkill_removes_the_temporaries_the_killed_run_left(tmp_pat
 
 
 def test_sigint_while_vectorizing_leaves_no_output(tmp_path):
-    data = np.random.default_rng(1).normal(size=(2, 512, 512)).astype(np.float32)  # noise: many small polygons
+    # noise: many small polygons, so vectorizing lasts long enough (seconds) for the signal to arrive during it even
+    # when this process is slow to send it on a loaded machine
+    data = np.random.default_rng(1).normal(size=(2, 1024, 1024)).astype(np.float32)
     src = write_raster(tmp_path / "in.tif", data, tiled=True, blockxsize=256, blockysize=256)
-    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=64, overlap=8)
-    lab = write_raster(tmp_path / "lab.tif", class_scene(512, 512, bands=2)[1])
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=128, overlap=8)
+    lab = write_raster(tmp_path / "lab.tif", class_scene(1024, 1024, bands=2)[1])
     before = _snapshot(tmp_path)
     args = [sys.executable, "-m", "geoseg", "predict", src, "out.tif", "-m", ck, "--device", "cpu", "--vector",
             "v.gpkg", "--truth", lab, "--report", "rep", "--progress", "json"]  # fmt: skip
