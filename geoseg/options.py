@@ -81,12 +81,16 @@ POSITIVE = Bound(integer=False, low=0, low_open=True)
 NON_NEGATIVE = Bound(integer=False, low=0)
 FRACTION = Bound(integer=False, low=0, high=1, high_open=True)
 
+#: the most threads an option may ask for: 256, or the machine's cores when it has more
+_MAX_THREADS = max(256, os.cpu_count() or 1)
+
 #: the numeric options of the library, by parameter name: one definition for every function that takes them
 BOUNDS: dict[str, Bound] = {
     "tile": Bound(integer=True, low=1, unit="pixels"),
     "overlap": Bound(integer=True, low=0, unit="pixels"),
     "batch_size": Bound(integer=True, low=1, unit="tiles or chips per batch"),
-    "workers": Bound(integer=True, low=0, unit="threads"),
+    # reader threads: each holds tile buffers and a GDAL handle; far more than the cores only multiplies them
+    "workers": Bound(integer=True, low=0, high=_MAX_THREADS, unit="reader threads"),
     "cache_mb": Bound(integer=False, low=0, unit="MiB; 0 never holds input blocks across tile rows", allow_inf=True),
     "window": Bound(integer=True, low=1, unit="pixels"),
     "region_size": Bound(integer=True, low=1, unit="pixels"),
@@ -108,7 +112,7 @@ BOUNDS: dict[str, Bound] = {
     "nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
     "label_nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
     # torch's intra-op threads: more than the machine has only adds contention, and ~1e5 crashes the process
-    "threads": Bound(integer=True, low=1, high=max(256, os.cpu_count() or 1), unit="CPU threads for torch"),
+    "threads": Bound(integer=True, low=1, high=_MAX_THREADS, unit="CPU threads for torch"),
     "weight_decay": NON_NEGATIVE,
     "label_smoothing": FRACTION,
     "balance": Bound(integer=False, low=0, high=1, unit="0: classes as labelled, 1: equal"),

@@ -272,13 +272,14 @@ def test_predict_postprocess_helper(tmp_path: Path) -> None:
 
     _, labels = class_scene(30, 40, classes=3)
     p = write_raster(tmp_path / "p.tif", labels)
+    scene = write_raster(tmp_path / "scene.tif", class_scene(30, 40, classes=3)[0])  # the truth is checked against it
     out = tmp_path / "classes.tif"
 
     @click.command()
     def run() -> None:
         plan = PostProcessing.plan(
             str(out),
-            raster=str(tmp_path / "scene.tif"),
+            raster=str(scene),
             checkpoint=str(tmp_path / "m.safetensors"),
             probabilities=None,
             vector=str(tmp_path / "v.gpkg"),

@@ -159,7 +159,7 @@ def test_band_contract_errors(tmp_path):
         predict_raster(src, tmp_path / "o.tif", model=ck, bands="1,2", device="cpu")
     # enough bands, but not named as the model's: a selection of exactly the model's band count is suggested
     six = write_raster(tmp_path / "six.tif", np.concatenate([data, data[:2]]))
-    with pytest.raises(ModelContractError, match=r"lacks B2,B3,B4,B8,B11.*e\.g\. bands='1-5' \(CLI: --bands 1-5\)"):
+    with pytest.raises(ModelContractError, match=r"lacks B2,B3,B4,B8,B11.*e\.g\. bands='1-5'$"):
         predict_raster(six, tmp_path / "o.tif", model=ck, device="cpu")
     assert not (tmp_path / "o.tif").exists()
 

@@ -200,7 +200,7 @@ def predict_raster(
     net, config = load_model(model, dev)
     if config.untrained_class_ids:
         net = UntrainedClassMask(net, config.untrained_class_ids).to(dev)
-    selection = match_bands(config, descriptions, bands)
+    selection = match_bands(config, descriptions, bands, path=str(src))
     source = RasterSource(src, bands=selection, nodata=nodata, apply_scale_offset=config.scale_offset)
     with ExitStack() as stack:
         stack.callback(source.close)
