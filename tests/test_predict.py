@@ -77,7 +77,9 @@ def test_block_reuse_and_reader_threads_do_not_change_the_map(tmp_path, layout, 
         out = predict_raster(src, tmp_path / f"o{workers}.tif", model=(net, cfg), tile=48, overlap=32,
                              workers=workers, device="cpu")  # fmt: skip
         np.testing.assert_array_equal(_read(out.output)[0], whole)
-    with pytest.raises(InvalidParameterError, match="workers must be an integer >= 0"):
+    with pytest.raises(
+        InvalidParameterError, match=r"workers must be an integer in \[0, \d+\] \(reader threads\), got -1"
+    ):
         predict_raster(src, tmp_path / "bad.tif", model=(net, cfg), workers=-1, device="cpu")
 
 

@@ -122,7 +122,7 @@ def _refuse_repeats(spec: BandSpec, indexes: Sequence[int], descriptions: Sequen
             shown = ",".join(map(str, spec)) if isinstance(spec, list | tuple) else str(spec)
             raise BandSelectionError(
                 f"band selection {shown!r} selects band {i}{name} twice (positions {seen[i]} and {pos}); each "
-                f"position must be a different band: give {option('bands')} {len(indexes)} distinct bands (1-based "
-                f"indexes or names)"
+                f"position must be a different band: list {len(indexes)} distinct bands (1-based indexes or names) in "
+                f"{option('bands')}"
             )
         seen[i] = pos
