@@ -519,6 +519,19 @@ BAD_COMMAND_LINES = [
                  r"class ids 0\.\.2.*gdal_edit -a_nodata 255 nd1\.tif", id="evaluate-prediction-nodata-is-a-class"),
     pytest.param(["vectorize", "nd1.tif", "v.gpkg"], r"class raster nd1\.tif declares nodata 1",
                  id="vectorize-nodata-is-a-class"),
+    pytest.param(["vectorize", "lab.tif", "v.gpkg", "--min-area", "1e300", "--progress", "none"],
+                 r"--min-area 1e\+300 drops all \d+ polygons of lab\.tif \(the largest covers \d+ pixels.*lower "
+                 r"--min-area$", id="vectorize-min-area-drops-everything"),
+    # --- integers beyond any use fail allocating (or overflow a seed): refused with the range instead
+    pytest.param([*PREDICT, "--batch-size", "1000000000"], r"--batch-size must be an integer in \[1, 65536\]",
+                 id="predict-batch-size-huge"),
+    pytest.param([*TRAIN, "--batch-size", "1000000000"], r"--batch-size must be an integer in \[1, 65536\]",
+                 id="train-batch-size-huge"),
+    pytest.param([*TRAIN, "--chip", "1000000000"], r"--chip must be an integer in \[8, 16384\]", id="train-chip-huge"),
+    pytest.param([*TRAIN, "--chips-per-epoch", "1000000000"],
+                 r"--chips-per-epoch must be an integer in \[1, 10000000\]", id="train-chips-per-epoch-huge"),
+    pytest.param([*TRAIN, "--seed", str(2**70)], r"--seed must be an integer in \[0, 4294967295\]",
+                 id="train-seed-huge"),
     pytest.param(["vectorize", "allnd.tif", "v.gpkg", "--progress", "none"],
                  r"class raster allnd\.tif holds no valid pixel", id="vectorize-all-nodata"),
     # --- predict --truth: checked against the image before predicting (the message names the image, not the map)
@@ -810,6 +823,11 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, 
     def stop():
         raise KeyboardInterrupt
 
+    @group.command("train")
+    @handle_errors
+    def alloc():  # torch's CPU allocator fails with a RuntimeError, not a MemoryError
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried")
+
     res = CliRunner().invoke(group, ["boom", "scene.tif"])
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.exit_code == 1 and len(lines) == 1, res.stderr
@@ -820,6 +838,11 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, 
     monkeypatch.setenv("GEOSEG_DEBUG", "1")
     assert "Traceback" in CliRunner().invoke(group, ["boom", "x"]).stderr
     assert CliRunner().invoke(group, ["stop"]).exit_code == 130
+    monkeypatch.delenv("GEOSEG_DEBUG")
+    res = CliRunner().invoke(group, ["train"])
+    assert res.exit_code == 1 and res.stderr.strip() == (
+        "Error: geoseg train ran out of memory; use smaller tiles or batches (--chip, --batch-size) or free memory"
+    )
 
 
 # ====================================================================================================================

@@ -142,6 +142,25 @@ def _not_empty(stream: Iterator[list[Any]], path: Any) -> Iterator[list[Any]]:
         )
 
 
+def _built(stream: Iterator[list[Any]], builder: FeatureBuilder, *, min_area: float, path: Any) -> Iterator[Any]:
+    """The attribute batches of ``stream``'s polygons (``builder``), raising InvalidParameterError at the end when
+    ``min_area`` dropped every polygon: an empty file would look like a class raster without classes."""
+    polygons = kept = largest = 0
+    for batch in stream:
+        polygons += len(batch)
+        largest = max([largest, *(int(b[1]) for b in batch)])
+        cols = builder.build(batch)
+        if cols is not None:
+            kept += len(cols["class_id"])
+            yield cols
+    if polygons and not kept:
+        raise InvalidParameterError(
+            f"{option('min_area', min_area)} drops all {polygons} polygons of {path} (the largest covers {largest} "
+            f"pixels; the area is in square map units of the raster's CRS): nothing would be written; lower "
+            f"{option('min_area')}"
+        )
+
+
 def _check_probabilities(prob_ds: Any, path: str | os.PathLike[str]) -> None:
     """Refuse a raster whose values (scale and offset applied, on the value sample of its first bands,
     :func:`geoseg.io.classes.sample_values`) are not probabilities in [0, 1], e.g. the image instead of the
@@ -213,7 +232,7 @@ def _vectorize(
             polygonize_stream(ds, connectivity=connectivity, window=window, prob_ds=prob_ds, progress=progress),
             class_raster,
         )
-        batches = (cols for cols in (builder.build(b) for b in stream) if cols is not None)
+        batches = _built(stream, builder, min_area=min_area, path=class_raster)
         final_crs = out_crs if out_crs is not None else src_crs
         with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in (ds, prob_ds) if d is not None)):
             if out_path is None or driver is None:
