@@ -24,7 +24,7 @@ from geoseg.errors import (
     NoOverlapError,
     UnknownClassError,
 )
-from geoseg.hints import option, placeholder
+from geoseg.hints import CLASS_LIST, option, placeholder
 from geoseg.io.align import RasterOnGrid
 from geoseg.io.classes import check_class_ids, check_class_raster, check_integral, check_nodata_is_no_class
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
@@ -438,10 +438,10 @@ def _raise_unknown(
     if unknown_truth:
         ids = sorted(unknown_truth)
         px = sum(unknown_truth.values())
-        hint = option("ignore_index", ids[0]) if len(ids) == 1 else "remapping the labels"
+        hint = f"set {option('ignore_index', ids[0])}" if len(ids) == 1 else "remap the labels"
         raise UnknownClassError(
-            f"truth {truth} holds class ids {ids} ({px} px) that are not among the {known}; pass classes listing "
-            f"every class, set {hint}, or mark them as nodata in the labels"
+            f"truth {truth} holds class ids {ids} ({px} px) that are not among the {known}; pass "
+            f"{option('classes', CLASS_LIST)} listing every class, {hint}, or mark them as nodata in the labels"
             + (f" (ignore_index is {ignore_index})" if ignore_index is not None else "")
         )
     if unknown_pred:

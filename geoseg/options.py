@@ -98,12 +98,14 @@ BOUNDS: dict[str, Bound] = {
     "cache_mb": Bound(integer=False, low=0, unit="MiB; 0 never holds input blocks across tile rows", allow_inf=True),
     "window": Bound(integer=True, low=1, unit="pixels"),
     "region_size": Bound(integer=True, low=1, unit="pixels"),
-    "retries": NON_NEGATIVE_INT,
+    # attempts per failed task: a scene that fails 100 times fails for a reason a retry does not fix
+    "retries": Bound(integer=True, low=0, high=100, unit="attempts per failed task"),
     "worker_timeout": Bound(integer=False, low=0, low_open=True, unit="seconds", allow_inf=True),
     "epochs": POSITIVE_INT,
     "chip": Bound(integer=True, low=8, high=16384, unit="pixels"),
     "chips_per_epoch": Bound(integer=True, low=1, high=10_000_000, unit="chips"),
-    "lr": Bound(integer=False, low=0, low_open=True, unit="learning rate"),
+    # AdamW's step is about lr per weight: at 1 and above every weight jumps by its own scale and training diverges
+    "lr": Bound(integer=False, low=0, low_open=True, high=1, high_open=True, unit="AdamW learning rate"),
     "val_fraction": FRACTION,
     "block": Bound(integer=True, low=8, unit="pixels"),
     "patience": POSITIVE_INT,
