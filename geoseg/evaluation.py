@@ -328,7 +328,8 @@ def _evaluate(
             raise InvalidParameterError(f"prediction {prediction} has dtype {pred.dtypes[0]}; expected class ids")
         names = _resolve_classes(classes, pred)
         values = check_class_raster(pred, path=prediction, what="prediction", names=names)
-        check_class_ids(values, path=prediction, what="prediction", names=None)  # ids beyond names: counted below
+        # the value sample, before a full pass; ids the sample misses are counted while scoring (_raise_unknown)
+        check_class_ids(values, path=prediction, what="prediction", names=names)
         check_nodata_is_no_class(pred, values, path=prediction, what="prediction", names=names)
         if is_vector(truth):
             truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_layer, truth_id_field)

@@ -196,7 +196,7 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError):
         evaluate(p, tmp_path / "nope.tif")
     bigpred = write_raster(tmp_path / "bp.tif", np.full((10, 10), 5, dtype=np.uint8))
-    with pytest.raises(UnknownClassError, match=r"prediction .* class ids \[5\]"):
+    with pytest.raises(UnknownClassError, match=r"prediction .* class ids \{5\} that are not among the 2 class names"):
         evaluate(bigpred, p, classes=2)
 
 

@@ -154,7 +154,7 @@ def check_class_ids(
         raise UnknownClassError(
             f"{what} {path} holds class ids {_shown(bad)} that are not among the {k} class names given "
             f"({', '.join(map(str, names[:8]))}{', ...' if k > 8 else ''}): name every id 0..K-1 "
-            f"({option('classes')}), or declare the other values nodata"
+            f"({option('classes', CLASS_LIST)}), or declare the other values nodata"
         )
 
 
