@@ -165,9 +165,15 @@ def _aoi(aoi: Any, pred: Any, layer: str | None) -> AreaOfInterest:
     xmin, ymin, xmax, ymax = area.bounds
     overlaps = not (xmin >= xs.max() or xmax <= xs.min() or ymin >= ys.max() or ymax <= ys.min())
     if not overlaps:
+        fix = "check both cover the same area in the right CRS"
+        if area.own_crs is None and georef.map_crs is not None:
+            fix = (
+                f"it has no CRS, so its coordinates were taken to be in {georef.map_crs}: set the CRS it was drawn in "
+                f"(ogr2ogr -a_srs EPSG:XXXX fixed.gpkg {aoi}, or Set CRS in QGIS)"
+            )
         raise NoOverlapError(
             f"area of interest {aoi} (bounds {tuple(round(v, 3) for v in area.bounds)}) covers no pixel of the "
-            f"prediction ({georef.describe()}); check both cover the same area in the right CRS"
+            f"prediction ({georef.describe()}); {fix}"
         )
     return area
 

@@ -553,6 +553,9 @@ BAD_COMMAND_LINES = [
                  id="predict-truth-raster-elsewhere"),
     pytest.param(["evaluate", "lab.tif", "far.gpkg"], r"truth polygons far\.gpkg .* lie outside the prediction",
                  id="evaluate-truth-polygons-elsewhere"),
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--aoi", "nocrs.gpkg"],
+                 r"area of interest nocrs\.gpkg .* covers no pixel .*; it has no CRS, so its coordinates were taken to "
+                 r"be in EPSG:32633: set the CRS it was drawn in", id="evaluate-aoi-without-crs-elsewhere"),
     pytest.param(["evaluate", "lab.tif", "empty.gpkg"], r"truth polygons empty\.gpkg hold no polygon",
                  id="evaluate-truth-polygons-empty"),
 ]  # fmt: skip

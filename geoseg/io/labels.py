@@ -464,8 +464,10 @@ class AreaOfInterest:
     def __init__(
         self, source: LabelsLike, georef: Georeference, *, layer: str | None = None, layer_option: str = "layer="
     ) -> None:
-        gdf = to_crs(read_polygons(source, what="area of interest", layer=layer, layer_option=layer_option),
-                     georef.map_crs)  # fmt: skip
+        gdf = read_polygons(source, what="area of interest", layer=layer, layer_option=layer_option)
+        #: the polygons' own CRS (None: their coordinates are taken to be in the grid's)
+        self.own_crs = gdf.crs
+        gdf = to_crs(gdf, georef.map_crs)
         self.bounds = tuple(float(v) for v in gdf.total_bounds) if len(gdf) else None
         self._polygons = GridPolygons(gdf.geometry.to_numpy(), georef)
 
