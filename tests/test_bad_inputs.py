@@ -668,7 +668,7 @@ def test_the_library_spells_options_as_python_arguments(tmp_path, good, ck):
         ({"epochs": "ten"}, r"^epochs must be an integer \(or null to use the default\), got 'ten'"),
         ({"arch_kwargs": [1, 2]}, r"^arch_kwargs must be a mapping"),
         ({"classes": ["a", "a", "b"]}, r"^classes \['a', 'a', 'b'\]|classes 'a,a,b' names 'a' twice"),
-        ({"lr": float("nan")}, r"^lr must be a positive number"),
+        ({"lr": float("nan")}, r"^lr must be a number in \(0, 1\) \(AdamW learning rate\), got nan"),
         ({"adapt": "mean"}, r"^adapt needs encoder_weights"),
     ]:
         with pytest.raises(InvalidParameterError, match=message):
