@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,13 @@ from geoseg.errors import (
     NoOverlapError,
     UnknownClassError,
 )
-from geoseg.hints import option
+from geoseg.hints import CLASS_LIST, option, placeholder
 from geoseg.io.align import RasterOnGrid
-from geoseg.io.classes import check_class_raster, check_integral
+from geoseg.io.classes import check_class_ids, check_class_raster, check_integral, check_nodata_is_no_class
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
 from geoseg.io.georef import Georeference
 from geoseg.io.labels import AreaOfInterest, PolygonLabels, is_vector
-from geoseg.io.read import iter_windows, open_dataset, read_masked
+from geoseg.io.read import iter_windows, nodata_fits, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
 from geoseg.options import check_class_names, check_numbers, check_requires
@@ -106,9 +107,9 @@ class _RasterTruth:
     """Raster truth on the prediction grid (:class:`geoseg.io.align.RasterOnGrid`: the grid the training labels use
     too), checked to be a class raster."""
 
-    def __init__(self, path: Any, pred: Any, names: list[str] | None) -> None:
+    def __init__(self, path: Any, pred: Any, names: list[str] | None, target: str = "the prediction") -> None:
         self.on_grid = RasterOnGrid(
-            path, georef=Georeference.of(pred), shape=(pred.height, pred.width), what="truth", target="the prediction"
+            path, georef=Georeference.of(pred), shape=(pred.height, pred.width), what="truth", target=target
         )
         self.ds = self.on_grid.ds
         self.path = path
@@ -135,11 +136,12 @@ class _VectorTruth:
         self, truth: Any, pred: Any, field: str | None, names: list[str] | None, background: int | None,
         layer: str | None,
         id_field: str | None = None,
+        target: str = "the prediction",
     ) -> None:  # fmt: skip
         self.polygons = PolygonLabels(
             truth, georef=Georeference.of(pred), class_field=field, classes=names, layer=layer,
-            layer_option="truth_layer= (CLI: --layer)", what="truth polygons",
-            id_field=id_field,
+            layer_option=option("truth_layer", placeholder("NAME")), what="truth polygons",
+            id_field=id_field, field_option="truth_class_field", shape=(pred.height, pred.width), target=target,
         )  # fmt: skip
         self.background = background
 
@@ -155,7 +157,7 @@ class _VectorTruth:
 
 def _aoi(aoi: Any, pred: Any, layer: str | None) -> AreaOfInterest:
     georef = Georeference.of(pred)
-    area = AreaOfInterest(aoi, georef, layer=layer, layer_option="aoi_layer= (CLI: --aoi-layer)")
+    area = AreaOfInterest(aoi, georef, layer=layer, layer_option=option("aoi_layer", placeholder("NAME")))
     if area.bounds is None:
         raise NoOverlapError(f"area of interest {aoi} holds no geometry")
     # the grid's four corners (rotated and GCP grids included); pixels are counted exactly while evaluating
@@ -163,11 +165,85 @@ def _aoi(aoi: Any, pred: Any, layer: str | None) -> AreaOfInterest:
     xmin, ymin, xmax, ymax = area.bounds
     overlaps = not (xmin >= xs.max() or xmax <= xs.min() or ymin >= ys.max() or ymax <= ys.min())
     if not overlaps:
+        fix = "check both cover the same area in the right CRS"
+        if area.own_crs is None and georef.map_crs is not None:
+            fix = (
+                f"it has no CRS, so its coordinates were taken to be in {georef.map_crs}: set the CRS it was drawn in "
+                f"(ogr2ogr -a_srs EPSG:XXXX fixed.gpkg {aoi}, or Set CRS in QGIS)"
+            )
         raise NoOverlapError(
             f"area of interest {aoi} (bounds {tuple(round(v, 3) for v in area.bounds)}) covers no pixel of the "
-            f"prediction ({georef.describe()}); check both cover the same area in the right CRS"
+            f"prediction ({georef.describe()}); {fix}"
         )
     return area
+
+
+def _check_ignore_index(ignore_index: int | None, truth_src: Any, truth: Any) -> None:
+    """Refuse an ``ignore_index`` no truth pixel can hold: outside the truth raster's dtype (-5 in uint8 labels), or
+    negative for polygon truth, whose ids are class ids 0, 1, ... Such a value would ignore nothing, silently.
+
+    Raises:
+        InvalidParameterError: naming the value, what the truth can hold and the fix.
+    """
+    if ignore_index is None:
+        return
+    if isinstance(truth_src, _RasterTruth):
+        dtype = np.dtype(truth_src.ds.dtypes[0])
+        if nodata_fits(ignore_index, dtype):
+            return
+        span = f"{np.iinfo(dtype).min}..{np.iinfo(dtype).max}" if dtype.kind in "iu" else str(dtype)
+        raise InvalidParameterError(
+            f"{option('ignore_index', ignore_index)} cannot occur in truth {truth}: it holds {dtype} values "
+            f"({span}), so no pixel would be ignored; give the truth value to leave out (e.g. its 'unlabelled' code) "
+            f"or drop {option('ignore_index')}"
+        )
+    if ignore_index < 0:
+        raise InvalidParameterError(
+            f"{option('ignore_index', ignore_index)} cannot occur in polygon truth {truth}: its pixels hold class "
+            f"ids 0, 1, 2, ... (or {option('background')}), so no pixel would be ignored; give the class id to leave "
+            f"out or drop {option('ignore_index')}"
+        )
+
+
+def check_truth(
+    truth: Any,
+    grid: str | os.PathLike[str],
+    *,
+    classes: Sequence[str] | None = None,
+    truth_class_field: str | None = None,
+    truth_layer: str | None = None,
+    truth_id_field: str | None = None,
+    background: int | None = None,
+) -> None:
+    """Check, before a class map is made on the grid of raster ``grid`` (e.g. the image to predict), that ``truth``
+    can be scored against it: what :func:`evaluate` checks when it opens the truth (a readable class raster or
+    polygons with a class attribute, ``classes`` mapping names to ids), and that the truth overlaps the grid (bounds
+    in a common CRS; polygons: at least one touches it, else the reason: empty layer, no CRS, elsewhere). So
+    ``geoseg predict --truth`` refuses such truth before predicting.
+
+    Raises:
+        the errors of :func:`evaluate` about the truth (InputNotFoundError, NotARasterError, UnsupportedRasterError,
+        UnknownClassError, InvalidParameterError, NoValidDataError, NoOverlapError).
+    """
+    ds = open_dataset(grid)
+    src: _RasterTruth | _VectorTruth | None = None
+    target = f"the image {grid} (the class map's grid)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # evaluate gives them when it runs: once
+            names = list(classes) if classes is not None else None
+            if is_vector(truth):
+                src = _VectorTruth(
+                    truth, ds, truth_class_field, names, background, truth_layer, truth_id_field, target=target
+                )
+            else:
+                if not Path(str(truth)).exists():
+                    raise InputNotFoundError(f"truth not found: {truth}; check the path (relative to {os.getcwd()})")
+                src = _RasterTruth(truth, ds, names, target=target)
+    finally:
+        if src is not None:
+            src.close()
+        ds.close()
 
 
 def evaluate(
@@ -257,13 +333,17 @@ def _evaluate(
         if np.dtype(pred.dtypes[0]).kind not in "uif":
             raise InvalidParameterError(f"prediction {prediction} has dtype {pred.dtypes[0]}; expected class ids")
         names = _resolve_classes(classes, pred)
-        check_class_raster(pred, path=prediction, what="prediction", names=names)
+        values = check_class_raster(pred, path=prediction, what="prediction", names=names)
+        # the value sample, before a full pass; ids the sample misses are counted while scoring (_raise_unknown)
+        check_class_ids(values, path=prediction, what="prediction", names=names)
+        check_nodata_is_no_class(pred, values, path=prediction, what="prediction", names=names)
         if is_vector(truth):
             truth_src = _VectorTruth(truth, pred, truth_class_field, names, background, truth_layer, truth_id_field)
         else:
             if not hasattr(truth, "geometry") and not Path(str(truth)).exists():
                 raise InputNotFoundError(f"truth not found: {truth}; check the path (relative to {os.getcwd()})")
             truth_src = _RasterTruth(truth, pred, names)
+        _check_ignore_index(ignore_index, truth_src, truth)
         aoi_src = _aoi(aoi, pred, aoi_layer) if aoi is not None else None
         readers = [pred] + ([truth_src.ds] if isinstance(truth_src, _RasterTruth) else [])
         with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in readers)):
@@ -365,15 +445,15 @@ def _raise_unknown(
     if unknown_truth:
         ids = sorted(unknown_truth)
         px = sum(unknown_truth.values())
-        hint = f"ignore_index={ids[0]} (CLI: --ignore-index {ids[0]})" if len(ids) == 1 else "remapping the labels"
+        hint = f"set {option('ignore_index', ids[0])}" if len(ids) == 1 else "remap the labels"
         raise UnknownClassError(
-            f"truth {truth} holds class ids {ids} ({px} px) that are not among the {known}; pass classes listing "
-            f"every class, set {hint}, or mark them as nodata in the labels"
+            f"truth {truth} holds class ids {ids} ({px} px) that are not among the {known}; pass "
+            f"{option('classes', CLASS_LIST)} listing every class, {hint}, or mark them as nodata in the labels"
             + (f" (ignore_index is {ignore_index})" if ignore_index is not None else "")
         )
     if unknown_pred:
         ids = sorted(unknown_pred)
         raise UnknownClassError(
             f"prediction {prediction} holds class ids {ids} ({sum(unknown_pred.values())} px) that are not among the "
-            f"{known}; pass the classes the model was trained with (CLI: --classes)"
+            f"{known}; pass the classes the model was trained with ({option('classes')})"
         )

@@ -33,19 +33,44 @@ def flag(name: str) -> str:
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
+class Placeholder(str):
+    """A value that stands for what the user gives (``VALUE``, ``[...]``): written as is, never quoted, with its own
+    command-line form when that differs (``classes=[...]`` but ``--classes NAMES``)."""
+
+    cli: str
+
+    def __new__(cls, text: str, cli: str | None = None) -> Placeholder:
+        self = super().__new__(cls, text)
+        self.cli = cli if cli is not None else text
+        return self
+
+
+def placeholder(text: str, cli: str | None = None) -> Placeholder:
+    """A :class:`Placeholder` for :func:`option`: ``option("nodata", placeholder("VALUE"))`` -> ``nodata=VALUE`` or
+    ``--nodata VALUE``."""
+    return Placeholder(text, cli)
+
+
+#: a list of class names, as messages ask for one: ``classes=[...]``, ``--classes NAMES``
+CLASS_LIST = Placeholder("[...]", "NAMES")
+
+
 def option(name: str, value: object = _UNSET, *, cli_flag: str | None = None) -> str:
     """How the reader sets ``name`` (to ``value``): ``name=value`` from Python, ``--flag value`` on the CLI.
 
     A boolean True becomes the bare flag (``--overwrite``); without ``value`` only the name or flag is returned.
-    ``cli_flag`` overrides the flag (e.g. ``--out`` for ``out_dir`` of the demo).
+    ``cli_flag`` overrides the flag (e.g. ``--out`` for ``out_dir`` of the demo). Text is quoted for Python
+    (``bands='1,2'``) unless it is a :func:`placeholder`.
     """
     if _CLI.get():
         f = cli_flag or flag(name)
         if value is _UNSET or value is True:
             return f
-        return f"{f} {value}"
+        return f"{f} {value.cli if isinstance(value, Placeholder) else value}"
     if value is _UNSET:
         return name
+    if isinstance(value, Placeholder):
+        return f"{name}={value}"
     return f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}"
 
 
@@ -64,4 +89,4 @@ def cli_spelling() -> Iterator[None]:
         _CLI.reset(token)
 
 
-__all__ = ["FLAGS", "cli_spelling", "flag", "on_cli", "option"]
+__all__ = ["CLASS_LIST", "FLAGS", "Placeholder", "cli_spelling", "flag", "on_cli", "option", "placeholder"]

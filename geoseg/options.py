@@ -42,6 +42,9 @@ class Bound:
     allow_nan: bool = False
     allow_inf: bool = False
 
+    def _num(self, v: float) -> str:
+        return str(int(v)) if self.integer and float(v).is_integer() else f"{v:g}"
+
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         if self.low == 0 and self.low_open and self.high is None:
@@ -52,11 +55,11 @@ class Bound:
             kind = "an integer >= 0" if self.integer else "a number >= 0"
         elif self.low is not None and self.high is not None:
             lo, hi = ("(" if self.low_open else "["), (")" if self.high_open else "]")
-            kind += f" in {lo}{self.low:g}, {self.high:g}{hi}"
+            kind += f" in {lo}{self._num(self.low)}, {self._num(self.high)}{hi}"
         elif self.low is not None:
-            kind += f" {'>' if self.low_open else '>='} {self.low:g}"
+            kind += f" {'>' if self.low_open else '>='} {self._num(self.low)}"
         elif self.high is not None:
-            kind += f" {'<' if self.high_open else '<='} {self.high:g}"
+            kind += f" {'<' if self.high_open else '<='} {self._num(self.high)}"
         return f"{kind} ({self.unit})" if self.unit else kind
 
     def valid(self, value: Any) -> bool:
@@ -81,25 +84,32 @@ POSITIVE = Bound(integer=False, low=0, low_open=True)
 NON_NEGATIVE = Bound(integer=False, low=0)
 FRACTION = Bound(integer=False, low=0, high=1, high_open=True)
 
+#: the most threads an option may ask for: 256, or the machine's cores when it has more
+_MAX_THREADS = max(256, os.cpu_count() or 1)
+
 #: the numeric options of the library, by parameter name: one definition for every function that takes them
 BOUNDS: dict[str, Bound] = {
     "tile": Bound(integer=True, low=1, unit="pixels"),
     "overlap": Bound(integer=True, low=0, unit="pixels"),
-    "batch_size": Bound(integer=True, low=1, unit="tiles or chips per batch"),
-    "workers": Bound(integer=True, low=0, unit="threads"),
+    # beyond any accelerator's memory for the smallest tiles: larger values only fail allocating their buffers
+    "batch_size": Bound(integer=True, low=1, high=65536, unit="tiles or chips per batch"),
+    # reader threads: each holds tile buffers and a GDAL handle; far more than the cores only multiplies them
+    "workers": Bound(integer=True, low=0, high=_MAX_THREADS, unit="reader threads"),
     "cache_mb": Bound(integer=False, low=0, unit="MiB; 0 never holds input blocks across tile rows", allow_inf=True),
     "window": Bound(integer=True, low=1, unit="pixels"),
     "region_size": Bound(integer=True, low=1, unit="pixels"),
-    "retries": NON_NEGATIVE_INT,
+    # attempts per failed task: a scene that fails 100 times fails for a reason a retry does not fix
+    "retries": Bound(integer=True, low=0, high=100, unit="attempts per failed task"),
     "worker_timeout": Bound(integer=False, low=0, low_open=True, unit="seconds", allow_inf=True),
     "epochs": POSITIVE_INT,
-    "chip": Bound(integer=True, low=8, unit="pixels"),
-    "chips_per_epoch": POSITIVE_INT,
-    "lr": Bound(integer=False, low=0, low_open=True, unit="learning rate"),
+    "chip": Bound(integer=True, low=8, high=16384, unit="pixels"),
+    "chips_per_epoch": Bound(integer=True, low=1, high=10_000_000, unit="chips"),
+    # AdamW's step is about lr per weight: at 1 and above every weight jumps by its own scale and training diverges
+    "lr": Bound(integer=False, low=0, low_open=True, high=1, high_open=True, unit="AdamW learning rate"),
     "val_fraction": FRACTION,
     "block": Bound(integer=True, low=8, unit="pixels"),
     "patience": POSITIVE_INT,
-    "seed": NON_NEGATIVE_INT,
+    "seed": Bound(integer=True, low=0, high=2**32 - 1, unit="numpy and torch take seeds below 2**32"),
     "max_seconds": Bound(integer=False, low=0, low_open=True, unit="seconds", allow_inf=True),
     "min_area": Bound(integer=False, low=0, unit="square map units"),
     "simplify": Bound(integer=False, low=0, unit="map units"),
@@ -108,7 +118,7 @@ BOUNDS: dict[str, Bound] = {
     "nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
     "label_nodata": Bound(integer=False, allow_nan=True, allow_inf=True),
     # torch's intra-op threads: more than the machine has only adds contention, and ~1e5 crashes the process
-    "threads": Bound(integer=True, low=1, high=max(256, os.cpu_count() or 1), unit="CPU threads for torch"),
+    "threads": Bound(integer=True, low=1, high=_MAX_THREADS, unit="CPU threads for torch"),
     "weight_decay": NON_NEGATIVE,
     "label_smoothing": FRACTION,
     "balance": Bound(integer=False, low=0, high=1, unit="0: classes as labelled, 1: equal"),

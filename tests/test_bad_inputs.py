@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,7 @@ def test_bad_encoder_weights_leave_no_checkpoint(tmp_path, good):
         (tmp_path / "missing.pth", InputNotFoundError, "encoder weights not found"),
         (evil, CheckpointError, "refused to load"),
         (odd, CheckpointError, "fit no known encoder layout; expected one of"),
-        (r50, CheckpointError, "holds a resnet50 .*--encoder resnet50"),
+        (r50, CheckpointError, "holds a resnet50 .*encoder='resnet50'"),
         ("torchvision:resnet50", GeoSegError, "torchvision"),
     ]
     for weights, error, message in cases:
@@ -340,6 +341,16 @@ def workdir(tmp_path, monkeypatch):
                   x0 + 640, y1)],
         crs="EPSG:32633",
     ).to_file(tmp_path / "truth.gpkg")  # fmt: skip
+    gpd.GeoDataFrame({"class_id": [0]}, geometry=[box(x0 + 9000, y1 - 640, x0 + 9640, y1)], crs="EPSG:32633").to_file(
+        tmp_path / "far.gpkg"
+    )
+    gpd.GeoDataFrame({"class_id": []}, geometry=[], crs="EPSG:32633").to_file(tmp_path / "empty.gpkg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyogrio's warning about a layer without CRS
+        gpd.GeoDataFrame({"class_id": [0]}, geometry=[box(0, 0, 640, 640)]).to_file(tmp_path / "nocrs.gpkg")
+    write_raster(tmp_path / "far.tif", labels, transform=Affine.translation(9000, 0) @ TRANSFORM)
+    write_raster(tmp_path / "nd1.tif", labels, nodata=1)  # ids 0, 1, 2 with 1 declared nodata
+    write_raster(tmp_path / "allnd.tif", np.full((64, 64), 255, np.uint8), nodata=255)
     tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
     (tmp_path / "old.tif").write_bytes(b"an earlier class map")
     (tmp_path / "t.safetensors.train-state.pt").write_bytes(b"an earlier run's training state")
@@ -480,8 +491,8 @@ BAD_COMMAND_LINES = [
     pytest.param(["vectorize", "lab.tif", "v.gpkg", "--classes", "a,b,a"], r"--classes 'a,b,a' names 'a' twice",
                  id="vectorize-classes-twice"),
     # lab.tif holds ids 0, 1, 2: two names leave id 2 without one (evaluate refuses the same)
-    pytest.param(["vectorize", "lab.tif", "v.gpkg", "--classes", "a,b"], r"class ids 2 that are not among the 2 class",
-                 id="vectorize-ids-beyond-names"),
+    pytest.param(["vectorize", "lab.tif", "v.gpkg", "--classes", "a,b"],
+                 r"class ids \{2\} that are not among the 2 class", id="vectorize-ids-beyond-names"),
     pytest.param(["vectorize", "lab.tif", "v.gpkg", "--probabilities", "in.tif"],
                  r"probability raster in\.tif band 1 holds values .*not probabilities in \[0, 1\]",
                  id="vectorize-image-as-probabilities"),
@@ -489,6 +500,64 @@ BAD_COMMAND_LINES = [
                  id="train-label-nodata-nan-on-integers"),
     pytest.param([*TRAIN, "--threads", "100000"], r"--threads must be .*, got 100000", id="train-threads-huge"),
     pytest.param([*PREDICT, "--threads", "100000"], r"--threads must be .*, got 100000", id="predict-threads-huge"),
+    pytest.param([*PREDICT, "--workers", "100000"],
+                 r"--workers must be an integer in \[0, \d+\] \(reader threads\), got 100000",
+                 id="predict-workers-huge"),
+    pytest.param([*BATCH, "--workers", "100000"], r"--workers must be .*\(worker processes\), got 100000",
+                 id="batch-local-workers-huge"),
+    pytest.param(["vectorize", "lab.tif", "v.gpkg", "--classes", ""], r"--classes '' has an empty name",
+                 id="vectorize-classes-blank"),
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--classes", ""], r"--classes '' has an empty name",
+                 id="evaluate-classes-blank"),
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--ignore-index", "-5"],
+                 r"--ignore-index -5 cannot occur in truth lab\.tif: it holds uint8 values \(0\.\.255\)",
+                 id="evaluate-ignore-index-beyond-dtype"),
+    pytest.param(["evaluate", "lab.tif", "truth.gpkg", "--ignore-index", "-1"],
+                 r"--ignore-index -1 cannot occur in polygon truth", id="evaluate-ignore-index-negative-polygons"),
+    # --- nodata vs class ids; class rasters with nothing to vectorize
+    pytest.param(["evaluate", "nd1.tif", "lab.tif"], r"prediction nd1\.tif declares nodata 1, which is within its "
+                 r"class ids 0\.\.2.*gdal_edit -a_nodata 255 nd1\.tif", id="evaluate-prediction-nodata-is-a-class"),
+    pytest.param(["vectorize", "nd1.tif", "v.gpkg"], r"class raster nd1\.tif declares nodata 1",
+                 id="vectorize-nodata-is-a-class"),
+    pytest.param(["vectorize", "lab.tif", "v.gpkg", "--min-area", "1e300", "--progress", "none"],
+                 r"--min-area 1e\+300 drops all \d+ polygons of lab\.tif \(the largest covers \d+ pixels.*lower "
+                 r"--min-area$", id="vectorize-min-area-drops-everything"),
+    # --- integers beyond any use fail allocating (or overflow a seed): refused with the range instead
+    pytest.param([*PREDICT, "--batch-size", "1000000000"], r"--batch-size must be an integer in \[1, 65536\]",
+                 id="predict-batch-size-huge"),
+    pytest.param([*TRAIN, "--batch-size", "1000000000"], r"--batch-size must be an integer in \[1, 65536\]",
+                 id="train-batch-size-huge"),
+    pytest.param([*TRAIN, "--chip", "1000000000"], r"--chip must be an integer in \[8, 16384\]", id="train-chip-huge"),
+    pytest.param([*TRAIN, "--chips-per-epoch", "1000000000"],
+                 r"--chips-per-epoch must be an integer in \[1, 10000000\]", id="train-chips-per-epoch-huge"),
+    pytest.param([*TRAIN, "--lr", "10"], r"--lr must be a number in \(0, 1\) \(AdamW learning rate\), got 10\.0",
+                 id="train-lr-diverging"),
+    pytest.param([*BATCH, "--retries", "1000000"], r"--retries must be an integer in \[0, 100\]",
+                 id="batch-retries-huge"),
+    # found in the prediction's value sample, before a full pass (pixels the sample misses: while scoring)
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--classes", "a,b"],
+                 r"prediction lab\.tif holds class ids \{2\} that are not among the 2 class names given \(a, b\): "
+                 r"name every id 0\.\.K-1 \(--classes NAMES\)", id="evaluate-prediction-ids-beyond-classes"),
+    pytest.param([*TRAIN, "--seed", str(2**70)], r"--seed must be an integer in \[0, 4294967295\]",
+                 id="train-seed-huge"),
+    pytest.param(["vectorize", "allnd.tif", "v.gpkg", "--progress", "none"],
+                 r"class raster allnd\.tif holds no valid pixel", id="vectorize-all-nodata"),
+    # --- predict --truth: checked against the image before predicting (the message names the image, not the map)
+    pytest.param([*PREDICT, "--truth", "far.gpkg"], r"truth polygons far\.gpkg \(bounds .*\) lie outside the image "
+                 r"in\.tif \(the class map's grid\)", id="predict-truth-polygons-elsewhere"),
+    pytest.param([*PREDICT, "--truth", "empty.gpkg"], r"truth polygons empty\.gpkg hold no polygon",
+                 id="predict-truth-polygons-empty"),
+    pytest.param([*PREDICT, "--truth", "nocrs.gpkg"], r"truth polygons nocrs\.gpkg have no CRS .*the image in\.tif.*"
+                 r"ogr2ogr -a_srs EPSG:XXXX fixed\.gpkg nocrs\.gpkg", id="predict-truth-polygons-without-crs"),
+    pytest.param([*PREDICT, "--truth", "far.tif"], r"truth far\.tif .* does not overlap the image in\.tif",
+                 id="predict-truth-raster-elsewhere"),
+    pytest.param(["evaluate", "lab.tif", "far.gpkg"], r"truth polygons far\.gpkg .* lie outside the prediction",
+                 id="evaluate-truth-polygons-elsewhere"),
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--aoi", "nocrs.gpkg"],
+                 r"area of interest nocrs\.gpkg .* covers no pixel .*; it has no CRS, so its coordinates were taken to "
+                 r"be in EPSG:32633: set the CRS it was drawn in", id="evaluate-aoi-without-crs-elsewhere"),
+    pytest.param(["evaluate", "lab.tif", "empty.gpkg"], r"truth polygons empty\.gpkg hold no polygon",
+                 id="evaluate-truth-polygons-empty"),
 ]  # fmt: skip
 
 
@@ -539,7 +608,8 @@ NUMERIC_VALID = {
     ("train", "--patience"): (),
     ("train", "--seed"): ("0",),
     ("train", "--max-seconds"): ("inf",),  # no limit
-    ("evaluate", "--ignore-index"): ("0", "-1"),  # any class id of the truth (e.g. -1 for unlabelled)
+    # a value the truth can hold: -1 in int16 label rasters, never in polygon truth (the base row's)
+    ("evaluate", "--ignore-index"): ("0",),
     ("evaluate", "--background"): ("0",),
     ("evaluate", "--window"): (),
     ("vectorize", "--min-area"): ("0",),
@@ -599,7 +669,7 @@ def test_the_library_spells_options_as_python_arguments(tmp_path, good, ck):
         ({"epochs": "ten"}, r"^epochs must be an integer \(or null to use the default\), got 'ten'"),
         ({"arch_kwargs": [1, 2]}, r"^arch_kwargs must be a mapping"),
         ({"classes": ["a", "a", "b"]}, r"^classes \['a', 'a', 'b'\]|classes 'a,a,b' names 'a' twice"),
-        ({"lr": float("nan")}, r"^lr must be a positive number"),
+        ({"lr": float("nan")}, r"^lr must be a number in \(0, 1\) \(AdamW learning rate\), got nan"),
         ({"adapt": "mean"}, r"^adapt needs encoder_weights"),
     ]:
         with pytest.raises(InvalidParameterError, match=message):
@@ -767,6 +837,11 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, 
     def stop():
         raise KeyboardInterrupt
 
+    @group.command("train")
+    @handle_errors
+    def alloc():  # torch's CPU allocator fails with a RuntimeError, not a MemoryError
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried")
+
     res = CliRunner().invoke(group, ["boom", "scene.tif"])
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.exit_code == 1 and len(lines) == 1, res.stderr
@@ -777,6 +852,11 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, 
     monkeypatch.setenv("GEOSEG_DEBUG", "1")
     assert "Traceback" in CliRunner().invoke(group, ["boom", "x"]).stderr
     assert CliRunner().invoke(group, ["stop"]).exit_code == 130
+    monkeypatch.delenv("GEOSEG_DEBUG")
+    res = CliRunner().invoke(group, ["train"])
+    assert res.exit_code == 1 and res.stderr.strip() == (
+        "Error: geoseg train ran out of memory; use smaller tiles or batches (--chip, --batch-size) or free memory"
+    )
 
 
 # ====================================================================================================================
@@ -927,6 +1007,45 @@ def _labels_values(values: list[int], dtype: str = "int16", **kw: Any) -> Any:
     return make
 
 
+def _named_bands(tmp_path: Path, names: Sequence[str] = ("r", "g")) -> Path:
+    data = class_scene(64, 64, bands=len(names))[0]
+    return write_raster(tmp_path / "named.tif", data, descriptions=list(names))
+
+
+def _predict_named(bands: Any, raster_names: Sequence[str] = ("r", "g")) -> Any:
+    """predict_raster with ``bands`` on a raster whose bands are named ``raster_names``, model bands r, g."""
+
+    def build(tmp_path: Path) -> Any:
+        img, ck = _named_bands(tmp_path, raster_names), _ck(tmp_path, bands=("r", "g"))
+        return lambda: predict_raster(img, tmp_path / "out.tif", model=ck, device="cpu", bands=bands)
+
+    return build
+
+
+def _negative_ids(tmp_path: Path) -> Path:
+    """A class map of ids -1, 0, 1 (int16, no nodata declared)."""
+    return write_raster(tmp_path / "neg.tif", np.asarray([-1, 0, 1], np.int16)[class_scene(64, 64, bands=1)[1]])
+
+
+def _truth_polygons(ids: list[int], *, dx: float = 0.0, crs: Any = "EPSG:32633", name: str = "truth.gpkg") -> Any:
+    """Polygon truth: ``ids`` in horizontal strips over the scene of :func:`_classmap`, shifted ``dx`` map units."""
+
+    def make(tmp_path: Path) -> Path:
+        import geopandas as gpd
+        from shapely.geometry import box
+
+        x0, y0 = TRANSFORM.c + dx, TRANSFORM.f
+        n = max(len(ids), 1)
+        geoms = [box(x0, y0 - 640 * (i + 1) / n, x0 + 640, y0 - 640 * i / n) for i in range(len(ids))]
+        path = tmp_path / name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pyogrio's warning about a layer without CRS
+            gpd.GeoDataFrame({"class_id": ids}, geometry=geoms, crs=crs).to_file(path)
+        return path
+
+    return make
+
+
 def _polygon_labels(ids: list[int]) -> Any:
     def make(tmp_path: Path) -> Path:
         import geopandas as gpd
@@ -979,7 +1098,7 @@ SILENTLY_WRONG = {
     "bands-duplicate-name": Row(
         lambda t: (lambda img=_duplicate_band_names(t), ck=_ck(t): predict_raster(
             img, t / "out.tif", model=ck, device="cpu", bands="B2,B3")),
-        BandSelectionError, r"band name 'B2' is ambiguous.*bands 1, 4 are all named 'B2'.*--bands 1,B3"),
+        BandSelectionError, r"band name 'B2' is ambiguous.*bands 1, 4 are all named 'B2'.*bands='1,B3'"),
     "bands-duplicate-name-any-case": Row(
         lambda t: (lambda img=_duplicate_band_names(t), ck=_ck(t): predict_raster(
             img, t / "out.tif", model=ck, device="cpu", bands="b2,3")),
@@ -1004,18 +1123,18 @@ SILENTLY_WRONG = {
                                          r"prediction .*s2\.tif has 6 bands"),
     # -- polygon files with several layers -----------------------------------------------------------------------
     "train-labels-two-layers": Row(_train_on(_two_layers), InvalidParameterError,
-                                   r"holds 2 layers \('fields', 'roads'\); choose one with layer= \(CLI: --layer\)"),
+                                   r"holds 2 layers \('fields', 'roads'\); choose one with layer=NAME$"),
     "evaluate-truth-two-layers": Row(_evaluate(_classmap, _two_layers), InvalidParameterError,
-                                     r"holds 2 layers .*truth_layer= \(CLI: --layer\)"),
+                                     r"holds 2 layers .*truth_layer=NAME$"),
     "evaluate-aoi-two-layers": Row(
         lambda t: (lambda p=_classmap(t), a=_two_layers(t, "aoi.gpkg"): __import__("geoseg.evaluation").evaluation
                    .evaluate(p, p, aoi=a)),
-        InvalidParameterError, r"area of interest .*holds 2 layers .*aoi_layer= \(CLI: --aoi-layer\)"),
+        InvalidParameterError, r"area of interest .*holds 2 layers .*aoi_layer=NAME$"),
     "evaluate-truth-unknown-layer": Row(_evaluate(_classmap, _two_layers, truth_layer="nope"), InvalidParameterError,
                                         r"has no layer 'nope'; its layers are 'fields', 'roads'"),
     # -- label values: ids 0..K-1, the rest declared nodata or refused ------------------------------------------
     "labels-0-1-255-300": Row(_train_on(_labels_values([0, 1, 255, 300])), UnknownClassError,
-                              r"hold values \{0, 1, 255, 300\}: ids \{2, 3, .*\} are missing.*--label-nodata"),
+                              r"hold values \{0, 1, 255, 300\}: ids \{2, 3, .*\} are missing.*label_nodata=VALUE"),
     "labels-0-1-255-300-named": Row(_train_on(_labels_values([0, 1, 255, 300]), classes=["a", "b", "c"]),
                                     UnknownClassError, r"values \{255, 300\} outside the class ids 0\.\.2"),
     "labels-0-255-mask": Row(_train_on(_labels_values([0, 255], "uint8")), UnknownClassError,
@@ -1043,6 +1162,65 @@ SILENTLY_WRONG = {
     "truth-gcps-vs-affine-prediction": Row(_evaluate(_classmap, lambda t: _classmap(
         t, "truth.tif", transform=None, gcps=_gcps(64, 64))), NoOverlapError,
         r"placed only by GCPs or RPCs is aligned only with the same grid.*gdalwarp"),
+    "truth-no-crs-elsewhere": Row(_evaluate(_classmap, lambda t: _classmap(
+        t, "truth.tif", crs=None, transform=Affine.translation(0, -2000) @ TRANSFORM)), NoOverlapError,
+        r"truth .*truth\.tif .* does not overlap .*truth\.tif has no CRS, so its coordinates were taken to be in "
+        r"EPSG:32633: set the CRS it is in \(gdal_edit -a_srs"),
+    # -- band selections that contradict the raster's band names, or repeat a band ------------------------------
+    "bands-reversed-against-names": Row(
+        _predict_named("2,1"), BandSelectionError, r"'2,1' feeds band 2 \('g'\) to model input 1 \('r'\), but the "
+        r"raster's band 1 is named 'r'; pass bands='1,2', or omit bands: the raster's band names match"),
+    "bands-names-reversed": Row(_predict_named("g,r"), BandSelectionError, r"pass bands='1,2'"),
+    "bands-other-band-for-a-named-input": Row(
+        _predict_named("1,3", ("r", "g", "x")), BandSelectionError,
+        r"feeds band 3 \('x'\) to model input 2 \('g'\), but the raster's band 2"),
+    "bands-repeated": Row(_predict_named("1,1"), BandSelectionError,
+                          r"band selection '1,1' selects band 1 \('r'\) twice \(positions 1 and 2\)"),
+    "bands-repeated-name-and-index": Row(_predict_named("r,1"), BandSelectionError, r"selects band 1 \('r'\) twice"),
+    "bands-repeated-in-training": Row(lambda t: (lambda img=_scene(t), lab=_classmap(t, "lab.tif"): _train(
+        img, lab, t / "m.safetensors", bands=[2, 2])), BandSelectionError, r"'2,2' selects band 2 twice"),
+    # -- a declared nodata that is a class id: that class would vanish from scores and polygons ---------------
+    "evaluate-prediction-nodata-is-a-class": Row(
+        _evaluate(lambda t: _classmap(t, "pred.tif", nodata=1), _classmap, classes=["a", "b", "c"]),
+        UnsupportedRasterError, r"prediction .*pred\.tif declares nodata 1, which is class id 1 \(b\).*gdal_edit "
+        r"-a_nodata 255 .*gdal_edit -unsetnodata"),
+    "evaluate-prediction-nodata-inside-unnamed-ids": Row(
+        _evaluate(lambda t: write_raster(t / "pred.tif", class_scene(64, 64, bands=1, classes=4)[1], nodata=1),
+                  _classmap), UnsupportedRasterError, r"declares nodata 1, which is within its class ids 0\.\.3"),
+    "vectorize-nodata-is-a-class": Row(_vectorize(lambda t: _classmap(t, nodata=2), classes=["a", "b", "c"]),
+                                       UnsupportedRasterError, r"declares nodata 2, which is class id 2 \(c\)"),
+    # -- degenerate class rasters: nothing to vectorize, values that are no class ids ----------------------------
+    "vectorize-all-nodata": Row(_vectorize(lambda t: write_raster(t / "nd.tif", np.full((64, 64), 255, np.uint8),
+                                                                  nodata=255)),
+                                NoValidDataError, r"class raster .*nd\.tif holds no valid pixel.*nothing to vectorize"),
+    "vectorize-all-masked-float": Row(_vectorize(lambda t: write_raster(t / "nan.tif",
+                                                                        np.full((64, 64), np.nan, np.float32))),
+                                      NoValidDataError, r"holds no valid pixel"),
+    "vectorize-negative-ids": Row(_vectorize(_negative_ids), UnknownClassError,
+                                  r"neg\.tif holds negative values \{-1\}, which are not class ids"),
+    "evaluate-negative-prediction-ids": Row(
+        _evaluate(_negative_ids, _classmap), UnknownClassError, r"prediction .*neg\.tif holds negative values"),
+    # -- polygon truth that cannot be scored: the reason, not "no pixel is valid in both" ----------------------
+    "truth-polygons-empty": Row(_evaluate(_classmap, _truth_polygons([])), NoValidDataError,
+                                r"truth polygons .*truth\.gpkg hold no polygon"),
+    "truth-polygons-elsewhere": Row(_evaluate(_classmap, _truth_polygons([0, 1], dx=5000)), NoOverlapError,
+                                    r"truth polygons .*\(bounds \(505000, .* in EPSG:32633\) lie outside the "
+                                    r"prediction \(bounds \(500000"),
+    "truth-polygons-without-crs": Row(
+        _evaluate(_classmap, lambda t: _truth_polygons([0, 1], dx=-500000, crs=None)(t)), NoOverlapError,
+        r"truth polygons .* have no CRS and their coordinates .* do not fall on the prediction .*EPSG:32633.*"
+        r"ogr2ogr -a_srs EPSG:XXXX fixed\.gpkg .*truth\.gpkg"),
+    # -- ignore_index that no truth pixel can hold would ignore nothing ----------------------------------------
+    "evaluate-ignore-index-beyond-dtype": Row(_evaluate(_classmap, lambda t: _classmap(t, "truth.tif"),
+                                                        ignore_index=-5), InvalidParameterError,
+                                              r"ignore_index=-5 cannot occur in truth .*truth\.tif: it holds uint8 "
+                                              r"values \(0\.\.255\)"),
+    "evaluate-ignore-index-300-in-uint8": Row(_evaluate(_classmap, lambda t: _classmap(t, "truth.tif"),
+                                                        ignore_index=300), InvalidParameterError,
+                                              r"ignore_index=300 cannot occur"),
+    "evaluate-ignore-index-negative-polygons": Row(_evaluate(_classmap, _truth_polygons([0, 1]), ignore_index=-1),
+                                                   InvalidParameterError,
+                                                   r"ignore_index=-1 cannot occur in polygon truth"),
 }
 # fmt: on
 
@@ -1420,7 +1598,7 @@ def test_chosen_layers_are_used(tmp_path):
     rep = evaluate(pred, two, truth_layer="fields", aoi=two, aoi_layer="roads")
     assert rep.pixels == 32 * 64
     res = CliRunner().invoke(cli, ["evaluate", str(pred), str(two), "--progress", "none"])
-    assert res.exit_code == 2 and "choose one with truth_layer= (CLI: --layer)" in res.output
+    assert res.exit_code == 2 and "choose one with --layer NAME" in res.output
     res = CliRunner().invoke(cli, ["evaluate", str(pred), str(two), "--layer", "fields", "--progress", "none"])
     assert res.exit_code == 0, res.output
 

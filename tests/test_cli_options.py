@@ -28,6 +28,7 @@ LIBRARY_CALLS = [
     ("geoseg.train", "train_model"),
     ("geoseg.train", "load_train_config"),
     ("geoseg.evaluation", "evaluate"),
+    ("geoseg.evaluation", "check_truth"),
     ("geoseg.vectorization", "vectorize"),
     ("geoseg.report", "write_report"),
     ("geoseg.distributed", "run_batch"),

@@ -196,7 +196,7 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError):
         evaluate(p, tmp_path / "nope.tif")
     bigpred = write_raster(tmp_path / "bp.tif", np.full((10, 10), 5, dtype=np.uint8))
-    with pytest.raises(UnknownClassError, match=r"prediction .* class ids \[5\]"):
+    with pytest.raises(UnknownClassError, match=r"prediction .* class ids \{5\} that are not among the 2 class names"):
         evaluate(bigpred, p, classes=2)
 
 
@@ -272,13 +272,14 @@ def test_predict_postprocess_helper(tmp_path: Path) -> None:
 
     _, labels = class_scene(30, 40, classes=3)
     p = write_raster(tmp_path / "p.tif", labels)
+    scene = write_raster(tmp_path / "scene.tif", class_scene(30, 40, classes=3)[0])  # the truth is checked against it
     out = tmp_path / "classes.tif"
 
     @click.command()
     def run() -> None:
         plan = PostProcessing.plan(
             str(out),
-            raster=str(tmp_path / "scene.tif"),
+            raster=str(scene),
             checkpoint=str(tmp_path / "m.safetensors"),
             probabilities=None,
             vector=str(tmp_path / "v.gpkg"),

@@ -77,7 +77,9 @@ def test_block_reuse_and_reader_threads_do_not_change_the_map(tmp_path, layout, 
         out = predict_raster(src, tmp_path / f"o{workers}.tif", model=(net, cfg), tile=48, overlap=32,
                              workers=workers, device="cpu")  # fmt: skip
         np.testing.assert_array_equal(_read(out.output)[0], whole)
-    with pytest.raises(InvalidParameterError, match="workers must be an integer >= 0"):
+    with pytest.raises(
+        InvalidParameterError, match=r"workers must be an integer in \[0, \d+\] \(reader threads\), got -1"
+    ):
         predict_raster(src, tmp_path / "bad.tif", model=(net, cfg), workers=-1, device="cpu")
 
 
@@ -159,7 +161,7 @@ def test_band_contract_errors(tmp_path):
         predict_raster(src, tmp_path / "o.tif", model=ck, bands="1,2", device="cpu")
     # enough bands, but not named as the model's: a selection of exactly the model's band count is suggested
     six = write_raster(tmp_path / "six.tif", np.concatenate([data, data[:2]]))
-    with pytest.raises(ModelContractError, match=r"lacks B2,B3,B4,B8,B11.*e\.g\. bands='1-5' \(CLI: --bands 1-5\)"):
+    with pytest.raises(ModelContractError, match=r"lacks B2,B3,B4,B8,B11.*e\.g\. bands='1-5'$"):
         predict_raster(six, tmp_path / "o.tif", model=ck, device="cpu")
     assert not (tmp_path / "o.tif").exists()
 

@@ -17,7 +17,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasters import TRANSFORM, write_raster
 
-from geoseg.errors import GeoSegError, InvalidParameterError, OutputExistsError
+from geoseg.errors import GeoSegError, InvalidParameterError, NoValidDataError, OutputExistsError
 from geoseg.vectorization import VECTOR_FORMATS, vectorize
 
 
@@ -229,11 +229,14 @@ def test_batches_bounded_by_vertices_and_window_arrays_released(
     assert sum(len(b) for b in batches) == len(reference(a, TRANSFORM, 4, 255))
 
 
-def test_all_nodata_writes_empty_layer(tmp_path: Path) -> None:
+def test_all_nodata_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    """An empty polygon file would look like a result: a class raster without a valid pixel is refused instead."""
     src = write_raster(tmp_path / "c.tif", np.full((10, 10), 255, dtype=np.uint8), nodata=255)
-    assert len(vectorize(src)) == 0
-    res = vectorize(src, tmp_path / "e.gpkg")
-    assert res.features == 0 and len(gpd.read_file(res.path)) == 0
+    with pytest.raises(NoValidDataError, match=r"c\.tif holds no valid pixel .*nothing to vectorize"):
+        vectorize(src)
+    with pytest.raises(NoValidDataError, match="holds no valid pixel"):
+        vectorize(src, tmp_path / "e.gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif"]
 
 
 def test_errors(tmp_path: Path) -> None:

@@ -57,21 +57,29 @@ def handle_errors(func: F) -> F:
             name = _command_name()
             click.echo(INTERRUPTED.get(name, INTERRUPTED[""]), err=True)
             sys.exit(130)
-        except MemoryError:
-            _fail(
-                f"Error: geoseg {_command_name()} ran out of memory; use smaller tiles or batches (--tile, "
-                f"--batch-size) or free memory",
-                1,
-                debug,
-            )
+        except MemoryError as exc:
+            _fail(_out_of_memory(), 1, debug, exc)
         except OSError as exc:
             what = exc.strerror or str(exc)
             where = f": {exc.filename}" if exc.filename else ""
             _fail(f"Error: {what}{where}", 2, debug, exc)
         except Exception as exc:
+            if _is_out_of_memory(exc):
+                _fail(_out_of_memory(), 1, debug, exc)
             _fail(_unexpected(exc), 1, debug, exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """torch's allocation failures (``torch.OutOfMemoryError``, the CPU allocator's RuntimeError), which are not
+    MemoryError."""
+    return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
+
+
+def _out_of_memory() -> str:
+    sizes = "--chip, --batch-size" if _command_name() == "train" else "--tile, --batch-size"
+    return f"Error: geoseg {_command_name()} ran out of memory; use smaller tiles or batches ({sizes}) or free memory"
 
 
 def _given(ctx: click.Context, name: str) -> bool:

@@ -132,8 +132,11 @@ class PostProcessing:
         truth: str | None,
         report_dir: str | None,
         overwrite: bool,
+        class_field: str | None = None,
     ) -> PostProcessing:
-        """Check the inputs of the later steps and declare every output (raises before any work, see OutputSet)."""
+        """Check the inputs of the later steps and declare every output (raises before any work, see OutputSet);
+        ground truth is checked against the raster's grid (:func:`geoseg.evaluation.check_truth`: readable, with
+        classes, overlapping), so truth that cannot be scored is refused before the prediction is made."""
         from geoseg.io.formats import COMPANION_SUFFIXES, raster_driver, vector_driver
         from geoseg.report import report_paths
 
@@ -151,6 +154,16 @@ class PostProcessing:
         if report_dir:
             files = [p.name for p in report_paths(report_dir).values()]
             outputs.add_folder(report_dir, "report", files=files)
+        if truth:
+            from geoseg.errors import GeoSegError
+            from geoseg.evaluation import check_truth
+            from geoseg.models import read_config
+
+            try:
+                classes: list[str] | None = list(read_config(checkpoint).classes)
+            except GeoSegError:  # a model it cannot read is refused by prediction, with its own words
+                classes = None
+            check_truth(truth, raster, classes=classes, truth_class_field=class_field)
         return cls(outputs, path, vector, truth, report_dir)
 
     def run(

@@ -113,6 +113,7 @@ def predict_command(
         truth=truth,
         report_dir=report_dir,
         overwrite=overwrite,
+        class_field=class_field,
     )
     tune_cpu_allocator(device)
     with plan.outputs:

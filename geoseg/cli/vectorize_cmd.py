@@ -11,8 +11,10 @@ from geoseg.vectorization import CONNECTIVITIES
 
 
 def split_classes(value: str | None) -> list[str] | None:
-    """``"water,forest,urban"`` -> names; an integer -> that many classes named by id."""
-    if not value:
+    """``"water,forest,urban"`` -> names; an integer -> that many classes named by id. An empty ``--classes ""`` is
+    passed on as one empty name, which the library refuses (:func:`geoseg.options.check_class_names`) as for
+    ``train``: it never silently means "no names"."""
+    if value is None:
         return None
     if value.strip().isdigit():
         return [str(i) for i in range(int(value))]

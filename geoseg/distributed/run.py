@@ -52,12 +52,12 @@ from geoseg.errors import (
     InvalidParameterError,
     OutputExistsError,
 )
-from geoseg.hints import option
+from geoseg.hints import option, placeholder
 from geoseg.io.lock import FolderLock
 from geoseg.io.write import atomic_path, check_outputs_not_inputs, parse_temporary
 from geoseg.metrics import SegmentationReport
 from geoseg.models.device import check_device
-from geoseg.options import Bound, check_number, check_numbers
+from geoseg.options import BOUNDS, Bound, check_number, check_numbers
 from geoseg.progress import ProgressCallback, report_progress
 from geoseg.tiling import TileGrid
 
@@ -235,7 +235,7 @@ def _plan(
     for job in jobs:
         try:
             with RasterSource(job.src) as probe:  # fails early on unreadable rasters and unmatched bands
-                match_bands(config, probe.descriptions, bands)
+                match_bands(config, probe.descriptions, bands, path=str(job.src))
             grid = plan_grid(job.src, model=(net, config), tile=tile, overlap=overlap)
             regions = plan_regions(grid, region_size)
             fp = file_fingerprint(job.src, checkpoint)
@@ -348,13 +348,14 @@ def _wait_for_workers(client: Any, timeout: float | None, say: Callable[[str], N
         return
     addr = _scheduler_address(client)
     limit = "no time limit" if timeout is None else f"up to {timeout:g} s"
-    say(f"waiting for Dask workers to join the scheduler at {addr} ({limit}; worker_timeout, CLI: --worker-timeout)")
+    say(f"waiting for Dask workers to join the scheduler at {addr} ({limit}; {option('worker_timeout')})")
     try:
         client.wait_for_workers(1, timeout=timeout)
     except TimeoutError as exc:
         raise NoWorkersError(
             f"no Dask worker joined the scheduler at {addr} within {timeout:g} s; start workers (dask worker {addr}), "
-            f"check that their jobs are running, or wait longer (CLI: --worker-timeout SECONDS, 0 = no limit)"
+            f"check that their jobs are running, or wait longer ({option('worker_timeout', placeholder('SECONDS'))}, "
+            f"0 = no limit)"
         ) from exc
 
 
@@ -486,7 +487,11 @@ def _check_options(args: dict[str, Any]) -> None:
     check_device(args["device"])
     names = ("region_size", "tile", "overlap", "batch_size", "cache_mb", "retries", "worker_timeout")
     check_numbers({k: args[k] for k in names})
-    check_number("workers", args["workers"], Bound(integer=True, low=1, unit="worker processes or jobs"))
+    # a local cluster starts one process per worker, each with a copy of the model: bounded like threads
+    local = args["cluster"] == "local"
+    high = BOUNDS["threads"].high if local else 100_000
+    unit = "worker processes" if local else "jobs"
+    check_number("workers", args["workers"], Bound(integer=True, low=1, high=high, unit=unit))
     if args["client"] is not None or args["scheduler"]:
         ignored = [
             option(k)

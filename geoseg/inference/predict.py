@@ -208,7 +208,7 @@ def predict_raster(
         from geoseg.inference.tta import D4Average
 
         net = D4Average(net).to(dev)
-    selection = match_bands(config, descriptions, bands)
+    selection = match_bands(config, descriptions, bands, path=str(src))
     source = RasterSource(src, bands=selection, nodata=nodata, apply_scale_offset=config.scale_offset)
     with ExitStack() as stack:
         stack.callback(source.close)

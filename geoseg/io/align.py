@@ -116,9 +116,16 @@ class RasterOnGrid:
                 f"{what} {path} (bounds {_fmt(mb)} in {src_crs}) cannot be placed in {dst_crs} ({exc}); check its CRS"
             ) from exc
         if b[0] >= tb[2] or b[2] <= tb[0] or b[1] >= tb[3] or b[3] <= tb[1]:
+            if (mine.crs is None) != (georef.crs is None):  # one CRS was taken for the other's
+                which = f"{what} {path}" if mine.crs is None else target
+                fix = (
+                    f"{which} has no CRS, so its coordinates were taken to be in {src_crs}: set the CRS it is in "
+                    f"(gdal_edit -a_srs EPSG:XXXX)"
+                )
+            else:
+                fix = "check both cover the same area in the right CRS"
             raise NoOverlapError(
-                f"{what} {path} (bounds {_fmt(b)}) does not overlap {target} (bounds {_fmt(tb)}) in {dst_crs}; check "
-                f"both cover the same area in the right CRS"
+                f"{what} {path} (bounds {_fmt(b)}) does not overlap {target} (bounds {_fmt(tb)}) in {dst_crs}; {fix}"
             )
         from rasterio.vrt import WarpedVRT
 

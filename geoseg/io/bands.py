@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 
 from geoseg.errors import BandSelectionError
+from geoseg.hints import option
 
 BandSpec = str | int | Sequence[int | str] | None
 
@@ -62,9 +63,12 @@ def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: s
     A name matches a description exactly, else ignoring case. A name that more than one band carries (two bands
     described ``B2``) is ambiguous and refused: geoseg never picks the first of them.
 
+    A band selected twice (``1,1,1``, or ``B2,2`` naming band 2 twice) is refused: a model or training run fed the
+    same values as two inputs is never what was meant.
+
     Raises:
-        BandSelectionError: a band index or name the raster does not have (with the bands it has), or a name that
-            several bands share (with their indexes).
+        BandSelectionError: a band index or name the raster does not have (with the bands it has), a name that
+            several bands share (with their indexes), or a band selected twice.
     """
     count = len(descriptions)
     items = parse_band_spec(spec)
@@ -93,15 +97,32 @@ def resolve_bands(spec: BandSpec, descriptions: Sequence[str | None], *, path: s
             example = ",".join(str(i) for i in range(1, min(count, 3) + 1))
             raise BandSelectionError(
                 f"no band named {item!r} in {path}: {hint}; "
-                f"select bands by 1-based index instead, e.g. bands='{example}' (CLI: --bands {example})"
+                f"select bands by 1-based index instead, e.g. {option('bands', example)}"
             )
         if len(found) > 1:
             which = ", ".join(str(i) for i in found)
             example = ",".join(str(found[0]) if x == item else str(x) for x in items)
             raise BandSelectionError(
                 f"band name {item!r} is ambiguous in {path}: bands {which} are all named "
-                f"{descriptions[found[0] - 1]!r}; select bands by 1-based index instead (e.g. bands='{example}' (CLI: "
-                f"--bands {example}), with the index of the band you mean), or give the bands distinct descriptions"
+                f"{descriptions[found[0] - 1]!r}; select bands by 1-based index instead (e.g. "
+                f"{option('bands', example)}, with the index of the band you mean), or give the bands distinct "
+                f"descriptions"
             )
         out.append(found[0])
+    _refuse_repeats(spec, out, descriptions)
     return out
+
+
+def _refuse_repeats(spec: BandSpec, indexes: Sequence[int], descriptions: Sequence[str | None]) -> None:
+    """Raise BandSelectionError when ``indexes`` (resolved from ``spec``) hold a band twice."""
+    seen: dict[int, int] = {}
+    for pos, i in enumerate(indexes, start=1):
+        if i in seen:
+            name = f" ({descriptions[i - 1]!r})" if descriptions[i - 1] else ""
+            shown = ",".join(map(str, spec)) if isinstance(spec, list | tuple) else str(spec)
+            raise BandSelectionError(
+                f"band selection {shown!r} selects band {i}{name} twice (positions {seen[i]} and {pos}); each "
+                f"position must be a different band: list {len(indexes)} distinct bands (1-based indexes or names) in "
+                f"{option('bands')}"
+            )
+        seen[i] = pos

@@ -25,6 +25,7 @@ import numpy as np
 from rasterio.enums import ColorInterp
 
 from geoseg.errors import UnknownClassError, UnsupportedRasterError
+from geoseg.hints import CLASS_LIST, option
 from geoseg.io.read import warn_impossible_nodata
 
 #: distinct values a class raster may hold when nothing names its classes
@@ -90,9 +91,10 @@ def _has_legend(ds: Any) -> bool:
 
 def check_class_raster(
     ds: Any, *, path: str | os.PathLike[str], what: str = "class raster", names: Sequence[str] | None = None
-) -> None:
+) -> np.ndarray:
     """Refuse a raster that is not a class raster (see the module docstring); warn about a declared nodata its
-    dtype cannot hold (:class:`~geoseg.errors.NodataWarning`).
+    dtype cannot hold (:class:`~geoseg.errors.NodataWarning`). Returns the value sample it checked
+    (:func:`sample_values`, 1-D, the band's dtype), for the checks that follow (:func:`check_class_ids`).
 
     ``ds`` is an open rasterio dataset; ``names`` the class names the caller was given (their presence lifts the
     distinct-value limit).
@@ -121,8 +123,79 @@ def check_class_raster(
             raise UnsupportedRasterError(
                 f"{what} {path} holds {distinct.size}+ distinct values ({dtype}, {distinct.min()}..{distinct.max()}) "
                 f"and no class names: it looks like continuous data (an image band, a DEM), not class ids; pass "
-                f"the class map, or name its classes (classes=..., CLI: --classes) if it really has that many"
+                f"the class map, or name its classes ({option('classes', CLASS_LIST)}) if it really has that many"
             )
+    return values
+
+
+def check_class_ids(
+    values: np.ndarray, *, path: str | os.PathLike[str], what: str = "class raster", names: Sequence[str] | None
+) -> None:
+    """Refuse class ids that cannot name a class, in ``values`` (a sample, :func:`check_class_raster`): negative
+    values always (class ids are 0..K-1), ids >= K when the K class ``names`` are known. What ``vectorize`` and
+    ``evaluate`` (for the prediction) accept as class ids, one rule for both.
+
+    Raises:
+        UnknownClassError: listing the values and the fix (declare them nodata, name every id).
+    """
+    ids = np.unique(values)
+    if ids.size and ids[0] < 0:
+        bad = [int(v) for v in ids if v < 0]
+        raise UnknownClassError(
+            f"{what} {path} holds negative values {_shown(bad)}, which are not class ids (0, 1, 2, ...): declare "
+            f"the value that means 'no class' nodata (gdal_edit -a_nodata {bad[0]} {path}), or remap the classes to "
+            f"0..K-1"
+        )
+    if names is None:
+        return
+    k = len(names)
+    bad = [int(v) for v in ids if v >= k]
+    if bad:
+        raise UnknownClassError(
+            f"{what} {path} holds class ids {_shown(bad)} that are not among the {k} class names given "
+            f"({', '.join(map(str, names[:8]))}{', ...' if k > 8 else ''}): name every id 0..K-1 "
+            f"({option('classes', CLASS_LIST)}), or declare the other values nodata"
+        )
+
+
+def check_nodata_is_no_class(
+    ds: Any,
+    values: np.ndarray,
+    *,
+    path: str | os.PathLike[str],
+    what: str = "class raster",
+    names: Sequence[str] | None,
+) -> None:
+    """Refuse a class raster whose declared nodata value is one of its class ids: every pixel of that class would be
+    taken for nodata and silently left out (of the scores, of the polygons).
+
+    With the K class ``names`` known, a nodata in 0..K-1 is a class id. Without them, a nodata between the smallest
+    and largest value of ``values`` (the raster's valid sample) is taken as one: ids 0, 2, 3 around a nodata of 1.
+    A nodata outside the ids (255 or -1 beside 0..K-1, 0 beside ids 1..K) is what nodata should be.
+
+    Raises:
+        UnsupportedRasterError: naming the class and the fix (another nodata value, or none).
+    """
+    nodata = ds.nodata
+    if nodata is None or not np.isfinite(nodata) or nodata != round(nodata):
+        return
+    nd = int(nodata)
+    if names is not None:
+        clash = 0 <= nd < len(names)
+        label = f"class id {nd} ({names[nd]})" if clash else ""
+    else:
+        clash = bool(values.size) and int(values.min()) < nd < int(values.max())
+        label = f"within its class ids {int(values.min())}..{int(values.max())}" if clash else ""
+    if not clash:
+        return
+    dtype = np.dtype(ds.dtypes[0])
+    top = int(np.iinfo(dtype).max) if dtype.kind in "iu" else 255
+    suggest = 255 if top >= 255 and (names is None or len(names) < 255) else top
+    raise UnsupportedRasterError(
+        f"{what} {path} declares nodata {nd}, which is {label}: pixels of that class would be taken for nodata and "
+        f"left out without a word; declare a nodata that is no class id (gdal_edit -a_nodata {suggest} {path}) or "
+        f"none (gdal_edit -unsetnodata {path})"
+    )
 
 
 def check_integral(
@@ -191,8 +264,8 @@ def check_class_values(
         )
         raise UnknownClassError(
             f"{what} hold values {shown}: {why}. Remap them to 0..K-1 (e.g. a 0/255 mask to 0/1), declare the "
-            f"values that mean 'no label' nodata ({nodata_hint}), or name the classes (classes=..., CLI: "
-            f"--classes) so ids without pixels are allowed"
+            f"values that mean 'no label' nodata ({nodata_hint}), or name the classes "
+            f"({option('classes', CLASS_LIST)}) so ids without pixels are allowed"
         )
     return k
 
@@ -205,8 +278,10 @@ def _shown(values: Sequence[int], limit: int = 12) -> str:
 
 __all__ = [
     "MAX_UNNAMED_IDS",
+    "check_class_ids",
     "check_class_raster",
     "check_class_values",
+    "check_nodata_is_no_class",
     "check_integral",
     "sample_values",
 ]

@@ -19,7 +19,15 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.errors import InputNotFoundError, InvalidParameterError, MissingDependencyError, UnknownClassError
+from geoseg.errors import (
+    InputNotFoundError,
+    InvalidParameterError,
+    MissingDependencyError,
+    NoOverlapError,
+    NoValidDataError,
+    UnknownClassError,
+)
+from geoseg.hints import CLASS_LIST, option, placeholder
 from geoseg.io.formats import VECTOR_INPUT_SUFFIXES
 from geoseg.io.georef import Georeference
 from geoseg.tiling import window_transform
@@ -49,7 +57,8 @@ def read_polygons(
     Paths are read with pyogrio (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, GML, KML, any OGR format), GeoParquet
     (``.parquet``/``.geoparquet``) with pyarrow through :func:`geopandas.read_parquet`. A file with several layers
     (a GeoPackage holding fields and roads) is read only when ``layer`` names one: geoseg never takes the first.
-    ``layer_option`` is how the caller's user chooses a layer (e.g. ``"truth_layer= (CLI: --layer)"``), for messages.
+    ``layer_option`` is how the caller's user chooses a layer (:func:`geoseg.hints.option`, e.g. ``--layer NAME``),
+    for messages.
 
     Raises:
         InputNotFoundError: the path does not exist.
@@ -110,8 +119,9 @@ def to_crs(gdf: Any, crs: Any) -> Any:
     return gdf.to_crs(crs)
 
 
-def find_class_field(gdf: Any, field: str | None, *, what: str) -> str:
+def find_class_field(gdf: Any, field: str | None, *, what: str, field_option: str = "class_field") -> str:
     """The attribute holding the classes: ``field``, or the first of :data:`CLASS_FIELD_CANDIDATES` present.
+    ``field_option`` is the caller's option that names it (for the message, :func:`geoseg.hints.option`).
 
     Raises:
         UnknownClassError: ``field`` is not an attribute, or none of the candidates is.
@@ -123,8 +133,7 @@ def find_class_field(gdf: Any, field: str | None, *, what: str) -> str:
         if found is None:
             raise UnknownClassError(
                 f"{what} have no class attribute (tried {', '.join(CLASS_FIELD_CANDIDATES)}); available fields: "
-                f"{available}; pass the class field (class_field=... in training, truth_class_field=... in evaluation; "
-                f"CLI: --class-field)"
+                f"{available}; pass the class field ({option(field_option, placeholder('NAME'))})"
             )
         return found
     if field not in columns:
@@ -162,7 +171,7 @@ def class_ids(
         if not names_define_classes:
             shown = ", ".join(sorted(set(text))[:8])
             raise UnknownClassError(
-                f"attribute {field!r} of {what} holds class names ({shown}); pass classes=[...] (CLI: --classes) to "
+                f"attribute {field!r} of {what} holds class names ({shown}); pass {option('classes', CLASS_LIST)} to "
                 f"map names to ids"
             )
         names = sorted(set(text))
@@ -282,6 +291,58 @@ class GridPolygons:
         return np.concatenate([[0], hits + 1])[burned]
 
 
+def _fmt_bounds(b: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in b) + ")"
+
+
+def _check_covers(
+    geometries: Any,
+    own_crs: Any,
+    grid: Georeference,
+    shape: tuple[int, int],
+    *,
+    what: str,
+    target: str,
+    path: str = "FILE",
+) -> None:
+    """Refuse polygons (in the grid's map CRS) none of which touches the grid's footprint (its four corners mapped
+    to the map), saying why: the polygons have no CRS (so their coordinates were taken as the grid's), the grid has
+    none, or they lie elsewhere.
+
+    Raises:
+        NoOverlapError: naming both extents and the fix.
+    """
+    import shapely
+    from shapely.geometry import Polygon
+
+    height, width = shape
+    xs, ys = grid.pixel_to_map(np.array([0.0, width, width, 0.0]), np.array([0.0, 0.0, height, height]))
+    footprint = Polygon(np.column_stack([xs, ys]))
+    geoms = np.asarray(geometries, dtype=object)
+    finite = geoms[np.isfinite(shapely.bounds(geoms)).all(axis=1)] if geoms.size else geoms
+    if finite.size and shapely.intersects(finite, footprint).any():
+        return
+    grid_crs = grid.map_crs
+    mine = _fmt_bounds(shapely.total_bounds(finite)) if finite.size else "(not finite)"
+    theirs = _fmt_bounds(footprint.bounds)
+    if own_crs is None and grid_crs is not None:
+        raise NoOverlapError(
+            f"{what} have no CRS and their coordinates (bounds {mine}) do not fall on {target} (bounds {theirs} in "
+            f"{grid_crs}): set the CRS they were drawn in (ogr2ogr -a_srs EPSG:XXXX fixed.gpkg {path}, or Set CRS in "
+            f"QGIS), and geoseg reprojects them"
+        )
+    if grid_crs is None and own_crs is not None:
+        raise NoOverlapError(
+            f"{target} has no CRS, so {what} (in {own_crs}, bounds {mine}) cannot be placed on it: their coordinates "
+            f"do not fall on its grid (bounds {theirs}); give it its CRS (gdal_edit -a_srs EPSG:XXXX)"
+        )
+    where = f" in {grid_crs}" if grid_crs is not None else ""
+    raise NoOverlapError(
+        f"{what} (bounds {mine}{where}) lie outside {target} (bounds {theirs}): no polygon touches it; check both "
+        f"cover the same area and the polygons' CRS is the one they were drawn in"
+    )
+
+
 def _grid(georef: Georeference | None, crs: Any, transform: Affine | None) -> Georeference:
     if georef is not None:
         return georef
@@ -305,6 +366,10 @@ class PolygonLabels:
             names those ids (:func:`ids_from_id_field`) instead of being numbered alphabetically.
         layer, layer_option: the layer to read from a multi-layer file, and how users choose it (see
             :func:`read_polygons`).
+        shape, target: the grid's (rows, cols) and how messages name it; with ``shape``, polygons that cover none of
+            the grid are refused at once, with the reason (no CRS, elsewhere), instead of scoring or training nothing.
+        field_option: the caller's option naming the class attribute, for messages (``truth_class_field`` in
+            evaluation).
 
     Attributes:
         field: the class attribute used; id_field: the id attribute used, or None. ids: the class id of each polygon
@@ -314,6 +379,8 @@ class PolygonLabels:
     Raises:
         InputNotFoundError, InvalidParameterError, MissingDependencyError: see :func:`read_polygons`.
         UnknownClassError: see :func:`find_class_field` and :func:`class_ids`.
+        NoValidDataError: the file or layer holds no polygon.
+        NoOverlapError: with ``shape``, no polygon touches the grid (see :func:`_check_covers`).
     """
 
     def __init__(
@@ -330,10 +397,19 @@ class PolygonLabels:
         what: str = "label polygons",
         layer: str | None = None,
         layer_option: str = "layer=",
+        field_option: str = "class_field",
+        shape: tuple[int, int] | None = None,
+        target: str = "the raster",
     ) -> None:
         self.what = what if hasattr(source, "geometry") else f"{what} {source}"
         gdf = read_polygons(source, what=what, layer=layer, layer_option=layer_option)
-        self.field = find_class_field(gdf, class_field, what=self.what)
+        if not len(gdf):
+            where = f" in layer {layer!r}" if layer is not None else ""
+            raise NoValidDataError(
+                f"{self.what} hold no polygon{where} (no feature with a non-empty geometry), so they label no pixel; "
+                f"pass the file or layer ({layer_option}) that holds them"
+            )
+        self.field = find_class_field(gdf, class_field, what=self.what, field_option=field_option)
         self.classes: list[str] | None
         if id_field is not None:
             id_field = find_class_field(gdf, id_field, what=self.what)
@@ -355,7 +431,11 @@ class PolygonLabels:
             )
         self.id_field = id_field
         grid = _grid(georef, crs, transform)
+        own_crs = gdf.crs
         gdf = to_crs(gdf, grid.map_crs)
+        if shape is not None:
+            path = "FILE" if hasattr(source, "geometry") else str(source)
+            _check_covers(gdf.geometry.to_numpy(), own_crs, grid, shape, what=self.what, target=target, path=path)
         self.transform = grid.transform
         self._polygons = GridPolygons(gdf.geometry.to_numpy(), grid)
         self.geometries = self._polygons.geometries
@@ -384,8 +464,10 @@ class AreaOfInterest:
     def __init__(
         self, source: LabelsLike, georef: Georeference, *, layer: str | None = None, layer_option: str = "layer="
     ) -> None:
-        gdf = to_crs(read_polygons(source, what="area of interest", layer=layer, layer_option=layer_option),
-                     georef.map_crs)  # fmt: skip
+        gdf = read_polygons(source, what="area of interest", layer=layer, layer_option=layer_option)
+        #: the polygons' own CRS (None: their coordinates are taken to be in the grid's)
+        self.own_crs = gdf.crs
+        gdf = to_crs(gdf, georef.map_crs)
         self.bounds = tuple(float(v) for v in gdf.total_bounds) if len(gdf) else None
         self._polygons = GridPolygons(gdf.geometry.to_numpy(), georef)
 

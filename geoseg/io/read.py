@@ -27,7 +27,7 @@ from geoseg.errors import (
     RasterReadError,
     UnsupportedRasterError,
 )
-from geoseg.hints import option
+from geoseg.hints import option, placeholder
 from geoseg.io.bands import BandSpec, default_band_name, resolve_bands
 from geoseg.io.georef import Georeference
 
@@ -175,8 +175,8 @@ def warn_impossible_nodata(ds: rasterio.DatasetReader, indexes: Sequence[int], *
         bands = ",".join(str(b[0]) for b in bad)
         warnings.warn(
             f"{path}: the declared nodata {value:g} of band(s) {bands} cannot occur in {dtype} data, so no pixel is "
-            f"masked as nodata; fix the file's nodata (gdal_edit -a_nodata VALUE) or pass the right value (CLI: "
-            f"--nodata)",
+            f"masked as nodata; fix the file's nodata (gdal_edit -a_nodata VALUE) or pass the right value "
+            f"({option('nodata', placeholder('VALUE'))})",
             NodataWarning,
             stacklevel=3,
         )

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError, MissingDependencyError
+from geoseg.hints import option
 from geoseg.models.names import ADAPT_STRATEGIES
 from geoseg.models.safe_load import torch_load
 
@@ -461,7 +462,7 @@ def _translate(state: dict[str, torch.Tensor], target: _Target, path_label: str)
     if variant is not None and target.encoder_name is not None and variant != target.encoder_name:
         raise CheckpointError(
             f"{path_label} holds a {variant} ({layout.title}); this model's encoder is {target.encoder_name}: "
-            f"build the model with encoder='{variant}' (CLI: --encoder {variant})"
+            f"build the model with {option('encoder', variant)}"
         )
     out, unknown, dropped = {}, [], []
     for k, v in sub.items():

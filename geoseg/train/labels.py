@@ -13,6 +13,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from geoseg.errors import InvalidParameterError, ModelContractError
+from geoseg.hints import option, placeholder
 from geoseg.io.align import RasterOnGrid
 from geoseg.io.classes import check_class_raster, check_class_values, check_integral
 from geoseg.io.labels import PolygonLabels, is_vector
@@ -35,7 +36,7 @@ class LabelSource(Protocol):
 
 
 def _nodata_hint(path: str) -> str:
-    return f"in the file: gdal_edit -a_nodata VALUE {path}; or label_nodata=VALUE, CLI: --label-nodata VALUE"
+    return f"in the file: gdal_edit -a_nodata VALUE {path}; or {option('label_nodata', placeholder('VALUE'))}"
 
 
 class LabelRaster:
@@ -173,7 +174,7 @@ class LabelVector:
             id_field=id_field,
             what="vector labels",
             layer=layer,
-            layer_option="layer= (CLI: --layer)",
+            layer_option=option("layer", placeholder("NAME")),
         )
         ids, field = self._polygons.ids, self._polygons.field
         names = list(self._polygons.classes) if self._polygons.classes is not None else None
@@ -220,8 +221,8 @@ def open_labels(
     if is_vector(path):
         if nodata is not None:
             raise InvalidParameterError(
-                f"label_nodata (CLI: --label-nodata) applies to label rasters; {path} holds polygons, whose uncovered "
-                f"pixels are not trained on unless background= (CLI: --background) gives them a class"
+                f"{option('label_nodata')} applies to label rasters; {path} holds polygons, whose uncovered pixels are "
+                f"not trained on unless {option('background')} gives them a class"
             )
         return LabelVector(
             path,
@@ -233,5 +234,5 @@ def open_labels(
             id_field=id_field,
         )
     if layer is not None:
-        raise InvalidParameterError(f"layer= (CLI: --layer) chooses a layer of polygon labels; {path} is a raster")
+        raise InvalidParameterError(f"{option('layer')} chooses a layer of polygon labels; {path} is a raster")
     return LabelRaster(path, image, classes, nodata=nodata)

@@ -4,15 +4,15 @@ write). No torch."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geoseg.errors import InvalidParameterError, UnknownClassError
+from geoseg.errors import InvalidParameterError, NoValidDataError
 from geoseg.hints import option
-from geoseg.io.classes import check_class_raster
+from geoseg.io.classes import check_class_ids, check_class_raster, check_nodata_is_no_class
 from geoseg.io.formats import companion_files, vector_driver
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
 from geoseg.io.georef import Georeference
@@ -72,7 +72,9 @@ def vectorize(
         OutputExistsError, OutputError: ``dst`` exists without ``overwrite``, or cannot be written.
         InputNotFoundError, NotARasterError: the class raster cannot be opened.
         UnsupportedRasterError: the raster is not a class raster (several bands, non-integer values, continuous data
-            without class names).
+            without class names), or its declared nodata is one of its class ids.
+        UnknownClassError: negative values, or ids the given ``classes`` do not name.
+        NoValidDataError: the raster holds no valid pixel (nothing is written).
         CancelledError: ``progress`` asked to stop (nothing is left at ``dst``).
     """
     if connectivity not in CONNECTIVITIES:
@@ -126,23 +128,36 @@ def _target_crs(crs: Any) -> Any:
         ) from exc
 
 
-def _check_ids_are_named(ds: Any, path: str | os.PathLike[str], classes: Sequence[str]) -> None:
-    """Refuse class ids (in the raster's value sample, :func:`geoseg.io.classes.sample_values`) that the given class
-    names do not cover, as evaluation does: their polygons would carry a bare number instead of a name.
+def _not_empty(stream: Iterator[list[Any]], path: Any) -> Iterator[list[Any]]:
+    """``stream`` (polygon batches), raising NoValidDataError at its end when it held no polygon: a class raster
+    without a valid pixel gives no file, rather than an empty one that looks like a result."""
+    found = False
+    for batch in stream:
+        found = found or bool(batch)
+        yield batch
+    if not found:
+        raise NoValidDataError(
+            f"class raster {path} holds no valid pixel (every pixel is nodata or masked), so there is nothing to "
+            f"vectorize; check it is the class map you meant and that its nodata value is right (gdalinfo -stats)"
+        )
 
-    Raises:
-        UnknownClassError: listing the ids found outside 0..len(classes)-1.
-    """
-    from geoseg.io.classes import sample_values
 
-    ids = np.unique(sample_values(ds, 1))
-    bad = [int(v) for v in ids if not 0 <= v < len(classes)]
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
-        raise UnknownClassError(
-            f"class raster {path} holds class ids {shown} that are not among the {len(classes)} class names given "
-            f"({', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}): name every id 0..K-1 "
-            f"({option('classes')}), or declare the other values nodata"
+def _built(stream: Iterator[list[Any]], builder: FeatureBuilder, *, min_area: float, path: Any) -> Iterator[Any]:
+    """The attribute batches of ``stream``'s polygons (``builder``), raising InvalidParameterError at the end when
+    ``min_area`` dropped every polygon: an empty file would look like a class raster without classes."""
+    polygons = kept = largest = 0
+    for batch in stream:
+        polygons += len(batch)
+        largest = max([largest, *(int(b[1]) for b in batch)])
+        cols = builder.build(batch)
+        if cols is not None:
+            kept += len(cols["class_id"])
+            yield cols
+    if polygons and not kept:
+        raise InvalidParameterError(
+            f"{option('min_area', min_area)} drops all {polygons} polygons of {path} (the largest covers {largest} "
+            f"pixels; the area is in square map units of the raster's CRS): nothing would be written; lower "
+            f"{option('min_area')}"
         )
 
 
@@ -185,9 +200,10 @@ def _vectorize(
     ds = open_dataset(class_raster)
     prob_ds = None
     try:
-        check_class_raster(ds, path=class_raster, names=classes)
-        if classes is not None:
-            _check_ids_are_named(ds, class_raster, classes)
+        values = check_class_raster(ds, path=class_raster, names=classes)
+        check_class_ids(values, path=class_raster, names=classes)
+        names = list(classes) if classes is not None else read_class_names(ds)
+        check_nodata_is_no_class(ds, values, path=class_raster, names=names)
         if probabilities is not None:
             prob_ds = open_dataset(probabilities)
             if (prob_ds.height, prob_ds.width) != (ds.height, ds.width) or prob_ds.transform != ds.transform:
@@ -196,7 +212,6 @@ def _vectorize(
                     f"{class_raster} ({ds.width}x{ds.height}); pass the probability raster written with the classes"
                 )
             _check_probabilities(prob_ds, probabilities)
-        names = list(classes) if classes is not None else read_class_names(ds)
         out_crs = _target_crs(crs)
         src_crs = Georeference.of(ds).map_crs
         if out_crs is not None and src_crs is None:
@@ -213,8 +228,11 @@ def _vectorize(
             out_crs=out_crs,
             with_prob=prob_ds is not None,
         )
-        stream = polygonize_stream(ds, connectivity=connectivity, window=window, prob_ds=prob_ds, progress=progress)
-        batches = (cols for cols in (builder.build(b) for b in stream) if cols is not None)
+        stream = _not_empty(
+            polygonize_stream(ds, connectivity=connectivity, window=window, prob_ds=prob_ds, progress=progress),
+            class_raster,
+        )
+        batches = _built(stream, builder, min_area=min_area, path=class_raster)
         final_crs = out_crs if out_crs is not None else src_crs
         with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in (ds, prob_ds) if d is not None)):
             if out_path is None or driver is None:

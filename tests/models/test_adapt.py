@@ -165,7 +165,7 @@ def test_public_layout_errors_name_what_was_expected(tmp_path) -> None:
     r50 = tmp_path / "r50.pth"
     torch.save(_public_resnet_state(build_encoder("resnet50", 13, width=4)), r50)
     r18_model = create_model("deeplabv3", in_channels=13, num_classes=2, encoder="resnet18", width=4, aspp_channels=8)
-    with pytest.raises(CheckpointError, match=r"holds a resnet50 .*encoder is resnet18.*--encoder resnet50"):
+    with pytest.raises(CheckpointError, match=r"holds a resnet50 .*encoder is resnet18.*encoder='resnet50'"):
         load_encoder_weights(r18_model, r50)
     wide = create_model("deeplabv3", in_channels=13, num_classes=2, encoder="resnet50", width=8, aspp_channels=8)
     with pytest.raises(CheckpointError, match=r"shapes differ.*another encoder width"):

@@ -17,13 +17,22 @@ _KEYWORD = re.compile(r"(?<![\w.-])([a-z_][a-z0-9_]*)=(\[\.\.\.\]|\.\.\.|'[^']*'
 _FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)(?: ((?!-)[^\s,;()]+))?")
 
 
+#: words that follow a bare flag in geoseg's sentences ("--overwrite to replace it", "--bands listing 6 bands"):
+#: never the flag's value
+_NOT_VALUES = frozenset({
+    "a", "an", "and", "applies", "are", "as", "at", "but", "by", "can", "cannot", "chooses", "for", "gives", "has",
+    "holds", "if", "in", "is", "listing", "lists", "must", "names", "needs", "not", "of", "on", "only", "or", "the",
+    "to", "was", "when", "with", "without",
+})  # fmt: skip
+
+
 def _key(name: str) -> str:
     return name.replace("-", "_").lower()
 
 
 def _value(raw: str | None) -> str:
-    if (raw or "").replace(".", "") in ("", "[]"):
-        return ""  # `...` and `[...]` stand for a value the user gives
+    if (raw or "").replace(".", "") in ("", "[]") or re.fullmatch(r"[A-Z][A-Z_]*[A-Z]", raw or ""):
+        return ""  # `...`, `[...]` and `NAME`, `VALUE` (geoseg.hints.placeholder) stand for a value the user gives
     raw = (raw or "").rstrip(".")
     if len(raw) > 1 and raw[0] in "'\"" and raw[-1] == raw[0]:
         raw = raw[1:-1]
@@ -55,8 +64,16 @@ def in_dialog_terms(message: str, terms: Mapping[str, str]) -> str:
     text = _ASIDE.sub(aside, text)
     text = _KEYWORD.sub(lambda m: _named(known[_key(m.group(1))], _value(m.group(2))) if _key(m.group(1)) in known
                         else m.group(0), text)  # fmt: skip
-    text = _FLAG.sub(lambda m: _named(known[_key(m.group(1))], _value(m.group(2))) if _key(m.group(1)) in known
-                     else m.group(0), text)  # fmt: skip
+
+    def flag(m: re.Match[str]) -> str:
+        if _key(m.group(1)) not in known:
+            return m.group(0)
+        value = m.group(2)
+        if value is not None and value in _NOT_VALUES:  # a bare flag: the next word is the sentence's
+            return _named(known[_key(m.group(1))], "") + " " + value
+        return _named(known[_key(m.group(1))], _value(value))
+
+    text = _FLAG.sub(flag, text)
     text = re.sub(r"\b([Pp])ass( the [\w ]+)? (\(?)'", lambda m: ("S" if m.group(1) == "P" else "s") + "et"
                   + (m.group(2) or "") + " " + m.group(3) + "'", text)  # fmt: skip
     return text.strip()

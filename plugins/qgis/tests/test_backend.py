@@ -161,6 +161,20 @@ def test_errors_in_dialog_terms() -> None:
     assert in_dialog_terms("holds class names (a, b); pass classes=[...] (CLI: --classes) to map", terms) == (
         "holds class names (a, b); set 'Class names' to map"
     )
+    # placeholders of the command line's spelling (geoseg.hints.placeholder) are not values
+    assert in_dialog_terms("holds class names (a, b); pass --classes NAMES to map", terms) == (
+        "holds class names (a, b); set 'Class names' to map"
+    )
+    assert in_dialog_terms("no class attribute; pass the class field (--class-field NAME)", terms) == (
+        "no class attribute; set the class field ('Class field')"
+    )
+    # a bare flag is not followed by its value: the next word stays the sentence's
+    assert in_dialog_terms("out.tif already exists; pass --overwrite to replace it", terms) == (
+        "out.tif already exists; set 'X' to replace it"
+    )
+    assert in_dialog_terms("Pass --bands listing 6 raster bands, e.g. --bands 1-6", terms) == (
+        "Set 'Band mapping' listing 6 raster bands, e.g. 'Band mapping' = 1-6"
+    )
     assert (
         in_dialog_terms(
             "no class attribute; pass the class field (class_field=... in training, truth_class_field=... in "
