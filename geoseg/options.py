@@ -122,8 +122,9 @@ BOUNDS: dict[str, Bound] = {
     "weight_decay": NON_NEGATIVE,
     "label_smoothing": FRACTION,
     "balance": Bound(integer=False, low=0, high=1, unit="0: classes as labelled, 1: equal"),
-    "pixel_batch": NON_NEGATIVE_INT,
-    "pixel_steps": NON_NEGATIVE_INT,
+    # labelled pixels per per-pixel step: 2**20 of 200 bands is already 800 MB of float32 per batch
+    "pixel_batch": Bound(integer=True, low=0, high=2**20, unit="pixels per batch; 0 trains no per-pixel classifier"),
+    "pixel_steps": Bound(integer=True, low=0, high=10_000_000, unit="steps; 0 skips the per-pixel pre-training"),
 }
 
 
