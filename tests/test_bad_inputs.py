@@ -765,7 +765,15 @@ def test_sigint_while_vectorizing_leaves_no_output(tmp_path):
     before = _snapshot(tmp_path)
     args = [sys.executable, "-m", "geoseg", "predict", src, "out.tif", "-m", ck, "--device", "cpu", "--vector",
             "v.gpkg", "--truth", lab, "--report", "rep", "--progress", "json"]  # fmt: skip
-    proc = subprocess.Popen(list(map(str, args)), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a child inherits an ignored SIGINT (a test run started in the background,
+    # or by a harness that ignores it) and Python then keeps ignoring it, so restore the default in the child
+    proc = subprocess.Popen(
+        list(map(str, args)),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     for line in proc.stderr:
         if line.startswith("{") and json.loads(line)["message"] == "vectorize":
             break

@@ -22,6 +22,9 @@ def _start(args, cwd):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # SIGINT as a terminal's Ctrl-C delivers it, even when this test run inherited an ignored SIGINT (Python
+        # keeps ignoring a signal ignored at start-up)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
