@@ -542,6 +542,9 @@ BAD_COMMAND_LINES = [
                  id="train-seed-huge"),
     pytest.param(["vectorize", "allnd.tif", "v.gpkg", "--progress", "none"],
                  r"class raster allnd\.tif holds no valid pixel", id="vectorize-all-nodata"),
+    pytest.param(["vectorize", "lab.tif", "v.geojson", "--layer", "foo"],
+                 r"--layer names the layer of a GeoPackage or FlatGeobuf output, but v\.geojson is GeoJSON, which "
+                 r"holds one unnamed layer; drop --layer", id="vectorize-layer-without-layers"),
     # --- predict --truth: checked against the image before predicting (the message names the image, not the map)
     pytest.param([*PREDICT, "--truth", "far.gpkg"], r"truth polygons far\.gpkg \(bounds .*\) lie outside the image "
                  r"in\.tif \(the class map's grid\)", id="predict-truth-polygons-elsewhere"),

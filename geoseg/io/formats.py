@@ -28,6 +28,9 @@ VECTOR_FORMATS: dict[str, str] = {
     ".geoparquet": "GeoParquet",
 }
 
+#: polygon drivers whose files hold named layers (``layer=`` / ``--layer``); the others hold one unnamed layer
+NAMED_LAYER_DRIVERS: tuple[str, ...] = ("GPKG", "FlatGeobuf")
+
 #: files a driver writes beside the named one (same stem, these extensions); they are published and replaced with it
 COMPANION_SUFFIXES: dict[str, tuple[str, ...]] = {"ESRI Shapefile": (".shx", ".dbf", ".prj", ".cpg")}
 

@@ -13,7 +13,7 @@ import numpy as np
 from geoseg.errors import InvalidParameterError, NoValidDataError
 from geoseg.hints import option
 from geoseg.io.classes import check_class_ids, check_class_raster, check_nodata_is_no_class
-from geoseg.io.formats import companion_files, vector_driver
+from geoseg.io.formats import NAMED_LAYER_DRIVERS, companion_files, vector_driver
 from geoseg.io.gdal_cache import WindowedReads, bounded_gdal_cache
 from geoseg.io.georef import Georeference
 from geoseg.io.read import open_dataset
@@ -68,7 +68,8 @@ def vectorize(
     Raises:
         InvalidParameterError: a bad option (a negative or NaN ``min_area``/``simplify``, a ``window`` below 2, empty
             or repeated class names, a ``crs`` PROJ does not know), an unsupported output extension, a probability
-            raster on another grid, or ``crs`` for a raster without one.
+            raster on another grid, ``crs`` for a raster without one, or ``layer`` for an output without named layers
+            (GeoJSON, Shapefile, GeoParquet) or without ``dst``.
         OutputExistsError, OutputError: ``dst`` exists without ``overwrite``, or cannot be written.
         InputNotFoundError, NotARasterError: the class raster cannot be opened.
         UnsupportedRasterError: the raster is not a class raster (several bands, non-integer values, continuous data
@@ -90,6 +91,12 @@ def vectorize(
         inputs = {class_raster: "class raster", probabilities: "probability raster"}
         out_path = check_output_path(
             dst, overwrite=overwrite, inputs=inputs, what="polygon file", companions=companion_files(dst, driver)
+        )
+    if layer is not None and driver not in NAMED_LAYER_DRIVERS:
+        where = f"{dst} is {driver}, which holds one unnamed layer" if dst is not None else "no output file is given"
+        raise InvalidParameterError(
+            f"{option('layer')} names the layer of a GeoPackage or FlatGeobuf output, but {where}; drop "
+            f"{option('layer')} or write to a .gpkg/.fgb file"
         )
     return _vectorize(
         class_raster,
