@@ -526,3 +526,7 @@ def test_pixel_steps_are_recorded_and_need_a_per_pixel_classifier(tmp_path, scen
     assert not (tmp_path / "c.safetensors").exists()
     with pytest.raises(InvalidParameterError, match="pixel_steps"):
         train_model(img, lab, tmp_path / "d.safetensors", pixel_steps=-1, **opts)
+    # a resumed run keeps the pre-training it was saved with: another pixel_steps is refused, none given is fine
+    with pytest.raises(CheckpointError, match=r"pixel_steps 7 \(now 50\)"):
+        train_model(img, lab, tmp_path / "a.safetensors", pixel_steps=50, resume=True, **opts)
+    train_model(img, lab, tmp_path / "a.safetensors", resume=True, **opts)

@@ -165,7 +165,7 @@ def check_train_arguments(arguments: Mapping[str, Any]) -> None:
 #: sequence of chips, batches and learning rates (so resuming ends exactly where an uninterrupted run would)
 RESUME_OPTIONS = (
     "arch", "arch_kwargs", "classes", "bands", "seed", "loss", "sampling", "lr", "epochs", "val_fraction", "augment",
-    "chip", "block", "batch_size", "chips_per_epoch", "normalization",
+    "chip", "block", "batch_size", "chips_per_epoch", "normalization", "pixel_steps",
 )  # fmt: skip
 
 

@@ -461,20 +461,22 @@ def train_model(
         config.extra["training"]["class_weights"] = None if weights is None else [round(float(w), 6) for w in weights]
         criterion = make_loss(loss, weights=weights, label_smoothing=label_smoothing)
         net = net.to(dev)
-        if pixel_steps is None:
-            pixel_steps = PIXEL_STEPS if pixel_batch and hasattr(net, "forward_pixels") else 0
-        if pixel_steps and saved_state is None:
+        # the steps to run (the argument stays as given: a resumed run compares it with the saved one)
+        pre_steps = pixel_steps
+        if pre_steps is None:
+            pre_steps = PIXEL_STEPS if pixel_batch and hasattr(net, "forward_pixels") else 0
+        if pre_steps and saved_state is None:
             if not hasattr(net, "forward_pixels"):
                 raise InvalidParameterError(
                     f"{option('pixel_steps')} pre-trains a per-pixel classifier, which {arch!r} does not have; "
                     f"drop {option('pixel_steps')} or use arch ssnet"
                 )
-            pixel_steps = _pretrain_pixels(
-                net, reader, criterion, rng, gen, steps=pixel_steps, pixel_batch=pixel_batch or 2048, lr=lr,
+            pre_steps = _pretrain_pixels(
+                net, reader, criterion, rng, gen, steps=pre_steps, pixel_batch=pixel_batch or 2048, lr=lr,
                 weight_decay=weight_decay, balance=balance, augmentations=augmentations, dev=dev, progress=progress,
                 epochs=epochs, sampling=sampling, train_blocks=split.train, batch_size=batch_size,
             )  # fmt: skip
-        config.extra["training"]["pixel_steps"] = pixel_steps
+        config.extra["training"]["pixel_steps"] = pre_steps
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         steps_per_epoch = max(1, -(-chips_per_epoch // batch_size))
         total_steps = epochs * steps_per_epoch
