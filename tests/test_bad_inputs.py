@@ -360,6 +360,7 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "c.yaml").write_text("epochs: 2\n")
     (tmp_path / "ten.yaml").write_text("epochs: ten\n")
     (tmp_path / "classes3.yaml").write_text("classes: 3\n")
+    (tmp_path / "negsteps.yaml").write_text("pixel_steps: -3\n")
     (tmp_path / "rep").mkdir()
     (tmp_path / "rep" / "report.json").write_text("{}")
     (tmp_path / "d").mkdir()
@@ -435,6 +436,8 @@ BAD_COMMAND_LINES = [
     pytest.param([*PREDICT, "--device", "cuda:99"], r"--device 'cuda:99'", id="predict-cuda-99"),
     pytest.param([*TRAIN, "--config", "ten.yaml"], r"config ten\.yaml: epochs must be an integer .*, got 'ten' \(str\)",
                  id="train-config-epochs-ten"),
+    pytest.param([*TRAIN, "--config", "negsteps.yaml"], r"config negsteps\.yaml: pixel_steps must be an integer in "
+                 r"\[0, 10000000\]", id="train-config-number-out-of-range"),
     pytest.param([*TRAIN, "--config", "classes3.yaml"], r"config classes3\.yaml: classes must be a list of text",
                  id="train-config-classes-int"),
     pytest.param([*TRAIN, "--arch-kwargs", "[1,2]"], r"--arch-kwargs must be a JSON object", id="arch-kwargs-list"),
