@@ -570,6 +570,12 @@ BAD_COMMAND_LINES = [
     pytest.param([*PREDICT, "--truth", "lab.tif", "--report", "o.tif"], r"report folder o\.tif is the path of the "
                  r"class raster this command writes; choose another folder for the report",
                  id="predict-report-is-the-class-raster"),
+    # --- a band selection: each band checked before the count; batch refuses it before any folder or cluster
+    pytest.param([*PREDICT, "--bands", "0"], r"band index 0 is out of range", id="predict-bands-zero"),
+    pytest.param([*PREDICT, "--bands", "1-"], r"no band named '1-'", id="predict-bands-open-range"),
+    pytest.param([*BATCH, "--bands", "1"], r"model expects 2 band\(s\) .* the band selection '1' gives 1",
+                 id="batch-bands-count"),
+    pytest.param([*BATCH, "--bands", "1,7"], r"band index 7 is out of range", id="batch-bands-range"),
 ]  # fmt: skip
 
 
