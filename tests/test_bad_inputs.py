@@ -589,6 +589,22 @@ def test_batch_scene_truth_beyond_the_model_classes_gets_advice_batch_can_follow
         scene_report("lab.tif", "lab9.tif", ["a", "b", "c"])
 
 
+def test_batch_error_is_the_only_stderr_line_besides_the_bar(workdir):
+    """A failed scene: the Dask dashboard address goes to stdout (with the bar only), never before the error."""
+    Path("scenes.txt").write_text("in.tif\nmissing.tif\n")
+    args = ["batch", "--manifest", "scenes.txt", "-m", "m.safetensors", "--device", "cpu", "--workers", "1"]
+    for progress in ("none", "bar"):
+        res = subprocess.run(
+            [sys.executable, "-m", "geoseg", *args, "-o", f"out-{progress}", "--progress", progress],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert res.returncode == 1, res.stderr
+        assert "Dask dashboard" not in res.stderr
+        assert ("Dask dashboard: http" in res.stdout) == (progress == "bar"), res.stdout
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "task/s" not in ln and "batch:" not in ln]
+        assert len(lines) == 1 and lines[0].startswith("Error: 1 of 2 scene(s) failed"), res.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), BAD_COMMAND_LINES)
 def test_bad_command_line_is_one_line_and_changes_nothing(workdir, args, message):
     before = _snapshot(workdir)
