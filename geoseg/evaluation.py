@@ -260,6 +260,7 @@ def evaluate(
     truth_layer: str | None = None,
     aoi_layer: str | None = None,
     truth_id_field: str | None = None,
+    model_classes: bool = False,
 ) -> SegmentationReport:
     """Compare a class raster with ground truth, window by window, and return a :class:`SegmentationReport`.
 
@@ -269,6 +270,9 @@ def evaluate(
     * ``classes``: class names (index = id) or their number; default: names stored on the prediction by geoseg,
       else the ids seen. Truth ids outside the classes raise :class:`~geoseg.errors.UnknownClassError`.
     * ``ignore_index``: a truth id left out of the scores. Nodata in either raster is always left out.
+    * ``model_classes``: the classes are those of the model that made the prediction (``geoseg predict --truth``,
+      ``geoseg batch --truth-dir``), so they cannot be changed: truth ids beyond them are to be marked nodata in
+      the truth, or scored with a model trained on those classes (the advice of the error says so).
     * ``aoi``: polygons (path or GeoDataFrame) restricting the evaluation.
     * ``truth_class_field``: attribute of label polygons holding class ids or names (default: the first of
       :data:`~geoseg.io.labels.CLASS_FIELD_CANDIDATES` present); read by :class:`geoseg.io.labels.PolygonLabels`,
@@ -309,7 +313,7 @@ def evaluate(
     check_requires({"aoi_layer": aoi_layer, "aoi": aoi}, {"aoi_layer": ("aoi", "it chooses a layer of the AOI file")})
     return _evaluate(
         prediction, truth, classes, ignore_index, aoi, truth_class_field, background, window, progress,
-        truth_layer, aoi_layer, truth_id_field,
+        truth_layer, aoi_layer, truth_id_field, model_classes,
     )  # fmt: skip
 
 
@@ -326,6 +330,7 @@ def _evaluate(
     truth_layer: str | None = None,
     aoi_layer: str | None = None,
     truth_id_field: str | None = None,
+    model_classes: bool = False,
 ) -> SegmentationReport:
     pred = open_dataset(prediction)
     truth_src: _RasterTruth | _VectorTruth | None = None
@@ -347,7 +352,9 @@ def _evaluate(
         aoi_src = _aoi(aoi, pred, aoi_layer) if aoi is not None else None
         readers = [pred] + ([truth_src.ds] if isinstance(truth_src, _RasterTruth) else [])
         with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in readers)):
-            return _accumulate(pred, truth_src, names, ignore_index, aoi_src, window, progress, prediction, truth)
+            return _accumulate(
+                pred, truth_src, names, ignore_index, aoi_src, window, progress, prediction, truth, model_classes
+            )
     finally:
         if truth_src is not None:
             truth_src.close()
@@ -364,6 +371,7 @@ def _accumulate(
     progress: ProgressCallback | None,
     prediction: Any,
     truth: Any,
+    model_classes: bool = False,
 ) -> SegmentationReport:
     cm = ConfusionMatrix(len(names) if names is not None else None, track_unknown=True)
     counts = {"pred_nodata": 0, "truth_nodata": 0, "outside_aoi": 0, "ignored": 0}
@@ -400,7 +408,7 @@ def _accumulate(
         cm.update(p, t, valid, truth_area=area)
         report_progress(progress, done, total_windows, "evaluate")
     n = cm.num_classes
-    _raise_unknown(cm.unknown_truth, cm.unknown_pred, names, n, ignore_index, truth, prediction)
+    _raise_unknown(cm.unknown_truth, cm.unknown_pred, names, n, ignore_index, truth, prediction, model_classes)
     matrix = cm.matrix
     total = int(matrix.sum())
     if total == 0:
@@ -440,16 +448,22 @@ def _raise_unknown(
     ignore_index: int | None,
     truth: Any,
     prediction: Any,
+    model_classes: bool = False,
 ) -> None:
     known = f"{n} classes 0..{n - 1}" + (f" ({', '.join(names[:10])}{', ...' if n > 10 else ''})" if names else "")
     if unknown_truth:
         ids = sorted(unknown_truth)
         px = sum(unknown_truth.values())
+        where = f"truth {truth} holds class ids {ids} ({px} px) that are not among the {known}"
+        if model_classes:  # the model's classes: nothing to pass, only the truth or the model can change
+            raise UnknownClassError(
+                f"{where} the model predicts; mark those pixels as nodata in the truth, or use a model trained with "
+                f"those classes"
+            )
         hint = f"set {option('ignore_index', ids[0])}" if len(ids) == 1 else "remap the labels"
         raise UnknownClassError(
-            f"truth {truth} holds class ids {ids} ({px} px) that are not among the {known}; pass "
-            f"{option('classes', CLASS_LIST)} listing every class, {hint}, or mark them as nodata in the labels"
-            + (f" (ignore_index is {ignore_index})" if ignore_index is not None else "")
+            f"{where}; pass {option('classes', CLASS_LIST)} listing every class, {hint}, or mark them as nodata in "
+            f"the labels" + (f" (ignore_index is {ignore_index})" if ignore_index is not None else "")
         )
     if unknown_pred:
         ids = sorted(unknown_pred)

@@ -351,6 +351,9 @@ def workdir(tmp_path, monkeypatch):
     write_raster(tmp_path / "far.tif", labels, transform=Affine.translation(9000, 0) @ TRANSFORM)
     write_raster(tmp_path / "nd1.tif", labels, nodata=1)  # ids 0, 1, 2 with 1 declared nodata
     write_raster(tmp_path / "allnd.tif", np.full((64, 64), 255, np.uint8), nodata=255)
+    lab9 = labels.copy()
+    lab9[:5, :5] = 9  # an id beyond the model's 3 classes
+    write_raster(tmp_path / "lab9.tif", lab9)
     tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
     (tmp_path / "old.tif").write_bytes(b"an earlier class map")
     (tmp_path / "t.safetensors.train-state.pt").write_bytes(b"an earlier run's training state")
@@ -564,7 +567,48 @@ BAD_COMMAND_LINES = [
                  r"be in EPSG:32633: set the CRS it was drawn in", id="evaluate-aoi-without-crs-elsewhere"),
     pytest.param(["evaluate", "lab.tif", "empty.gpkg"], r"truth polygons empty\.gpkg hold no polygon",
                  id="evaluate-truth-polygons-empty"),
+    # --- the advice fits the command, and messages name the user's paths, never a staged temporary
+    pytest.param([*PREDICT, "--truth", "lab9.tif"], r"truth lab9\.tif holds class ids \[9\] .* the model predicts; "
+                 r"mark those pixels as nodata in the truth, or use a model trained with those classes$",
+                 id="predict-truth-ids-beyond-model-classes"),
+    pytest.param([*PREDICT, "--truth", "allnd.tif"], r"no pixel is valid in both prediction o\.tif and truth "
+                 r"allnd\.tif", id="predict-truth-all-nodata-names-the-output"),
+    pytest.param([*PREDICT, "--truth", "lab.tif", "--report", "o.tif"], r"report folder o\.tif is the path of the "
+                 r"class raster this command writes; choose another folder for the report",
+                 id="predict-report-is-the-class-raster"),
+    # --- a band selection: each band checked before the count; batch refuses it before any folder or cluster
+    pytest.param([*PREDICT, "--bands", "0"], r"band index 0 is out of range", id="predict-bands-zero"),
+    pytest.param([*PREDICT, "--bands", "1-"], r"no band named '1-'", id="predict-bands-open-range"),
+    pytest.param([*BATCH, "--bands", "1"], r"model expects 2 band\(s\) .* the band selection '1' gives 1",
+                 id="batch-bands-count"),
+    pytest.param([*BATCH, "--bands", "1,7"], r"band index 7 is out of range", id="batch-bands-range"),
 ]  # fmt: skip
+
+
+def test_batch_scene_truth_beyond_the_model_classes_gets_advice_batch_can_follow(workdir):
+    """`geoseg batch --truth-dir` scores each mosaic against the model's classes: it has no --classes or
+    --ignore-index, so the advice is about the truth or the model."""
+    from geoseg.distributed.report import scene_report
+
+    with pytest.raises(UnknownClassError, match=r"lab9\.tif holds class ids \[9\] .* the model predicts; mark those "
+                       r"pixels as nodata in the truth, or use a model trained with those classes$"):  # fmt: skip
+        scene_report("lab.tif", "lab9.tif", ["a", "b", "c"])
+
+
+def test_batch_error_is_the_only_stderr_line_besides_the_bar(workdir):
+    """A failed scene: the Dask dashboard address goes to stdout (with the bar only), never before the error."""
+    Path("scenes.txt").write_text("in.tif\nmissing.tif\n")
+    args = ["batch", "--manifest", "scenes.txt", "-m", "m.safetensors", "--device", "cpu", "--workers", "1"]
+    for progress in ("none", "bar"):
+        res = subprocess.run(
+            [sys.executable, "-m", "geoseg", *args, "-o", f"out-{progress}", "--progress", progress],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert res.returncode == 1, res.stderr
+        assert "Dask dashboard" not in res.stderr
+        assert ("Dask dashboard: http" in res.stdout) == (progress == "bar"), res.stdout
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "task/s" not in ln and "batch:" not in ln]
+        assert len(lines) == 1 and lines[0].startswith("Error: 1 of 2 scene(s) failed"), res.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_COMMAND_LINES)

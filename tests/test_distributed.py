@@ -315,7 +315,7 @@ def test_batch_cli(data, reference, client, tmp_path):
         "--device",
         "cpu",
         "--progress",
-        "none",
+        "bar",  # the dashboard address is shown with the progress bar
     ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output

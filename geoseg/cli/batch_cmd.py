@@ -128,9 +128,10 @@ def batch_command(
     )
 
     def show_dashboard(client: Any) -> None:
+        # with the progress bar only, and on stdout: stderr stays for the one line of an error
         link = getattr(client, "dashboard_link", None)
-        if link:
-            click.echo(f"Dask dashboard: {link}", err=True)
+        if link and progress_kind == "bar" and not as_json:
+            click.echo(f"Dask dashboard: {link}")
 
     def show(message: str) -> None:
         click.echo(message, err=True)

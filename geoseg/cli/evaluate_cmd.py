@@ -202,7 +202,12 @@ class PostProcessing:
 
             with progress_display(progress_kind, "evaluate", unit="window") as progress:
                 report = evaluate(
-                    class_raster, self.truth, classes=classes, truth_class_field=class_field, progress=progress
+                    class_raster,
+                    self.truth,
+                    classes=classes,
+                    truth_class_field=class_field,
+                    progress=progress,
+                    model_classes=True,
                 )
             report.extra["prediction"] = str(self.output)
             done["report"] = report.to_dict()

@@ -34,7 +34,7 @@ def scene_report(
     """
     from geoseg.evaluation import evaluate
 
-    return evaluate(prediction, truth, classes=list(classes))
+    return evaluate(prediction, truth, classes=list(classes), model_classes=True)
 
 
 def combined_report(reports: Sequence[SegmentationReport], classes: Sequence[str]) -> SegmentationReport | None:

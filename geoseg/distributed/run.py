@@ -591,6 +591,7 @@ def run_batch(
     inputs = _inputs(job_list, checkpoint)
     fixed = {out / MANIFEST_NAME: "resume manifest", out / LOCK_NAME: "lock file", out / SUMMARY_NAME: "summary"}
     check_outputs_not_inputs(fixed, inputs, fix=_fix())
+    _check_band_selection(job_list, checkpoint, bands)
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     say = on_message or (lambda message: None)
@@ -624,6 +625,32 @@ def run_batch(
             on_client=on_client,
             say=say,
         )
+
+
+def _check_band_selection(jobs: list[Job], checkpoint: Path, bands: Any) -> None:
+    """An explicit band selection is one option for every scene: check it against the model and each readable
+    scene (count, range, names) before the output folder or a cluster exists, so a wrong ``bands`` is refused at
+    once instead of failing every scene after the cluster started.
+
+    Raises:
+        ModelContractError, BandSelectionError: see :func:`geoseg.inference.bands.match_bands`.
+    """
+    if bands is None:
+        return
+    from geoseg.inference.bands import match_bands
+    from geoseg.io.read import RasterSource
+    from geoseg.models import read_config
+
+    config = read_config(str(checkpoint))
+    for job in jobs:
+        if job.error:
+            continue
+        try:
+            probe = RasterSource(job.src)
+        except Exception:  # an unreadable scene fails alone, in planning
+            continue
+        with probe:
+            match_bands(config, probe.descriptions, bands, path=str(job.src))
 
 
 def _run_locked(

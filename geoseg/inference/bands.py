@@ -78,12 +78,13 @@ def match_bands(
     have = [d for d in descriptions]
     if bands is not None:
         items = parse_band_spec(bands) or []
+        # each band must exist before the count is compared: '0' or '1-' is a wrong band, not a wrong count
+        indexes = resolve_bands(items, descriptions, path=path)
         if len(items) != n:
             raise ModelContractError(
                 f"model expects {n} band(s) ({_summary(want)}) but the band selection {bands!r} gives {len(items)}; "
                 f"select exactly {n} raster bands in the model's order"
             )
-        indexes = resolve_bands(items, descriptions, path=path)
         _check_against_names(want, descriptions, indexes, bands)
         return list(indexes)
     names = {d for d in have if d}

@@ -125,6 +125,12 @@ class OutputSet:
         exist (its other files are kept) or not (it is created, with missing parents, on publish).
         """
         p = Path(path)
+        known = self._outputs.get(p.absolute())
+        if known is not None and not known.folder:
+            raise OutputError(
+                f"{what} folder {p} is the path of the {known.what} this command writes; choose another folder for "
+                f"the {what}"
+            )
         if p.exists() and not p.is_dir():
             raise OutputError(f"{what} folder {p} is a file; give a folder path")
         check_outputs_not_inputs({p: f"{what} folder"}, self.inputs)
@@ -270,7 +276,28 @@ class OutputSet:
         if exc_type is None:
             self.publish()
         else:
+            if exc is not None:
+                self.unstage_message(exc)
             self.discard()
+
+    def unstage_message(self, exc: BaseException) -> None:
+        """Name the final outputs, not their hidden staged names, in the message of ``exc`` (changed in place).
+
+        A step that fails while writing or reading a staged output (a report scoring the staged class raster, a
+        writer refusing its path) names the path it was given; the user knows only the final one.
+        """
+        swaps = sorted(
+            ((str(p), str(o.path)) for o in self._outputs.values() if o.staged is not None
+             for p in {o.staged, o.staged.absolute()}),
+            key=lambda s: -len(s[0]),
+        )  # fmt: skip
+        if not swaps or not exc.args or not isinstance(exc.args[0], str):
+            return
+        text = exc.args[0]
+        for staged, final in swaps:
+            text = text.replace(staged, final)
+        if text != exc.args[0]:
+            exc.args = (text, *exc.args[1:])
 
 
 def check_input_files(inputs: PathsLike) -> None:
