@@ -128,10 +128,14 @@ BOUNDS: dict[str, Bound] = {
 }
 
 
-def check_number(name: str, value: Any, bound: Bound | None = None, *, default: str = "") -> None:
+def check_number(
+    name: str, value: Any, bound: Bound | None = None, *, default: str = "", source: str = "", shown: str | None = None
+) -> None:
     """Refuse ``value`` for option ``name`` unless it is None or within ``bound`` (default: :data:`BOUNDS`).
 
-    ``default`` says what omitting the option does (e.g. "the model's tile"), for the message.
+    ``default`` says what omitting the option does (e.g. "the model's tile"), for the message; ``source`` prefixes
+    the message and ``shown`` is the option's name as the user wrote it (as in :func:`check_types`; default: the
+    CLI or Python spelling of ``name``).
 
     Raises:
         InvalidParameterError: naming the option, the value, what is valid, and that it may be omitted.
@@ -142,13 +146,21 @@ def check_number(name: str, value: Any, bound: Bound | None = None, *, default: 
     if bound.valid(value):
         return
     omit = f"; omit it for {default}" if default else ""
-    raise InvalidParameterError(f"{option(name)} must be {bound.describe()}, got {value!r}{omit}")
+    raise InvalidParameterError(f"{source}{shown or option(name)} must be {bound.describe()}, got {value!r}{omit}")
 
 
-def check_numbers(values: Mapping[str, Any], bounds: Mapping[str, Bound] | None = None) -> None:
-    """:func:`check_number` for every ``name: value`` (bounds from ``bounds``, else :data:`BOUNDS`)."""
+def check_numbers(
+    values: Mapping[str, Any],
+    bounds: Mapping[str, Bound] | None = None,
+    *,
+    source: str = "",
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """:func:`check_number` for every ``name: value`` (bounds from ``bounds``, else :data:`BOUNDS`; ``source`` and
+    ``names`` as in :func:`check_types`)."""
     for name, value in values.items():
-        check_number(name, value, (bounds or {}).get(name) or BOUNDS[name])
+        bound = (bounds or {}).get(name) or BOUNDS[name]
+        check_number(name, value, bound, source=source, shown=(names or {}).get(name))
 
 
 def check_class_names(names: Any, *, what: str = "classes") -> list[str] | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError, MissingDependencyError
 from geoseg.hints import option
-from geoseg.options import BOUNDS, check_class_names, check_number, check_numbers, check_requires, check_types
+from geoseg.options import BOUNDS, check_class_names, check_numbers, check_requires, check_types
 
 
 def train_options() -> list[str]:
@@ -66,11 +66,8 @@ def load_train_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     data = normalize_train_options(data, source=f"config {p}: ", names={k: k for k in data})
     check_types(train_model, data, source=f"config {p}: ", names={k: k for k in data})
-    for key in sorted(set(data) & set(BOUNDS)):
-        try:
-            check_number(key, data[key])
-        except InvalidParameterError as exc:  # named as the file spells it, not as a flag the user did not type
-            raise InvalidParameterError(f"config {p}: {str(exc).replace(option(key), key, 1)}") from None
+    numbers = {k: data[k] for k in sorted(set(data) & set(BOUNDS))}
+    check_numbers(numbers, source=f"config {p}: ", names={k: k for k in numbers})
     return data
 
 
