@@ -528,7 +528,7 @@ def train_model(
                 if px is not None and py is not None:
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                         plog = net.forward_pixels(px)  # type: ignore[operator]
-                    lval = lval + criterion(plog.float()[:, :, None], py[:, None])
+                    lval = lval + _pixel_loss(criterion, plog, py)
                 opt.zero_grad(set_to_none=True)
                 lval.backward()
                 opt.step()
@@ -626,6 +626,18 @@ def _pixel_batch(
     return pt, yt
 
 
+def _pixel_loss(
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """The loss of ``forward_pixels`` logits ``(k * N, classes)`` against ``(N,)`` class ids: an ensemble stacks its
+    k members' logits (:mod:`geoseg.models.ensemble`), so the targets are repeated k times and the mean loss scaled
+    by k, giving the sum of the members' losses (each member trains as it would alone)."""
+    k = logits.shape[0] // max(1, targets.shape[0])
+    if k > 1:
+        targets = targets.repeat(k)
+    return criterion(logits.float()[:, :, None], targets[:, None]) * max(1, k)
+
+
 def _pretrain_pixels(
     net: torch.nn.Module,
     reader: ChipReader,
@@ -664,7 +676,7 @@ def _pretrain_pixels(
         if batch is None:
             return step
         logits = net.forward_pixels(batch[0].to(dev))  # type: ignore[operator]
-        loss = criterion(logits.float()[:, :, None], batch[1].to(dev)[:, None])
+        loss = _pixel_loss(criterion, logits, batch[1].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
