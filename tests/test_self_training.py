@@ -123,3 +123,23 @@ def test_out_of_range_self_training_options_are_refused(tmp_path, half_labelled,
     with pytest.raises(InvalidParameterError, match=option):
         train_model(img, lab, tmp_path / "m.safetensors", **{**FAST, option: value})
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_the_forest_baseline_sees_the_real_labels_only(tmp_path, half_labelled, monkeypatch):
+    """``baseline="rf"`` fits the forest on the real training labels, never on the network's pseudo-labels."""
+    pytest.importorskip("sklearn")
+    import geoseg.train.baseline as baseline
+
+    img, lab, labels = half_labelled
+    fitted: list[np.ndarray] = []
+    real_fit = baseline.fit_forest
+
+    def recording_fit(x, y, **kwargs):
+        fitted.append(np.asarray(y))
+        return real_fit(x, y, **kwargs)
+
+    monkeypatch.setattr(baseline, "fit_forest", recording_fit)
+    opts = dict(FAST, baseline="rf", pseudo_threshold=0.4, pixel_steps=200, val_fraction=0.0)
+    result = train_model(img, lab, tmp_path / "a.safetensors", self_training=1, **opts)
+    assert sum(read_config(result.checkpoint).extra["training"]["pseudo_pixels"].values()) > 0
+    assert len(fitted) == 1 and len(fitted[0]) == int((labels != 255).sum())  # every real label, nothing more

@@ -516,6 +516,7 @@ def train_model(
             teacher_state = saved_state.get("teacher")
         use_amp = amp and dev.type == "cuda"
         stopped = False
+        labelled_reader, labelled_split = reader, split  # the real labels alone (the forest baseline's)
         for rnd in range(first_round, rounds + 1):
             resuming = saved_state is not None and rnd == first_round
             if rnd > 0:
@@ -670,7 +671,9 @@ def train_model(
                 break
         forest_report = None
         if baseline == "rf":
-            forest_report = _forest_on_split(src, reader, split, names, val_reads, seed, threads)
+            forest_report = _forest_on_split(
+                src, labelled_reader, labelled_split, names, val_reads, seed, threads
+            )  # fmt: skip
     if best_report is None and out_path.exists():
         from geoseg.models.checkpoint import read_config
 
