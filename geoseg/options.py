@@ -125,6 +125,10 @@ BOUNDS: dict[str, Bound] = {
     # labelled pixels per per-pixel step: 2**20 of 200 bands is already 800 MB of float32 per batch
     "pixel_batch": Bound(integer=True, low=0, high=2**20, unit="pixels per batch; 0 trains no per-pixel classifier"),
     "pixel_steps": Bound(integer=True, low=0, high=10_000_000, unit="steps; 0 skips the per-pixel pre-training"),
+    # each round is one more training run: beyond a few, pseudo-labels only repeat the previous model
+    "self_training": Bound(integer=True, low=0, high=5, unit="rounds; 0 trains on the real labels only"),
+    # a class probability: 0 would pseudo-label every pixel, whatever the model's doubt
+    "pseudo_threshold": Bound(integer=False, low=0, low_open=True, high=1, unit="class probability"),
 }
 
 

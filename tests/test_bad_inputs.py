@@ -646,6 +646,8 @@ NUMERIC_VALID = {
     ("train", "--weight-decay"): ("0",),
     ("train", "--label-smoothing"): ("0",),
     ("train", "--pixel-steps"): ("0",),  # no per-pixel pre-training
+    ("train", "--self-training"): ("0",),  # real labels only
+    ("train", "--pseudo-threshold"): (),
     ("train", "--background"): ("0",),  # a class id
     ("train", "--label-nodata"): ("0", "-1", "nan", "inf"),  # any value; one the label dtype cannot hold is refused
     ("train", "--epochs"): (),

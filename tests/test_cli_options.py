@@ -93,6 +93,8 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--class-weights": (["--class-weights", "1,3"], []),
             "--label-smoothing": (["--label-smoothing", "0.1"], []),
             "--pixel-steps": (["--pixel-steps", "5"], []),
+            "--self-training": (["--self-training", "0"], []),
+            "--pseudo-threshold": (["--pseudo-threshold", "0.9"], []),
             "--ema": (["--no-ema"], []),
             "--normalization": (["--normalization", "minmax"], []),
             "--augment": (["--augment", "flip"], []),

@@ -70,6 +70,19 @@ from geoseg.train.names import BASELINES, LOSSES
     default=None,
     help="Steps that pre-train the per-pixel classifier (ssnet) before the chips; 0 skips. [default: 1000]",
 )
+@click.option(
+    "--self-training",
+    type=int,
+    default=None,
+    help="Rounds of self-training: a fresh model learns the real labels plus the previous model's confident "
+    "calls on the unlabelled pixels; 0 trains on the real labels only. [default: 1]",
+)
+@click.option(
+    "--pseudo-threshold",
+    type=float,
+    default=None,
+    help="Class probability a pixel needs to be pseudo-labelled in self-training. [default: 0.7]",
+)
 @click.option("--ema/--no-ema", default=None, help="Validate and save a moving average of the weights. [default: on]")
 @click.option("--normalization", type=click.Choice(NORMALIZATION_METHODS), default=None)
 @click.option("--augment", default=None, help="Comma-separated: flip,rot90,crop,spectral,blur,elastic; 'none'.")

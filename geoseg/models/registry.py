@@ -163,7 +163,9 @@ def model_stride(model: nn.Module, name: str | None = None) -> int:
     return int(stride or 1)
 
 
-GENERIC_OPTIONS = ("spectral_reduction", "spectral_init")
+#: the most members an ensemble may have (each costs one model's compute in training and prediction)
+MAX_MEMBERS = 16
+GENERIC_OPTIONS = ("spectral_reduction", "spectral_init", "members")
 
 
 def _options_help(spec: ModelSpec) -> str:
@@ -259,7 +261,9 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
 
     Generic options for every architecture: ``spectral_reduction=K`` puts a 1x1 spectral stem (N bands -> K
     channels) in front of the model (:mod:`geoseg.models.spectral`); ``spectral_init`` ("random" or "pca") records
-    how the stem was initialised. Bad options raise :class:`~geoseg.errors.InvalidParameterError`.
+    how the stem was initialised; ``members=K`` builds K independently initialised copies whose probabilities are
+    averaged (a deep ensemble, :mod:`geoseg.models.ensemble`; 1, the default, is the plain model). An architecture
+    may register its own default for any of them. Bad options raise :class:`~geoseg.errors.InvalidParameterError`.
 
     Raises:
         UnknownModelError: no architecture is registered as ``name``.
@@ -280,6 +284,29 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
             raise InvalidParameterError(f"spectral_reduction must be a positive integer (channels), got {reduction!r}")
         inner_channels = reduction
+    members = opts.pop("members", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
+        raise InvalidParameterError(f"members must be an integer 1..{MAX_MEMBERS} (models averaged), got {members!r}")
+    models = [_build_one(spec, in_channels, inner_channels, num_classes, opts, kwargs, reduction, spectral_init)
+              for _ in range(members)]  # fmt: skip
+    if members == 1:
+        return models[0]
+    from geoseg.models.ensemble import ProbabilityEnsemble
+
+    return ProbabilityEnsemble(models)
+
+
+def _build_one(
+    spec: ModelSpec,
+    in_channels: int,
+    inner_channels: int,
+    num_classes: int,
+    opts: dict[str, Any],
+    kwargs: dict[str, Any],
+    reduction: int | None,
+    spectral_init: str,
+) -> nn.Module:
+    """One model of ``spec`` (behind a spectral stem when ``reduction`` is set); see :func:`create_model`."""
     try:
         model = spec.factory(inner_channels, num_classes, **opts)
     except GeoSegError:
@@ -287,7 +314,7 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any
     except Exception as exc:  # a constructor refusing its options: TypeError, ValueError, torch's RuntimeError
         text = " ".join(str(exc).split())
         raise InvalidParameterError(
-            f"cannot build model {name!r} with options {kwargs}: {text}; {_options_help(spec)}"
+            f"cannot build model {spec.name!r} with options {kwargs}: {text}; {_options_help(spec)}"
         ) from exc
     if reduction is None:
         return model

@@ -69,6 +69,10 @@ def pca_init(stem: nn.Module, pixels: np.ndarray, *, whiten: bool = True) -> np.
         InvalidParameterError: ``stem`` is neither a :class:`SpectralStem` nor a model with one, or ``pixels`` has the
             wrong shape or too few finite rows.
     """
+    from geoseg.models.ensemble import ProbabilityEnsemble
+
+    if isinstance(stem, ProbabilityEnsemble):  # every member's stem from the same sample
+        return [pca_init(m, pixels, whiten=whiten) for m in stem.members][0]
     if isinstance(stem, SpectralStemModel):
         stem = stem.stem
     if not isinstance(stem, SpectralStem):

@@ -131,7 +131,7 @@ def check_train_arguments(arguments: Mapping[str, Any]) -> None:
             for k in (
                 "epochs", "chip", "batch_size", "chips_per_epoch", "lr", "val_fraction", "block", "patience",
                 "seed", "max_seconds", "tile", "overlap", "background", "threads", "weight_decay", "label_smoothing",
-                "balance", "pixel_batch", "pixel_steps",
+                "balance", "pixel_batch", "pixel_steps", "self_training", "pseudo_threshold",
             )
         }
     )  # fmt: skip
@@ -167,7 +167,8 @@ def check_train_arguments(arguments: Mapping[str, Any]) -> None:
 #: sequence of chips, batches and learning rates (so resuming ends exactly where an uninterrupted run would)
 RESUME_OPTIONS = (
     "arch", "arch_kwargs", "classes", "bands", "seed", "loss", "sampling", "lr", "epochs", "val_fraction", "augment",
-    "chip", "block", "batch_size", "chips_per_epoch", "normalization", "pixel_steps",
+    "chip", "block", "batch_size", "chips_per_epoch", "normalization", "pixel_steps", "self_training",
+    "pseudo_threshold",
 )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import copy
 import math
 import os
 import random
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ from geoseg.train.config import RESUME_OPTIONS, check_resume, check_train_argume
 from geoseg.train.labels import IGNORE_INDEX, open_labels
 from geoseg.train.losses import LOSSES, balanced_class_weights, check_class_weights, make_loss
 from geoseg.train.names import BASELINES
+from geoseg.train.pseudo import PSEUDO_THRESHOLD
 
 #: default chip edge in pixels (smaller when the labelled area is smaller)
 DEFAULT_CHIP = 64
@@ -56,6 +58,13 @@ PIXEL_PASSES = 20
 MIN_STEPS, MAX_STEPS = 200, 1000
 #: optimizer steps of per-pixel pre-training (batches of ``pixel_batch`` labelled pixels) before the chip schedule
 PIXEL_STEPS = 1000
+#: self-training rounds of the default recipe (each trains a fresh model on real labels + the previous model's
+#: confident pseudo-labels on the unlabelled pixels, :mod:`geoseg.train.pseudo`)
+SELF_TRAINING = 1
+#: a self-training round's model replaces the previous round's unless its validation mIoU is lower by more than this
+#: (validation blocks lie in the labelled region, which pseudo-labels cannot improve; a larger drop means the
+#: pseudo-labels misled the new model)
+SELF_TRAINING_TOLERANCE = 0.02
 #: labelled validation blocks an automatic block size aims at
 TARGET_BLOCKS = 25
 
@@ -194,6 +203,8 @@ def train_model(
     balance: float = 0.5,
     pixel_batch: int = 2048,
     pixel_steps: int | None = None,
+    self_training: int = SELF_TRAINING,
+    pseudo_threshold: float = PSEUDO_THRESHOLD,
     lr: float = 2e-3,
     weight_decay: float = 0.01,
     loss: str = "ce",
@@ -248,6 +259,16 @@ def train_model(
     :data:`PIXEL_STEPS`; 0 skips it; not repeated on ``resume``), then beside every chip batch. A pixel classifier
     trained on pixels from the whole training area is what a random forest is, and what generalises to another
     region; the chips' few steps alone leave it undertrained on small scenes (``benchmarks/accuracy.py``).
+
+    ``self_training`` rounds (default :data:`SELF_TRAINING`; 0 trains on the real labels only) follow: the best model
+    so far predicts the whole image (tiled, as ``predict_raster``), every valid pixel without a real label, outside
+    the validation blocks, whose predicted class has a probability >= ``pseudo_threshold`` gets that class as a
+    pseudo-label, and a fresh model (seed ``seed + round``) trains with the same plan on the real labels plus the
+    pseudo-labels (:mod:`geoseg.train.pseudo`). Only the image of unlabelled pixels is used, including outside the
+    training area (never their labels). It replaces the previous round's checkpoint unless its validation mIoU is
+    more than :data:`SELF_TRAINING_TOLERANCE` below; ``TrainResult.history`` numbers the epochs of all rounds in
+    sequence and records each one's ``round``. The pseudo-label raster lives in a temporary folder beside ``out``
+    (removed at the end). Cost: one more training and one prediction of the image per round.
 
     Validation holds out whole blocks (``val_fraction`` of the labelled pixels; ``stratify``: every class in two or
     more blocks is validated and keeps at least half its pixels for training). The checkpoint with the best validation
@@ -423,22 +444,28 @@ def train_model(
                 "training_pixels": {n: int(c) for n, c in zip(names, counts)},
             }
         }
-        if kwargs.get("spectral_init") == "pca" and not resume:
-            from geoseg.models.spectral import pca_init
 
-            sample = sample_pixels(src, seed=seed)
-            sample = (sample - np.asarray(norm.shift or 0.0)) / np.asarray(norm.scale or 1.0)
-            extra["spectral_pca_explained"] = float(np.sum(pca_init(net, sample.astype(np.float32))))
-        if encoder_weights is not None and not resume:
-            from geoseg.models.adapt import load_encoder_weights
+        def initialise(model: torch.nn.Module) -> None:
+            """The data- or file-dependent start of a fresh model: PCA spectral stem, pretrained encoder."""
+            if kwargs.get("spectral_init") == "pca":
+                from geoseg.models.spectral import pca_init
 
-            extra["encoder_weights"] = load_encoder_weights(
-                net,
-                encoder_weights,
-                strategy=adapt,
-                weights_bands=encoder_bands,
-                model_bands=None if kwargs.get("spectral_reduction") else src.band_names,
-            )
+                sample = sample_pixels(src, seed=seed)
+                sample = (sample - np.asarray(norm.shift or 0.0)) / np.asarray(norm.scale or 1.0)
+                extra["spectral_pca_explained"] = float(np.sum(pca_init(model, sample.astype(np.float32))))
+            if encoder_weights is not None:
+                from geoseg.models.adapt import load_encoder_weights
+
+                extra["encoder_weights"] = load_encoder_weights(
+                    model,
+                    encoder_weights,
+                    strategy=adapt,
+                    weights_bands=encoder_bands,
+                    model_bands=None if kwargs.get("spectral_reduction") else src.band_names,
+                )
+
+        if not resume:
+            initialise(net)
         config = ModelConfig(
             arch=arch,
             bands=src.band_names,
@@ -453,144 +480,209 @@ def train_model(
             extra=extra,
         )
         rng = np.random.default_rng(seed)
-        weights = None
-        if class_weights is not None:
-            weights = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
-        elif loss == "weighted_ce":
-            weights = balanced_class_weights(counts)
-        config.extra["training"]["class_weights"] = None if weights is None else [round(float(w), 6) for w in weights]
-        criterion = make_loss(loss, weights=weights, label_smoothing=label_smoothing)
+
+        def make_criterion(train_counts: np.ndarray) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+            weights = None
+            if class_weights is not None:
+                weights = torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
+            elif loss == "weighted_ce":
+                weights = balanced_class_weights(train_counts)
+            config.extra["training"]["class_weights"] = (
+                None if weights is None else [round(float(w), 6) for w in weights]
+            )
+            return make_loss(loss, weights=weights, label_smoothing=label_smoothing)
+
+        criterion = make_criterion(counts)
         net = net.to(dev)
         # the steps to run (the argument stays as given: a resumed run compares it with the saved one)
         pre_steps = pixel_steps
         if pre_steps is None:
             pre_steps = PIXEL_STEPS if pixel_batch and hasattr(net, "forward_pixels") else 0
-        if pre_steps and saved_state is None:
-            if not hasattr(net, "forward_pixels"):
-                raise InvalidParameterError(
-                    f"{option('pixel_steps')} pre-trains a per-pixel classifier, which {arch!r} does not have; "
-                    f"drop {option('pixel_steps')} or use arch ssnet"
-                )
-            pre_steps = _pretrain_pixels(
-                net, reader, criterion, rng, gen, steps=pre_steps, pixel_batch=pixel_batch or 2048, lr=lr,
-                weight_decay=weight_decay, balance=balance, augmentations=augmentations, dev=dev, progress=progress,
-                epochs=epochs, sampling=sampling, train_blocks=split.train, batch_size=batch_size,
-            )  # fmt: skip
-        config.extra["training"]["pixel_steps"] = pre_steps
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-        steps_per_epoch = max(1, -(-chips_per_epoch // batch_size))
-        total_steps = epochs * steps_per_epoch
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.15)
-        averaged = ExponentialAverage(net, total_steps) if ema else None
+        if pre_steps and not hasattr(net, "forward_pixels"):
+            raise InvalidParameterError(
+                f"{option('pixel_steps')} pre-trains a per-pixel classifier, which {arch!r} does not have; "
+                f"drop {option('pixel_steps')} or use arch ssnet"
+            )
+        rounds = self_training
+        total_epochs = epochs * (1 + rounds)  # as progress shows them: the rounds one after the other
+        config.extra["training"]["self_training"] = rounds
+        config.extra["training"]["pseudo_threshold"] = pseudo_threshold
+        best, best_epoch, history, best_report, stale, start, first_round = -1.0, 0, [], None, 0, 1, 0
+        teacher_state: dict[str, torch.Tensor] | None = None
         val_reads = reader.val_windows(split.val)
-        best, best_epoch, history, best_report, stale, start = -1.0, 0, [], None, 0, 1
         if saved_state is not None:
             _check_resume(state_file, saved_state, {**locals(), "block": blk}, classes=names, bands=src.band_names)
-            st = saved_state
-            net.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            gen.set_state(st["torch_gen"])
-            torch.set_rng_state(st["torch_rng"])
-            rng.bit_generator.state = st["numpy_rng"]
-            if averaged is not None and "ema" in st:
-                averaged.model.load_state_dict(st["ema"])
-                averaged.updates = int(st.get("ema_updates", 0))
-            best, best_epoch, stale, start = st["best"], st["best_epoch"], st["stale"], st["epoch"] + 1
-            history = list(st["history"])
-            config = ModelConfig.from_json(st["config"])
+            first_round = int(saved_state.get("round", 0))
+            teacher_state = saved_state.get("teacher")
         use_amp = amp and dev.type == "cuda"
-        for epoch in range(start, epochs + 1):
-            net.train()
-            losses = []
-            origins = reader.origins(sampling, split.train, chips_per_epoch, rng, balance=balance)
-            for group in _batches(origins, batch_size):
-                _poll_cancel(progress, epoch, epochs)
-                xs, ys = zip(*(reader.read(r, c, role=TRAIN) for r, c in group))
-                x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
-                px: torch.Tensor | None = None
-                py: torch.Tensor | None = None
-                if pixel_batch and hasattr(net, "forward_pixels"):
-                    batch = _pixel_batch(
-                        reader, pixel_batch, rng, gen, balance=balance, augmentations=augmentations,
-                        chips=(x.numpy(), y.numpy()),
-                    )  # fmt: skip
-                    if batch is not None:
-                        px, py = batch[0].to(dev), batch[1].to(dev)
-                x, y = apply_augmentations(x, y, augmentations, gen)
-                x, y = x.to(dev), y.to(dev)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = net(x)
-                    aux = auxiliary_outputs(net)
-                lval = criterion(logits.float(), y)
-                for w, a in aux:
-                    lval = lval + w * criterion(a.float(), y)
-                if px is not None and py is not None:
+        stopped = False
+        labelled_reader, labelled_split = reader, split  # the real labels alone (the forest baseline's)
+        for rnd in range(first_round, rounds + 1):
+            resuming = saved_state is not None and rnd == first_round
+            if rnd > 0:
+                # self-training: the best model so far labels the pixels it is sure of; a fresh model trains on them
+                # beside the real labels, validated on the same real-label blocks
+                from geoseg.models import load_checkpoint
+                from geoseg.train.pseudo import PseudoLabels, write_pseudo_labels
+
+                if teacher_state is None or not resuming:
+                    teacher_net, _ = load_checkpoint(out_path)
+                    teacher_state = {k: v.detach().cpu() for k, v in teacher_net.state_dict().items()}
+                teacher_net = create_model(arch, in_channels=src.count, num_classes=n_classes, **kwargs)
+                teacher_net.load_state_dict(teacher_state)
+                work = Path(
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix=".geoseg-pseudo-", dir=out_path.parent))
+                )
+                pseudo_path, pseudo_counts = write_pseudo_labels(
+                    image, (teacher_net.eval(), config), reader, work, threshold=pseudo_threshold, bands=bands,
+                    device=device, threads=threads,
+                )  # fmt: skip
+                del teacher_net
+                round_labels = PseudoLabels(lab, pseudo_path)
+                stack.callback(round_labels.close)
+                reader = ChipReader(src, round_labels, norm, chip, blk)
+                val_set = set(split.val)
+                hists = {o: reader.block_histogram(*o) for o in all_blocks}
+                split = type(split)(blk, [o for o in all_blocks if o not in val_set and hists[o].sum()], split.val)
+                reader.set_roles(split)
+                counts = np.sum([hists[o] for o in split.train], axis=0)
+                criterion = make_criterion(counts)
+                config.extra["training"]["pseudo_pixels"] = {n: int(c) for n, c in zip(names, pseudo_counts)}
+                gen = seed_everything(seed + rnd)
+                rng = np.random.default_rng(seed + rnd)
+                net = create_model(arch, in_channels=src.count, num_classes=n_classes, **kwargs)
+                if not resuming:
+                    initialise(net)
+                net = net.to(dev)
+                # the previous round's model stays unless this one validates within SELF_TRAINING_TOLERANCE of it
+                if not resuming:
+                    best, stale = best - SELF_TRAINING_TOLERANCE, 0
+            if pre_steps and not resuming:
+                pre_steps = _pretrain_pixels(
+                    net, reader, criterion, rng, gen, steps=pre_steps, pixel_batch=pixel_batch or 2048, lr=lr,
+                    weight_decay=weight_decay, balance=balance, augmentations=augmentations, dev=dev,
+                    progress=progress, epochs=total_epochs, sampling=sampling, train_blocks=split.train,
+                    batch_size=batch_size, shown=rnd * epochs + 1,
+                )  # fmt: skip
+            if not resuming:
+                config.extra["training"]["pixel_steps"] = pre_steps
+            opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+            steps_per_epoch = max(1, -(-chips_per_epoch // batch_size))
+            total_steps = epochs * steps_per_epoch
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.15)
+            averaged = ExponentialAverage(net, total_steps) if ema else None
+            start = 1
+            if resuming:
+                assert saved_state is not None
+                st = saved_state
+                net.load_state_dict(st["model"])
+                opt.load_state_dict(st["optimizer"])
+                sched.load_state_dict(st["scheduler"])
+                gen.set_state(st["torch_gen"])
+                torch.set_rng_state(st["torch_rng"])
+                rng.bit_generator.state = st["numpy_rng"]
+                if averaged is not None and "ema" in st:
+                    averaged.model.load_state_dict(st["ema"])
+                    averaged.updates = int(st.get("ema_updates", 0))
+                best, best_epoch, stale, start = st["best"], st["best_epoch"], st["stale"], st["epoch"] + 1
+                history = list(st["history"])
+                config = ModelConfig.from_json(st["config"])
+            for epoch in range(start, epochs + 1):
+                shown = rnd * epochs + epoch  # the epoch as progress and the history count it
+                net.train()
+                losses = []
+                origins = reader.origins(sampling, split.train, chips_per_epoch, rng, balance=balance)
+                for group in _batches(origins, batch_size):
+                    _poll_cancel(progress, shown, total_epochs)
+                    xs, ys = zip(*(reader.read(r, c, role=TRAIN) for r, c in group))
+                    x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+                    px: torch.Tensor | None = None
+                    py: torch.Tensor | None = None
+                    if pixel_batch and hasattr(net, "forward_pixels"):
+                        batch = _pixel_batch(
+                            reader, pixel_batch, rng, gen, balance=balance, augmentations=augmentations,
+                            chips=(x.numpy(), y.numpy()),
+                        )  # fmt: skip
+                        if batch is not None:
+                            px, py = batch[0].to(dev), batch[1].to(dev)
+                    x, y = apply_augmentations(x, y, augmentations, gen)
+                    x, y = x.to(dev), y.to(dev)
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                        plog = net.forward_pixels(px)  # type: ignore[operator]
-                    lval = lval + criterion(plog.float()[:, :, None], py[:, None])
-                opt.zero_grad(set_to_none=True)
-                lval.backward()
-                opt.step()
-                sched.step()
-                if averaged is not None:
-                    averaged.update(net)
-                losses.append(float(lval.detach()))
-            model_to_use = averaged.model if averaged is not None else net
-            if has_batchnorm(model_to_use):
-                recalibrate_batchnorm(model_to_use, reader, split.train, rng, batch_size, dev, sampling=sampling)
-            rep = _validate(
-                model_to_use, reader, val_reads or [], n_classes, names, dev, batch_size, config.untrained_class_ids
-            )
-            val_miou = rep.miou if val_reads and not math.isnan(rep.miou) else float(epoch)  # no validation: latest
-            history.append(
-                {
-                    "epoch": epoch,
-                    "loss": float(np.mean(losses)) if losses else float("nan"),
-                    "val_miou": rep.miou,
-                    "per_class_iou": {c.name: c.iou for c in rep.classes},
-                }
-            )
-            if val_miou > best + 1e-6:
-                best, best_epoch, best_report, stale = val_miou, epoch, rep, 0
-                config.extra["validation"] = rep.to_dict()
-                config.extra["training"]["best_epoch"] = epoch
-                save_checkpoint(out_path, model_to_use, config, overwrite=True)
-            else:
-                stale += 1
-            _save_state(
-                state_file,
-                net,
-                opt,
-                sched,
-                gen,
-                rng,
-                config,
-                averaged,
-                epoch=epoch,
-                best=best,
-                best_epoch=best_epoch,
-                stale=stale,
-                history=history,
-            )
-            per_class = " ".join(f"{k}={v:.2f}" for k, v in history[-1]["per_class_iou"].items() if v == v)
-            report_progress(
-                progress, epoch, epochs, f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]"
-            )
-            if (patience is not None and stale >= patience) or (
-                max_seconds is not None and time.perf_counter() - t0 > max_seconds
-            ):
+                        logits = net(x)
+                        aux = auxiliary_outputs(net)
+                    lval = criterion(logits.float(), y)
+                    for w, a in aux:
+                        lval = lval + w * criterion(a.float(), y)
+                    if px is not None and py is not None:
+                        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                            plog = net.forward_pixels(px)  # type: ignore[operator]
+                        lval = lval + _pixel_loss(criterion, plog, py)
+                    opt.zero_grad(set_to_none=True)
+                    lval.backward()
+                    opt.step()
+                    sched.step()
+                    if averaged is not None:
+                        averaged.update(net)
+                    losses.append(float(lval.detach()))
+                model_to_use = averaged.model if averaged is not None else net
+                if has_batchnorm(model_to_use):
+                    recalibrate_batchnorm(model_to_use, reader, split.train, rng, batch_size, dev, sampling=sampling)
+                rep = _validate(
+                    model_to_use, reader, val_reads or [], n_classes, names, dev, batch_size, config.untrained_class_ids
+                )
+                # no validation: the latest epoch is kept
+                val_miou = rep.miou if val_reads and not math.isnan(rep.miou) else float(shown)
+                history.append(
+                    {
+                        "epoch": shown,
+                        "round": rnd,
+                        "loss": float(np.mean(losses)) if losses else float("nan"),
+                        "val_miou": rep.miou,
+                        "per_class_iou": {c.name: c.iou for c in rep.classes},
+                    }
+                )
+                if val_miou > best + 1e-6:
+                    best, best_epoch, best_report, stale = val_miou, shown, rep, 0
+                    config.extra["validation"] = rep.to_dict()
+                    config.extra["training"]["best_epoch"] = shown
+                    config.extra["training"]["best_round"] = rnd
+                    save_checkpoint(out_path, model_to_use, config, overwrite=True)
+                else:
+                    stale += 1
+                _save_state(
+                    state_file, net, opt, sched, gen, rng, config, averaged, epoch=epoch, round=rnd,
+                    teacher=teacher_state if rnd else None, best=best, best_epoch=best_epoch, stale=stale,
+                    history=history,
+                )  # fmt: skip
+                per_class = " ".join(f"{k}={v:.2f}" for k, v in history[-1]["per_class_iou"].items() if v == v)
+                report_progress(
+                    progress,
+                    shown,
+                    total_epochs,
+                    f"loss {history[-1]['loss']:.3f} val mIoU {rep.miou:.3f} [{per_class}]"
+                    + (f" (self-training round {rnd})" if rnd else ""),
+                )
+                if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                    stopped = True
+                    break
+                if patience is not None and stale >= patience:
+                    break
+            if stopped:
                 break
         forest_report = None
         if baseline == "rf":
-            forest_report = _forest_on_split(src, reader, split, names, val_reads, seed, threads)
+            forest_report = _forest_on_split(
+                src, labelled_reader, labelled_split, names, val_reads, seed, threads
+            )  # fmt: skip
     if best_report is None and out_path.exists():
         from geoseg.models.checkpoint import read_config
 
         val = read_config(out_path).extra.get("validation")
         best_report = SegmentationReport.from_matrix(np.asarray(val["confusion_matrix"]), names) if val else None
-    if not val_reads:
-        best = best_report.miou if best_report is not None else float("nan")
+    if best_report is not None:  # the saved checkpoint's (a self-training round's threshold is not a score)
+        best = best_report.miou
+    elif not val_reads:
+        best = float("nan")
     return TrainResult(
         out_path,
         best,
@@ -626,6 +718,18 @@ def _pixel_batch(
     return pt, yt
 
 
+def _pixel_loss(
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """The loss of ``forward_pixels`` logits ``(k * N, classes)`` against ``(N,)`` class ids: an ensemble stacks its
+    k members' logits (:mod:`geoseg.models.ensemble`), so the targets are repeated k times and the mean loss scaled
+    by k, giving the sum of the members' losses (each member trains as it would alone)."""
+    k = logits.shape[0] // max(1, targets.shape[0])
+    if k > 1:
+        targets = targets.repeat(k)
+    return criterion(logits.float()[:, :, None], targets[:, None]) * max(1, k)
+
+
 def _pretrain_pixels(
     net: torch.nn.Module,
     reader: ChipReader,
@@ -645,16 +749,18 @@ def _pretrain_pixels(
     sampling: str,
     train_blocks: list[tuple[int, int]],
     batch_size: int,
+    shown: int = 1,
 ) -> int:
     """Train ``net``'s per-pixel classifier (``forward_pixels``) alone for ``steps`` AdamW steps with a one-cycle
     schedule peaking at ``lr``, on batches of ``pixel_batch`` labelled pixels from the training blocks (drawn from
     every training pixel when the raster is held in memory, else from ``batch_size`` chips read per step). Polls
-    ``progress`` for a cancel every step, as chip training does. Returns the steps run (0: no labelled pixel)."""
+    ``progress`` for a cancel every step, as chip training does (``shown``: the epoch of ``epochs`` it reports).
+    Returns the steps run (0: no labelled pixel)."""
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     net.train()
     for step in range(steps):
-        _poll_cancel(progress, 1, epochs)
+        _poll_cancel(progress, shown, epochs)
         chips = None
         if not reader.in_memory:
             origins = reader.origins(sampling, train_blocks, batch_size, rng, balance=balance)
@@ -664,7 +770,7 @@ def _pretrain_pixels(
         if batch is None:
             return step
         logits = net.forward_pixels(batch[0].to(dev))  # type: ignore[operator]
-        loss = criterion(logits.float()[:, :, None], batch[1].to(dev)[:, None])
+        loss = _pixel_loss(criterion, logits, batch[1].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

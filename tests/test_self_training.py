@@ -1,0 +1,145 @@
+"""Self-training: pseudo-labels on the unlabelled pixels, a second round trained on them (geoseg.train.pseudo)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+from rasters import class_scene, write_raster
+
+from geoseg.errors import CancelledError, CheckpointError, InvalidParameterError
+from geoseg.inference import predict_raster
+from geoseg.io import Normalization, RasterSource
+from geoseg.models import load_checkpoint, read_config
+from geoseg.train import train_model
+from geoseg.train.chips import BlockSplit, ChipReader
+from geoseg.train.labels import IGNORE_INDEX, LabelRaster
+from geoseg.train.pseudo import PseudoLabels, write_pseudo_labels
+
+FAST = {
+    "arch": "ssnet",
+    "arch_kwargs": {"spectral": 8, "width": 8, "depth": 2},
+    "chip": 32,
+    "block": 32,
+    "batch_size": 4,
+    "chips_per_epoch": 16,
+    "pixel_steps": 20,
+    "pixel_batch": 256,
+    "device": "cpu",
+    "epochs": 2,
+}
+
+
+@pytest.fixture
+def half_labelled(tmp_path):
+    """A 64 x 96 scene labelled on its left 64 columns only (the rest is nodata 255)."""
+    data, labels = class_scene(64, 96, bands=4, classes=3, seed=5)
+    labels = labels.copy()
+    labels[:, 64:] = 255
+    img = write_raster(tmp_path / "img.tif", data)
+    lab = write_raster(tmp_path / "lab.tif", labels, nodata=255)
+    return img, lab, labels
+
+
+def test_pseudo_labels_fill_only_unlabelled_pixels_outside_validation(tmp_path, half_labelled):
+    img, lab, labels = half_labelled
+    model = tmp_path / "t.safetensors"
+    train_model(img, lab, model, self_training=0, **dict(FAST, pixel_steps=200))
+    pair = load_checkpoint(model)
+    predict_raster(img, tmp_path / "c.tif", model=pair, probabilities=tmp_path / "p.tif", device="cpu")
+    with rasterio.open(tmp_path / "c.tif") as f:
+        teacher = f.read(1)
+    with rasterio.open(tmp_path / "p.tif") as f:
+        conf = f.read().max(0) / 254.0
+    with RasterSource(img) as src:
+        real = LabelRaster(lab, src, ["a", "b", "c"])
+        reader = ChipReader(src, real, Normalization(), 32, 32)
+        reader.set_roles(BlockSplit(32, [(0, 0), (32, 0), (0, 32)], [(32, 32)]))  # one validation block
+        work = tmp_path / "work"
+        work.mkdir()
+        path, counts = write_pseudo_labels(img, pair, reader, work, threshold=0.45, device="cpu")
+        with rasterio.open(path) as f:
+            pseudo = f.read(1)
+        merged = PseudoLabels(real, path).read(Window(0, 0, 96, 64))
+    assert sorted(p.name for p in work.iterdir()) == ["pseudo.tif"]  # the teacher's maps are removed
+    labelled = labels != 255
+    in_val = np.zeros_like(labelled)
+    in_val[32:64, 32:64] = True
+    assert (pseudo[labelled] == IGNORE_INDEX).all()  # real labels are never replaced
+    assert (pseudo[in_val] == IGNORE_INDEX).all()  # validation stays on real labels
+    expect = ~labelled & ~in_val & (conf >= 0.45 - 1e-6)
+    assert expect.sum() > 0
+    np.testing.assert_array_equal(pseudo[expect], teacher[expect])
+    assert (pseudo[~labelled & ~in_val & (conf < 0.45 - 0.005)] == IGNORE_INDEX).all()
+    assert counts.sum() == (pseudo != IGNORE_INDEX).sum()
+    np.testing.assert_array_equal(merged[labelled], labels[labelled])  # real labels where they exist
+    np.testing.assert_array_equal(merged[~labelled], pseudo[~labelled])
+
+
+def test_a_self_training_round_trains_on_pseudo_labels_and_is_recorded(tmp_path, half_labelled):
+    img, lab, _ = half_labelled
+    opts = dict(FAST, pixel_steps=200, pseudo_threshold=0.45)
+    result = train_model(img, lab, tmp_path / "m.safetensors", self_training=1, **opts)
+    assert [h["round"] for h in result.history] == [0, 0, 1, 1]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    st = read_config(tmp_path / "m.safetensors").extra["training"]
+    assert st["self_training"] == 1 and st["pseudo_threshold"] == 0.45
+    assert sum(st["pseudo_pixels"].values()) > 0  # the unlabelled third of the scene got pseudo-labels
+    assert not list(tmp_path.glob(".geoseg-pseudo-*"))  # the pseudo-label raster is removed after training
+    plain = train_model(img, lab, tmp_path / "p.safetensors", self_training=0, **opts)
+    assert [h["round"] for h in plain.history] == [0, 0]
+    assert "pseudo_pixels" not in read_config(tmp_path / "p.safetensors").extra["training"]
+
+
+@pytest.mark.parametrize("stop", [1, 3])  # in the first round; in the self-training round
+def test_resume_in_either_round_matches_the_uninterrupted_run(tmp_path, half_labelled, stop):
+    img, lab, _ = half_labelled
+    opts = dict(FAST, seed=2, self_training=1)
+    full = train_model(img, lab, tmp_path / "full.safetensors", **opts)
+
+    def stop_after(done, total, message=""):
+        assert total == 4
+        return done == stop
+
+    with pytest.raises(CancelledError):
+        train_model(img, lab, tmp_path / "cut.safetensors", progress=stop_after, **opts)
+    resumed = train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **opts)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    a = torch.load(full.state, weights_only=True)["model"]
+    b = torch.load(resumed.state, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CheckpointError, match=r"self_training 1 \(now 0\)"):
+        train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **dict(opts, self_training=0))
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("self_training", -1), ("self_training", 6), ("pseudo_threshold", 0.0), ("pseudo_threshold", 1.5)],
+)
+def test_out_of_range_self_training_options_are_refused(tmp_path, half_labelled, option, value):
+    img, lab, _ = half_labelled
+    with pytest.raises(InvalidParameterError, match=option):
+        train_model(img, lab, tmp_path / "m.safetensors", **{**FAST, option: value})
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_the_forest_baseline_sees_the_real_labels_only(tmp_path, half_labelled, monkeypatch):
+    """``baseline="rf"`` fits the forest on the real training labels, never on the network's pseudo-labels."""
+    pytest.importorskip("sklearn")
+    import geoseg.train.baseline as baseline
+
+    img, lab, labels = half_labelled
+    fitted: list[np.ndarray] = []
+    real_fit = baseline.fit_forest
+
+    def recording_fit(x, y, **kwargs):
+        fitted.append(np.asarray(y))
+        return real_fit(x, y, **kwargs)
+
+    monkeypatch.setattr(baseline, "fit_forest", recording_fit)
+    opts = dict(FAST, baseline="rf", pseudo_threshold=0.4, pixel_steps=200, val_fraction=0.0)
+    result = train_model(img, lab, tmp_path / "a.safetensors", self_training=1, **opts)
+    assert sum(read_config(result.checkpoint).extra["training"]["pseudo_pixels"].values()) > 0
+    assert len(fitted) == 1 and len(fitted[0]) == int((labels != 255).sum())  # every real label, nothing more
