@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-import torch
 from rasterio.windows import Window
 from rasters import class_scene, write_raster
+from train_utils import assert_resume_matches_uninterrupted
 
-from geoseg.errors import CancelledError, CheckpointError, InvalidParameterError
+from geoseg.errors import CheckpointError, InvalidParameterError
 from geoseg.inference import predict_raster
 from geoseg.io import Normalization, RasterSource
 from geoseg.models import load_checkpoint, read_config
@@ -97,19 +97,7 @@ def test_a_self_training_round_trains_on_pseudo_labels_and_is_recorded(tmp_path,
 def test_resume_in_either_round_matches_the_uninterrupted_run(tmp_path, half_labelled, stop):
     img, lab, _ = half_labelled
     opts = dict(FAST, seed=2, self_training=1)
-    full = train_model(img, lab, tmp_path / "full.safetensors", **opts)
-
-    def stop_after(done, total, message=""):
-        assert total == 4
-        return done == stop
-
-    with pytest.raises(CancelledError):
-        train_model(img, lab, tmp_path / "cut.safetensors", progress=stop_after, **opts)
-    resumed = train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **opts)
-    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
-    a = torch.load(full.state, weights_only=True)["model"]
-    b = torch.load(resumed.state, weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_matches_uninterrupted(img, lab, tmp_path, opts, stop=stop, total=4)
     with pytest.raises(CheckpointError, match=r"self_training 1 \(now 0\)"):
         train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **dict(opts, self_training=0))
 

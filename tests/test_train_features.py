@@ -10,6 +10,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasters import TRANSFORM, UTM, class_scene, write_raster
 from shapely.geometry import box
+from train_utils import assert_resume_matches_uninterrupted
 
 from geoseg.cli.main import cli
 from geoseg.errors import CancelledError, CheckpointError, InvalidParameterError
@@ -93,18 +94,7 @@ def test_train_from_polygons_with_background(tmp_path, scene):
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, scene):
     img, lab, _ = scene
     opts = dict(FAST, epochs=4, seed=3, patience=10)
-    full = train_model(img, lab, tmp_path / "full.safetensors", **opts)
-
-    def stop_at_two(done, total, message=""):
-        return done == 2
-
-    with pytest.raises(CancelledError):
-        train_model(img, lab, tmp_path / "cut.safetensors", progress=stop_at_two, **opts)
-    resumed = train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **opts)
-    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
-    a = torch.load(full.state, weights_only=True)["model"]
-    b = torch.load(resumed.state, weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_matches_uninterrupted(img, lab, tmp_path, opts, stop=2)
     with pytest.raises(CheckpointError, match="no training state"):
         train_model(img, lab, tmp_path / "never.safetensors", resume=True, **opts)
 
