@@ -19,8 +19,10 @@ from geoseg.inference.writer import PROB_DTYPES
 from geoseg.io.normalize import NORMALIZATION_METHODS
 from geoseg.models.device import DEVICES
 from geoseg.models.names import ADAPT_STRATEGIES, ARCHITECTURES
+from geoseg.options import BOUNDS
 from geoseg.tiling import TileGrid
 from geoseg.train.chips import SAMPLING_MODES
+from geoseg.train.loop import SELF_TRAINING
 from geoseg.train.names import BASELINES, LOSSES
 from geoseg.vectorization import CONNECTIVITIES
 
@@ -58,6 +60,7 @@ def test_qgis_enums_are_the_registries() -> None:
     assert tuple(plugin["STITCH_METHODS"]) == tuple(STITCH_METHODS)
     assert tuple(plugin["CONNECTIVITIES"]) == CONNECTIVITIES
     assert tuple(plugin["ARCHITECTURES"]) == ARCHITECTURES
+    assert plugin["SELF_TRAINING"] == SELF_TRAINING and plugin["MAX_SELF_TRAINING"] == BOUNDS["self_training"].high
 
 
 def test_architecture_names_are_the_registry_s() -> None:

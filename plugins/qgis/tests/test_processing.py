@@ -259,6 +259,7 @@ def test_train_with_vector_labels(tmp_path: Path, scene: str, label_polygons: st
             "CHIP": 64,
             "CHIPS_PER_EPOCH": 16,
             "BATCH_SIZE": 8,
+            "SELF_TRAINING": 1,
             "DEVICE": CPU,
             "OUTPUT": str(out),
         },
@@ -267,6 +268,8 @@ def test_train_with_vector_labels(tmp_path: Path, scene: str, label_polygons: st
     assert out.exists() and res["OUTPUT"] == str(out)
     assert 0.0 <= res["BEST_MIOU"] <= 1.0
     assert "rasterized label polygons" in feedback.text
+    # one self-training round: the epoch on the labels, then one on labels + pseudo-labels
+    assert "train: 1/2" in feedback.text and "train: 2/2" in feedback.text, feedback.text
     import subprocess
 
     info = json.loads(
@@ -526,6 +529,7 @@ def test_cancel_stops_training_within_a_batch_and_leaves_nothing(tmp_path: Path,
                 "CHIP": 64,
                 "CHIPS_PER_EPOCH": 160,
                 "BATCH_SIZE": 8,
+                "SELF_TRAINING": 0,
                 "DEVICE": CPU,
                 "OUTPUT": str(out),
             },

@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..choices import ARCHITECTURES, DEVICES
+from ..choices import ARCHITECTURES, DEVICES, MAX_SELF_TRAINING, SELF_TRAINING
 from .base import GeoSegAlgorithm, progress_callback, split_names
 from .labels import CLASS_ID_RULE, add_truth_parameters, labels_file, one_of
 
@@ -33,13 +33,14 @@ class TrainModel(GeoSegAlgorithm):
         "CLASSES",
     )
     ARCH, ARCH_OTHER, ARCH_KWARGS = "ARCH", "ARCH_OTHER", "ARCH_KWARGS"
-    EPOCHS, CHIP, BATCH_SIZE, CHIPS_PER_EPOCH, DEVICE, MAX_SECONDS = (
+    EPOCHS, CHIP, BATCH_SIZE, CHIPS_PER_EPOCH, DEVICE, MAX_SECONDS, SELF_TRAINING = (
         "EPOCHS",
         "CHIP",
         "BATCH_SIZE",
         "CHIPS_PER_EPOCH",
         "DEVICE",
         "MAX_SECONDS",
+        "SELF_TRAINING",
     )
     OUTPUT, BEST_MIOU = "OUTPUT", "BEST_MIOU"
     needs_torch = True
@@ -55,6 +56,7 @@ class TrainModel(GeoSegAlgorithm):
         "chips_per_epoch": "CHIPS_PER_EPOCH",
         "device": "DEVICE",
         "max_seconds": "MAX_SECONDS",
+        "self_training": "SELF_TRAINING",
         "out": "OUTPUT",
     }
 
@@ -74,7 +76,10 @@ class TrainModel(GeoSegAlgorithm):
             f"{CLASS_ID_RULE}\n\n"
             "Cancel stops training within one batch and removes the checkpoint and training state of the cancelled "
             "run: nothing is left that looks like a finished model. The checkpoint must be saved to a file of your "
-            "choice (a temporary file would be deleted with the model when QGIS closes)."
+            "choice (a temporary file would be deleted with the model when QGIS closes).\n\n"
+            "Self-training rounds (advanced): after the epochs on your labels, each round trains a fresh model on "
+            "them plus the previous model's confident predictions on the unlabelled pixels, for the same epochs "
+            "again (progress counts the epochs of all rounds); 0 trains on your labels only."
         )
 
     def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
@@ -123,6 +128,14 @@ class TrainModel(GeoSegAlgorithm):
             ),
             QgsProcessingParameterNumber(
                 self.CHIPS_PER_EPOCH, "Chips per epoch", QgsProcessingParameterNumber.Integer, 256, minValue=1
+            ),
+            QgsProcessingParameterNumber(
+                self.SELF_TRAINING,
+                "Self-training rounds (0 = your labels only)",
+                QgsProcessingParameterNumber.Integer,
+                SELF_TRAINING,
+                minValue=0,
+                maxValue=MAX_SELF_TRAINING,
             ),
             QgsProcessingParameterNumber(
                 self.MAX_SECONDS,
@@ -193,6 +206,7 @@ class TrainModel(GeoSegAlgorithm):
             chips_per_epoch=self.parameterAsInt(parameters, self.CHIPS_PER_EPOCH, context),
             device=device,
             max_seconds=self.parameterAsDouble(parameters, self.MAX_SECONDS, context) or None,
+            self_training=self.parameterAsInt(parameters, self.SELF_TRAINING, context),
             progress=progress_callback(feedback, 0, 100, "train"),
         )
         if class_field or id_field or self.parameterAsString(parameters, self.LABEL_POLYGONS, context):
