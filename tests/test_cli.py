@@ -98,6 +98,7 @@ def test_json_results_of_the_commands_other_programs_call(tmp_path):
     tr = _run(
         "train", src, truth, tmp_path / "t.safetensors", "--arch", "tiny", "--epochs", "1", "--chip", "16",
         "--chips-per-epoch", "4", "--batch-size", "4", "--device", "cpu", "--progress", "none", "--json",
+        "--self-training", "1",
     )  # fmt: skip
     trained = json.loads(tr.stdout)
     assert trained["output"] == str(tmp_path / "t.safetensors") and trained["best_epoch"] in (1, 2)

@@ -93,7 +93,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--class-weights": (["--class-weights", "1,3"], []),
             "--label-smoothing": (["--label-smoothing", "0.1"], []),
             "--pixel-steps": (["--pixel-steps", "5"], []),
-            "--self-training": (["--self-training", "0"], []),
+            "--self-training": (["--self-training", "2"], []),
             "--pseudo-threshold": (["--pseudo-threshold", "0.9"], []),
             "--ema": (["--no-ema"], []),
             "--normalization": (["--normalization", "minmax"], []),

@@ -26,10 +26,10 @@ from geoseg.train.baseline import forest_baseline
 from geoseg.train.labels import IGNORE_INDEX, open_labels
 
 # scene -> (geoseg mIoU floor, forest mIoU floor) on the right half, training on the left half
-# (measured 2026-12-01 with one self-training round, benchmarks/results/accuracy_cpu.txt run 6, seed 0: salinas_a
-# 0.933 against the forest's 0.874, samson 0.848 against 0.953; samson's right half holds 3 water pixels, so one
-# pixel moves its mIoU by 0.1)
-FLOORS = {"salinas_a": (0.90, 0.84), "samson": (0.82, 0.92)}
+# (measured 2026-12-01, benchmarks/results/accuracy_cpu.txt run 1, seed 0, two threads: salinas_a 0.906 against the
+# forest's 0.874, samson 0.856 against 0.953; samson's right half holds 3 water pixels, so one pixel moves its mIoU by
+# 0.1; this test runs on one thread, which changes the arithmetic order slightly)
+FLOORS = {"salinas_a": (0.87, 0.84), "samson": (0.82, 0.92)}
 
 
 def _left_right(img):

@@ -75,7 +75,7 @@ from geoseg.train.names import BASELINES, LOSSES
     type=int,
     default=None,
     help="Rounds of self-training: a fresh model learns the real labels plus the previous model's confident "
-    "calls on the unlabelled pixels; 0 trains on the real labels only. [default: 1]",
+    "calls on the unlabelled pixels; 0 trains on the real labels only. [default: 0]",
 )
 @click.option(
     "--pseudo-threshold",

@@ -59,8 +59,10 @@ MIN_STEPS, MAX_STEPS = 200, 1000
 #: optimizer steps of per-pixel pre-training (batches of ``pixel_batch`` labelled pixels) before the chip schedule
 PIXEL_STEPS = 1000
 #: self-training rounds of the default recipe (each trains a fresh model on real labels + the previous model's
-#: confident pseudo-labels on the unlabelled pixels, :mod:`geoseg.train.pseudo`)
-SELF_TRAINING = 1
+#: confident pseudo-labels on the unlabelled pixels, :mod:`geoseg.train.pseudo`). Off by default: over two seeds of
+#: benchmarks/accuracy.py one round changed the held-out mIoU by +0.002 on average (+0.030 to -0.009 per fold) at
+#: twice the training time (benchmarks/results/accuracy_cpu.txt, runs 6 and 8)
+SELF_TRAINING = 0
 #: a self-training round's model replaces the previous round's unless its validation mIoU is lower by more than this
 #: (validation blocks lie in the labelled region, which pseudo-labels cannot improve; a larger drop means the
 #: pseudo-labels misled the new model)
@@ -260,7 +262,7 @@ def train_model(
     trained on pixels from the whole training area is what a random forest is, and what generalises to another
     region; the chips' few steps alone leave it undertrained on small scenes (``benchmarks/accuracy.py``).
 
-    ``self_training`` rounds (default :data:`SELF_TRAINING`; 0 trains on the real labels only) follow: the best model
+    ``self_training`` rounds (default :data:`SELF_TRAINING`, none; 0 trains on the real labels only) follow: the best model
     so far predicts the whole image (tiled, as ``predict_raster``), every valid pixel without a real label, outside
     the validation blocks, whose predicted class has a probability >= ``pseudo_threshold`` gets that class as a
     pseudo-label, and a fresh model (seed ``seed + round``) trains with the same plan on the real labels plus the

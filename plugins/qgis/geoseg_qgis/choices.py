@@ -8,7 +8,7 @@ project's tests/test_registries.py fails when one differs from geoseg's. This mo
 DEVICES = ("auto", "cpu", "cuda")  # geoseg.models.device.DEVICES
 STITCH_METHODS = ("center", "mean", "gaussian")  # geoseg.inference.stitch.STITCH_METHODS
 CONNECTIVITIES = (4, 8)  # geoseg.vectorization.CONNECTIVITIES
-SELF_TRAINING = 1  # geoseg.train.loop.SELF_TRAINING: the default recipe's self-training rounds
+SELF_TRAINING = 0  # geoseg.train.loop.SELF_TRAINING: the default recipe's self-training rounds
 MAX_SELF_TRAINING = 5  # geoseg.options.BOUNDS["self_training"].high
 ARCHITECTURES = (  # geoseg.models.names.ARCHITECTURES
     "deeplab_largefov",
