@@ -262,7 +262,7 @@ def train_model(
     trained on pixels from the whole training area is what a random forest is, and what generalises to another
     region; the chips' few steps alone leave it undertrained on small scenes (``benchmarks/accuracy.py``).
 
-    ``self_training`` rounds (default :data:`SELF_TRAINING`, none; 0 trains on the real labels only) follow: the best model
+    ``self_training`` rounds (default :data:`SELF_TRAINING`: none, the real labels only) follow: the best model
     so far predicts the whole image (tiled, as ``predict_raster``), every valid pixel without a real label, outside
     the validation blocks, whose predicted class has a probability >= ``pseudo_threshold`` gets that class as a
     pseudo-label, and a fresh model (seed ``seed + round``) trains with the same plan on the real labels plus the
