@@ -461,6 +461,34 @@ def test_losing_the_scheduler_or_every_worker_is_reported_and_resumable(data, tm
 # ------------------------------------------------------------------ 8. GPUs, job-queue options, worker threads
 
 
+def test_a_result_lost_with_its_worker_after_completing_is_waited_for_not_blocked_on(tmp_path):
+    """A future reported complete whose worker dies before its result is read becomes pending again; reading it must
+    not block (a batch would then hang instead of reporting that every worker left), and a task's own error is
+    still raised."""
+    from distributed import Client
+
+    from geoseg.distributed.run import _PENDING_AGAIN, _completed_result
+
+    with dask_scheduler(tmp_path) as (_, address), Client(address, timeout=60) as c:
+        worker = dask_worker(address)
+        try:
+            c.wait_for_workers(1, timeout=120)
+            fut, bad = c.submit(sum, [1, 2], pure=False), c.submit(int, "x", pure=False)  # builtins: no pickled code
+            assert fut.result(timeout=60) == 3 and _completed_result(fut, 1.0) == 3
+            with pytest.raises(ValueError, match="invalid literal"):
+                _completed_result(bad, 1.0)
+            _kill(worker)
+            deadline = time.monotonic() + 60
+            while fut.status == "finished":  # the result lived on the killed worker only
+                assert time.monotonic() < deadline, fut.status
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            assert _completed_result(fut, 0.5) is _PENDING_AGAIN
+            assert time.monotonic() - t0 < 10
+        finally:
+            _kill(worker)
+
+
 def test_gpu_pinning_with_a_fake_device_list(monkeypatch):
     assert gpu_worker_envs(["0", "1", "2"]) == [{"CUDA_VISIBLE_DEVICES": d} for d in "012"]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in gpu_worker_envs(["3", "5"], 5)] == ["3", "5", "3", "5", "3"]

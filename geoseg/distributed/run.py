@@ -67,6 +67,30 @@ WORKER_TIMEOUT_S = 600.0
 _POLL_S = 0.05
 _LOST = "lost the connection to the Dask scheduler at"
 _HEALTH_S = 2.0
+# seconds to wait for the result of a future reported complete: a result lost with its worker after completion makes
+# the future pending again, and a blocking wait would then hang until a worker computes it (never, if none is left)
+_RESULT_WAIT_S = 5.0
+
+
+_PENDING_AGAIN = object()
+
+
+def _completed_result(fut: Any, wait_s: float) -> Any:
+    """The result of a Dask future that ``as_completed`` reported complete, or :data:`_PENDING_AGAIN` when it is
+    pending again: its result was lost with its worker in between, and the scheduler will compute it again when a
+    worker is there. Waits at most ``wait_s`` seconds, so the caller's checks for lost workers keep running.
+
+    Raises:
+        BaseException: the task's own error, or the cancellation of the future.
+    """
+    try:
+        return fut.result(timeout=wait_s)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        if not fut.done():
+            return _PENDING_AGAIN
+        raise
 
 
 def _fix() -> str:
@@ -935,12 +959,16 @@ def _compute(
                     futures[fut] = task  # not computed
                     break
                 try:
-                    r = fut.result()
+                    r = _completed_result(fut, _RESULT_WAIT_S)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except BaseException as exc:  # the task's error, or a cancellation (asyncio's is a BaseException)
                     failures[task.key] = (task, _reason(exc) or "cancelled")
                 else:
+                    if r is _PENDING_AGAIN:  # completed, then lost with its worker before it was read: computed again
+                        futures[fut] = task
+                        ac.add(fut)
+                        continue
                     manifest.append(
                         {
                             "kind": "task",
