@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import rasterio
 from click.testing import CliRunner
 from model_utils import tiny_checkpoint
@@ -107,3 +108,20 @@ def test_json_results_of_the_commands_other_programs_call(tmp_path):
     err = CliRunner().invoke(cli, [str(a) for a in args + ["--json"]])  # the output exists now
     assert err.exit_code == 2 and "already exists" in err.stderr
     assert json.loads(err.stdout) == {"error": json.loads(err.stdout)["error"], "type": "OutputExistsError"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--json", "--pseudo-threshold", "abc", "a.tif", "b.tif", "m.safetensors"],  # not a number
+        ["train", "a.tif", "b.tif", "m.safetensors", "--self-training", "1.5", "--json"],  # not an integer
+        ["predict", "--json", "a.tif", "o.tif", "--model", "m.safetensors", "--stitch", "zzz"],  # not a choice
+        ["evaluate", "--json", "--no-such-option", "a.tif", "b.tif"],  # unknown option
+    ],
+)
+def test_usage_errors_with_json_print_one_json_object_too(args) -> None:
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("Error: ")
+    err = json.loads(res.stdout)  # one JSON object, nothing else on stdout
+    assert err["error"] == res.stderr.strip().removeprefix("Error: ") and err["type"]

@@ -14,6 +14,7 @@ from geoseg.inference import predict_raster
 from geoseg.io import Normalization, RasterSource
 from geoseg.models import load_checkpoint, read_config
 from geoseg.train import train_model
+from geoseg.train.area import PixelArea
 from geoseg.train.chips import BlockSplit, ChipReader
 from geoseg.train.labels import IGNORE_INDEX, LabelRaster
 from geoseg.train.pseudo import PseudoLabels, write_pseudo_labels
@@ -76,6 +77,30 @@ def test_pseudo_labels_fill_only_unlabelled_pixels_outside_validation(tmp_path, 
     assert counts.sum() == (pseudo != IGNORE_INDEX).sum()
     np.testing.assert_array_equal(merged[labelled], labels[labelled])  # real labels where they exist
     np.testing.assert_array_equal(merged[~labelled], pseudo[~labelled])
+    # an excluded area (a test region) gets no pseudo-label; elsewhere the same ones
+    with RasterSource(img) as src:
+        real = LabelRaster(lab, src, ["a", "b", "c"])
+        reader = ChipReader(src, real, Normalization(), 32, 32)
+        reader.set_roles(BlockSplit(32, [(0, 0), (32, 0), (0, 32)], [(32, 32)]))
+        excluded = PixelArea(Window(80, 0, 16, 64), src, what="excluded area")
+        (tmp_path / "w2").mkdir()
+        path2, counts2 = write_pseudo_labels(img, pair, reader, tmp_path / "w2", threshold=0.45, device="cpu",
+                                             exclude=excluded)  # fmt: skip
+        with rasterio.open(path2) as f:
+            pseudo2 = f.read(1)
+    assert (pseudo[:, 80:] != IGNORE_INDEX).any() and (pseudo2[:, 80:] == IGNORE_INDEX).all()
+    np.testing.assert_array_equal(pseudo2[:, :80], pseudo[:, :80])
+    assert counts2.sum() == (pseudo2 != IGNORE_INDEX).sum()
+
+
+def test_a_threshold_every_pixel_passes_is_refused(tmp_path, half_labelled):
+    """The most probable of K classes has probability >= 1/K: a threshold at or below it pseudo-labels every pixel."""
+    img, lab, _ = half_labelled
+    out = tmp_path / "m.safetensors"
+    for value in (1 / 3, 0.01, 1e-300):
+        with pytest.raises(InvalidParameterError, match=r"at most 1/3: with 3 classes"):
+            train_model(img, lab, out, self_training=1, pseudo_threshold=value, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif", "lab.tif"]  # nothing written
 
 
 def test_a_self_training_round_trains_on_pseudo_labels_and_is_recorded(tmp_path, half_labelled):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -19,15 +20,20 @@ from geoseg.cli.vectorize_cmd import vectorize_command
 
 class Geoseg(click.Group):
     """The ``geoseg`` group: usage errors (an unknown option, a value of the wrong type, a missing argument) are one
-    line, like every other error, with the command's help as the hint."""
+    line, like every other error, with the command's help as the hint; with ``--json`` also a JSON object
+    ``{"error": ..., "type": ...}`` on stdout, as for every other error."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        argv = kwargs.get("args", args[0] if args else None)
+        argv = sys.argv[1:] if argv is None else list(argv)
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             click.echo(f"Error: {exc.format_message()}{where}", err=True)
+            if "--json" in argv:  # the one JSON object --json promises, for errors click finds before the command
+                click.echo(json.dumps({"error": f"{exc.format_message()}{where}", "type": type(exc).__name__}))
             if not standalone_mode:
                 raise
             sys.exit(exc.exit_code)

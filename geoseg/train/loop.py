@@ -264,7 +264,8 @@ def train_model(
 
     ``self_training`` rounds (default :data:`SELF_TRAINING`: none, the real labels only) follow: the best model
     so far predicts the whole image (tiled, as ``predict_raster``), every valid pixel without a real label, outside
-    the validation blocks, whose predicted class has a probability >= ``pseudo_threshold`` gets that class as a
+    the validation blocks and the excluded area, whose predicted class has a probability >= ``pseudo_threshold``
+    (above 1/classes, else every pixel would qualify: InvalidParameterError) gets that class as a
     pseudo-label, and a fresh model (seed ``seed + round``) trains with the same plan on the real labels plus the
     pseudo-labels (:mod:`geoseg.train.pseudo`). Only the image of unlabelled pixels is used, including outside the
     training area (never their labels). It replaces the previous round's checkpoint unless its validation mIoU is
@@ -365,6 +366,13 @@ def train_model(
             )
         names = lab.classes
         n_classes = len(names)
+        if self_training and pseudo_threshold <= 1 / n_classes:
+            raise InvalidParameterError(
+                f"{option('pseudo_threshold')} {pseudo_threshold:g} is at most 1/{n_classes}: with {n_classes} classes "
+                f"the most probable class of every pixel has a probability of at least 1/{n_classes}, so every "
+                f"unlabelled pixel would be pseudo-labelled; choose a threshold above 1/{n_classes} (default "
+                f"{PSEUDO_THRESHOLD})"
+            )
         if class_weights is not None:
             check_class_weights(class_weights, names)
         survey = survey_labels(lab, src.shape, n_classes)
@@ -537,7 +545,7 @@ def train_model(
                 )
                 pseudo_path, pseudo_counts = write_pseudo_labels(
                     image, (teacher_net.eval(), config), reader, work, threshold=pseudo_threshold, bands=bands,
-                    device=device, threads=threads,
+                    device=device, threads=threads, exclude=lab.exclude if isinstance(lab, AreaLabels) else None,
                 )  # fmt: skip
                 del teacher_net
                 round_labels = PseudoLabels(lab, pseudo_path)

@@ -65,11 +65,14 @@ def write_pseudo_labels(
     bands: Any = None,
     device: str | None = "auto",
     threads: int | None = None,
+    exclude: Any = None,
 ) -> tuple[Path, np.ndarray]:
     """Predict ``image`` with ``teacher`` (a ``(module, ModelConfig)`` pair; tiled as ``predict_raster`` does) and
     write, in ``out_dir``, an int16 raster on the image grid holding the predicted class of every valid pixel that
-    has no real label in ``reader``'s labels, lies outside its validation blocks and whose predicted class has a
-    probability >= ``threshold`` (elsewhere ``IGNORE_INDEX``).
+    has no real label in ``reader``'s labels, lies outside its validation blocks and outside ``exclude`` (the
+    excluded area, a :class:`geoseg.train.area.PixelArea`: a test region gets no pseudo-label either) and whose
+    predicted class has a probability >= ``threshold`` (elsewhere ``IGNORE_INDEX``). The teacher's probabilities are
+    stored as uint8 (steps of 1/254), so the threshold is applied in those steps, rounded up.
 
     Returns the raster's path and the number of pseudo-labelled pixels per class, ``(classes,)`` int64.
     """
@@ -100,6 +103,8 @@ def write_pseudo_labels(
                 cc = np.arange(c0, c0 + int(win.width)) // reader.block
                 in_val = reader.roles[rr[:, None], cc[None, :]] == VAL
                 take = ~np.ma.getmaskarray(cls) & (real == IGNORE_INDEX) & ~in_val & (conf >= cut)
+                if exclude is not None:
+                    take &= ~exclude.mask(win)
                 ids = np.asarray(cls.filled(0), np.int64)
                 take &= (ids >= 0) & (ids < n_classes)
                 y = np.full(real.shape, IGNORE_INDEX, np.int16)
