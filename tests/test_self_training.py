@@ -127,6 +127,16 @@ def test_resume_in_either_round_matches_the_uninterrupted_run(tmp_path, half_lab
         train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **dict(opts, self_training=0))
 
 
+def test_the_threshold_of_a_run_without_rounds_does_not_block_its_resume():
+    from geoseg.train.config import check_resume
+
+    check_resume("s.pt", {"self_training": 0, "pseudo_threshold": 0.5}, {"self_training": 0, "pseudo_threshold": 0.3})
+    with pytest.raises(CheckpointError, match=r"pseudo_threshold 0.5 \(now 0.3\)"):
+        check_resume(
+            "s.pt", {"self_training": 1, "pseudo_threshold": 0.5}, {"self_training": 1, "pseudo_threshold": 0.3}
+        )
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [("self_training", -1), ("self_training", 6), ("pseudo_threshold", 0.0), ("pseudo_threshold", 1.5)],

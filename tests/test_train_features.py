@@ -289,6 +289,12 @@ def test_config_files_and_cli(tmp_path, scene):
         load_train_config(bad)
     res = CliRunner().invoke(cli, ["train", "--config", str(bad)])
     assert res.exit_code == 2 and "malformed" in res.output
+    # numbers in exponent form are numbers (YAML 1.2), not strings as YAML 1.1 reads them
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("lr: 2e-3\npseudo_threshold: 5E-1\nweight_decay: 1.5e-2\nseed: 7\nclasses: [1e5x, a]\n")
+    assert load_train_config(exp) == {
+        "lr": 0.002, "pseudo_threshold": 0.5, "weight_decay": 0.015, "seed": 7, "classes": ["1e5x", "a"],
+    }  # fmt: skip
 
 
 def _half_scene(tmp_path):

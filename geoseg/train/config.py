@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def load_train_config(path: str | os.PathLike[str]) -> dict[str, Any]:
                 import yaml
             except ImportError as exc:  # pragma: no cover
                 raise MissingDependencyError("YAML configs need PyYAML: pip install 'geoseg[config]'") from exc
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_yaml_loader(yaml))  # a SafeLoader subclass
         else:
             raise InvalidParameterError(f"config {p.name}: use a .yaml, .yml or .toml file")
     except (ValueError, ImportError) as exc:
@@ -172,6 +173,19 @@ RESUME_OPTIONS = (
 )  # fmt: skip
 
 
+def _yaml_loader(yaml: Any) -> Any:
+    """PyYAML's SafeLoader, reading numbers in exponent form without a dot (``5e-1``, ``2e-3``) as floats, as YAML 1.2
+    and every user do (YAML 1.1, which PyYAML follows, reads them as strings)."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+    )
+    return Loader
+
+
 def saved_options(config_json: str) -> dict[str, Any]:
     """The options a training state was saved with (see :data:`RESUME_OPTIONS`), from its ModelConfig JSON."""
     import json
@@ -201,6 +215,8 @@ def check_resume(state: str | os.PathLike[str], saved: Mapping[str, Any], reques
         new, old = requested.get(key), saved.get(key)
         if new is None or old is None:
             continue
+        if key == "pseudo_threshold" and not saved.get("self_training") and not requested.get("self_training"):
+            continue  # without self-training rounds the threshold decides nothing
         if isinstance(old, list | tuple) and isinstance(new, list | tuple):
             same = [str(v) for v in old] == [str(v) for v in new]
         elif isinstance(old, float) or isinstance(new, float):
