@@ -301,8 +301,13 @@ def emit_result(as_json: bool, result: dict[str, Any], text: Callable[[], None])
         text()
 
 
+def json_error(exc: BaseException, message: str | None = None) -> str:
+    """The JSON object ``--json`` prints on stdout for an error: ``{"error": MESSAGE, "type": ERROR CLASS}``."""
+    return json.dumps({"error": message or str(exc), "type": type(exc).__name__})
+
+
 def _json_error(exc: BaseException, message: str | None = None) -> None:
     """With ``--json``, also print the error as JSON on stdout (the ``Error:`` line on stderr stays)."""
     ctx = click.get_current_context(silent=True)
     if ctx is not None and ctx.params.get("as_json"):
-        click.echo(json.dumps({"error": message or str(exc), "type": type(exc).__name__}))
+        click.echo(json_error(exc, message))

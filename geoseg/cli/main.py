@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -10,6 +9,7 @@ import click
 
 from geoseg import __version__
 from geoseg.cli.batch_cmd import batch_command
+from geoseg.cli.common import json_error
 from geoseg.cli.demo_cmd import demo_command
 from geoseg.cli.evaluate_cmd import evaluate_command
 from geoseg.cli.info_cmd import info_command, models_command
@@ -31,9 +31,10 @@ class Geoseg(click.Group):
         except click.exceptions.ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            click.echo(f"Error: {exc.format_message()}{where}", err=True)
+            message = f"{exc.format_message()}{where}"
+            click.echo(f"Error: {message}", err=True)
             if "--json" in argv:  # the one JSON object --json promises, for errors click finds before the command
-                click.echo(json.dumps({"error": f"{exc.format_message()}{where}", "type": type(exc).__name__}))
+                click.echo(json_error(exc, message))
             if not standalone_mode:
                 raise
             sys.exit(exc.exit_code)

@@ -70,8 +70,6 @@ _HEALTH_S = 2.0
 # seconds to wait for the result of a future reported complete: a result lost with its worker after completion makes
 # the future pending again, and a blocking wait would then hang until a worker computes it (never, if none is left)
 _RESULT_WAIT_S = 5.0
-
-
 _PENDING_AGAIN = object()
 
 
@@ -85,9 +83,7 @@ def _completed_result(fut: Any, wait_s: float) -> Any:
     """
     try:
         return fut.result(timeout=wait_s)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException:
+    except TimeoutError:  # distributed raises the builtin on a timeout; a task's own TimeoutError leaves it done
         if not fut.done():
             return _PENDING_AGAIN
         raise

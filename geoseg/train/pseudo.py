@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -28,6 +28,9 @@ from geoseg.inference.writer import PROB_SCALE
 from geoseg.io.read import iter_windows
 from geoseg.train.chips import VAL, ChipReader
 from geoseg.train.labels import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from geoseg.train.area import PixelArea
 
 #: default probability a pseudo-label's class must reach (of the averaged heads' probabilities, which label smoothing
 #: keeps below 1)
@@ -65,7 +68,7 @@ def write_pseudo_labels(
     bands: Any = None,
     device: str | None = "auto",
     threads: int | None = None,
-    exclude: Any = None,
+    exclude: PixelArea | None = None,
 ) -> tuple[Path, np.ndarray]:
     """Predict ``image`` with ``teacher`` (a ``(module, ModelConfig)`` pair; tiled as ``predict_raster`` does) and
     write, in ``out_dir``, an int16 raster on the image grid holding the predicted class of every valid pixel that
