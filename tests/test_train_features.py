@@ -21,6 +21,7 @@ from geoseg.train import load_train_config, train_model
 from geoseg.train.augment import AUGMENTATIONS, augment, check_augmentations
 from geoseg.train.chips import BlockSplit, ChipReader
 from geoseg.train.labels import IGNORE_INDEX, LabelVector
+from geoseg.train.names import LOSSES
 
 FAST = {
     "arch": "tiny",
@@ -526,3 +527,28 @@ def test_pixel_steps_are_recorded_and_need_a_per_pixel_classifier(tmp_path, scen
     with pytest.raises(CheckpointError, match=r"pixel_steps 7 \(now 50\)"):
         train_model(img, lab, tmp_path / "a.safetensors", pixel_steps=50, resume=True, **opts)
     train_model(img, lab, tmp_path / "a.safetensors", resume=True, **opts)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains_the_per_pixel_and_the_chip_networks(tmp_path, scene, loss):
+    """The per-pixel pre-training gives the loss ``(N, classes)`` logits, the chips ``(N, classes, H, W)``."""
+    img, lab, _ = scene
+    ssnet = dict(FAST, arch="ssnet", arch_kwargs={"spectral": 8, "width": 8, "depth": 2}, epochs=1, chips_per_epoch=8)
+    for name, opts in {"ssnet": ssnet, "tiny": dict(FAST, epochs=1, chips_per_epoch=8)}.items():
+        extra = {"pixel_steps": 5} if name == "ssnet" else {}
+        result = train_model(img, lab, tmp_path / f"{name}.safetensors", loss=loss, **extra, **opts)
+        assert np.isfinite(result.history[-1]["loss"])
+        assert read_config(tmp_path / f"{name}.safetensors").extra["training"]["loss"] == loss
+
+
+def test_soft_dice_is_the_same_for_chips_and_their_pixels():
+    from geoseg.train.losses import soft_dice
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, generator=gen)
+    target = torch.randint(0, 3, (2, 4, 5), generator=gen)
+    target[0, 0, :] = IGNORE_INDEX
+    flat_logits, flat_target = logits.movedim(1, -1).reshape(-1, 3), target.reshape(-1)
+    assert torch.allclose(soft_dice(logits, target), soft_dice(flat_logits, flat_target))
+    perfect = torch.nn.functional.one_hot(flat_target.clamp(min=0), 3).float() * 50
+    assert soft_dice(perfect, flat_target).item() < 0.02

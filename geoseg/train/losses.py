@@ -59,15 +59,21 @@ def check_class_weights(weights: Sequence[float], classes: Sequence[str]) -> Non
 
 
 def soft_dice(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE, eps: float = 1.0) -> torch.Tensor:
-    """1 - mean soft Dice over classes present in the batch (ignored pixels excluded)."""
+    """1 - mean soft Dice over the classes present in the batch (ignored pixels excluded; Milletari et al. 2016).
+
+    ``logits`` are ``(N, classes, *spatial)`` (chips ``(N, C, H, W)`` or per-pixel ``(N, C)``) and ``target`` the
+    class ids ``(N, *spatial)``; the sums run over every pixel of the batch.
+    """
     n = logits.shape[1]
-    valid = target != ignore_index
-    probs = torch.softmax(logits, 1) * valid[:, None]
-    onehot = F.one_hot(torch.where(valid, target, 0), n).permute(0, 3, 1, 2).float() * valid[:, None]
-    inter = (probs * onehot).sum((0, 2, 3))
-    denom = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    flat = logits.movedim(1, -1).reshape(-1, n)
+    t = target.reshape(-1)
+    valid = t != ignore_index
+    probs = torch.softmax(flat, 1) * valid[:, None]
+    onehot = F.one_hot(torch.where(valid, t, 0), n).float() * valid[:, None]
+    inter = (probs * onehot).sum(0)
+    denom = probs.sum(0) + onehot.sum(0)
     dice = (2 * inter + eps) / (denom + eps)
-    present = onehot.sum((0, 2, 3)) > 0
+    present = onehot.sum(0) > 0
     return 1 - (dice[present].mean() if present.any() else dice.mean())
 
 
