@@ -135,3 +135,11 @@ class ClassNotTrainedWarning(UserWarning):
 
 
 __all__ += ["ClassNotTrainedWarning"]
+
+
+class SelfTrainingWarning(UserWarning):
+    """Self-training was asked for but cannot change the model: no rounds to apply the threshold to, no unlabelled
+    pixel confident enough to pseudo-label, or the time limit reached before the rounds."""
+
+
+__all__ += ["SelfTrainingWarning"]

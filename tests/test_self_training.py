@@ -9,7 +9,7 @@ from rasterio.windows import Window
 from rasters import class_scene, write_raster
 from train_utils import assert_resume_matches_uninterrupted
 
-from geoseg.errors import CheckpointError, InvalidParameterError
+from geoseg.errors import CheckpointError, InvalidParameterError, SelfTrainingWarning
 from geoseg.inference import predict_raster
 from geoseg.io import Normalization, RasterSource
 from geoseg.models import load_checkpoint, read_config
@@ -113,7 +113,8 @@ def test_a_self_training_round_trains_on_pseudo_labels_and_is_recorded(tmp_path,
     assert st["self_training"] == 1 and st["pseudo_threshold"] == 0.45
     assert sum(st["pseudo_pixels"].values()) > 0  # the unlabelled third of the scene got pseudo-labels
     assert not list(tmp_path.glob(".geoseg-pseudo-*"))  # the pseudo-label raster is removed after training
-    plain = train_model(img, lab, tmp_path / "p.safetensors", self_training=0, **opts)
+    with pytest.warns(SelfTrainingWarning, match=r"pseudo_threshold 0.45 has no effect without self-training"):
+        plain = train_model(img, lab, tmp_path / "p.safetensors", self_training=0, **opts)
     assert [h["round"] for h in plain.history] == [0, 0]
     assert "pseudo_pixels" not in read_config(tmp_path / "p.safetensors").extra["training"]
 
@@ -121,8 +122,9 @@ def test_a_self_training_round_trains_on_pseudo_labels_and_is_recorded(tmp_path,
 @pytest.mark.parametrize("stop", [1, 3])  # in the first round; in the self-training round
 def test_resume_in_either_round_matches_the_uninterrupted_run(tmp_path, half_labelled, stop):
     img, lab, _ = half_labelled
-    opts = dict(FAST, seed=2, self_training=1)
-    assert_resume_matches_uninterrupted(img, lab, tmp_path, opts, stop=stop, total=4)
+    opts = dict(FAST, seed=2, self_training=1, pixel_steps=200, pseudo_threshold=0.45)
+    resumed = assert_resume_matches_uninterrupted(img, lab, tmp_path, opts, stop=stop, total=4)
+    assert [h["round"] for h in resumed.history] == [0, 0, 1, 1]  # the second round ran on pseudo-labels
     with pytest.raises(CheckpointError, match=r"self_training 1 \(now 0\)"):
         train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **dict(opts, self_training=0))
 
@@ -166,3 +168,19 @@ def test_the_forest_baseline_sees_the_real_labels_only(tmp_path, half_labelled, 
     result = train_model(img, lab, tmp_path / "a.safetensors", self_training=1, **opts)
     assert sum(read_config(result.checkpoint).extra["training"]["pseudo_pixels"].values()) > 0
     assert len(fitted) == 1 and len(fitted[0]) == int((labels != 255).sum())  # every real label, nothing more
+
+
+def test_rounds_that_cannot_change_the_model_are_skipped_with_a_warning(tmp_path, half_labelled):
+    """No pixel left to pseudo-label, or the time limit reached first: the rounds do not run, and the user is told."""
+    data, labels = class_scene(64, 64, bands=4, classes=3, seed=5)
+    img, lab = write_raster(tmp_path / "full.tif", data), write_raster(tmp_path / "full_lab.tif", labels)
+    with pytest.warns(SelfTrainingWarning, match=r"round 1: no unlabelled pixel .* skipped and the model is round 0"):
+        result = train_model(img, lab, tmp_path / "full.safetensors", self_training=2, **FAST)
+    assert [h["round"] for h in result.history] == [0, 0]  # every pixel has a real label: nothing to pseudo-label
+    assert read_config(tmp_path / "full.safetensors").extra["training"]["best_round"] == 0
+
+    img, lab, _ = half_labelled
+    with pytest.warns(SelfTrainingWarning, match=r"max_seconds 0.001 s in the training on the real labels; "
+                      r"self-training round\(s\) 1..2 did not run"):  # fmt: skip
+        result = train_model(img, lab, tmp_path / "m.safetensors", self_training=2, max_seconds=0.001, **FAST)
+    assert [h["round"] for h in result.history] == [0]

@@ -24,7 +24,13 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from geoseg.errors import CheckpointError, ClassNotTrainedWarning, InvalidParameterError, OutputExistsError
+from geoseg.errors import (
+    CheckpointError,
+    ClassNotTrainedWarning,
+    InvalidParameterError,
+    OutputExistsError,
+    SelfTrainingWarning,
+)
 from geoseg.hints import option
 from geoseg.io.bands import BandSpec
 from geoseg.io.normalize import compute_normalization, sample_pixels
@@ -206,7 +212,7 @@ def train_model(
     pixel_batch: int = 2048,
     pixel_steps: int | None = None,
     self_training: int = SELF_TRAINING,
-    pseudo_threshold: float = PSEUDO_THRESHOLD,
+    pseudo_threshold: float | None = None,
     lr: float = 2e-3,
     weight_decay: float = 0.01,
     loss: str = "ce",
@@ -271,7 +277,10 @@ def train_model(
     training area (never their labels). It replaces the previous round's checkpoint unless its validation mIoU is
     more than :data:`SELF_TRAINING_TOLERANCE` below; ``TrainResult.history`` numbers the epochs of all rounds in
     sequence and records each one's ``round``. The pseudo-label raster lives in a temporary folder beside ``out``
-    (removed at the end). Cost: one more training and one prediction of the image per round.
+    (removed at the end). Cost: one more training and one prediction of the image per round. A
+    :class:`~geoseg.errors.SelfTrainingWarning` says when the rounds cannot change the model: ``pseudo_threshold``
+    given (default None: :data:`~geoseg.train.pseudo.PSEUDO_THRESHOLD`) without rounds, a round that finds no pixel
+    to pseudo-label (it and the rounds after it are skipped), or ``max_seconds`` reached before the rounds.
 
     Validation holds out whole blocks (``val_fraction`` of the labelled pixels; ``stratify``: every class in two or
     more blocks is validated and keeps at least half its pixels for training). The checkpoint with the best validation
@@ -366,6 +375,14 @@ def train_model(
             )
         names = lab.classes
         n_classes = len(names)
+        if pseudo_threshold is not None and not self_training:
+            warnings.warn(
+                f"{option('pseudo_threshold')} {pseudo_threshold:g} has no effect without self-training rounds; "
+                f"drop it or add rounds with {option('self_training')}",
+                SelfTrainingWarning,
+                stacklevel=2,
+            )
+        pseudo_threshold = PSEUDO_THRESHOLD if pseudo_threshold is None else pseudo_threshold
         if self_training and pseudo_threshold <= 1 / n_classes:
             raise InvalidParameterError(
                 f"{option('pseudo_threshold')} {pseudo_threshold:g} is at most 1/{n_classes}: with {n_classes} classes "
@@ -548,6 +565,16 @@ def train_model(
                     device=device, threads=threads, exclude=lab.exclude if isinstance(lab, AreaLabels) else None,
                 )  # fmt: skip
                 del teacher_net
+                if not pseudo_counts.sum():
+                    warnings.warn(
+                        f"self-training round {rnd}: no unlabelled pixel reached {option('pseudo_threshold')} "
+                        f"{pseudo_threshold:g} (or the image has none outside the labels, validation blocks and "
+                        f"excluded area), so round {rnd} and any after it would train on the same labels; they are "
+                        f"skipped and the model is round {rnd - 1}'s",
+                        SelfTrainingWarning,
+                        stacklevel=2,
+                    )
+                    break
                 round_labels = PseudoLabels(lab, pseudo_path)
                 stack.callback(round_labels.close)
                 reader = ChipReader(src, round_labels, norm, chip, blk)
@@ -678,6 +705,15 @@ def train_model(
                 if patience is not None and stale >= patience:
                     break
             if stopped:
+                if rnd < rounds:
+                    warnings.warn(
+                        f"training reached {option('max_seconds')} {max_seconds:g} s in "
+                        + (f"self-training round {rnd}" if rnd else "the training on the real labels")
+                        + f"; self-training round(s) {rnd + 1}..{rounds} did not run (raise the time limit to "
+                        "run them)",
+                        SelfTrainingWarning,
+                        stacklevel=2,
+                    )
                 break
         forest_report = None
         if baseline == "rf":

@@ -57,6 +57,10 @@ class BackendCancelled(BackendError):
     """The user cancelled; no output was left."""
 
 
+#: the ``done`` a progress callback gets with one of geoseg's warnings as its message (a ``Warning: ...`` line)
+WARNING = -2
+
+
 def _no_progress(done: int, total: int, message: str) -> bool:
     return False
 
@@ -266,7 +270,8 @@ class SubprocessBackend:
     ) -> list[Any]:
         """Run geoseg ``commands`` (each with ``--json`` added) in one process; returns their JSON results.
 
-        ``progress[i]`` follows command ``i``. ``Error: ...`` lines become a BackendError. Cancel stops the process
+        ``progress[i]`` follows command ``i``; it also gets each ``Warning: ...`` line of its command as
+        ``(WARNING, 0, message)``. ``Error: ...`` lines become a BackendError. Cancel stops the process
         group and removes ``outputs``. ``script`` replaces the runner (tests).
         """
         full = [[*c, "--json"] + (["--progress", "json"] if c[0] != "info" else []) for c in commands]
@@ -312,6 +317,8 @@ class SubprocessBackend:
                     errors.append(line[len("Error:") :].strip())
                 elif line.strip():
                     tail.append(line)
+                    if line.startswith("Warning:"):
+                        updates.append((step[0], WARNING, 0, line[len("Warning:") :].strip()))
 
         def read_out() -> None:
             assert proc.stdout is not None

@@ -16,6 +16,7 @@ class RecordingFeedback(QgsProcessingFeedback):
     def __init__(self, cancel_at: float | None = None, cancel_on: str | None = None) -> None:
         super().__init__()
         self.infos: list[str] = []
+        self.warnings: list[str] = []
         self.times: list[float] = []
         self.progress: list[float] = []
         self.cancel_at = cancel_at
@@ -39,6 +40,10 @@ class RecordingFeedback(QgsProcessingFeedback):
         super().pushInfo(info)
         if self.cancel_on is not None and self.cancel_on in info:
             self.cancel()
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        self.warnings.append(warning)
+        super().pushWarning(warning)
 
     def when(self, text: str) -> float:
         """When the first log line containing ``text`` came."""

@@ -53,6 +53,8 @@ for i in range(1, 51):
     sys.stderr.write(json.dumps({"progress": i / 50, "done": i, "total": 50, "message": "step"}) + "\n")
     sys.stderr.flush()
     time.sleep(0.02 if mode not in ("slow", "group") else 0.2)
+if mode == "warn":
+    sys.stderr.write("Warning: class 'x' (id 2) has no training pixel; add labels for it\n")
 if mode == "fail":
     sys.stderr.write("Error: model expects 6 bands; raster has 4; pass --bands\n")
     print(json.dumps([{"error": "model expects 6 bands; raster has 4; pass --bands", "type": "ModelContractError"}]))
@@ -82,6 +84,13 @@ def test_subprocess_progress_results_and_errors(fake: tuple[bk.SubprocessBackend
 
     assert backend.run([], [progress], script=[script, "ok"]) == [{"ok": True}]
     assert seen[-1] == (50, 50, "step") and len(seen) == 50
+    seen.clear()
+    warned: list[tuple[int, int, str]] = []
+    assert backend.run(
+        [], [lambda *u: warned.append(u) if u[0] == bk.WARNING else progress(*u)], script=[script, "warn"]
+    )
+    assert warned == [(bk.WARNING, 0, "class 'x' (id 2) has no training pixel; add labels for it")]
+    assert len(seen) == 50  # the progress lines still arrive
     with pytest.raises(bk.BackendError, match=r"^model expects 6 bands; raster has 4; pass --bands$") as err:
         backend.run([], script=[script, "fail"])
     assert err.value.kind == "ModelContractError"
@@ -90,7 +99,7 @@ def test_subprocess_progress_results_and_errors(fake: tuple[bk.SubprocessBackend
     ) as e:
         backend.run([], script=[script, "crash"])
     assert "Traceback" in e.value.detail and "\n" not in str(e.value)
-    assert backend.started == 3  # one process per call
+    assert backend.started == 4  # one process per call
 
 
 def _alive(pid: int) -> bool:

@@ -28,7 +28,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ..backend import BackendCancelled, BackendError, SubprocessBackend, select_backend
+from ..backend import WARNING, BackendCancelled, BackendError, SubprocessBackend, select_backend
 from ..messages import in_dialog_terms
 from ..styling import ClassStyler, Palette, save_style
 
@@ -36,18 +36,27 @@ STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 def progress_callback(
-    feedback: QgsProcessingFeedback | None, start: float = 0.0, end: float = 100.0, label: str = ""
+    feedback: QgsProcessingFeedback | None,
+    start: float = 0.0,
+    end: float = 100.0,
+    label: str = "",
+    *,
+    terms: Callable[[str], str] | None = None,
 ) -> Callable[[int, int, str], bool]:
     """geoseg's ``(done, total, message) -> cancel`` callback driving ``feedback`` in [start, end] percent.
 
-    ``done < 0`` is a pure cancel poll (the subprocess backend polls between updates).
+    ``done`` = :data:`~geoseg_qgis.backend.WARNING` carries one of geoseg's warnings, pushed as a warning to the log
+    (in the dialog's terms with ``terms``, an algorithm's ``in_dialog_terms``); any other ``done < 0`` is a pure
+    cancel poll (the subprocess backend polls between updates).
     """
     state: dict[str, Any] = {"decile": -1, "message": None}
 
     def callback(done: int, total: int, message: str = "") -> bool:
         if feedback is None:
             return False
-        if done >= 0:
+        if done == WARNING:
+            feedback.pushWarning(f"{label or 'geoseg'}: {terms(message) if terms else message}")
+        elif done >= 0:
             frac = done / total if total else 1.0
             feedback.setProgress(start + (end - start) * min(max(frac, 0.0), 1.0))
             decile = int(frac * 10)

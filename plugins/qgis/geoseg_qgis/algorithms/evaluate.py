@@ -142,7 +142,7 @@ class EvaluateSegmentation(GeoSegAlgorithm):
             class_field=class_field,
             id_field=id_field,
             background=None if background < 0 else background,
-            progress=progress_callback(feedback, 0, 95, "evaluate"),
+            progress=progress_callback(feedback, 0, 95, "evaluate", terms=self.in_dialog_terms),
         )
         report = result["report"]
         fields = QgsFields()

@@ -178,8 +178,8 @@ class SegmentRaster(GeoSegAlgorithm):
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
             progress=(
-                progress_callback(feedback, 0, end, "segment"),
-                progress_callback(feedback, end, 100.0, "vectorize"),
+                progress_callback(feedback, 0, end, "segment", terms=self.in_dialog_terms),
+                progress_callback(feedback, end, 100.0, "vectorize", terms=self.in_dialog_terms),
             ),
         )
         pred = res["predict"]

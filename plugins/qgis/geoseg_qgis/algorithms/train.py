@@ -207,7 +207,7 @@ class TrainModel(GeoSegAlgorithm):
             device=device,
             max_seconds=self.parameterAsDouble(parameters, self.MAX_SECONDS, context) or None,
             self_training=self.parameterAsInt(parameters, self.SELF_TRAINING, context),
-            progress=progress_callback(feedback, 0, 100, "train"),
+            progress=progress_callback(feedback, 0, 100, "train", terms=self.in_dialog_terms),
         )
         if class_field or id_field or self.parameterAsString(parameters, self.LABEL_POLYGONS, context):
             ids = f"from {id_field}" if id_field else "by the rule in the help"

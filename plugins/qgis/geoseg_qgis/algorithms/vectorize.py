@@ -101,7 +101,7 @@ class VectorizeClasses(GeoSegAlgorithm):
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
             connectivity=CONNECTIVITIES[self.parameterAsEnum(parameters, self.CONNECTIVITY, context)],
-            progress=progress_callback(feedback, 0, 100, "vectorize"),
+            progress=progress_callback(feedback, 0, 100, "vectorize", terms=self.in_dialog_terms),
         )
         features = res["vector"]["features"]
         feedback.pushInfo(f"wrote {features} polygons to {out}")
