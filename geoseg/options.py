@@ -14,6 +14,7 @@ whatever calls it, before any work starts, with a message that names the option 
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -298,6 +299,27 @@ def check_types(
         raise InvalidParameterError(f"{source}{shown} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+def loads_json(text: str) -> Any:
+    """``json.loads`` for a user's option value, refusing an object that gives one key twice (RFC 8259 asks for unique
+    names; Python's parser silently keeps the last value, so ``{"width": 8, "width": 16}`` would lose the first).
+
+    Raises:
+        json.JSONDecodeError: malformed JSON, or a key given twice in one object (its second place).
+    """
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                quoted = json.dumps(key)
+                second = text.find(quoted, text.find(quoted) + 1)
+                raise json.JSONDecodeError(f"key {quoted} is given twice", text, max(second, 0))
+            out[key] = value
+        return out
+
+    return json.loads(text, object_pairs_hook=unique)
+
+
 __all__ = [
     "ANY_INT",
     "BOUNDS",
@@ -312,5 +334,6 @@ __all__ = [
     "check_numbers",
     "check_requires",
     "check_types",
+    "loads_json",
     "matches",
 ]

@@ -296,6 +296,19 @@ def test_config_files_and_cli(tmp_path, scene):
     assert load_train_config(exp) == {
         "lr": 0.002, "pseudo_threshold": 0.5, "weight_decay": 0.015, "seed": 7, "classes": ["1e5x", "a"],
     }  # fmt: skip
+    # an option given twice (the same key, or its two spellings) is refused, not decided by which comes last
+    for text, message in (
+        ("epochs: 3\nlr: 0.01\nepochs: 5\n", r"key 'epochs' is given twice \(lines 1 and 3\)"),
+        ("arch_kwargs: {width: 8, width: 16}\n", r"key 'width' is given twice"),
+        ("chips-per-epoch: 16\nchips_per_epoch: 32\n", r"option chips_per_epoch twice \('chips-per-epoch' and"),
+        ("chips-per-epoch = 16\nchips_per_epoch = 32\n", r"option chips_per_epoch twice"),
+    ):
+        twice = tmp_path / ("twice.toml" if " = " in text else "twice.yaml")
+        twice.write_text(text)
+        with pytest.raises(InvalidParameterError, match=message):
+            load_train_config(twice)
+    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "twice.yaml")])
+    assert res.exit_code == 2 and "chips_per_epoch twice" in res.output and "Traceback" not in res.output
 
 
 def _half_scene(tmp_path):

@@ -21,6 +21,7 @@ from typing import Any
 from geoseg.distributed.errors import SchedulerUnreachableError
 from geoseg.errors import InvalidParameterError, MissingDependencyError
 from geoseg.hints import option
+from geoseg.options import loads_json
 
 CLUSTERS = ("local", "slurm", "pbs", "cuda")
 
@@ -323,7 +324,7 @@ def parse_cluster_options(items: Iterable[str], *, cluster: str | None = None) -
         parsed: Any
         if value.lstrip().startswith(("[", "{")):
             try:
-                parsed = json.loads(value)
+                parsed = loads_json(value)
             except json.JSONDecodeError as exc:
                 raise InvalidParameterError(
                     f"--cluster-option {key}: {value!r} is not valid JSON ({exc.msg}); write lists as "

@@ -12,7 +12,7 @@ from typing import Any
 
 from geoseg.errors import CheckpointError, InputNotFoundError, InvalidParameterError, MissingDependencyError
 from geoseg.hints import option
-from geoseg.options import BOUNDS, check_class_names, check_numbers, check_requires, check_types
+from geoseg.options import BOUNDS, check_class_names, check_numbers, check_requires, check_types, loads_json
 
 
 def train_options() -> list[str]:
@@ -58,6 +58,14 @@ def load_train_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise InvalidParameterError(f"config {p} must be a mapping of option: value, got {type(data).__name__}")
+    spelled: dict[str, str] = {}
+    for key in data:
+        name = str(key).replace("-", "_")
+        if name in spelled:
+            raise InvalidParameterError(
+                f"config {p} gives option {name} twice ({spelled[name]!r} and {key!r}); keep one of them"
+            )
+        spelled[name] = str(key)
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     valid = train_options()
     unknown = sorted(set(data) - set(valid))
@@ -91,7 +99,7 @@ def normalize_train_options(
         raw = out["arch_kwargs"]
         shown = (names or {}).get("arch_kwargs") or option("arch_kwargs")
         try:
-            out["arch_kwargs"] = json.loads(raw)
+            out["arch_kwargs"] = loads_json(raw)
         except json.JSONDecodeError as exc:
             raise InvalidParameterError(
                 f"{source}{shown} is not valid JSON ({exc}); write an object, e.g. '{{\"width\": 16}}'"
@@ -175,10 +183,27 @@ RESUME_OPTIONS = (
 
 def _yaml_loader(yaml: Any) -> Any:
     """PyYAML's SafeLoader, reading numbers in exponent form without a dot (``5e-1``, ``2e-3``) as floats, as YAML 1.2
-    and every user do (YAML 1.1, which PyYAML follows, reads them as strings)."""
+    and every user do (YAML 1.1, which PyYAML follows, reads them as strings), and refusing a key given twice in one
+    mapping (YAML 1.2 requires unique keys; PyYAML keeps the last value, so an edited option could silently lose to
+    a forgotten copy of it further down)."""
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: explicit keys override those
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if first is not None:
+                    where = f"line {line}" if first == line else f"lines {first} and {line}"
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice ({where})")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
