@@ -184,3 +184,26 @@ def test_rounds_that_cannot_change_the_model_are_skipped_with_a_warning(tmp_path
                       r"self-training round\(s\) 1..2 did not run"):  # fmt: skip
         result = train_model(img, lab, tmp_path / "m.safetensors", self_training=2, max_seconds=0.001, **FAST)
     assert [h["round"] for h in result.history] == [0]
+
+
+def test_the_cli_names_the_round_of_the_best_epoch(tmp_path, half_labelled):
+    """Epochs are numbered across rounds; the summary line says which round's epoch the kept model is."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from geoseg.cli.main import cli
+
+    img, lab, _ = half_labelled
+    args = [
+        "train", str(img), str(lab), str(tmp_path / "m.safetensors"), "--arch", "ssnet", "--arch-kwargs",
+        _json.dumps(FAST["arch_kwargs"]), "--chip", "32", "--block", "32", "--batch-size", "4", "--chips-per-epoch",
+        "16", "--pixel-steps", "200", "--epochs", "2", "--device", "cpu", "--self-training", "1",
+        "--pseudo-threshold", "0.45", "--progress", "none",
+    ]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    best = read_config(tmp_path / "m.safetensors").extra["training"]
+    line = res.output.splitlines()[0]
+    assert best["best_round"] == 1  # this seed's second round validates within the tolerance of the first
+    assert f"at epoch {best['best_epoch']} (self-training round 1, its epoch {best['best_epoch'] - 2});" in line

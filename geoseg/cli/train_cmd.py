@@ -175,9 +175,13 @@ def train_command(
         result = train_model(opts.pop("image"), opts.pop("labels"), opts.pop("out"), progress=progress, **opts)
 
     def text() -> None:
-        click.echo(
-            f"best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}; wrote {result.checkpoint}"
-        )
+        # epochs are numbered across self-training rounds: say which round's epoch the best one is
+        best_round = next((h.get("round", 0) for h in result.history if h["epoch"] == result.best_epoch), 0)
+        where = f"epoch {result.best_epoch}"
+        if best_round:
+            earlier = sum(1 for h in result.history if h.get("round", 0) < best_round)
+            where += f" (self-training round {best_round}, its epoch {result.best_epoch - earlier})"
+        click.echo(f"best validation mIoU {result.best_miou:.3f} at {where}; wrote {result.checkpoint}")
         if result.report is not None:
             click.echo(result.report.format_table())
         if result.baseline is not None and result.report is not None:
