@@ -143,3 +143,11 @@ class SelfTrainingWarning(UserWarning):
 
 
 __all__ += ["SelfTrainingWarning"]
+
+
+class TrainingDivergedError(GeoSegError, RuntimeError):
+    """The training loss became NaN or infinite (a learning rate too high for the data, or extreme input values);
+    the checkpoint of the best epoch before it, if any, is kept."""
+
+
+__all__ += ["TrainingDivergedError"]

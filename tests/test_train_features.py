@@ -565,3 +565,63 @@ def test_soft_dice_is_the_same_for_chips_and_their_pixels():
     assert torch.allclose(soft_dice(logits, target), soft_dice(flat_logits, flat_target))
     perfect = torch.nn.functional.one_hot(flat_target.clamp(min=0), 3).float() * 50
     assert soft_dice(perfect, flat_target).item() < 0.02
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_class_weights_weigh_every_loss_and_a_zero_weight_batch_is_no_nan(loss):
+    from geoseg.train.losses import make_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, generator=gen, requires_grad=True)
+    only_class_1 = torch.ones(2, 4, 4, dtype=torch.long)
+    weights = torch.tensor([1.0, 0.0, 2.0])
+    value = make_loss(loss, weights=weights)(logits, only_class_1)
+    value.backward()
+    assert value.item() == 0.0 and torch.isfinite(logits.grad).all()  # 0/0 was NaN and poisoned every weight
+    mixed = torch.randint(0, 3, (2, 4, 4), generator=gen)
+    weighted = make_loss(loss, weights=weights)(logits, mixed).item()
+    if loss != "weighted_ce":  # it has no unweighted form
+        assert weighted != pytest.approx(make_loss(loss)(logits, mixed).item())  # the weights change the loss
+    if loss in ("ce", "weighted_ce", "focal"):  # per-pixel terms: a class of weight 0 counts as if ignored
+        ignored = torch.where(mixed == 1, IGNORE_INDEX, mixed)
+        assert weighted == pytest.approx(make_loss(loss, weights=weights)(logits, ignored).item(), rel=1e-5)
+    if loss == "dice":  # per-class terms: the weighted mean of the classes' Dice losses
+        one = [make_loss(loss, weights=torch.eye(3)[c])(logits, mixed).item() for c in (0, 2)]
+        assert weighted == pytest.approx((one[0] + 2 * one[1]) / 3, rel=1e-5)
+
+
+def test_a_batch_of_zero_weight_pixels_leaves_the_model_finite(tmp_path):
+    """Chips of one class of weight 0 (batch size 1): the loss used to be 0/0 and every weight of the model NaN."""
+    data, labels = class_scene(64, 64, bands=3, classes=3, seed=1)
+    labels[:, :40] = 0
+    img, lab = write_raster(tmp_path / "img.tif", data), write_raster(tmp_path / "lab.tif", labels)
+    opts = dict(FAST, chip=16, batch_size=1, chips_per_epoch=8, epochs=2)
+    result = train_model(img, lab, tmp_path / "m.safetensors", class_weights=[0, 1, 1], **opts)
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    net, _ = load_checkpoint(tmp_path / "m.safetensors")
+    assert all(torch.isfinite(p).all() for p in net.state_dict().values())
+
+
+def test_a_diverging_loss_stops_training_before_a_nan_model_is_saved(tmp_path, scene, monkeypatch):
+    import geoseg.models.registry as registry
+    from geoseg.errors import TrainingDivergedError
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the test model leaves with the test
+
+    class Overflowing(torch.nn.Module):
+        """A model whose logits are infinite: its loss is NaN from the first batch."""
+
+        def __init__(self, in_channels: int, num_classes: int) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(in_channels, num_classes, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) * float("inf")
+
+    registry.register_model("overflowing", output_stride=1)(Overflowing)
+    img, lab, _ = scene
+    with pytest.raises(
+        TrainingDivergedError, match=r"loss became nan in epoch 1; lower lr \(now 0.002\).*no checkpoint"
+    ):
+        train_model(img, lab, tmp_path / "m.safetensors", **dict(FAST, arch="overflowing", arch_kwargs={}))
+    assert not (tmp_path / "m.safetensors").exists()

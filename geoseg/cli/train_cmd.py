@@ -62,7 +62,11 @@ from geoseg.train.names import BASELINES, LOSSES
 @click.option("--lr", type=float, default=None, help="Peak learning rate (one-cycle AdamW). [default: 0.002]")
 @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay. [default: 0.01]")
 @click.option("--loss", type=click.Choice(LOSSES), default=None)
-@click.option("--class-weights", default=None, help="Comma-separated loss weight per class, e.g. '1,1,4'.")
+@click.option(
+    "--class-weights",
+    default=None,
+    help="Comma-separated loss weight per class, e.g. '1,1,4' (any --loss; 0: the class is not learnt).",
+)
 @click.option("--label-smoothing", type=float, default=None, help="[default: 0.05]")
 @click.option(
     "--pixel-steps",

@@ -30,6 +30,7 @@ from geoseg.errors import (
     InvalidParameterError,
     OutputExistsError,
     SelfTrainingWarning,
+    TrainingDivergedError,
 )
 from geoseg.hints import option
 from geoseg.io.bands import BandSpec
@@ -261,7 +262,8 @@ def train_model(
     (or ``random``, ``grid``, class-``balanced``); AdamW (``lr``, ``weight_decay``) with a one-cycle schedule;
     cross entropy with ``label_smoothing``; an exponential moving average of the weights (``ema``) is what is
     validated and saved. ``loss="weighted_ce"`` weighs classes by capped square-root inverse frequency over all
-    training blocks, or by the user's ``class_weights`` (one per class; also accepted with ``loss="ce"``).
+    training blocks, or by the user's ``class_weights`` (one per class), which weigh every loss
+    (:func:`geoseg.train.losses.make_loss`; a class of weight 0 is not learnt).
     Models with a per-pixel classifier (``forward_pixels``, e.g. ``ssnet``) train it on batches of ``pixel_batch``
     labelled pixels drawn across all training blocks: first alone for ``pixel_steps`` steps (default
     :data:`PIXEL_STEPS`; 0 skips it; not repeated on ``resume``), then beside every chip batch. A pixel classifier
@@ -311,6 +313,8 @@ def train_model(
         UnknownModelError: ``arch`` is not registered.
         CancelledError: ``progress`` asked to stop; it is asked before every batch, so training stops within one
             batch (the best checkpoint of the epochs completed so far and their training state remain).
+        TrainingDivergedError: the loss became NaN or infinite (checked before every update, so no NaN weights are
+            saved; the best checkpoint of the epochs before it remains).
     """
     check_train_arguments(locals())
     t0 = time.perf_counter()
@@ -599,7 +603,7 @@ def train_model(
                     net, reader, criterion, rng, gen, steps=pre_steps, pixel_batch=pixel_batch or 2048, lr=lr,
                     weight_decay=weight_decay, balance=balance, augmentations=augmentations, dev=dev,
                     progress=progress, epochs=total_epochs, sampling=sampling, train_blocks=split.train,
-                    batch_size=batch_size, shown=rnd * epochs + 1,
+                    batch_size=batch_size, shown=rnd * epochs + 1, kept=out_path if best_epoch else None,
                 )  # fmt: skip
             if not resuming:
                 config.extra["training"]["pixel_steps"] = pre_steps
@@ -654,6 +658,7 @@ def train_model(
                         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                             plog = net.forward_pixels(px)  # type: ignore[operator]
                         lval = lval + _pixel_loss(criterion, plog, py)
+                    _check_finite(lval, f"epoch {shown}", lr, out_path if best_epoch else None)
                     opt.zero_grad(set_to_none=True)
                     lval.backward()
                     opt.step()
@@ -796,12 +801,14 @@ def _pretrain_pixels(
     train_blocks: list[tuple[int, int]],
     batch_size: int,
     shown: int = 1,
+    kept: Path | None = None,
 ) -> int:
     """Train ``net``'s per-pixel classifier (``forward_pixels``) alone for ``steps`` AdamW steps with a one-cycle
     schedule peaking at ``lr``, on batches of ``pixel_batch`` labelled pixels from the training blocks (drawn from
     every training pixel when the raster is held in memory, else from ``batch_size`` chips read per step). Polls
     ``progress`` for a cancel every step, as chip training does (``shown``: the epoch of ``epochs`` it reports).
-    Returns the steps run (0: no labelled pixel)."""
+    Returns the steps run (0: no labelled pixel). Raises TrainingDivergedError at a non-finite loss (``kept``: the
+    checkpoint a previous round left, for the message)."""
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     net.train()
@@ -817,11 +824,28 @@ def _pretrain_pixels(
             return step
         logits = net.forward_pixels(batch[0].to(dev))  # type: ignore[operator]
         loss = _pixel_loss(criterion, logits, batch[1].to(dev))
+        _check_finite(loss, f"the per-pixel pre-training (step {step + 1})", lr, kept)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     return steps
+
+
+def _check_finite(loss: torch.Tensor, where: str, lr: float, kept: Path | None) -> None:
+    """Stop training at a NaN or infinite loss: one more step would make every weight NaN, and the model saved
+    after it would predict one class everywhere.
+
+    Raises:
+        TrainingDivergedError: saying where, what to change, and which checkpoint (if any) is kept.
+    """
+    if torch.isfinite(loss):
+        return
+    keep = f"the best checkpoint before it stays at {kept}" if kept else "no checkpoint was written"
+    raise TrainingDivergedError(
+        f"training diverged: the loss became {float(loss)} in {where}; lower {option('lr')} (now {lr:g}) or check "
+        f"the image for extreme or non-finite values outside its nodata; {keep}"
+    )
 
 
 def _poll_cancel(progress: ProgressCallback | None, epoch: int, epochs: int) -> None:
