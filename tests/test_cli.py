@@ -106,7 +106,7 @@ def test_json_results_of_the_commands_other_programs_call(tmp_path):
     assert trained["state"].endswith(".train-state.pt")
     # every pixel has a real label: nothing to pseudo-label, so the round is skipped, in one line on stderr
     assert [h["round"] for h in trained["history"]] == [0]
-    assert "self-training round 1: no unlabelled pixel reached --pseudo-threshold 0.7" in tr.stderr
+    assert "self-training round 1: nothing to pseudo-label: every valid pixel outside the validation" in tr.stderr
     err = CliRunner().invoke(cli, [str(a) for a in args + ["--json"]])  # the output exists now
     assert err.exit_code == 2 and "already exists" in err.stderr
     assert json.loads(err.stdout) == {"error": json.loads(err.stdout)["error"], "type": "OutputExistsError"}

@@ -60,7 +60,7 @@ def test_pseudo_labels_fill_only_unlabelled_pixels_outside_validation(tmp_path, 
         reader.set_roles(BlockSplit(32, [(0, 0), (32, 0), (0, 32)], [(32, 32)]))  # one validation block
         work = tmp_path / "work"
         work.mkdir()
-        path, counts = write_pseudo_labels(img, pair, reader, work, threshold=0.45, device="cpu")
+        path, counts, candidates = write_pseudo_labels(img, pair, reader, work, threshold=0.45, device="cpu")
         with rasterio.open(path) as f:
             pseudo = f.read(1)
         merged = PseudoLabels(real, path).read(Window(0, 0, 96, 64))
@@ -72,6 +72,7 @@ def test_pseudo_labels_fill_only_unlabelled_pixels_outside_validation(tmp_path, 
     assert (pseudo[in_val] == IGNORE_INDEX).all()  # validation stays on real labels
     expect = ~labelled & ~in_val & (conf >= 0.45 - 1e-6)
     assert expect.sum() > 0
+    assert candidates == (~labelled & ~in_val).sum()  # every unlabelled pixel outside validation, at any threshold
     np.testing.assert_array_equal(pseudo[expect], teacher[expect])
     assert (pseudo[~labelled & ~in_val & (conf < 0.45 - 0.005)] == IGNORE_INDEX).all()
     assert counts.sum() == (pseudo != IGNORE_INDEX).sum()
@@ -84,7 +85,7 @@ def test_pseudo_labels_fill_only_unlabelled_pixels_outside_validation(tmp_path, 
         reader.set_roles(BlockSplit(32, [(0, 0), (32, 0), (0, 32)], [(32, 32)]))
         excluded = PixelArea(Window(80, 0, 16, 64), src, what="excluded area")
         (tmp_path / "w2").mkdir()
-        path2, counts2 = write_pseudo_labels(img, pair, reader, tmp_path / "w2", threshold=0.45, device="cpu",
+        path2, counts2, _ = write_pseudo_labels(img, pair, reader, tmp_path / "w2", threshold=0.45, device="cpu",
                                              exclude=excluded)  # fmt: skip
         with rasterio.open(path2) as f:
             pseudo2 = f.read(1)
@@ -93,7 +94,7 @@ def test_pseudo_labels_fill_only_unlabelled_pixels_outside_validation(tmp_path, 
     assert counts2.sum() == (pseudo2 != IGNORE_INDEX).sum()
 
 
-def test_a_threshold_every_pixel_passes_is_refused(tmp_path, half_labelled):
+def test_a_threshold_every_pixel_or_no_pixel_passes_is_refused(tmp_path, half_labelled):
     """The most probable of K classes has probability >= 1/K: a threshold at or below it pseudo-labels every pixel."""
     img, lab, _ = half_labelled
     out = tmp_path / "m.safetensors"
@@ -101,6 +102,12 @@ def test_a_threshold_every_pixel_passes_is_refused(tmp_path, half_labelled):
         with pytest.raises(InvalidParameterError, match=r"at most 1/3: with 3 classes"):
             train_model(img, lab, out, self_training=1, pseudo_threshold=value, **FAST)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif", "lab.tif"]  # nothing written
+    # label smoothing eps caps what a model learns to give a class at 1 - eps + eps/K: a threshold above it is never met
+    with pytest.raises(InvalidParameterError, match=r"pseudo_threshold 0.99 is above 0.967, the most probability"):
+        train_model(img, lab, out, self_training=1, pseudo_threshold=0.99, **FAST)
+    with pytest.raises(InvalidParameterError, match=r"pseudo_threshold 1 is above 0.933"):
+        train_model(img, lab, out, self_training=1, pseudo_threshold=1.0, label_smoothing=0.1, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif", "lab.tif"]
 
 
 def test_a_self_training_round_trains_on_pseudo_labels_and_is_recorded(tmp_path, half_labelled):
@@ -174,7 +181,9 @@ def test_rounds_that_cannot_change_the_model_are_skipped_with_a_warning(tmp_path
     """No pixel left to pseudo-label, or the time limit reached first: the rounds do not run, and the user is told."""
     data, labels = class_scene(64, 64, bands=4, classes=3, seed=5)
     img, lab = write_raster(tmp_path / "full.tif", data), write_raster(tmp_path / "full_lab.tif", labels)
-    with pytest.warns(SelfTrainingWarning, match=r"round 1: no unlabelled pixel .* skipped and the model is round 0"):
+    with pytest.warns(SelfTrainingWarning, match=r"round 1: nothing to pseudo-label: every valid pixel outside the "
+                      r"validation blocks and the excluded area has a real label; round 1 and any after it are "
+                      r"skipped, so the saved model is round 0's"):  # fmt: skip
         result = train_model(img, lab, tmp_path / "full.safetensors", self_training=2, **FAST)
     assert [h["round"] for h in result.history] == [0, 0]  # every pixel has a real label: nothing to pseudo-label
     assert read_config(tmp_path / "full.safetensors").extra["training"]["best_round"] == 0

@@ -311,24 +311,36 @@ def parse_cluster_options(items: Iterable[str], *, cluster: str | None = None) -
     ``["--gres=gpu:1"]``, never one entry per character.
 
     Raises:
-        InvalidParameterError: an item without ``=``, invalid JSON, a list/dict value for a scalar option, or (with
-            ``cluster``) a key that cluster type does not take.
+        InvalidParameterError: an item without ``=``, invalid JSON (a key twice in an object too), a scalar option
+            given twice (in either spelling), a list/dict value for a scalar option, or (with ``cluster``) a key that
+            cluster type does not take.
     """
     lists = list_options(cluster)
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise InvalidParameterError(f"--cluster-option expects KEY=VALUE (e.g. memory=32GB), got {item!r}")
+        if key in given and key not in lists:  # a scalar given twice: the later one would silently win
+            raise InvalidParameterError(
+                f"--cluster-option {key} is given twice ({given[key]!r} and {item!r}); keep one of them (only list "
+                f"options such as job_extra_directives take repeats)"
+            )
+        given[key] = item
         parsed: Any
         if value.lstrip().startswith(("[", "{")):
             try:
                 parsed = loads_json(value)
             except json.JSONDecodeError as exc:
+                hint = (
+                    "keep one of them"
+                    if "given twice" in exc.msg
+                    else 'write lists as \'["a", "b"]\' or repeat the option'
+                )
                 raise InvalidParameterError(
-                    f"--cluster-option {key}: {value!r} is not valid JSON ({exc.msg}); write lists as "
-                    f'\'["a", "b"]\' or repeat the option'
+                    f"--cluster-option {key}: {value!r} is not valid JSON ({exc.msg}); {hint}"
                 ) from exc
         else:
             parsed = value if key in lists else _scalar(value)

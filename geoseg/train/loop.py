@@ -394,6 +394,16 @@ def train_model(
                 f"unlabelled pixel would be pseudo-labelled; choose a threshold above 1/{n_classes} (default "
                 f"{PSEUDO_THRESHOLD})"
             )
+        # label smoothing trains every class's probability towards at most 1 - eps + eps / K (Szegedy et al. 2016)
+        most = 1 - label_smoothing + label_smoothing / n_classes
+        if self_training and pseudo_threshold > most + 1e-9:
+            raise InvalidParameterError(
+                f"{option('pseudo_threshold')} {pseudo_threshold:g} is above {most:.3f}, the most probability a model "
+                f"trained with {option('label_smoothing')} {label_smoothing:g} learns to give a class ({n_classes} "
+                f"classes: 1 - {label_smoothing:g} + {label_smoothing:g}/{n_classes}), so no pixel would be "
+                f"pseudo-labelled; choose a threshold at or below it (default {PSEUDO_THRESHOLD}) or less label "
+                f"smoothing"
+            )
         if class_weights is not None:
             check_class_weights(class_weights, names)
         survey = survey_labels(lab, src.shape, n_classes)
@@ -564,17 +574,26 @@ def train_model(
                 work = Path(
                     stack.enter_context(tempfile.TemporaryDirectory(prefix=".geoseg-pseudo-", dir=out_path.parent))
                 )
-                pseudo_path, pseudo_counts = write_pseudo_labels(
+                pseudo_path, pseudo_counts, candidates = write_pseudo_labels(
                     image, (teacher_net.eval(), config), reader, work, threshold=pseudo_threshold, bands=bands,
                     device=device, threads=threads, exclude=lab.exclude if isinstance(lab, AreaLabels) else None,
                 )  # fmt: skip
                 del teacher_net
                 if not pseudo_counts.sum():
+                    why = (
+                        f"none of the {candidates} unlabelled pixels reached {option('pseudo_threshold')} "
+                        f"{pseudo_threshold:g} (the model is not that sure of any; a lower threshold takes more)"
+                        if candidates
+                        else "every valid pixel outside the validation blocks and the excluded area has a real label"
+                    )
                     warnings.warn(
-                        f"self-training round {rnd}: no unlabelled pixel reached {option('pseudo_threshold')} "
-                        f"{pseudo_threshold:g} (or the image has none outside the labels, validation blocks and "
-                        f"excluded area), so round {rnd} and any after it would train on the same labels; they are "
-                        f"skipped and the model is round {rnd - 1}'s",
+                        f"self-training round {rnd}: nothing to pseudo-label: {why}; round {rnd}"
+                        + (" and any after it are skipped" if rnd < rounds else " is skipped")
+                        + (
+                            ", so the saved model is round 0's"
+                            if rnd == 1
+                            else f", so the saved model is the best of rounds 0-{rnd - 1}"
+                        ),
                         SelfTrainingWarning,
                         stacklevel=2,
                     )

@@ -69,7 +69,7 @@ def write_pseudo_labels(
     device: str | None = "auto",
     threads: int | None = None,
     exclude: PixelArea | None = None,
-) -> tuple[Path, np.ndarray]:
+) -> tuple[Path, np.ndarray, int]:
     """Predict ``image`` with ``teacher`` (a ``(module, ModelConfig)`` pair; tiled as ``predict_raster`` does) and
     write, in ``out_dir``, an int16 raster on the image grid holding the predicted class of every valid pixel that
     has no real label in ``reader``'s labels, lies outside its validation blocks and outside ``exclude`` (the
@@ -77,7 +77,8 @@ def write_pseudo_labels(
     predicted class has a probability >= ``threshold`` (elsewhere ``IGNORE_INDEX``). The teacher's probabilities are
     stored as uint8 (steps of 1/254), so the threshold is applied in those steps, rounded up.
 
-    Returns the raster's path and the number of pseudo-labelled pixels per class, ``(classes,)`` int64.
+    Returns the raster's path, the number of pseudo-labelled pixels per class, ``(classes,)`` int64, and the number
+    of candidates (pixels that would be pseudo-labelled at any threshold).
     """
     from geoseg.inference import predict_raster
 
@@ -89,6 +90,7 @@ def write_pseudo_labels(
     )  # fmt: skip
     n_classes = len(reader.labels.classes)
     counts = np.zeros(n_classes, np.int64)
+    candidates = 0
     cut = int(np.ceil(threshold * PROB_SCALE))  # uint8 probabilities are round(p * PROB_SCALE)
     with rasterio.open(classes_path) as cls_src, rasterio.open(probs_path) as prob_src:
         profile = {
@@ -105,15 +107,16 @@ def write_pseudo_labels(
                 rr = np.arange(r0, r0 + int(win.height)) // reader.block
                 cc = np.arange(c0, c0 + int(win.width)) // reader.block
                 in_val = reader.roles[rr[:, None], cc[None, :]] == VAL
-                take = ~np.ma.getmaskarray(cls) & (real == IGNORE_INDEX) & ~in_val & (conf >= cut)
+                ids = np.asarray(cls.filled(0), np.int64)
+                take = ~np.ma.getmaskarray(cls) & (real == IGNORE_INDEX) & ~in_val & (ids >= 0) & (ids < n_classes)
                 if exclude is not None:
                     take &= ~exclude.mask(win)
-                ids = np.asarray(cls.filled(0), np.int64)
-                take &= (ids >= 0) & (ids < n_classes)
+                candidates += int(take.sum())
+                take &= conf >= cut
                 y = np.full(real.shape, IGNORE_INDEX, np.int16)
                 y[take] = ids[take]
                 counts += np.bincount(ids[take], minlength=n_classes)[:n_classes]
                 dst.write(y, 1, window=win)
     for teacher_file in out.glob("teacher*"):  # the maps and any sidecar GDAL wrote beside them
         teacher_file.unlink()
-    return pseudo_path, counts
+    return pseudo_path, counts, candidates

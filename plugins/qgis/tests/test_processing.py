@@ -268,10 +268,10 @@ def test_train_with_vector_labels(tmp_path: Path, scene: str, label_polygons: st
     assert out.exists() and res["OUTPUT"] == str(out)
     assert 0.0 <= res["BEST_MIOU"] <= 1.0
     assert "rasterized label polygons" in feedback.text
-    # one self-training round asked for: the epoch on the labels runs; one epoch of 16 chips leaves the model sure of
-    # no unlabelled pixel, so geoseg skips the round and its warning reaches the dialog's log as a warning
+    # one self-training round asked for: the epoch on the labels runs; the polygons label every pixel of the scene,
+    # so there is nothing to pseudo-label: geoseg skips the round, and its warning reaches the dialog's log as one
     assert "train: 1/2" in feedback.text and "train: 2/2" not in feedback.text, feedback.text
-    assert any("self-training round 1: no unlabelled pixel reached" in w for w in feedback.warnings), feedback.warnings
+    assert any("round 1: nothing to pseudo-label: every valid pixel" in w for w in feedback.warnings), feedback.warnings
     import subprocess
 
     info = json.loads(
@@ -503,6 +503,12 @@ def test_train_refuses_a_temporary_checkpoint(scene: str, labels: str, label_pol
             "geoseg:trainmodel",
             {"INPUT": scene, "LABELS": labels, "LABEL_POLYGONS": label_polygons, "OUTPUT": "/tmp/x.safetensors"},
         )
+    for kwargs, message in (('{"width": 4', "must be JSON"), ('{"width": 4, "width": 8}', 'give "width" twice')):
+        with pytest.raises(QgsProcessingException, match=f"Architecture options {message}"):
+            processing.run(
+                "geoseg:trainmodel",
+                {"INPUT": scene, "LABELS": labels, "ARCH_KWARGS": kwargs, "OUTPUT": "/tmp/x.safetensors"},
+            )
 
 
 def test_architecture_is_a_list_of_the_registry_s_names() -> None:

@@ -23,6 +23,16 @@ from .base import GeoSegAlgorithm, progress_callback, split_names
 from .labels import CLASS_ID_RULE, add_truth_parameters, labels_file, one_of
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, refusing a key given twice (Python's parser would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"give {json.dumps(key)} twice")
+        out[key] = value
+    return out
+
+
 class TrainModel(GeoSegAlgorithm):
     INPUT, LABELS, LABEL_POLYGONS, CLASS_FIELD, ID_FIELD, CLASSES = (
         "INPUT",
@@ -181,11 +191,15 @@ class TrainModel(GeoSegAlgorithm):
             parameters, self.ARCH, context
         )
         try:
-            arch_kwargs = json.loads(self.parameterAsString(parameters, self.ARCH_KWARGS, context) or "{}")
+            arch_kwargs = json.loads(
+                self.parameterAsString(parameters, self.ARCH_KWARGS, context) or "{}", object_pairs_hook=_unique_keys
+            )
         except json.JSONDecodeError as exc:
             raise QgsProcessingException(
                 f'Architecture options must be JSON, e.g. {{"width": 16}} ({exc.msg}, column {exc.colno})'
             ) from exc
+        except ValueError as exc:  # a key given twice
+            raise QgsProcessingException(f"Architecture options {exc}; keep one of them") from exc
         labels, class_field, id_field = labels_file(
             self, parameters, context, feedback, self.LABELS, self.LABEL_POLYGONS, self.CLASS_FIELD, self.ID_FIELD
         )
