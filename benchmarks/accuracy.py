@@ -124,13 +124,20 @@ def _s1_sar(data: Path, work: Path) -> Scene:
     return Scene(s1, lab, classes, {}, {"ignore_index": -1}, -1)
 
 
+def _spacenet_roads(data: Path, work: Path) -> Scene:
+    img, lab, classes = datasets.spacenet_roads(data / "spacenet_solaris", work)
+    return Scene(img, lab, classes)
+
+
 #: other kinds of input made from the same data (3-band "RGB" of the hyperspectral and Sentinel-2 scenes, 2-band
-#: SAR), run only when named in --scenes: a check that a change helps beyond the scenes it was measured on
+#: SAR) or the same source (SpaceNet's road sample), run only when named in --scenes: a check that a change helps
+#: beyond the scenes it was measured on
 EXTRA_SCENES: dict[str, Callable[[Path, Path], Scene]] = {
     "salinas_rgb": _salinas_rgb,
     "samson_rgb": _samson_rgb,
     "s2_rgb": _s2_rgb,
     "s1_sar": _s1_sar,
+    "spacenet_roads": _spacenet_roads,  # another single-band object scene: 1300 x 1300 px, roads ~3 % of pixels
 }
 
 SCENES: dict[str, Callable[[Path, Path], Scene]] = {

@@ -117,3 +117,25 @@ def spacenet_buildings(folder: str | os.PathLike[str], out_dir: str | os.PathLik
     polygons = out / "buildings.gpkg"
     gdf.to_file(polygons, driver="GPKG")
     return image, polygons, list(SPACENET_CLASSES)
+
+
+SPACENET_ROAD_CLASSES = ["background", "road"]
+
+
+def spacenet_roads(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Path, Path, list[str]]:
+    """SpaceNet road sample (CosmiQ solaris, Las Vegas): the 1300 x 1300 px single-band image (uint16, EPSG:4326,
+    ~0.3 m) and its road mask (0/255 on the same grid) as class ids 0 = background, 1 = road, written to
+    ``out_dir/roads.tif`` with the image's georeference."""
+    folder, out = Path(folder), Path(out_dir)
+    image, mask = folder / "road_mask_input.tif", folder / "sample_road_raster_mask.tif"
+    for p in (image, mask):
+        if not p.exists():
+            raise InputNotFoundError(f"dataset file not found: {p}")
+    with rasterio.open(image) as img, rasterio.open(mask) as m:
+        profile = {"crs": img.crs, "transform": img.transform}
+        ids = (m.read(1) > 0).astype(np.uint8)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = _write(out / "roads.tif", ids, LABEL_NODATA)
+    with rasterio.open(labels, "r+") as ds:
+        ds.crs, ds.transform = profile["crs"], profile["transform"]
+    return image, labels, list(SPACENET_ROAD_CLASSES)

@@ -18,7 +18,11 @@ from geoseg.train.names import BASELINES, LOSSES
 @click.argument("labels", required=False, type=click.Path(dir_okay=False))
 @click.argument("output", required=False, type=click.Path(dir_okay=False))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML/TOML file of train options.")
-@click.option("--arch", default=None, help="Architecture (see `geoseg models`). [default: ssnet]")
+@click.option(
+    "--arch",
+    default=None,
+    help="Architecture (see `geoseg models`). [default: from the bands: ssnet; unet for one band]",
+)
 @click.option("--arch-kwargs", default=None, help="Architecture options as JSON, e.g. '{\"width\": 16}'.")
 @click.option("--bands", default=None, help="Input bands: '1,2,3', '2-5', 'B04,B08'.")
 @click.option("--classes", default=None, help="Comma-separated class names for ids 0..K-1.")
@@ -61,7 +65,9 @@ from geoseg.train.names import BASELINES, LOSSES
 )
 @click.option("--lr", type=float, default=None, help="Peak learning rate (one-cycle AdamW). [default: 0.002]")
 @click.option("--weight-decay", type=float, default=None, help="AdamW weight decay. [default: 0.01]")
-@click.option("--loss", type=click.Choice(LOSSES), default=None)
+@click.option(
+    "--loss", type=click.Choice(LOSSES), default=None, help="[default: ce; ce_dice with the one-band default network]"
+)
 @click.option(
     "--class-weights",
     default=None,

@@ -178,7 +178,7 @@ class SpectralSpatialNet(nn.Module):
     "ssnet",
     output_stride=8,
     family="spectral-spatial",
-    description="spectral-spatial net: per-pixel spectral MLP beside a multi-scale context path (default)",
+    description="spectral-spatial net: per-pixel spectral MLP beside a multi-scale context path (default, 2+ bands)",
 )
 def ssnet(
     in_channels: int,

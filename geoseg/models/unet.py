@@ -41,6 +41,8 @@ class UNet(nn.Module):
         return self.classifier(y)
 
 
-@register_model("unet", output_stride=16, family="unet", description="U-Net, 4 levels, native (any band count)")
+@register_model(
+    "unet", output_stride=16, family="unet", description="U-Net, 4 levels, native (any band count; default for 1 band)"
+)
 def unet(in_channels: int, num_classes: int, *, width: int = 32, depth: int = 4) -> nn.Module:
     return UNet(in_channels, num_classes, width=width, depth=depth)

@@ -169,7 +169,8 @@ def check_train_arguments(arguments: Mapping[str, Any]) -> None:
     kwargs = dict(args.get("arch_kwargs") or {})
     if args.get("encoder") is not None:
         kwargs["encoder"] = args["encoder"]
-    check_model_options(args.get("arch") or "unet", kwargs)
+    if args.get("arch") is not None:  # else train_model checks them once the band count chose the network
+        check_model_options(args["arch"], kwargs)
 
 
 #: what a resumed run must share with the run that saved the state: the model and every option that decides the

@@ -42,7 +42,7 @@ from geoseg.models.checkpoint import save_checkpoint
 from geoseg.models.config import ModelConfig
 from geoseg.models.device import resolve_device
 from geoseg.models.layers import auxiliary_outputs
-from geoseg.models.registry import create_model, model_stride
+from geoseg.models.registry import check_model_options, create_model, model_stride
 from geoseg.progress import ProgressCallback, report_progress
 from geoseg.threads import torch_threads
 from geoseg.train.area import AreaLabels, AreaSpec, PixelArea, describe_area
@@ -76,6 +76,28 @@ SELF_TRAINING = 0
 SELF_TRAINING_TOLERANCE = 0.02
 #: labelled validation blocks an automatic block size aims at
 TARGET_BLOCKS = 25
+#: images with at most this many bands get the spatial network of the default recipe (:func:`default_network`)
+SPATIAL_MAX_BANDS = 1
+#: the default recipe's network for few bands, and for more (``arch``, ``arch_kwargs``, ``loss``)
+SPATIAL_NETWORK: dict[str, Any] = {"arch": "unet", "arch_kwargs": {"width": 16}, "loss": "ce_dice"}
+SPECTRAL_NETWORK: dict[str, Any] = {"arch": "ssnet", "arch_kwargs": {}, "loss": "ce"}
+
+
+def default_network(bands: int) -> dict[str, Any]:
+    """The network and loss the default recipe trains on an image of ``bands`` bands (after band selection).
+
+    With many bands the spectrum of a pixel carries most of its class, and ``ssnet`` (a per-pixel spectral path
+    beside a light context path, fused with a per-pixel classifier) beats a U-Net and a pixel-wise forest. From a
+    single band (panchromatic, one SAR channel) a pixel's value says little and the class lies in the spatial
+    pattern: there ssnet's context path learnt nothing in any setting tried (SpaceNet buildings and roads, level with
+    the forest), while a U-Net (width 16) trained with cross entropy + soft Dice (Milletari et al. 2016; the Dice
+    term keeps a 3-4 % object class from collapsing into the background) beat the forest by 0.06-0.20 mIoU on all
+    four folds (``benchmarks/accuracy.py``, runs 13-14 in benchmarks/results/accuracy_cpu.txt).
+
+    Returns a new dict: ``arch``, ``arch_kwargs`` and ``loss``.
+    """
+    chosen = SPATIAL_NETWORK if bands <= SPATIAL_MAX_BANDS else SPECTRAL_NETWORK
+    return {"arch": chosen["arch"], "arch_kwargs": dict(chosen["arch_kwargs"]), "loss": chosen["loss"]}
 
 
 @dataclass
@@ -192,7 +214,7 @@ def train_model(
     labels: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    arch: str = "ssnet",
+    arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     bands: BandSpec = None,
     classes: list[str] | None = None,
@@ -216,7 +238,7 @@ def train_model(
     pseudo_threshold: float | None = None,
     lr: float = 2e-3,
     weight_decay: float = 0.01,
-    loss: str = "ce",
+    loss: str | None = None,
     class_weights: Sequence[float] | None = None,
     label_smoothing: float = 0.05,
     ema: bool = True,
@@ -256,8 +278,11 @@ def train_model(
     ``train_area`` (polygons or a pixel window, see :mod:`geoseg.train.area`) restricts the labels used to an area;
     ``exclude_area`` keeps an area out (e.g. a test region).
 
-    The default recipe decides from the data (:func:`plan_training`): ``chip`` size, validation ``block`` size, and
-    the number of steps (``epochs`` x ``chips_per_epoch``) from the labelled pixel count. Give any of them to fix it.
+    The default recipe decides from the data: the network and loss from the band count when ``arch`` is None
+    (:func:`default_network`: ``ssnet`` with cross entropy, or a U-Net with cross entropy + Dice for single-band
+    images; ``arch_kwargs`` and ``loss`` given apply to it), and (:func:`plan_training`) ``chip`` size, validation
+    ``block`` size, and the number of steps (``epochs`` x ``chips_per_epoch``) from the labelled pixel count. Give any
+    of them to fix it.
     Chips are ``centered`` on labelled pixels with classes drawn in proportion to the square root of their frequency
     (or ``random``, ``grid``, class-``balanced``); AdamW (``lr``, ``weight_decay``) with a one-cycle schedule;
     cross entropy with ``label_smoothing``; an exponential moving average of the weights (``ema``) is what is
@@ -318,7 +343,7 @@ def train_model(
     """
     check_train_arguments(locals())
     t0 = time.perf_counter()
-    if loss not in LOSSES:
+    if loss is not None and loss not in LOSSES:
         raise InvalidParameterError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if sampling not in SAMPLING_MODES:
         raise InvalidParameterError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
@@ -415,6 +440,18 @@ def train_model(
             )
         norm = compute_normalization(src, normalization, seed=seed)
         kwargs = dict(arch_kwargs or {})
+        if arch is None:  # the default recipe's network for this band count; the user's arch_kwargs and loss win
+            chosen = default_network(src.count)
+            arch, kwargs, loss = chosen["arch"], {**chosen["arch_kwargs"], **kwargs}, loss or chosen["loss"]
+            arch_kwargs = dict(kwargs)  # as saved: a resumed run compares the options the model was built with
+            try:
+                check_model_options(arch, {**kwargs, **({"encoder": encoder} if encoder is not None else {})})
+            except InvalidParameterError as exc:
+                raise InvalidParameterError(
+                    f"{exc} (the default network for a {src.count}-band image is {arch}; give {option('arch')} to "
+                    f"choose another)"
+                ) from exc
+        loss = loss or "ce"
         if encoder is not None:
             kwargs["encoder"] = encoder
         net = create_model(arch, in_channels=src.count, num_classes=n_classes, **kwargs)
@@ -1015,7 +1052,8 @@ def _check_resume(
     if args["encoder"] is not None:
         kwargs["encoder"] = args["encoder"]
     requested = {k: args.get(k) for k in RESUME_OPTIONS} | {
-        "arch_kwargs": kwargs,
+        # the default network's options are compared once the band count has chosen it
+        "arch_kwargs": kwargs if args["arch"] is not None else None,
         "chip": chip,
         "block": args["block"],
         "augment": list(check_augmentations(args["augment"])),

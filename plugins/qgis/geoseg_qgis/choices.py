@@ -10,6 +10,9 @@ STITCH_METHODS = ("center", "mean", "gaussian")  # geoseg.inference.stitch.STITC
 CONNECTIVITIES = (4, 8)  # geoseg.vectorization.CONNECTIVITIES
 SELF_TRAINING = 0  # geoseg.train.loop.SELF_TRAINING: the default recipe's self-training rounds
 MAX_SELF_TRAINING = 5  # geoseg.options.BOUNDS["self_training"].high
+#: the Architecture choice that leaves it to geoseg's default recipe (geoseg.train.loop.default_network: the
+#: network and loss from the image's band count)
+DEFAULT_ARCH = "default"
 ARCHITECTURES = (  # geoseg.models.names.ARCHITECTURES
     "deeplab_largefov",
     "deeplabv2",

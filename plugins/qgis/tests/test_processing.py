@@ -516,8 +516,32 @@ def test_architecture_is_a_list_of_the_registry_s_names() -> None:
 
     alg = QgsApplication.processingRegistry().algorithmById("geoseg:trainmodel")
     arch = alg.parameterDefinition("ARCH")
-    assert isinstance(arch, QgsProcessingParameterEnum) and tuple(arch.options()) == ARCHITECTURES
-    assert arch.defaultValue() == "unet" and "tiny" in ARCHITECTURES
+    assert isinstance(arch, QgsProcessingParameterEnum) and tuple(arch.options()) == ("default", *ARCHITECTURES)
+    assert arch.defaultValue() == "default" and "tiny" in ARCHITECTURES
+    # the dialog's defaults are geoseg's default recipe: the network from the bands, the schedule from the labels
+    for name in ("EPOCHS", "CHIP", "CHIPS_PER_EPOCH"):
+        assert alg.parameterDefinition(name).defaultValue() is None, name
+
+
+def test_the_default_architecture_is_geoseg_s_choice(
+    tmp_path: Path, scene: str, labels: str, geoseg_python: str
+) -> None:
+    """Left at "default", the dialog passes no architecture: geoseg picks its default network for the bands (ssnet
+    for this 6-band scene), as the command line does."""
+    out = tmp_path / "m.safetensors"
+    processing.run(
+        "geoseg:trainmodel",
+        {"INPUT": scene, "LABELS": labels, "EPOCHS": 1, "CHIPS_PER_EPOCH": 8, "DEVICE": CPU, "OUTPUT": str(out)},
+        feedback=RecordingFeedback(),
+    )
+    import subprocess
+
+    info = json.loads(
+        subprocess.run(
+            [geoseg_python, "-m", "geoseg", "info", str(out), "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    assert info["arch"] == "ssnet"
 
 
 def test_cancel_stops_training_within_a_batch_and_leaves_nothing(tmp_path: Path, scene: str, labels: str) -> None:

@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..choices import ARCHITECTURES, DEVICES, MAX_SELF_TRAINING, SELF_TRAINING
+from ..choices import ARCHITECTURES, DEFAULT_ARCH, DEVICES, MAX_SELF_TRAINING, SELF_TRAINING
 from .base import GeoSegAlgorithm, progress_callback, split_names
 from .labels import CLASS_ID_RULE, add_truth_parameters, labels_file, one_of
 
@@ -106,18 +106,19 @@ class TrainModel(GeoSegAlgorithm):
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.ARCH,
-                "Architecture",
-                options=list(ARCHITECTURES),
-                defaultValue="unet",
+                "Architecture (default: geoseg's default recipe chooses from the bands)",
+                options=[DEFAULT_ARCH, *ARCHITECTURES],
+                defaultValue=DEFAULT_ARCH,
                 usesStaticStrings=True,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.EPOCHS,
-                "Epochs",
+                "Epochs (empty: from the labelled pixels)",
                 QgsProcessingParameterNumber.Integer,
-                20,
+                None,
+                optional=True,
                 minValue=1,
             )
         )
@@ -131,13 +132,23 @@ class TrainModel(GeoSegAlgorithm):
             ),
             QgsProcessingParameterString(self.ARCH_KWARGS, "Architecture options (JSON)", "{}", optional=True),
             QgsProcessingParameterNumber(
-                self.CHIP, "Chip size (pixels)", QgsProcessingParameterNumber.Integer, 128, minValue=8
+                self.CHIP,
+                "Chip size in pixels (empty: from the labelled area)",
+                QgsProcessingParameterNumber.Integer,
+                None,
+                optional=True,
+                minValue=8,
             ),
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 8, minValue=1
             ),
             QgsProcessingParameterNumber(
-                self.CHIPS_PER_EPOCH, "Chips per epoch", QgsProcessingParameterNumber.Integer, 256, minValue=1
+                self.CHIPS_PER_EPOCH,
+                "Chips per epoch (empty: from the labelled pixels)",
+                QgsProcessingParameterNumber.Integer,
+                None,
+                optional=True,
+                minValue=1,
             ),
             QgsProcessingParameterNumber(
                 self.SELF_TRAINING,
@@ -181,15 +192,23 @@ class TrainModel(GeoSegAlgorithm):
             )
         return not message, message
 
+    def _optional_int(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> int | None:
+        """An optional integer parameter's value, None when left empty (geoseg then decides it from the data)."""
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsInt(parameters, name, context)
+
     def run_algorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         image = self.layer_path(self.parameterAsRasterLayer(parameters, self.INPUT, context), "Image raster")
         classes = split_names(self.parameterAsString(parameters, self.CLASSES, context))
         out = self.output_file(self.parameterAsFileOutput(parameters, self.OUTPUT, context), "Model checkpoint")
-        arch = self.parameterAsString(parameters, self.ARCH_OTHER, context).strip() or self.parameterAsEnumString(
-            parameters, self.ARCH, context
-        )
+        arch: str | None = self.parameterAsString(
+            parameters, self.ARCH_OTHER, context
+        ).strip() or self.parameterAsEnumString(parameters, self.ARCH, context)
+        if arch == DEFAULT_ARCH:
+            arch = None  # geoseg chooses the network from the image's bands
         try:
             arch_kwargs = json.loads(
                 self.parameterAsString(parameters, self.ARCH_KWARGS, context) or "{}", object_pairs_hook=_unique_keys
@@ -214,10 +233,10 @@ class TrainModel(GeoSegAlgorithm):
             classes=classes,
             class_field=class_field,
             id_field=id_field,
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-            chip=self.parameterAsInt(parameters, self.CHIP, context),
+            epochs=self._optional_int(parameters, self.EPOCHS, context),
+            chip=self._optional_int(parameters, self.CHIP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            chips_per_epoch=self.parameterAsInt(parameters, self.CHIPS_PER_EPOCH, context),
+            chips_per_epoch=self._optional_int(parameters, self.CHIPS_PER_EPOCH, context),
             device=device,
             max_seconds=self.parameterAsDouble(parameters, self.MAX_SECONDS, context) or None,
             self_training=self.parameterAsInt(parameters, self.SELF_TRAINING, context),
