@@ -215,6 +215,9 @@ class Anything:
     def __iter__(self) -> Iterator[Any]:
         return iter(())
 
+    def __getitem__(self, key: Any) -> Anything:
+        return Anything()
+
     def __setitem__(self, key: Any, value: Any) -> None:
         pass
 

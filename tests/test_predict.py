@@ -50,6 +50,29 @@ def test_tiled_center_crop_equals_whole_image_prediction(tmp_path):
     assert disagreement["mean"] < 0.15 and disagreement["gaussian"] < 0.15
 
 
+def test_a_unet_tiled_with_its_receptive_field_as_overlap_equals_whole_image_prediction(tmp_path):
+    """The default network for single-band images: an overlap of its receptive field (halo = half per side, as a
+    checkpoint trained by geoseg records it) makes tiles of a depth-4 U-Net reproduce the whole-image map."""
+    from geoseg.models.registry import create_model
+
+    data, _ = class_scene(400, 300, bands=1, classes=3, seed=2)
+    data = data + np.random.default_rng(0).normal(0, 1, data.shape).astype(data.dtype)  # texture at every scale
+    src = write_raster(tmp_path / "in.tif", data)
+    torch.manual_seed(0)
+    net = create_model("unet", in_channels=1, num_classes=3, width=4).eval()
+    with torch.no_grad():  # weights large enough that the argmax varies across the image
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                m.weight.normal_(0, 2.0 / m.weight[0].numel() ** 0.5)
+    assert net.receptive_field == 200
+    cfg = ModelConfig(arch="unet", bands=["1"], classes=["a", "b", "c"], arch_kwargs={"width": 4}, output_stride=16)
+    whole = predict_array(net, data, stride=16)
+    assert len(np.unique(whole)) >= 2, "the test model must not be constant"
+    out = predict_raster(src, tmp_path / "o.tif", model=(net, cfg), tile=256, overlap=208, device="cpu")
+    assert out.tiles > 1
+    np.testing.assert_array_equal(_read(out.output)[0], whole)
+
+
 @pytest.mark.parametrize(
     "layout",
     [

@@ -213,6 +213,7 @@ def test_the_cli_names_the_round_of_the_best_epoch(tmp_path, half_labelled):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     best = read_config(tmp_path / "m.safetensors").extra["training"]
-    line = res.output.splitlines()[0]
+    network, line = res.output.splitlines()[:2]
+    assert network == "network ssnet (spectral=8, width=8, depth=2), loss ce"  # given, not chosen
     assert best["best_round"] == 1  # this seed's second round validates within the tolerance of the first
     assert f"at epoch {best['best_epoch']} (self-training round 1, its epoch {best['best_epoch'] - 2});" in line

@@ -625,3 +625,41 @@ def test_a_diverging_loss_stops_training_before_a_nan_model_is_saved(tmp_path, s
     ):
         train_model(img, lab, tmp_path / "m.safetensors", **dict(FAST, arch="overflowing", arch_kwargs={}))
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_the_default_network_is_chosen_from_the_band_count(tmp_path):
+    """One band: a U-Net (width 16) with cross entropy + Dice; more: ssnet with cross entropy. Options given apply
+    to the choice, and a refusal the choice causes says so."""
+    from geoseg.train.loop import default_network
+
+    fast = dict(epochs=1, chips_per_epoch=8, chip=32, block=32, device="cpu", pixel_steps=0)
+    made = {}
+    for bands in (1, 3):
+        data, labels = class_scene(64, 64, bands=bands, classes=3, seed=1)
+        img, lab = write_raster(tmp_path / f"i{bands}.tif", data), write_raster(tmp_path / f"l{bands}.tif", labels)
+        made[bands] = img, lab
+        opts = fast if bands == 3 else {k: v for k, v in fast.items() if k != "pixel_steps"}
+        result = train_model(img, lab, tmp_path / f"m{bands}.safetensors", **opts)
+        cfg = read_config(tmp_path / f"m{bands}.safetensors")
+        expected = default_network(bands)
+        assert (cfg.arch, cfg.arch_kwargs, cfg.extra["training"]["loss"]) == (
+            expected["arch"], expected["arch_kwargs"], expected["loss"]
+        )  # fmt: skip
+        assert result.plan["network"] == {**expected, "chosen_from_bands": True}
+    assert default_network(1) == {"arch": "unet", "arch_kwargs": {"width": 16}, "loss": "ce_dice"}
+    assert default_network(3)["arch"] == "ssnet"
+    img, lab = made[1]
+    # "default" is the spelling of the choice; a user's loss and options apply to the chosen network
+    result = train_model(img, lab, tmp_path / "f.safetensors", arch="default", loss="focal",
+                         arch_kwargs={"depth": 3}, **{k: v for k, v in fast.items() if k != "pixel_steps"})  # fmt: skip
+    assert result.plan["network"] == {
+        "arch": "unet", "arch_kwargs": {"width": 16, "depth": 3}, "loss": "focal", "chosen_from_bands": True,
+    }  # fmt: skip
+    explicit = train_model(img, lab, tmp_path / "u.safetensors", arch="unet", **{k: v for k, v in fast.items()
+                           if k != "pixel_steps"})  # fmt: skip
+    assert explicit.plan["network"] == {"arch": "unet", "arch_kwargs": {}, "loss": "ce", "chosen_from_bands": False}
+    chosen = r"\(geoseg's default network for a 1-band image is unet \{'width': 16\} with loss ce_dice; give arch"
+    for bad in ({"pixel_steps": 5}, {"arch_kwargs": {"spectral": 8}}, {"encoder_weights": "none.safetensors"}):
+        with pytest.raises(InvalidParameterError, match=chosen):
+            train_model(img, lab, tmp_path / "x.safetensors", **{**fast, "pixel_steps": None, **bad})
+    assert not (tmp_path / "x.safetensors").exists()

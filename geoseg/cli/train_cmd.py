@@ -191,6 +191,13 @@ def train_command(
         if best_round:
             earlier = sum(1 for h in result.history if h.get("round", 0) < best_round)
             where += f" (self-training round {best_round}, its epoch {result.best_epoch - earlier})"
+        net = result.plan.get("network") or {}
+        if net:
+            chosen = " (the default for this band count; --arch chooses another)" if net["chosen_from_bands"] else ""
+            options = ", ".join(f"{k}={v}" for k, v in net["arch_kwargs"].items())
+            click.echo(
+                f"network {net['arch']}" + (f" ({options})" if options else "") + f", loss {net['loss']}{chosen}"
+            )
         click.echo(f"best validation mIoU {result.best_miou:.3f} at {where}; wrote {result.checkpoint}")
         if result.report is not None:
             click.echo(result.report.format_table())
@@ -204,6 +211,7 @@ def train_command(
         "epochs_run": result.epochs_run,
         "seconds": result.seconds,
         "state": result.state,
+        "network": result.plan.get("network"),
         "history": result.history,
         "report": result.report.to_dict() if result.report is not None else None,
         "baseline": result.baseline.to_dict() if result.baseline is not None else None,

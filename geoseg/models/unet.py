@@ -13,6 +13,20 @@ def _double(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(conv_bn_relu(cin, cout), conv_bn_relu(cout, cout))
 
 
+def receptive_field(depth: int) -> int:
+    """Receptive field in pixels of :class:`UNet` with ``depth`` poolings (exact for its layers: two 3x3
+    convolutions per level, 2x2 max-pooling down, 2x2 stride-2 transposed convolutions up, which widen nothing)."""
+    r, jump = 5, 1  # the two full-resolution 3x3 convolutions
+    for _ in range(depth):
+        r += jump  # 2x2 pooling
+        jump *= 2
+        r += 4 * jump
+    for _ in range(depth):
+        jump //= 2
+        r += 4 * jump
+    return r
+
+
 class UNet(nn.Module):
     """Encoder-decoder with skip connections; ``depth`` poolings, so output stride = 2**depth."""
 
@@ -22,6 +36,8 @@ class UNet(nn.Module):
             raise ValueError(f"U-Net depth must be 1..6, got {depth}")
         widths = [width * 2**i for i in range(depth + 1)]
         self.output_stride = 2**depth
+        # the tiled prediction's overlap (halo = half of it per side) must cover it for tiles to equal one whole image
+        self.receptive_field = receptive_field(depth)
         self.inc = _double(in_channels, widths[0])
         self.down = nn.ModuleList(_double(widths[i], widths[i + 1]) for i in range(depth))
         self.pool = nn.MaxPool2d(2)

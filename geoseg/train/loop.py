@@ -78,6 +78,8 @@ SELF_TRAINING_TOLERANCE = 0.02
 TARGET_BLOCKS = 25
 #: images with at most this many bands get the spatial network of the default recipe (:func:`default_network`)
 SPATIAL_MAX_BANDS = 1
+#: ``arch`` value (as None) asking for the default recipe's network
+DEFAULT_ARCH = "default"
 #: the default recipe's network for few bands, and for more (``arch``, ``arch_kwargs``, ``loss``)
 SPATIAL_NETWORK: dict[str, Any] = {"arch": "unet", "arch_kwargs": {"width": 16}, "loss": "ce_dice"}
 SPECTRAL_NETWORK: dict[str, Any] = {"arch": "ssnet", "arch_kwargs": {}, "loss": "ce"}
@@ -278,11 +280,11 @@ def train_model(
     ``train_area`` (polygons or a pixel window, see :mod:`geoseg.train.area`) restricts the labels used to an area;
     ``exclude_area`` keeps an area out (e.g. a test region).
 
-    The default recipe decides from the data: the network and loss from the band count when ``arch`` is None
-    (:func:`default_network`: ``ssnet`` with cross entropy, or a U-Net with cross entropy + Dice for single-band
-    images; ``arch_kwargs`` and ``loss`` given apply to it), and (:func:`plan_training`) ``chip`` size, validation
-    ``block`` size, and the number of steps (``epochs`` x ``chips_per_epoch``) from the labelled pixel count. Give any
-    of them to fix it.
+    The default recipe decides from the data: the network and loss from the band count when ``arch`` is None or
+    ``"default"`` (:func:`default_network`: ``ssnet`` with cross entropy, or a U-Net with cross entropy + Dice for
+    single-band images; ``arch_kwargs`` and ``loss`` given apply to it; ``TrainResult.plan["network"]`` says what
+    was trained), and (:func:`plan_training`) ``chip`` size, validation ``block`` size, and the number of steps
+    (``epochs`` x ``chips_per_epoch``) from the labelled pixel count. Give any of them to fix it.
     Chips are ``centered`` on labelled pixels with classes drawn in proportion to the square root of their frequency
     (or ``random``, ``grid``, class-``balanced``); AdamW (``lr``, ``weight_decay``) with a one-cycle schedule;
     cross entropy with ``label_smoothing``; an exponential moving average of the weights (``ema``) is what is
@@ -341,6 +343,8 @@ def train_model(
         TrainingDivergedError: the loss became NaN or infinite (checked before every update, so no NaN weights are
             saved; the best checkpoint of the epochs before it remains).
     """
+    if arch == DEFAULT_ARCH:
+        arch = None  # the spelling front ends use for "let the default recipe choose"
     check_train_arguments(locals())
     t0 = time.perf_counter()
     if loss is not None and loss not in LOSSES:
@@ -440,18 +444,26 @@ def train_model(
             )
         norm = compute_normalization(src, normalization, seed=seed)
         kwargs = dict(arch_kwargs or {})
+        chosen_note = ""  # said with every refusal the default network's choice causes
         if arch is None:  # the default recipe's network for this band count; the user's arch_kwargs and loss win
             chosen = default_network(src.count)
             arch, kwargs, loss = chosen["arch"], {**chosen["arch_kwargs"], **kwargs}, loss or chosen["loss"]
             arch_kwargs = dict(kwargs)  # as saved: a resumed run compares the options the model was built with
+            chosen_note = (
+                f" (geoseg's default network for a {src.count}-band image is {arch} {chosen['arch_kwargs']} with "
+                f"loss {chosen['loss']}; give {option('arch')} to choose another)"
+            )
             try:
                 check_model_options(arch, {**kwargs, **({"encoder": encoder} if encoder is not None else {})})
+                if encoder_weights is not None and arch == "unet":
+                    raise InvalidParameterError(
+                        f"{option('encoder_weights')} loads pretrained weights into an encoder, which {arch} does not "
+                        f"have"
+                    )
             except InvalidParameterError as exc:
-                raise InvalidParameterError(
-                    f"{exc} (the default network for a {src.count}-band image is {arch}; give {option('arch')} to "
-                    f"choose another)"
-                ) from exc
+                raise InvalidParameterError(f"{exc}{chosen_note}") from exc
         loss = loss or "ce"
+        network = {"arch": arch, "arch_kwargs": dict(kwargs), "loss": loss, "chosen_from_bands": bool(chosen_note)}
         if encoder is not None:
             kwargs["encoder"] = encoder
         net = create_model(arch, in_channels=src.count, num_classes=n_classes, **kwargs)
@@ -579,7 +591,7 @@ def train_model(
         if pre_steps and not hasattr(net, "forward_pixels"):
             raise InvalidParameterError(
                 f"{option('pixel_steps')} pre-trains a per-pixel classifier, which {arch!r} does not have; "
-                f"drop {option('pixel_steps')} or use arch ssnet"
+                f"drop {option('pixel_steps')} or use {option('arch')} ssnet{chosen_note}"
             )
         rounds = self_training
         total_epochs = epochs * (1 + rounds)  # as progress shows them: the rounds one after the other
@@ -589,7 +601,10 @@ def train_model(
         teacher_state: dict[str, torch.Tensor] | None = None
         val_reads = reader.val_windows(split.val)
         if saved_state is not None:
-            _check_resume(state_file, saved_state, {**locals(), "block": blk}, classes=names, bands=src.band_names)
+            try:
+                _check_resume(state_file, saved_state, {**locals(), "block": blk}, classes=names, bands=src.band_names)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{exc}{chosen_note}") from exc
             first_round = int(saved_state.get("round", 0))
             teacher_state = saved_state.get("teacher")
         use_amp = amp and dev.type == "cuda"
@@ -800,7 +815,7 @@ def train_model(
         best_report,
         state_file,
         forest_report,
-        plan,
+        {**plan, "network": network},
     )
 
 
