@@ -663,3 +663,14 @@ def test_the_default_network_is_chosen_from_the_band_count(tmp_path):
         with pytest.raises(InvalidParameterError, match=chosen):
             train_model(img, lab, tmp_path / "x.safetensors", **{**fast, "pixel_steps": None, **bad})
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_labels_too_sparse_to_validate_are_reported(tmp_path, scene):
+    """Three short label runs, one per class, each in its own block: no validation block holds a labelled pixel."""
+    img, _, _ = scene
+    sparse = np.full((96, 96), 255, np.uint8)
+    sparse[5, 5:8], sparse[40, 40:43], sparse[20, 70:73] = 0, 1, 2
+    lab = write_raster(tmp_path / "sparse.tif", sparse, nodata=255)
+    with pytest.warns(UserWarning, match=r"no labelled pixel fell in the validation blocks \(9 labelled pixels"):
+        result = train_model(img, lab, tmp_path / "m.safetensors", **dict(FAST, epochs=1, chips_per_epoch=4))
+    assert np.isnan(result.best_miou) and (tmp_path / "m.safetensors").exists()  # the last epoch is kept

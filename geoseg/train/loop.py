@@ -745,6 +745,14 @@ def train_model(
                 )
                 # no validation: the latest epoch is kept
                 val_miou = rep.miou if val_reads and not math.isnan(rep.miou) else float(shown)
+                if val_fraction > 0 and math.isnan(rep.miou) and not history:
+                    warnings.warn(
+                        f"no labelled pixel fell in the validation blocks ({survey.pixels} labelled pixels in "
+                        f"{blk}-px blocks), so validation scores nothing and the last epoch is kept; label more "
+                        f"pixels, spread over several blocks (validation takes whole blocks)",
+                        UserWarning,
+                        stacklevel=2,
+                    )
                 history.append(
                     {
                         "epoch": shown,
