@@ -58,15 +58,16 @@ def load_train_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise InvalidParameterError(f"config {p} must be a mapping of option: value, got {type(data).__name__}")
-    spelled: dict[str, str] = {}
-    for key in data:
+    spelled: dict[str, str] = {}  # option name -> the key the file spells it with
+    options: dict[str, Any] = {}
+    for key, value in data.items():
         name = str(key).replace("-", "_")
         if name in spelled:
             raise InvalidParameterError(
                 f"config {p} gives option {name} twice ({spelled[name]!r} and {key!r}); keep one of them"
             )
-        spelled[name] = str(key)
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        spelled[name], options[name] = str(key), value
+    data = options
     valid = train_options()
     unknown = sorted(set(data) - set(valid))
     if unknown:

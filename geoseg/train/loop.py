@@ -455,11 +455,6 @@ def train_model(
             )
             try:
                 check_model_options(arch, {**kwargs, **({"encoder": encoder} if encoder is not None else {})})
-                if encoder_weights is not None and arch == "unet":
-                    raise InvalidParameterError(
-                        f"{option('encoder_weights')} loads pretrained weights into an encoder, which {arch} does not "
-                        f"have"
-                    )
             except InvalidParameterError as exc:
                 raise InvalidParameterError(f"{exc}{chosen_note}") from exc
         loss = loss or "ce"
@@ -555,7 +550,10 @@ def train_model(
                 )
 
         if not resume:
-            initialise(net)
+            try:
+                initialise(net)
+            except InvalidParameterError as exc:  # e.g. encoder weights for a network without an encoder
+                raise InvalidParameterError(f"{exc}{chosen_note}") from exc
         config = ModelConfig(
             arch=arch,
             bands=src.band_names,
