@@ -7,7 +7,32 @@ cd "$(dirname "$0")/.."
 DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
 PY=${PYTHON:-python3}
+# repair VENV: reinstall, at the version installed, every package of VENV whose recorded files are missing. An install
+# cut short (a full disk, an interrupt) leaves such packages behind, and pip calls them satisfied on every rerun.
+repair() {
+  local broken
+  broken=$("$1/bin/python" - <<'EOF'
+import importlib.metadata as md
+import sys
+
+seen = set()
+for dist in md.distributions():
+    name = dist.metadata["Name"] or ""
+    if name.lower() in seen or not str(dist.locate_file("")).startswith(sys.prefix):
+        continue  # listed twice, or a system package seen through the venv
+    seen.add(name.lower())
+    if any(f.suffix != ".pyc" and not f.locate().exists() for f in dist.files or []):
+        print(f"{name}=={dist.version}")
+EOF
+)
+  if [[ -n $broken ]]; then
+    echo "setup: reinstalling incomplete packages in $1:" $broken
+    # shellcheck disable=SC2086  # one argument per package
+    "$1/bin/python" -m pip install -q --force-reinstall --no-deps $broken
+  fi
+}
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+repair .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch pinned to 2.13.0: the CPU wheel available offline here; an unpinned torch makes pip resolve a multi-GB CUDA
 # build. On a GPU machine install the CUDA torch you want first; this line is then a no-op if it satisfies >=2.1.
@@ -15,6 +40,7 @@ PY=${PYTHON:-python3}
 if [[ $DEV == 1 ]]; then
   .venv/bin/python -m pip install -q -e ".[all,dev]"
   [[ -x .venv-notorch/bin/python ]] || "$PY" -m venv .venv-notorch
+  repair .venv-notorch
   .venv-notorch/bin/python -m pip install -q --upgrade pip
   .venv-notorch/bin/python -m pip install -q -e ".[vector,report]"
   # Second environment for the ecosystem tests (equality with torchvision's and timm's models, smp-* models):
@@ -23,6 +49,7 @@ if [[ $DEV == 1 ]]; then
   # torch makes it fetch a multi-GB CUDA build from the registry). ~6 GB; GEOSEG_SKIP_ECOSYSTEM=1 skips it.
   if [[ "${GEOSEG_SKIP_ECOSYSTEM:-}" != "1" ]]; then
     [[ -x .venv-eco/bin/python ]] || "$PY" -m venv .venv-eco
+    repair .venv-eco
     .venv-eco/bin/python -m pip install -q --upgrade pip
     .venv-eco/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[smp,onnx,dev]"
   fi
