@@ -210,6 +210,8 @@ def run_fold(name: str, scene: Scene, fold: str, work: Path, seed: int, train_js
         "predict_s": predict_s,
         "val_miou": trained.best_miou,
         "epochs": trained.epochs_run,
+        "best_epoch": trained.best_epoch,
+        "val_history": [h["val_miou"] for h in trained.history],
     }
 
 
@@ -230,7 +232,8 @@ def print_fold(r: dict) -> None:
     print(f"{'mIoU':<{w}}  {'':>8}  {rf.miou:7.3f}  {gs.miou:7.3f}   gap {gs.miou - rf.miou:+.3f}")
     print(
         f"forest {r['rf_s']:.1f} s; geoseg trained {r['train_s']:.1f} s ({r['epochs']} epochs, validation mIoU "
-        f"{r['val_miou']:.3f}), predicted {r['predict_s']:.1f} s",
+        f"{r['val_miou']:.3f} at epoch {r['best_epoch']}; by epoch "
+        f"{' '.join(f'{v:.3f}' for v in r['val_history'])}), predicted {r['predict_s']:.1f} s",
         flush=True,
     )
 

@@ -58,13 +58,14 @@ CLASS_LIST = Placeholder("[...]", "NAMES")
 def option(name: str, value: object = _UNSET, *, cli_flag: str | None = None) -> str:
     """How the reader sets ``name`` (to ``value``): ``name=value`` from Python, ``--flag value`` on the CLI.
 
-    A boolean True becomes the bare flag (``--overwrite``); without ``value`` only the name or flag is returned.
+    A boolean True becomes the bare flag (``--overwrite``), as does False with a ``--no-`` ``cli_flag``
+    (``--no-refit``); without ``value`` only the name or flag is returned.
     ``cli_flag`` overrides the flag (e.g. ``--out`` for ``out_dir`` of the demo). Text is quoted for Python
     (``bands='1,2'``) unless it is a :func:`placeholder`.
     """
     if _CLI.get():
         f = cli_flag or flag(name)
-        if value is _UNSET or value is True:
+        if value is _UNSET or value is True or (value is False and f.startswith("--no-")):
             return f
         return f"{f} {value.cli if isinstance(value, Placeholder) else value}"
     if value is _UNSET:

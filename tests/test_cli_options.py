@@ -95,6 +95,7 @@ CASES: dict[str, tuple[list[str], dict[str, tuple[list[str], list[str]]]]] = {
             "--pixel-steps": (["--pixel-steps", "5"], []),
             "--self-training": (["--self-training", "2"], []),
             "--pseudo-threshold": (["--pseudo-threshold", "0.9"], []),
+            "--refit": (["--no-refit"], []),
             "--ema": (["--no-ema"], []),
             "--normalization": (["--normalization", "minmax"], []),
             "--augment": (["--augment", "flip"], []),

@@ -129,8 +129,9 @@ def test_a_self_training_round_trains_on_pseudo_labels_and_is_recorded(tmp_path,
 @pytest.mark.parametrize("stop", [1, 3])  # in the first round; in the self-training round
 def test_resume_in_either_round_matches_the_uninterrupted_run(tmp_path, half_labelled, stop):
     img, lab, _ = half_labelled
-    opts = dict(FAST, seed=2, self_training=1, pixel_steps=200, pseudo_threshold=0.45)
-    resumed = assert_resume_matches_uninterrupted(img, lab, tmp_path, opts, stop=stop, total=4)
+    opts = dict(FAST, seed=2, self_training=1, pixel_steps=200, pseudo_threshold=0.45, refit=True)
+    # 2 epochs in each round, then up to 2 more training again on every label (the kept round's pseudo-labels too)
+    resumed = assert_resume_matches_uninterrupted(img, lab, tmp_path, opts, stop=stop, total=6)
     assert [h["round"] for h in resumed.history] == [0, 0, 1, 1]  # the second round ran on pseudo-labels
     with pytest.raises(CheckpointError, match=r"self_training 1 \(now 0\)"):
         train_model(img, lab, tmp_path / "cut.safetensors", resume=True, **dict(opts, self_training=0))

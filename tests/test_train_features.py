@@ -1,4 +1,5 @@
 import json
+import re
 
 import geopandas as gpd
 import numpy as np
@@ -21,6 +22,7 @@ from geoseg.train import load_train_config, train_model
 from geoseg.train.augment import AUGMENTATIONS, augment, check_augmentations
 from geoseg.train.chips import BlockSplit, ChipReader
 from geoseg.train.labels import IGNORE_INDEX, LabelVector
+from geoseg.train.loop import REFIT_TOLERANCE, refit_length
 from geoseg.train.names import LOSSES
 
 FAST = {
@@ -674,3 +676,64 @@ def test_labels_too_sparse_to_validate_are_reported(tmp_path, scene):
     with pytest.warns(UserWarning, match=r"no labelled pixel fell in the validation blocks \(9 labelled pixels"):
         result = train_model(img, lab, tmp_path / "m.safetensors", **dict(FAST, epochs=1, chips_per_epoch=4))
     assert np.isnan(result.best_miou) and (tmp_path / "m.safetensors").exists()  # the last epoch is kept
+
+
+def test_the_refit_trains_on_every_label_up_to_the_validated_epoch(tmp_path, scene):
+    img, lab, labels = scene
+    opts = dict(FAST, epochs=3, val_fraction=0.3)
+    refit = train_model(img, lab, tmp_path / "r.safetensors", refit=True, **opts)
+    validated = train_model(img, lab, tmp_path / "v.safetensors", **opts)  # the default: no refit
+    assert validated.refit is None and "refit" not in read_config(validated.checkpoint).extra["training"]
+    # the same validated run chose the epoch; the refit then trained on the validation blocks' labels too
+    assert refit.best_miou == validated.best_miou and refit.best_epoch == validated.best_epoch
+    assert refit.refit is not None and refit.refit["round"] == 0
+    assert refit.refit["epochs"] == refit_length(refit.history, refit.best_epoch, 0, 3) >= refit.best_epoch
+    contract = read_config(refit.checkpoint).extra
+    assert contract["training"]["refit"] == refit.refit
+    trained_on = sum(contract["training"]["training_pixels"].values())
+    assert refit.refit["labelled_pixels"] == labels.size > trained_on  # every pixel of the scene is labelled
+    assert contract["validation"] == read_config(validated.checkpoint).extra["validation"]  # the validated model's
+    a, b = load_checkpoint(refit.checkpoint)[0].state_dict(), load_checkpoint(validated.checkpoint)[0].state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    # resuming the finished run leaves the refit model as it is
+    before = refit.checkpoint.read_bytes()
+    again = train_model(img, lab, tmp_path / "r.safetensors", resume=True, refit=True, **opts)
+    assert again.checkpoint.read_bytes() == before and again.refit == refit.refit
+    # what the CLI says and records
+    args = ["train", str(img), str(lab), str(tmp_path / "c.safetensors"), "--arch", "tiny", "--arch-kwargs"]
+    args += ['{"width": 8}', "--chip", "32", "--batch-size", "8", "--chips-per-epoch", "32", "--block", "32"]
+    args += ["--epochs", "2", "--val-fraction", "0.3", "--device", "cpu"]
+    out = CliRunner().invoke(cli, [*args, "--refit"])
+    assert out.exit_code == 0, out.output
+    assert re.search(
+        r"then trained again on every label \(9216 px, validation blocks included\) for \d epoch", out.output
+    )
+    out = CliRunner().invoke(cli, [*args[:3], str(tmp_path / "j.safetensors"), *args[4:], "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["refit"] is None
+
+
+def test_no_refit_without_validation_and_a_time_limit_that_leaves_none_says_so(tmp_path, scene):
+    img, lab, _ = scene
+    plain = train_model(img, lab, tmp_path / "a.safetensors", refit=True, **dict(FAST, epochs=2, val_fraction=0))
+    assert plain.refit is None and "refit" not in read_config(plain.checkpoint).extra["training"]
+    with pytest.warns(UserWarning, match=r"max_seconds 1e-06 s before training again on every label; the validated"):
+        short = train_model(img, lab, tmp_path / "b.safetensors", refit=True, max_seconds=1e-6, **dict(FAST, epochs=3))
+    assert short.refit is None and short.epochs_run == 1
+
+
+def test_the_refit_runs_to_the_latest_epoch_validation_cannot_tell_from_the_best():
+    def history(*rounds):
+        return [
+            {"epoch": r * len(vals) + e, "round": r, "val_miou": v}
+            for r, vals in enumerate(rounds)
+            for e, v in enumerate(vals, 1)
+        ]
+
+    tol = REFIT_TOLERANCE
+    assert refit_length(history([0.5, 0.9, 0.6, 0.6]), 2, 0, 4) == 2  # the curve falls after epoch 2
+    assert refit_length(history([0.5, 0.9, 0.9 - tol / 2, 0.9 - tol / 2]), 2, 0, 4) == 4  # flat: the whole schedule
+    assert refit_length(history([0.5, 0.9, 0.9 - 2 * tol, 0.9 - tol / 2]), 2, 0, 4) == 4  # the latest close one
+    # self-training: epochs are numbered across rounds; the refit counts those of the kept round only
+    rounds = history([0.5, 0.7, 0.7], [0.6, 0.8, 0.79])
+    assert refit_length(rounds, 5, 1, 3) == 3 and refit_length(rounds, 2, 0, 3) == 3

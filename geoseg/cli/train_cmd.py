@@ -93,6 +93,12 @@ from geoseg.train.names import BASELINES, LOSSES
     default=None,
     help="Class probability a pixel needs to be pseudo-labelled in self-training. [default: 0.7]",
 )
+@click.option(
+    "--refit/--no-refit",
+    default=None,
+    help="After validation has chosen the epoch, train again on every label (validation blocks too) up to that "
+    "epoch and save that model; the reported validation is the first model's. [default: off]",
+)
 @click.option("--ema/--no-ema", default=None, help="Validate and save a moving average of the weights. [default: on]")
 @click.option("--normalization", type=click.Choice(NORMALIZATION_METHODS), default=None)
 @click.option("--augment", default=None, help="Comma-separated: flip,rot90,crop,spectral,blur,elastic; 'none'.")
@@ -198,7 +204,14 @@ def train_command(
             click.echo(
                 f"network {net['arch']}" + (f" ({options})" if options else "") + f", loss {net['loss']}{chosen}"
             )
-        click.echo(f"best validation mIoU {result.best_miou:.3f} at {where}; wrote {result.checkpoint}")
+        if result.refit is not None:
+            click.echo(
+                f"best validation mIoU {result.best_miou:.3f} at {where}; then trained again on every label "
+                f"({result.refit['labelled_pixels']} px, validation blocks included) for {result.refit['epochs']} "
+                f"epoch(s); wrote {result.checkpoint}"
+            )
+        else:
+            click.echo(f"best validation mIoU {result.best_miou:.3f} at {where}; wrote {result.checkpoint}")
         if result.report is not None:
             click.echo(result.report.format_table())
         if result.baseline is not None and result.report is not None:
@@ -212,6 +225,7 @@ def train_command(
         "seconds": result.seconds,
         "state": result.state,
         "network": result.plan.get("network"),
+        "refit": result.refit,
         "history": result.history,
         "report": result.report.to_dict() if result.report is not None else None,
         "baseline": result.baseline.to_dict() if result.baseline is not None else None,
