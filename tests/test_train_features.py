@@ -705,6 +705,9 @@ def test_the_refit_trains_on_every_label_up_to_the_validated_epoch(tmp_path, sce
     args += ["--epochs", "2", "--val-fraction", "0.3", "--device", "cpu"]
     out = CliRunner().invoke(cli, [*args, "--refit"])
     assert out.exit_code == 0, out.output
+    assert "validation of the model before it was trained again (without the validation blocks):" in out.output
+    info = CliRunner().invoke(cli, ["info", str(tmp_path / "c.safetensors")])
+    assert re.search(r"refit +trained again on every label \(9216 px, validation blocks included\)", info.output)
     assert re.search(
         r"then trained again on every label \(9216 px, validation blocks included\) for \d epoch", out.output
     )
@@ -715,7 +718,8 @@ def test_the_refit_trains_on_every_label_up_to_the_validated_epoch(tmp_path, sce
 
 def test_no_refit_without_validation_and_a_time_limit_that_leaves_none_says_so(tmp_path, scene):
     img, lab, _ = scene
-    plain = train_model(img, lab, tmp_path / "a.safetensors", refit=True, **dict(FAST, epochs=2, val_fraction=0))
+    with pytest.warns(UserWarning, match=r"refit=True trains again .* but val_fraction is 0: the model already"):
+        plain = train_model(img, lab, tmp_path / "a.safetensors", refit=True, **dict(FAST, epochs=2, val_fraction=0))
     assert plain.refit is None and "refit" not in read_config(plain.checkpoint).extra["training"]
     with pytest.warns(UserWarning, match=r"max_seconds 1e-06 s before training again on every label; the validated"):
         short = train_model(img, lab, tmp_path / "b.safetensors", refit=True, max_seconds=1e-6, **dict(FAST, epochs=3))

@@ -40,7 +40,14 @@ def info_command(path: str, as_json: bool) -> None:
             )
         val = cfg.extra.get("validation")
         if val:
-            click.echo(f"val mIoU  {val.get('miou')}")
+            miou = val.get("miou")
+            click.echo(f"val mIoU  {'n/a (nothing validated)' if miou is None else f'{miou:.3f}'}")
+        refit = cfg.extra.get("training", {}).get("refit")
+        if refit:
+            click.echo(
+                f"refit     trained again on every label ({refit.get('labelled_pixels')} px, validation blocks "
+                f"included) for {refit.get('epochs')} epoch(s); val mIoU is the model's before it"
+            )
         return
     from geoseg.io.read import RasterSource
 

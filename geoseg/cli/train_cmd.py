@@ -96,8 +96,9 @@ from geoseg.train.names import BASELINES, LOSSES
 @click.option(
     "--refit/--no-refit",
     default=None,
-    help="After validation has chosen the epoch, train again on every label (validation blocks too) up to that "
-    "epoch and save that model; the reported validation is the first model's. [default: off]",
+    help="After validation, train a fresh model on every label (validation blocks too) up to the latest epoch "
+    "whose validation mIoU is within 0.01 of the best, and save it; the reported validation is the first model's. "
+    "[default: off]",
 )
 @click.option("--ema/--no-ema", default=None, help="Validate and save a moving average of the weights. [default: on]")
 @click.option("--normalization", type=click.Choice(NORMALIZATION_METHODS), default=None)
@@ -213,6 +214,8 @@ def train_command(
         else:
             click.echo(f"best validation mIoU {result.best_miou:.3f} at {where}; wrote {result.checkpoint}")
         if result.report is not None:
+            if result.refit is not None:
+                click.echo("validation of the model before it was trained again (without the validation blocks):")
             click.echo(result.report.format_table())
         if result.baseline is not None and result.report is not None:
             click.echo(format_comparison(result.report, result.baseline))

@@ -645,6 +645,18 @@ def train_model(
             if rounds_over and not refitting:
                 continue
             if refitting:
+                if refit and not validated() and not (saved_state or {}).get("refit"):
+                    warnings.warn(
+                        f"{option('refit', True)} trains again on every label once validation has chosen the epoch, "
+                        + (
+                            f"but {option('val_fraction')} is 0"
+                            if not val_fraction
+                            else "but no labelled pixel fell in the validation blocks"
+                        )
+                        + ": the model already trained on every training label, so there is nothing to add",
+                        UserWarning,
+                        stacklevel=2,
+                    )
                 if not refit or not validated() or (saved_state or {}).get("refit"):
                     break  # not asked for, nothing validated to choose the epoch, or done before an interruption
                 kept = int(config.extra["training"].get("best_round", 0))
