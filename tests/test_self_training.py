@@ -218,3 +218,15 @@ def test_the_cli_names_the_round_of_the_best_epoch(tmp_path, half_labelled):
     assert network == "network ssnet (spectral=8, width=8, depth=2), loss ce"  # given, not chosen
     assert best["best_round"] == 1  # this seed's second round validates within the tolerance of the first
     assert f"at epoch {best['best_epoch']} (self-training round 1, its epoch {best['best_epoch'] - 2});" in line
+
+
+def test_every_round_pseudo_labels_the_unlabelled_pixels_not_only_those_earlier_rounds_left(tmp_path, half_labelled):
+    # each round's candidates are the pixels without a *real* label: round 1's pseudo-labels are not real labels, so
+    # round 2 (a better teacher) labels the same unlabelled third of the scene again, not just what round 1 skipped
+    img, lab, labels = half_labelled
+    unlabelled = int((labels == 255).sum())
+    opts = dict(FAST, pixel_steps=200, pseudo_threshold=0.4)
+    one = read_config(train_model(img, lab, tmp_path / "1.safetensors", self_training=1, **opts).checkpoint)
+    two = read_config(train_model(img, lab, tmp_path / "2.safetensors", self_training=2, **opts).checkpoint)
+    first, second = (sum(c.extra["training"]["pseudo_pixels"].values()) for c in (one, two))
+    assert unlabelled / 2 < first <= unlabelled and unlabelled / 2 < second <= unlabelled

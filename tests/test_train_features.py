@@ -691,7 +691,7 @@ def test_the_refit_trains_on_every_label_up_to_the_validated_epoch(tmp_path, sce
     contract = read_config(refit.checkpoint).extra
     assert contract["training"]["refit"] == refit.refit
     trained_on = sum(contract["training"]["training_pixels"].values())
-    assert refit.refit["labelled_pixels"] == labels.size > trained_on  # every pixel of the scene is labelled
+    assert refit.refit["pixels"] == labels.size > trained_on  # every pixel of the scene is labelled
     assert contract["validation"] == read_config(validated.checkpoint).extra["validation"]  # the validated model's
     a, b = load_checkpoint(refit.checkpoint)[0].state_dict(), load_checkpoint(validated.checkpoint)[0].state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -724,6 +724,36 @@ def test_no_refit_without_validation_and_a_time_limit_that_leaves_none_says_so(t
     with pytest.warns(UserWarning, match=r"max_seconds 1e-06 s before training again on every label; the validated"):
         short = train_model(img, lab, tmp_path / "b.safetensors", refit=True, max_seconds=1e-6, **dict(FAST, epochs=3))
     assert short.refit is None and short.epochs_run == 1
+    # the same when the time runs out before self-training rounds (which are skipped with their own warning)
+    with pytest.warns(UserWarning, match=r"before training again on every label"):
+        train_model(img, lab, tmp_path / "c.safetensors", refit=True, self_training=1, max_seconds=1e-6, **FAST)
+
+
+def test_resuming_a_run_that_patience_stopped_trains_no_more_and_keeps_its_refit(tmp_path, scene):
+    img, lab, _ = scene
+    opts = dict(FAST, epochs=8, patience=1, val_fraction=0.3, refit=True, lr=0.5)  # a high rate: stops early
+    first = train_model(img, lab, tmp_path / "m.safetensors", **opts)
+    assert first.epochs_run < 8 and first.refit is not None
+    saved, state = first.checkpoint.read_bytes(), first.state.read_bytes()
+    again = train_model(img, lab, tmp_path / "m.safetensors", resume=True, **opts)
+    assert again.epochs_run == first.epochs_run and again.refit == first.refit
+    assert first.checkpoint.read_bytes() == saved and first.state.read_bytes() == state
+
+
+def test_a_class_only_the_refit_trained_on_is_predicted_and_said(tmp_path):
+    from geoseg.train.chips import block_split
+
+    data, labels = class_scene(64, 64, bands=3, classes=2, seed=1)
+    labels = labels.copy()
+    labels[48:, 48:] = 2  # class 2 in one 16-px block only
+    img, lab = write_raster(tmp_path / "img.tif", data), write_raster(tmp_path / "lab.tif", labels)
+    # without stratification the block split is random: a seed that validates class 2's block
+    seed = next(s for s in range(200) if (48, 48) in block_split((64, 64), 16, 0.2, s).val)
+    opts = dict(FAST, block=16, epochs=2, seed=seed, stratify=False, refit=True, classes=["a", "b", "c"])
+    with pytest.warns(UserWarning, match=r"class\(es\) 'c' had training pixels only in the validation blocks"):
+        result = train_model(img, lab, tmp_path / "m.safetensors", **opts)
+    assert result.refit["training_pixels"]["c"] == 256
+    assert read_config(result.checkpoint).trained_classes == ["a", "b", "c"]
 
 
 def test_the_refit_runs_to_the_latest_epoch_validation_cannot_tell_from_the_best():

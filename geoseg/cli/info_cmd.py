@@ -45,7 +45,7 @@ def info_command(path: str, as_json: bool) -> None:
         refit = cfg.extra.get("training", {}).get("refit")
         if refit:
             click.echo(
-                f"refit     trained again on every label ({refit.get('labelled_pixels')} px, validation blocks "
+                f"refit     trained again on every label ({refit.get('pixels')} px, validation blocks "
                 f"included) for {refit.get('epochs')} epoch(s); val mIoU is the model's before it"
             )
         return

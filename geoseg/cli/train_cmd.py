@@ -208,7 +208,7 @@ def train_command(
         if result.refit is not None:
             click.echo(
                 f"best validation mIoU {result.best_miou:.3f} at {where}; then trained again on every label "
-                f"({result.refit['labelled_pixels']} px, validation blocks included) for {result.refit['epochs']} "
+                f"({result.refit['pixels']} px, validation blocks included) for {result.refit['epochs']} "
                 f"epoch(s); wrote {result.checkpoint}"
             )
         else:

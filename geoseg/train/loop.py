@@ -658,6 +658,8 @@ def train_model(
                         stacklevel=2,
                     )
                 if not refit or not validated() or (saved_state or {}).get("refit"):
+                    if refit and history:  # the planned refit does not run: progress ends at the last epoch
+                        report_progress(progress, history[-1]["epoch"], history[-1]["epoch"])
                     break  # not asked for, nothing validated to choose the epoch, or done before an interruption
                 kept = int(config.extra["training"].get("best_round", 0))
                 if kept not in round_data:
@@ -679,6 +681,7 @@ def train_model(
                 initialise(net)
                 net = net.to(dev)
                 refit_epochs = refit_length(history, best_epoch, kept, epochs)
+                total_epochs = rnd * epochs + refit_epochs  # what progress counts from here on
                 refit_t0 = time.perf_counter()
             elif rnd > 0:
                 # self-training: the best model so far labels the pixels it is sure of; a fresh model trains on them
@@ -695,7 +698,7 @@ def train_model(
                     stack.enter_context(tempfile.TemporaryDirectory(prefix=".geoseg-pseudo-", dir=out_path.parent))
                 )
                 pseudo_path, pseudo_counts, candidates = write_pseudo_labels(
-                    image, (teacher_net.eval(), config), reader, work, threshold=pseudo_threshold, bands=bands,
+                    image, (teacher_net.eval(), config), labelled_reader, work, threshold=pseudo_threshold, bands=bands,
                     device=device, threads=threads, exclude=lab.exclude if isinstance(lab, AreaLabels) else None,
                 )  # fmt: skip
                 del teacher_net
@@ -767,6 +770,8 @@ def train_model(
                     averaged.model.load_state_dict(st["ema"])
                     averaged.updates = int(st.get("ema_updates", 0))
                 best, best_epoch, stale, start = st["best"], st["best_epoch"], st["stale"], st["epoch"] + 1
+                if patience is not None and stale >= patience:
+                    start = epochs + 1  # the round had stopped early: an uninterrupted run trains no more of it
                 history = list(st["history"])
                 config = ModelConfig.from_json(st["config"])
             for epoch in range(start, (refit_epochs if refitting else epochs) + 1):
@@ -814,7 +819,7 @@ def train_model(
                     report_progress(
                         progress,
                         shown,
-                        rnd * epochs + refit_epochs,
+                        total_epochs,
                         f"loss {np.mean(losses) if losses else float('nan'):.3f} (training again on every label, "
                         f"epoch {epoch} of {refit_epochs})",
                     )
@@ -872,10 +877,21 @@ def train_model(
                     break
             if refitting and not stopped:
                 saved = read_config(out_path)  # the validated model's contract, validation report included
+                learnt = [names[i] for i in range(n_classes) if counts[i] > 0]
+                newly = [n for n in learnt if n not in (saved.trained_classes or names)]
+                if newly:
+                    warnings.warn(
+                        f"class(es) {', '.join(map(repr, newly))} had training pixels only in the validation blocks: "
+                        f"the model trained again on every label learnt them and predicts them, although the "
+                        f"validation report could not score them",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+                saved.trained_classes = learnt
                 refit_info = {
                     "epochs": refit_epochs,
                     "round": kept,
-                    "labelled_pixels": int(counts.sum()),
+                    "pixels": int(counts.sum()),
                     "training_pixels": {n: int(c) for n, c in zip(names, counts)},
                     "class_weights": config.extra["training"]["class_weights"],
                     "seconds": round(time.perf_counter() - refit_t0, 3),
@@ -891,7 +907,7 @@ def train_model(
                         UserWarning,
                         stacklevel=2,
                     )
-                elif refit and validated() and rnd == rounds:
+                elif refit and validated():
                     warnings.warn(
                         f"training reached {option('max_seconds')} {max_seconds:g} s before training again on every "
                         f"label; the validated model is kept (raise the time limit to run it)",
