@@ -721,9 +721,12 @@ def test_no_refit_without_validation_and_a_time_limit_that_leaves_none_says_so(t
     with pytest.warns(UserWarning, match=r"refit=True trains again .* but val_fraction is 0: the model already"):
         plain = train_model(img, lab, tmp_path / "a.safetensors", refit=True, **dict(FAST, epochs=2, val_fraction=0))
     assert plain.refit is None and "refit" not in read_config(plain.checkpoint).extra["training"]
-    with pytest.warns(UserWarning, match=r"max_seconds 1e-06 s before training again on every label; the validated"):
+    with pytest.warns(UserWarning) as said:
         short = train_model(img, lab, tmp_path / "b.safetensors", refit=True, max_seconds=1e-6, **dict(FAST, epochs=3))
     assert short.refit is None and short.epochs_run == 1
+    messages = [str(w.message) for w in said]
+    assert any("max_seconds 1e-06 s after epoch 1 of 3; the best epoch so far is kept" in m for m in messages)
+    assert any("max_seconds 1e-06 s before training again on every label; the validated" in m for m in messages)
     # the same when the time runs out before self-training rounds (which are skipped with their own warning)
     with pytest.warns(UserWarning, match=r"before training again on every label"):
         train_model(img, lab, tmp_path / "c.safetensors", refit=True, self_training=1, max_seconds=1e-6, **FAST)
@@ -771,3 +774,12 @@ def test_the_refit_runs_to_the_latest_epoch_validation_cannot_tell_from_the_best
     # self-training: epochs are numbered across rounds; the refit counts those of the kept round only
     rounds = history([0.5, 0.7, 0.7], [0.6, 0.8, 0.79])
     assert refit_length(rounds, 5, 1, 3) == 3 and refit_length(rounds, 2, 0, 3) == 3
+
+
+def test_resuming_without_the_checkpoint_of_the_run_is_refused(tmp_path, scene):
+    img, lab, _ = scene
+    first = train_model(img, lab, tmp_path / "m.safetensors", **dict(FAST, epochs=1))
+    first.checkpoint.unlink()
+    with pytest.raises(CheckpointError, match=r"cannot resume: the checkpoint .*m.safetensors of the run that saved"):
+        train_model(img, lab, tmp_path / "m.safetensors", resume=True, **dict(FAST, epochs=1))
+    assert not first.checkpoint.exists()

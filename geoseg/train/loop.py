@@ -401,6 +401,11 @@ def train_model(
             raise CheckpointError(f"cannot resume: no training state {state_file}; train without resume first")
         out_path = check_output_path(out, overwrite=True, inputs=inputs, what="checkpoint")
         saved_state = _load_state(state_file)
+        if not out_path.exists():  # a state is saved after an epoch, whose checkpoint was written before it
+            raise CheckpointError(
+                f"cannot resume: the checkpoint {out_path} of the run that saved {state_file} is missing (moved or "
+                f"deleted); train again without {option('resume', True)}, with {option('overwrite', True)}"
+            )
         _check_resume(state_file, saved_state, locals(), classes=classes)
     else:
         out_path = check_output_path(out, overwrite=overwrite, inputs=inputs, what="checkpoint")
@@ -899,6 +904,14 @@ def train_model(
                 saved.extra["training"]["refit"] = refit_info
                 save_checkpoint(out_path, model_to_use, saved, overwrite=True)
                 _mark_refit(state_file, refit_info)
+            if stopped and not refitting and epoch < epochs:
+                warnings.warn(
+                    f"training reached {option('max_seconds')} {max_seconds:g} s after epoch {epoch} of {epochs}"
+                    + (f" of self-training round {rnd}" if rnd else "")
+                    + "; the best epoch so far is kept (raise the time limit to train the whole schedule)",
+                    UserWarning,
+                    stacklevel=2,
+                )
             if stopped:
                 if refitting:
                     warnings.warn(
