@@ -75,7 +75,8 @@ SELF_TRAINING = 0
 #: pseudo-labels misled the new model)
 SELF_TRAINING_TOLERANCE = 0.02
 #: after validation has chosen the epoch, train the model again on every labelled pixel (the validation blocks too)
-#: with the same schedule up to that epoch, and save that model (the reported validation is the first model's). Off
+#: with the same schedule up to that epoch (or a later one as good, see REFIT_TOLERANCE), and save that model (the
+#: reported validation is the first model's). Off
 #: by default: over two seeds of benchmarks/accuracy.py it moved the held-out mIoU by +0.001 a fold on average
 #: (+0.044 to -0.057 per fold) at up to twice the training time (benchmarks/results/accuracy_cpu.txt, run 17)
 REFIT = False
@@ -332,7 +333,7 @@ def train_model(
     :data:`REFIT`: off), once validation has chosen the epoch (and self-training round), a fresh model with the same
     seed trains on every labelled pixel, the validation blocks' included, with the same schedule up to the latest epoch
     validation cannot tell from the best (:func:`refit_length`), and replaces the checkpoint (``TrainResult.refit``;
-    the contract's ``training.refit``). The reported validation
+    the contract's ``extra["training"]["refit"]``). The reported validation
     (``best_miou``, ``report``, the contract's ``validation``) stays the validated model's: trained without those
     blocks, it estimates the saved model's accuracy rather than measuring it. Costs up to one more training; skipped
     without validation pixels, and when ``max_seconds`` runs out first (a warning says so). ``threads``: CPU threads for
@@ -966,9 +967,10 @@ def train_model(
 
 
 def refit_length(history: Sequence[dict[str, Any]], best_epoch: int, kept: int, epochs: int) -> int:
-    """Epochs the refit trains: the latest epoch of round ``kept`` (``epochs`` an epoch) whose validation mIoU is within
-    :data:`REFIT_TOLERANCE` of the best epoch's (``best_epoch``, numbered across rounds as ``history`` numbers them).
-    A validation curve that falls after its best epoch stops the refit there; a flat one lets it run the schedule."""
+    """Epochs the refit trains: the latest epoch of self-training round ``kept`` (rounds of ``epochs`` epochs) whose
+    validation mIoU is within :data:`REFIT_TOLERANCE` of the best epoch's (``best_epoch``, numbered across rounds as
+    ``history`` numbers them), counted from the round's start. A validation curve that falls after its best epoch
+    stops the refit there; a flat one lets it run the whole schedule."""
     best = next(h["val_miou"] for h in history if h["epoch"] == best_epoch)
     close = [h["epoch"] for h in history if h.get("round", 0) == kept and h["val_miou"] >= best - REFIT_TOLERANCE]
     return max(close) - kept * epochs
