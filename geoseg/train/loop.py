@@ -77,8 +77,8 @@ SELF_TRAINING_TOLERANCE = 0.02
 #: after validation has chosen the epoch, train the model again on every labelled pixel (the validation blocks too)
 #: with the same schedule up to that epoch (or a later one as good, see REFIT_TOLERANCE), and save that model (the
 #: reported validation is the first model's). Off
-#: by default: over two seeds of benchmarks/accuracy.py it moved the held-out mIoU by +0.001 a fold on average
-#: (+0.044 to -0.057 per fold) at up to twice the training time (benchmarks/results/accuracy_cpu.txt, run 17)
+#: by default: over three seeds of benchmarks/accuracy.py it moved the held-out mIoU by +0.001 a fold on average
+#: (+0.044 to -0.057 per fold) at up to twice the training time (benchmarks/results/accuracy_cpu.txt, runs 17-18)
 REFIT = False
 #: the refit trains up to the latest epoch of the kept round whose validation mIoU is within this of the best: among
 #: epochs validation cannot tell apart, the one furthest along the schedule (a one-cycle schedule ends annealed)
