@@ -311,3 +311,12 @@ def _json_error(exc: BaseException, message: str | None = None) -> None:
     ctx = click.get_current_context(silent=True)
     if ctx is not None and ctx.params.get("as_json"):
         click.echo(json_error(exc, message))
+
+
+def describe_refit(refit: Mapping[str, Any]) -> str:
+    """The line ``train`` and ``info`` give a model trained again on every label (a contract's
+    ``extra["training"]["refit"]``, :attr:`geoseg.train.TrainResult.refit`)."""
+    return (
+        f"trained again on every label ({refit.get('pixels')} px, validation blocks included) for "
+        f"{refit.get('epochs')} epoch(s)"
+    )

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from geoseg.cli.common import echo_json, handle_errors
+from geoseg.cli.common import describe_refit, echo_json, handle_errors
 
 
 def _is_checkpoint(path: str) -> bool:
@@ -44,10 +44,7 @@ def info_command(path: str, as_json: bool) -> None:
             click.echo(f"val mIoU  {'n/a (nothing validated)' if miou is None else f'{miou:.3f}'}")
         refit = cfg.extra.get("training", {}).get("refit")
         if refit:
-            click.echo(
-                f"refit     trained again on every label ({refit.get('pixels')} px, validation blocks "
-                f"included) for {refit.get('epochs')} epoch(s); val mIoU is the model's before it"
-            )
+            click.echo(f"refit     {describe_refit(refit)}; val mIoU is the model's before it")
         return
     from geoseg.io.read import RasterSource
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from geoseg.cli.common import emit_result, handle_errors, json_option, progress_display, progress_option
+from geoseg.cli.common import describe_refit, emit_result, handle_errors, json_option, progress_display, progress_option
 from geoseg.io.normalize import NORMALIZATION_METHODS
 from geoseg.models.names import ADAPT_STRATEGIES
 from geoseg.train.chips import SAMPLING_MODES
@@ -205,14 +205,8 @@ def train_command(
             click.echo(
                 f"network {net['arch']}" + (f" ({options})" if options else "") + f", loss {net['loss']}{chosen}"
             )
-        if result.refit is not None:
-            click.echo(
-                f"best validation mIoU {result.best_miou:.3f} at {where}; then trained again on every label "
-                f"({result.refit['pixels']} px, validation blocks included) for {result.refit['epochs']} "
-                f"epoch(s); wrote {result.checkpoint}"
-            )
-        else:
-            click.echo(f"best validation mIoU {result.best_miou:.3f} at {where}; wrote {result.checkpoint}")
+        then = f"; then {describe_refit(result.refit)}" if result.refit is not None else ""
+        click.echo(f"best validation mIoU {result.best_miou:.3f} at {where}{then}; wrote {result.checkpoint}")
         if result.report is not None:
             if result.refit is not None:
                 click.echo("validation of the model before it was trained again (without the validation blocks):")

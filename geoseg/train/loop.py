@@ -651,7 +651,7 @@ def train_model(
             if rounds_over and not refitting:
                 continue
             if refitting:
-                if refit and not validated() and not (saved_state or {}).get("refit"):
+                if refit and refit_info is None and not validated():
                     warnings.warn(
                         f"{option('refit', True)} trains again on every label once validation has chosen the epoch, "
                         + (
@@ -663,7 +663,7 @@ def train_model(
                         UserWarning,
                         stacklevel=2,
                     )
-                if not refit or not validated() or (saved_state or {}).get("refit"):
+                if not refit or refit_info is not None or not validated():
                     if refit and history:  # the planned refit does not run: progress ends at the last epoch
                         report_progress(progress, history[-1]["epoch"], history[-1]["epoch"])
                     break  # not asked for, nothing validated to choose the epoch, or done before an interruption
