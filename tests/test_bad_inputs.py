@@ -362,6 +362,7 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "junk.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 4)
     (tmp_path / "c.yaml").write_text("epochs: 2\n")
     (tmp_path / "ten.yaml").write_text("epochs: ten\n")
+    (tmp_path / "refit3.yaml").write_text("refit: 3\n")
     (tmp_path / "classes3.yaml").write_text("classes: 3\n")
     (tmp_path / "negsteps.yaml").write_text("pixel_steps: -3\n")
     (tmp_path / "rep").mkdir()
@@ -439,6 +440,8 @@ BAD_COMMAND_LINES = [
     pytest.param([*PREDICT, "--device", "cuda:99"], r"--device 'cuda:99'", id="predict-cuda-99"),
     pytest.param([*TRAIN, "--config", "ten.yaml"], r"config ten\.yaml: epochs must be an integer .*, got 'ten' \(str\)",
                  id="train-config-epochs-ten"),
+    pytest.param([*TRAIN, "--config", "refit3.yaml"],
+                 r"config refit3\.yaml: refit must be true or false, got 3 \(int\)", id="train-config-refit-not-bool"),
     pytest.param([*TRAIN, "--config", "negsteps.yaml"], r"config negsteps\.yaml: pixel_steps must be an integer in "
                  r"\[0, 10000000\]", id="train-config-number-out-of-range"),
     pytest.param([*TRAIN, "--config", "classes3.yaml"], r"config classes3\.yaml: classes must be a list of text",
@@ -731,6 +734,7 @@ def test_the_library_spells_options_as_python_arguments(tmp_path, good, ck):
         ({"classes": ["a", "a", "b"]}, r"^classes \['a', 'a', 'b'\]|classes 'a,a,b' names 'a' twice"),
         ({"lr": float("nan")}, r"^lr must be a number in \(0, 1\) \(AdamW learning rate\), got nan"),
         ({"adapt": "mean"}, r"^adapt needs encoder_weights"),
+        ({"refit": "yes"}, r"^refit must be true or false, got 'yes'"),
     ]:
         with pytest.raises(InvalidParameterError, match=message):
             train_model(good, lab, tmp_path / "t.safetensors", arch="tiny", device="cpu", **kwargs)
