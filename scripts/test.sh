@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 # smp), on full runs. GEOSEG_REQUIRE_ECOSYSTEM=1 turns a missing library there into an error, not a skip.
 if [[ $# -eq 0 ]]; then
   if [[ -x .venv-eco/bin/python ]]; then
+    echo "== ecosystem tests (.venv-eco: torchvision, timm, smp)"
     GEOSEG_REQUIRE_ECOSYSTEM=1 .venv-eco/bin/python -m pytest -q -p no:cacheprovider -m ecosystem tests/ecosystem \
       tests/models
   elif [[ "${CI:-}" == "true" ]]; then

@@ -1081,8 +1081,8 @@ def _check_finite(loss: torch.Tensor, where: str, lr: float, kept: Path | None) 
         return
     keep = f"the best checkpoint before it stays at {kept}" if kept else "no checkpoint was written"
     raise TrainingDivergedError(
-        f"training diverged: the loss became {float(loss)} in {where}; lower {option('lr')} (now {lr:g}) or check "
-        f"the image for extreme or non-finite values outside its nodata; {keep}"
+        f"training diverged: the loss became {float(loss.detach())} in {where}; lower {option('lr')} (now {lr:g}) or "
+        f"check the image for extreme or non-finite values outside its nodata; {keep}"
     )
 
 
