@@ -33,7 +33,7 @@ from geoseg.io.labels import AreaOfInterest, PolygonLabels, is_vector
 from geoseg.io.read import iter_windows, nodata_fits, open_dataset, read_masked
 from geoseg.io.tags import read_class_names
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
-from geoseg.options import check_class_names, check_numbers, check_requires
+from geoseg.options import check_class_names, check_numbers, check_requires, plain_arguments
 from geoseg.progress import ProgressCallback, report_progress
 
 
@@ -246,6 +246,7 @@ def check_truth(
         ds.close()
 
 
+@plain_arguments
 def evaluate(
     prediction: str | os.PathLike[str],
     truth: Any,

@@ -14,6 +14,7 @@ whatever calls it, before any work starts, with a message that names the option 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -22,10 +23,15 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
 
 from geoseg.errors import InvalidParameterError
 from geoseg.hints import option
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -299,6 +305,31 @@ def check_types(
         raise InvalidParameterError(f"{source}{shown} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+def plain_value(value: Any) -> Any:
+    """``value`` with numpy scalars (``np.int64(3)``, ``np.float32(0.5)``, ``np.bool_(True)``) replaced by the Python
+    ``int``/``float``/``bool``/``str`` they hold, also inside lists, tuples and dicts; anything else (arrays, paths,
+    data frames) is returned unchanged."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple) and type(value) in (list, tuple):
+        return type(value)(plain_value(v) for v in value)
+    if type(value) is dict:
+        return {plain_value(k): plain_value(v) for k, v in value.items()}
+    return value
+
+
+def plain_arguments(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a public function so that numpy scalars among its arguments count as the Python numbers they hold
+    (:func:`plain_value`): ``tile=np.int64(256)`` or a value taken from an array then passes the same checks, and
+    reaches the same code, as ``tile=256``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        return func(*(plain_value(a) for a in args), **{k: plain_value(v) for k, v in kwargs.items()})
+
+    return wrapper
+
+
 def loads_json(text: str) -> Any:
     """``json.loads`` for a user's option value, refusing an object that gives one key twice (RFC 8259 asks for unique
     names; Python's parser silently keeps the last value, so ``{"width": 8, "width": 16}`` would lose the first).
@@ -336,4 +367,6 @@ __all__ = [
     "check_types",
     "loads_json",
     "matches",
+    "plain_arguments",
+    "plain_value",
 ]

@@ -451,6 +451,11 @@ BAD_COMMAND_LINES = [
     pytest.param([*TRAIN, "--arch-kwargs", '{"width": -4}'],
                  r"cannot build model 'tiny' with options \{'width': -4\}: .*negative.*; tiny takes width=16",
                  id="arch-kwargs-negative-width"),
+    pytest.param([*TRAIN, "--arch-kwargs", '{"width": 0}'],
+                 r"cannot build model 'tiny' with options \{'width': 0\}: layer '.*' would have no weights \(a width "
+                 r"or channel count of 0\); tiny takes width=16", id="arch-kwargs-zero-width"),
+    pytest.param([*TRAIN[:4], "--arch", "ssnet", "--arch-kwargs", '{"spectral": 0}'],
+                 r"cannot build model 'ssnet' with options \{'spectral': 0\}", id="arch-kwargs-zero-spectral"),
     pytest.param([*TRAIN, "--arch-kwargs", '{"widht": 4}'],
                  r"model 'tiny' has no option 'widht' \(did you mean 'width'", id="arch-kwargs-unknown"),
     pytest.param([*TRAIN, "--arch-kwargs", '{"width": 4, "width": 8}'],

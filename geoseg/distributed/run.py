@@ -57,7 +57,7 @@ from geoseg.io.lock import FolderLock
 from geoseg.io.write import atomic_path, check_outputs_not_inputs, parse_temporary
 from geoseg.metrics import SegmentationReport
 from geoseg.models.device import check_device
-from geoseg.options import BOUNDS, Bound, check_number, check_numbers
+from geoseg.options import BOUNDS, Bound, check_number, check_numbers, plain_arguments
 from geoseg.progress import ProgressCallback, report_progress
 from geoseg.tiling import TileGrid
 
@@ -528,6 +528,7 @@ def _check_options(args: dict[str, Any]) -> None:
         check_cluster_options(args["cluster"], args["cluster_kwargs"] or {})
 
 
+@plain_arguments
 def run_batch(
     jobs: JobsLike,
     *,

@@ -46,7 +46,7 @@ from geoseg.models.checkpoint import check_output_channels, load_checkpoint
 from geoseg.models.config import ModelConfig
 from geoseg.models.device import resolve_device
 from geoseg.models.registry import model_stride
-from geoseg.options import check_numbers
+from geoseg.options import check_numbers, plain_arguments
 from geoseg.progress import ProgressCallback, report_progress
 from geoseg.threads import check_threads, torch_threads
 from geoseg.tiling import Tile, TileGrid
@@ -114,6 +114,7 @@ class UntrainedClassMask(nn.Module):
         return out
 
 
+@plain_arguments
 def predict_raster(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.errors import InvalidParameterError
+from geoseg.options import plain_arguments
 
 if TYPE_CHECKING:
     from geoseg.io.read import RasterSource
@@ -89,6 +90,7 @@ def sample_pixels(source: RasterSource, *, max_pixels: int = 200_000, window: in
     return np.concatenate(chunks)[:max_pixels]
 
 
+@plain_arguments
 def compute_normalization(
     source: RasterSource, method: str = "meanstd", *, percentiles: tuple[float, float] = (2.0, 98.0), **kw: Any
 ) -> Normalization:

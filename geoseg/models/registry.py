@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from geoseg.errors import GeoSegError, InvalidParameterError, UnknownModelError
+from geoseg.options import plain_arguments
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,7 @@ def _check_available(spec: ModelSpec) -> None:
         raise MissingDependencyError(f"model {spec.name!r} needs {', '.join(missing)}; {how}")
 
 
+@plain_arguments
 def create_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build an untrained model for ``in_channels`` input bands and ``num_classes`` classes.
 
@@ -316,6 +318,12 @@ def _build_one(
         raise InvalidParameterError(
             f"cannot build model {spec.name!r} with options {kwargs}: {text}; {_options_help(spec)}"
         ) from exc
+    empty = next((name for name, t in model.named_parameters() if t.numel() == 0), None)
+    if empty is not None:  # torch builds a layer of 0 channels and fails only at the first forward
+        raise InvalidParameterError(
+            f"cannot build model {spec.name!r} with options {kwargs}: layer {empty!r} would have no weights (a width "
+            f"or channel count of 0); {_options_help(spec)}"
+        )
     if reduction is None:
         return model
     from geoseg.models.spectral import SpectralStem, SpectralStemModel

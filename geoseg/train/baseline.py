@@ -25,6 +25,7 @@ from geoseg.io.bands import BandSpec
 from geoseg.io.read import RasterSource
 from geoseg.io.write import BlockWriter, atomic_path, check_output_path, geotiff_profile, write_class_metadata
 from geoseg.metrics import ConfusionMatrix, SegmentationReport
+from geoseg.options import plain_arguments
 from geoseg.train.labels import IGNORE_INDEX
 
 BASELINES = ("rf",)
@@ -164,6 +165,7 @@ def predict_forest(
     return dst_path
 
 
+@plain_arguments
 def forest_baseline(
     image: str | os.PathLike[str],
     labels: Any,

@@ -43,6 +43,7 @@ from geoseg.models.config import ModelConfig, read_config
 from geoseg.models.device import resolve_device
 from geoseg.models.layers import auxiliary_outputs
 from geoseg.models.registry import check_model_options, create_model, model_stride
+from geoseg.options import plain_arguments
 from geoseg.progress import ProgressCallback, report_progress
 from geoseg.threads import torch_threads
 from geoseg.train.area import AreaLabels, AreaSpec, PixelArea, describe_area
@@ -223,6 +224,7 @@ def plan_training(
     return {"chip": chip, "block": block, "epochs": int(epochs), "chips_per_epoch": int(chips_per_epoch)}
 
 
+@plain_arguments
 def train_model(
     image: str | os.PathLike[str],
     labels: str | os.PathLike[str],

@@ -19,7 +19,7 @@ from geoseg.io.georef import Georeference
 from geoseg.io.read import open_dataset
 from geoseg.io.tags import read_class_names
 from geoseg.io.write import check_output_path
-from geoseg.options import Bound, check_class_names, check_number, check_numbers
+from geoseg.options import Bound, check_class_names, check_number, check_numbers, plain_arguments
 from geoseg.progress import ProgressCallback
 from geoseg.vectorization import CONNECTIVITIES
 from geoseg.vectorization.attributes import FeatureBuilder
@@ -27,6 +27,7 @@ from geoseg.vectorization.polygons import polygonize_stream
 from geoseg.vectorization.writers import to_geodataframe, write_features
 
 
+@plain_arguments
 def vectorize(
     class_raster: str | os.PathLike[str],
     dst: str | os.PathLike[str] | None = None,
