@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import IO, Any, Protocol
 
 from geoseg.errors import CancelledError
@@ -27,30 +28,57 @@ def report_progress(callback: ProgressCallback | None, done: int, total: int, me
         raise CancelledError(f"cancelled at {done}/{total} {message}".strip())
 
 
+#: seconds between two progress lines when stderr is not a terminal (a log file, CI, nohup): each line of a bar
+#: written there stays, so it is redrawn only this often, plus once when the work ends
+LOG_INTERVAL_S = 30.0
+#: seconds between two redraws on a terminal
+TERMINAL_INTERVAL_S = 0.1
+
+
 class TqdmProgress:
     """A tqdm progress bar as a callback (CLI). The bar appears at the first update, so a command that fails its
-    checks before any work prints its one-line error alone."""
+    checks before any work prints its one-line error alone. It is redrawn at most every ``interval`` seconds
+    (default :data:`TERMINAL_INTERVAL_S` on a terminal, :data:`LOG_INTERVAL_S` when stderr is a file or a pipe, where
+    every redraw would stay as a line of the log) and when the work ends."""
 
-    def __init__(self, desc: str = "", unit: str = "tile", disable: bool = False) -> None:
+    def __init__(
+        self, desc: str = "", unit: str = "tile", disable: bool = False, interval: float | None = None
+    ) -> None:
         self._options = {"desc": desc, "unit": unit, "disable": disable, "dynamic_ncols": True}
         self._bar: Any = None
+        self._interval = interval
+        self._last = 0.0
 
     def __call__(self, done: int, total: int, message: str = "", /) -> bool:
+        now = time.monotonic()
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, **self._options)
-        if self._bar.total != total:
+            if self._interval is None:
+                self._interval = TERMINAL_INTERVAL_S if _is_terminal(sys.stderr) else LOG_INTERVAL_S
+            self._bar = tqdm(total=total, mininterval=self._interval, **self._options)
+            self._last = now
+        changed = self._bar.total != total
+        if changed:
             self._bar.total = total
         self._bar.n = done
         if message:
             self._bar.set_postfix_str(message, refresh=False)
-        self._bar.refresh()
+        if changed or done >= total or now - self._last >= (self._interval or 0.0):
+            self._bar.refresh()
+            self._last = now
         return False
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
 
 
 class JsonLinesProgress:
