@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -71,6 +73,32 @@ def test_json_progress_lines(tmp_path):
     assert res.exit_code == 0
     lines = [json.loads(x) for x in res.stderr.splitlines() if x.startswith("{")]
     assert lines[0]["done"] == 0 and lines[-1]["progress"] == 1.0
+
+
+def test_json_progress_makes_every_stderr_line_json(tmp_path):
+    """With --progress json a program reading stderr gets JSON only: warnings and errors as {"warning"|"error": ...},
+    also for a usage error click finds before the command runs."""
+    data, labels = class_scene(64, 64, bands=2)
+    src = write_raster(tmp_path / "in.tif", data)
+    lab = write_raster(tmp_path / "lab.tif", labels[None].astype("uint8"), nodata=255)
+    args = ["train", src, lab, tmp_path / "m.safetensors", "--arch", "tiny", "--epochs", "1", "--device", "cpu",
+            "--classes", "a,b,c,unseen", "--progress", "json"]  # fmt: skip
+    res = subprocess.run([sys.executable, "-m", "geoseg", *map(str, args)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in res.stderr.splitlines() if x.strip()]  # each line parses
+    assert any("unseen" in line.get("warning", "") for line in lines)
+    assert lines[-1]["progress"] == 1.0
+    bad = ["predict", src, tmp_path / "o.tif", "-m", tmp_path / "missing.safetensors", "--progress", "json"]
+    res = subprocess.run([sys.executable, "-m", "geoseg", *map(str, bad)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert [json.loads(x) for x in res.stderr.splitlines()] == [
+        {"error": f"checkpoint not found: {tmp_path / 'missing.safetensors'}"}
+    ]
+    usage = ["predict", src, tmp_path / "o.tif", "--bogus", "--progress=json"]
+    res = subprocess.run([sys.executable, "-m", "geoseg", *map(str, usage)], capture_output=True, text=True)
+    assert res.returncode == 2 and "--bogus" in json.loads(res.stderr)["error"]
+    plain = subprocess.run([sys.executable, "-m", "geoseg", *map(str, bad[:-2])], capture_output=True, text=True)
+    assert plain.stderr.startswith("Error: checkpoint not found")
 
 
 def test_json_results_of_the_commands_other_programs_call(tmp_path):

@@ -11,6 +11,7 @@ from geoseg.cli.common import (
     cache_mb_option,
     check_option_pairs,
     echo_json,
+    echo_status,
     handle_errors,
     progress_display,
     progress_option,
@@ -134,7 +135,7 @@ def batch_command(
             click.echo(f"Dask dashboard: {link}")
 
     def show(message: str) -> None:
-        click.echo(message, err=True)
+        echo_status(message)
 
     failure: BatchTaskError | None = None
     with progress_display(progress_kind, "batch", unit="task") as progress:
@@ -173,7 +174,7 @@ def batch_command(
         click.echo(result.format_summary())
         click.echo(f"summary: {result.summary}")
     if failure is not None:
-        click.echo(f"Error: {failure}", err=True)
+        echo_status(f"Error: {failure}")
         # 2 when no scene could even start (every input bad), as for any bad input; 1 when some scenes failed
         nothing_started = not result.scenes and all(f.stage in ("input", "plan") for f in result.failed)
         sys.exit(2 if nothing_started else 1)

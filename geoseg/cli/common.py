@@ -55,7 +55,7 @@ def handle_errors(func: F) -> F:
             _fail(f"Error: {missing_dependency_message(exc.name)}", 2, debug, exc)
         except KeyboardInterrupt:
             name = _command_name()
-            click.echo(INTERRUPTED.get(name, INTERRUPTED[""]), err=True)
+            echo_status(INTERRUPTED.get(name, INTERRUPTED[""]), kind="error")
             sys.exit(130)
         except MemoryError as exc:
             _fail(_out_of_memory(), 1, debug, exc)
@@ -179,7 +179,7 @@ def _fail(message: str, status: int, debug: bool, exc: BaseException | None = No
         import traceback
 
         traceback.print_exc(file=sys.stderr)
-    click.echo(message, err=True)
+    echo_status(message)
     sys.exit(status)
 
 
@@ -214,9 +214,40 @@ def _show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, debug: bool = False, **__: Any
 ) -> None:
     if is_own_warning(category, filename):
-        click.echo(f"Warning: {message}", err=True)
+        echo_status(f"Warning: {message}")
     elif debug:
-        click.echo(f"Warning ({category.__name__} from {filename}:{lineno}): {message}", err=True)
+        echo_status(f"Warning ({category.__name__} from {filename}:{lineno}): {message}", kind="warning")
+
+
+#: the kinds of status line on stderr, and the prefix each has as plain text
+STATUS_PREFIXES = {"error": "Error: ", "warning": "Warning: ", "message": ""}
+
+
+def json_status_lines(argv: list[str] | None = None) -> bool:
+    """Whether this command's stderr is JSON lines (``--progress json``): from the running command's options, or,
+    before click has parsed them (a usage error), from ``argv``."""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if "progress_kind" in ctx.params:
+            return ctx.params["progress_kind"] == "json"
+        ctx = ctx.parent
+    args = list(sys.argv[1:] if argv is None else argv)
+    return "--progress=json" in args or any(a == "--progress" and b == "json" for a, b in zip(args, args[1:]))
+
+
+def echo_status(line: str, *, kind: str | None = None, argv: list[str] | None = None) -> None:
+    """Write one status line (an error, a warning, a note) on stderr: as text, or with ``--progress json`` as a JSON
+    object ``{"error"|"warning"|"message": text}`` so that every stderr line a program reads is JSON.
+
+    ``kind`` defaults to what the line's prefix says (``Error: ``, ``Warning: ``, else a message); the prefix is
+    left out of the JSON text."""
+    if kind is None:
+        kind = next((k for k, p in STATUS_PREFIXES.items() if p and line.startswith(p)), "message")
+    if not json_status_lines(argv):
+        click.echo(line, err=True)
+        return
+    text = line.removeprefix(STATUS_PREFIXES.get(kind, "")) if STATUS_PREFIXES.get(kind) else line
+    click.echo(json.dumps({kind: text}), err=True)
 
 
 @contextlib.contextmanager

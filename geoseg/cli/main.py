@@ -9,7 +9,7 @@ import click
 
 from geoseg import __version__
 from geoseg.cli.batch_cmd import batch_command
-from geoseg.cli.common import json_error
+from geoseg.cli.common import echo_status, json_error
 from geoseg.cli.demo_cmd import demo_command
 from geoseg.cli.evaluate_cmd import evaluate_command
 from geoseg.cli.info_cmd import info_command, models_command
@@ -32,7 +32,7 @@ class Geoseg(click.Group):
             ctx = getattr(exc, "ctx", None)
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             message = f"{exc.format_message()}{where}"
-            click.echo(f"Error: {message}", err=True)
+            echo_status(f"Error: {message}", argv=argv)
             if "--json" in argv:  # the one JSON object --json promises, for errors click finds before the command
                 click.echo(json_error(exc, message))
             if not standalone_mode:
@@ -41,7 +41,7 @@ class Geoseg(click.Group):
         except click.exceptions.Abort:
             if not standalone_mode:
                 raise
-            click.echo("Aborted.", err=True)
+            echo_status("Aborted.", kind="error", argv=argv)
             sys.exit(130)
         if standalone_mode:
             sys.exit(result if isinstance(result, int) else 0)

@@ -270,8 +270,9 @@ class SubprocessBackend:
     ) -> list[Any]:
         """Run geoseg ``commands`` (each with ``--json`` added) in one process; returns their JSON results.
 
-        ``progress[i]`` follows command ``i``; it also gets each ``Warning: ...`` line of its command as
-        ``(WARNING, 0, message)``. ``Error: ...`` lines become a BackendError. Cancel stops the process
+        ``progress[i]`` follows command ``i``; it also gets each warning of its command (a ``{"warning": ...}`` JSON
+        line, or a plain ``Warning: ...`` one) as ``(WARNING, 0, message)``. Errors (``{"error": ...}`` or
+        ``Error: ...``) become a BackendError. Cancel stops the process
         group and removes ``outputs``. ``script`` replaces the runner (tests).
         """
         full = [[*c, "--json"] + (["--progress", "json"] if c[0] != "info" else []) for c in commands]
@@ -308,6 +309,13 @@ class SubprocessBackend:
                         msg = json.loads(line)
                         if "command" in msg:
                             step[0] = int(msg["command"])
+                        elif "error" in msg:  # --progress json writes errors, warnings and notes as JSON too
+                            errors.append(str(msg["error"]))
+                        elif "warning" in msg:
+                            tail.append(f"Warning: {msg['warning']}")
+                            updates.append((step[0], WARNING, 0, str(msg["warning"])))
+                        elif "done" not in msg and "message" in msg:
+                            tail.append(str(msg["message"]))
                         else:
                             updates.append((step[0], int(msg["done"]), int(msg["total"]), str(msg.get("message", ""))))
                         continue

@@ -6,9 +6,10 @@ nothing from QGIS or the plugin)::
     python runner.py PARENT_PID '[["predict", ..., "--json"], ["vectorize", ..., "--json"]]' '["out.tif", ...]'
 
 Each command runs through geoseg's own CLI (``geoseg.cli.main``) in this process, in order, until one fails. Before
-each command a line ``{"command": INDEX}`` goes to stderr, where the command's JSON-lines progress and ``Error:`` lines
-follow. At the end stdout holds one JSON list: the ``--json`` result of each command that ran. The exit status is the
-first failing command's (2: a geoseg error, 130: interrupted).
+each command a line ``{"command": INDEX}`` goes to stderr, where the command's JSON lines follow (progress, and its
+errors, warnings and notes as ``{"error"|"warning"|"message": text}``; a warning from another thread may come as a
+plain ``Warning:`` line). At the end stdout holds one JSON list: the ``--json`` result of each command that ran. The
+exit status is the first failing command's (2: a geoseg error, 130: interrupted).
 
 The process stops with the plugin: SIGTERM or SIGINT unwind geoseg (its temporary outputs are removed), and on Linux
 the kernel sends SIGTERM when the QGIS process that started it dies (even by SIGKILL). An interrupted run removes the
