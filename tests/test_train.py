@@ -207,3 +207,14 @@ def test_batchnorm_statistics_match_the_data_after_few_steps(tmp_path):
     mean, var = feats.mean((0, 2, 3)), feats.var((0, 2, 3))
     assert torch.allclose(bn.running_mean, mean, atol=0.25 * float(var.sqrt().mean())), (bn.running_mean, mean)
     assert torch.allclose(bn.running_var, var, rtol=0.35), (bn.running_var, var)
+
+
+def test_labelled_pixels_in_the_contract_leave_out_labels_under_image_nodata(tmp_path):
+    data, labels = class_scene(64, 64, bands=2)
+    data[:, :, :16] = -9999  # the image has no data in its first 16 columns; the labels cover them
+    img = write_raster(tmp_path / "img.tif", data, nodata=-9999)
+    lab = write_raster(tmp_path / "lab.tif", labels[None])
+    res = train_model(img, lab, tmp_path / "m.safetensors", arch="tiny", epochs=1, device="cpu", progress=None)
+    training = read_config(res.checkpoint).extra["training"]
+    assert training["labelled_pixels"] == 64 * 48
+    assert sum(training["training_pixels"].values()) <= training["labelled_pixels"]

@@ -604,6 +604,24 @@ def test_a_batch_of_zero_weight_pixels_leaves_the_model_finite(tmp_path):
     assert all(torch.isfinite(p).all() for p in net.state_dict().values())
 
 
+def test_a_class_of_weight_zero_is_not_trained_and_never_predicted(tmp_path):
+    from geoseg.errors import ClassNotTrainedWarning
+    from geoseg.inference import predict_raster
+    from geoseg.models import read_config
+
+    data, labels = class_scene(64, 64, bands=3, classes=3, seed=1)
+    img, lab = write_raster(tmp_path / "img.tif", data), write_raster(tmp_path / "lab.tif", labels)
+    opts = dict(FAST, chip=16, chips_per_epoch=8, epochs=1, classes=["a", "b", "c"])
+    with pytest.warns(ClassNotTrainedWarning, match=r"class 'b' \(id 1\) has class weight 0"):
+        result = train_model(img, lab, tmp_path / "m.safetensors", class_weights=[1, 0, 1], **opts)
+    assert read_config(result.checkpoint).trained_classes == ["a", "c"]
+    out = predict_raster(img, tmp_path / "map.tif", model=result.checkpoint, device="cpu")
+    assert out.class_counts["b"] == 0 and out.class_counts["a"] + out.class_counts["c"] == 64 * 64
+    with pytest.raises(InvalidParameterError, match=r"only 1 class\(es\) \(c\) have both training pixels and a "):
+        train_model(img, lab, tmp_path / "x.safetensors", class_weights=[0, 0, 1], **opts)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_a_diverging_loss_stops_training_before_a_nan_model_is_saved(tmp_path, scene, monkeypatch):
     import geoseg.models.registry as registry
     from geoseg.errors import TrainingDivergedError

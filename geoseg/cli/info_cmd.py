@@ -30,6 +30,9 @@ def info_command(path: str, as_json: bool) -> None:
         click.echo(f"model     {cfg.arch} {cfg.arch_kwargs or ''}")
         click.echo(f"bands     {len(cfg.bands)}: {', '.join(cfg.bands)}")
         click.echo(f"classes   {len(cfg.classes)}: {', '.join(cfg.classes)}")
+        untrained = [c for c in cfg.classes if cfg.trained_classes is not None and c not in cfg.trained_classes]
+        if untrained:
+            click.echo(f"untrained {', '.join(untrained)} (no training pixel or class weight 0: never predicted)")
         click.echo(f"normalize {cfg.normalization.get('method', 'none')}")
         click.echo(f"tiling    tile {cfg.tile}, overlap {cfg.overlap}, output stride {cfg.output_stride}")
         weights = cfg.extra.get("encoder_weights")

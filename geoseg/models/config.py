@@ -44,8 +44,8 @@ class ModelConfig:
     * ``normalization``: per-band ``(x - shift) / scale`` as a dict (see :class:`geoseg.io.Normalization`).
     * ``classes`` / ``colors``: class names and RGB colors, index = class id.
     * ``tile`` / ``overlap``: defaults for prediction; ``output_stride``: the alignment tiles need.
-    * ``trained_classes``: names of the classes that had training pixels (None: not recorded, i.e. all). Prediction
-      never outputs the others: a class the model never saw cannot be told apart.
+    * ``trained_classes``: names of the classes that had training pixels and a class weight > 0 (None: not recorded,
+      i.e. all). Prediction never outputs the others: a class the model never learnt cannot be told apart.
 
     Every field is validated (:data:`CONTRACT_SCHEMA`): types, ranges and agreement between fields (one color and
     one name per class, one normalization value per band, names that do not repeat).

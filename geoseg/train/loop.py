@@ -305,7 +305,8 @@ def train_model(
     cross entropy with ``label_smoothing``; an exponential moving average of the weights (``ema``) is what is
     validated and saved. ``loss="weighted_ce"`` weighs classes by capped square-root inverse frequency over all
     training blocks, or by the user's ``class_weights`` (one per class), which weigh every loss
-    (:func:`geoseg.train.losses.make_loss`; a class of weight 0 is not learnt).
+    (:func:`geoseg.train.losses.make_loss`; a class of weight 0 is not learnt, left out of ``trained_classes`` and never
+    predicted).
     Models with a per-pixel classifier (``forward_pixels``, e.g. ``ssnet``) train it on batches of ``pixel_batch``
     labelled pixels drawn across all training blocks: first alone for ``pixel_steps`` steps (default
     :data:`PIXEL_STEPS`; 0 skips it; not repeated on ``resume``), then beside every chip batch. A pixel classifier
@@ -520,7 +521,25 @@ def train_model(
         counts = np.zeros(n_classes, np.int64)
         for b in split.train:
             counts += hists[b]
-        trained = [names[i] for i in range(n_classes) if counts[i] > 0]
+        # a class the user weighs 0 contributes nothing to the loss: the model does not learn it, as if unlabelled
+        unweighted = {i for i, w in enumerate(class_weights or []) if float(w) == 0}
+
+        def learnt_classes(pixels: np.ndarray) -> list[str]:
+            return [names[i] for i in range(n_classes) if pixels[i] > 0 and i not in unweighted]
+
+        trained = learnt_classes(counts)
+        if unweighted and len(trained) < 2:
+            raise InvalidParameterError(
+                f"only {len(trained)} class(es) ({', '.join(trained) or 'none'}) have both training pixels and a class "
+                f"weight > 0; a model needs at least 2 classes to learn: give more classes a weight > 0 or add labels"
+            )
+        for k in sorted(unweighted):
+            warnings.warn(
+                f"class {names[k]!r} (id {k}) has class weight 0: the model does not learn it and will not predict it "
+                f"(give it a weight > 0 to learn it)",
+                ClassNotTrainedWarning,
+                stacklevel=2,
+            )
         for i in np.flatnonzero(counts == 0):
             warnings.warn(
                 f"class {names[i]!r} (id {i}) has no training pixel{' in the training area' if train_area else ''}; "
@@ -552,7 +571,8 @@ def train_model(
                 "ema": ema,
                 "train_area": describe_area(train_area),
                 "exclude_area": describe_area(exclude_area),
-                "labelled_pixels": survey.pixels,
+                # labels on valid image pixels (labels under image nodata are never read for training)
+                "labelled_pixels": int(sum(int(h.sum()) for h in hists.values())),
                 "training_pixels": {n: int(c) for n, c in zip(names, counts)},
             }
         }
@@ -885,7 +905,7 @@ def train_model(
                     break
             if refitting and not stopped:
                 saved = read_config(out_path)  # the validated model's contract, validation report included
-                learnt = [names[i] for i in range(n_classes) if counts[i] > 0]
+                learnt = learnt_classes(counts)
                 newly = [n for n in learnt if n not in (saved.trained_classes or names)]
                 if newly:
                     warnings.warn(
