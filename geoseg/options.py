@@ -15,6 +15,7 @@ whatever calls it, before any work starts, with a message that names the option 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import numbers
@@ -233,9 +234,13 @@ def _type_name(tp: Any) -> str:
         names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
         optional = type(None) in typing.get_args(tp)
         return " or ".join(dict.fromkeys(names)) + (" (or null to use the default)" if optional else "")
+    if origin is tuple and len(typing.get_args(tp)) > 1 and typing.get_args(tp)[1] is not Ellipsis:
+        return f"a tuple ({', '.join(getattr(a, '__name__', str(a)) for a in typing.get_args(tp))})"
     if origin in (list, Sequence, tuple):
         args = typing.get_args(tp)
         return f"a list of {_type_name(args[0])}" if args else "a list"
+    if origin is os.PathLike:
+        return "a path"
     if origin in (dict, Mapping):
         return "a mapping"
     if origin is typing.Literal:
@@ -286,23 +291,57 @@ def matches(value: Any, tp: Any) -> bool:
 
 
 def check_types(
-    func: Callable[..., Any], values: Mapping[str, Any], *, source: str = "", names: Mapping[str, str] | None = None
+    func: Callable[..., Any],
+    values: Mapping[str, Any],
+    *,
+    source: str = "",
+    names: Mapping[str, str] | None = None,
+    types: Mapping[str, Any] | None = None,
 ) -> None:
     """Refuse values that do not fit ``func``'s parameter annotations (e.g. ``epochs: ten`` in a YAML file).
 
     ``source`` prefixes the message (e.g. "config train.yaml: "); ``names`` maps parameters to the names the user
-    wrote, when they differ.
+    wrote, when they differ; ``types`` gives the resolved annotations (default: ``typing.get_type_hints(func)``).
 
     Raises:
         InvalidParameterError: naming the option, the value, its type and the expected type.
     """
-    hints = typing.get_type_hints(func)
+    hints = types if types is not None else typing.get_type_hints(func)
     for key, value in values.items():
         tp = hints.get(key)
         if tp is None or matches(value, tp):
             continue
         shown = (names or {}).get(key) or option(key)
-        raise InvalidParameterError(f"{source}{shown} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        raise InvalidParameterError(
+            f"{source}{shown} must be {_type_name(tp)}, got {_shown_value(value)} ({type(value).__name__})"
+        )
+
+
+def _shown_value(value: Any) -> str:
+    """A value for a one-line message: arrays by shape and dtype, anything else by a repr cut to one short line."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} {value.dtype}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _parameter_types(func: Callable[..., Any]) -> dict[str, Any]:
+    """The annotations of ``func``'s parameters, resolved; one that cannot be resolved at run time (a name imported
+    for type checkers only) is left out, i.e. not checked."""
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # NameError of one annotation: resolve them one by one
+        out: dict[str, Any] = {}
+        for name, p in inspect.signature(func).parameters.items():
+            ann = p.annotation
+            if isinstance(ann, str):
+                try:
+                    ann = eval(ann, getattr(func, "__globals__", {}))  # noqa: S307 - the function's own annotation
+                except Exception:
+                    continue
+            if ann is not inspect.Parameter.empty:
+                out[name] = ann
+        return out
 
 
 def plain_value(value: Any) -> Any:
@@ -321,11 +360,26 @@ def plain_value(value: Any) -> Any:
 def plain_arguments(func: Callable[P, R]) -> Callable[P, R]:
     """Decorate a public function so that numpy scalars among its arguments count as the Python numbers they hold
     (:func:`plain_value`): ``tile=np.int64(256)`` or a value taken from an array then passes the same checks, and
-    reaches the same code, as ``tile=256``."""
+    reaches the same code, as ``tile=256``; and so that an argument of a type its annotation does not allow (a
+    number as a path, text as a number, an array as a file name) is refused before any work with
+    :class:`~geoseg.errors.InvalidParameterError` naming it (:func:`check_types`), instead of failing later inside
+    a library with a TypeError. Annotations it cannot resolve or judge (classes, callables) accept anything."""
+    signature = inspect.signature(func)
+    types_of: dict[str, Any] = {}
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        return func(*(plain_value(a) for a in args), **{k: plain_value(v) for k, v in kwargs.items()})
+        args = tuple(plain_value(a) for a in args)  # type: ignore[assignment]
+        kwargs = {k: plain_value(v) for k, v in kwargs.items()}  # type: ignore[assignment]
+        try:
+            given = signature.bind(*args, **kwargs).arguments
+        except TypeError:  # a call of the wrong shape: Python's own message says which argument
+            return func(*args, **kwargs)
+        if not types_of:
+            types_of.update(_parameter_types(func))
+        variadic = {n for n, p in signature.parameters.items() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        check_types(func, {k: v for k, v in given.items() if k not in variadic}, types=types_of)
+        return func(*args, **kwargs)
 
     return wrapper
 

@@ -334,6 +334,7 @@ def workdir(tmp_path, monkeypatch):
     data, labels = class_scene(64, 64, bands=2, classes=3)
     write_raster(tmp_path / "in.tif", data, tiled=True, blockxsize=16, blockysize=16)
     write_raster(tmp_path / "lab.tif", labels)
+    write_raster(tmp_path / "dupdesc.tif", data, descriptions=["B2", "b2"])  # one name for two bands
     x0, y1 = 500000, 4600000
     gpd.GeoDataFrame(
         {"class_id": [0, 1, 2]},
@@ -365,6 +366,13 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "refit3.yaml").write_text("refit: 3\n")
     (tmp_path / "classes3.yaml").write_text("classes: 3\n")
     (tmp_path / "negsteps.yaml").write_text("pixel_steps: -3\n")
+    (tmp_path / "latin1.yaml").write_bytes("classes: [eau, forêt]\n".encode("latin-1"))  # not UTF-8
+    gpd.GeoDataFrame(
+        {"class_id": [0.0, 1.5, 2.0]},
+        geometry=[box(x0, y1 - 640, x0 + 200, y1), box(x0 + 200, y1 - 640, x0 + 400, y1), box(x0 + 400, y1 - 640,
+                  x0 + 640, y1)],
+        crs="EPSG:32633",
+    ).to_file(tmp_path / "fractional.gpkg")  # fmt: skip
     (tmp_path / "rep").mkdir()
     (tmp_path / "rep" / "report.json").write_text("{}")
     (tmp_path / "d").mkdir()
@@ -444,6 +452,15 @@ BAD_COMMAND_LINES = [
                  r"config refit3\.yaml: refit must be true or false, got 3 \(int\)", id="train-config-refit-not-bool"),
     pytest.param([*TRAIN, "--config", "negsteps.yaml"], r"config negsteps\.yaml: pixel_steps must be an integer in "
                  r"\[0, 10000000\]", id="train-config-number-out-of-range"),
+    pytest.param([TRAIN[0], "dupdesc.tif", *TRAIN[2:]],
+                 r"image dupdesc\.tif: bands 1 and 2 are both described 'b2'; a model finds its bands by name, so each "
+                 r"needs its own: give the bands distinct descriptions", id="train-band-descriptions-repeat"),
+    pytest.param([*TRAIN, "--config", "latin1.yaml"],
+                 r"config latin1\.yaml is not UTF-8 text \(byte 18: invalid continuation byte\); save it as UTF-8",
+                 id="train-config-not-utf8"),
+    pytest.param([*TRAIN[:2], "fractional.gpkg", *TRAIN[3:]],
+                 r"attribute 'class_id' of vector labels fractional\.gpkg holds numbers that are not whole \(1\.5\); "
+                 r"class ids are integers", id="train-polygon-class-ids-fractional"),
     pytest.param([*TRAIN, "--config", "classes3.yaml"], r"config classes3\.yaml: classes must be a list of text",
                  id="train-config-classes-int"),
     pytest.param([*TRAIN, "--arch-kwargs", "[1,2]"], r"--arch-kwargs must be a JSON object", id="arch-kwargs-list"),
@@ -732,6 +749,22 @@ def test_the_library_spells_options_as_python_arguments(tmp_path, good, ck):
         predict_raster(good, tmp_path / "o.tif", model=ck, device="cpu", tile=0)
     with pytest.raises(InvalidParameterError, match=r"^device 'mps' is not a device"):
         predict_raster(good, tmp_path / "o.tif", model=ck, device="mps")
+    for kwargs, message in [  # argument types the annotations do not allow: refused before any work
+        ({"nodata": "0"}, r"^nodata must be a number \(or null to use the default\), got '0' \(str\)$"),
+        ({"model": None}, r"^model must be text or a path or a tuple \(Module, ModelConfig\), got None"),
+        ({"tile": 64.0}, r"^tile must be an integer \(or null to use the default\), got 64\.0 \(float\)$"),
+        ({"probabilities": 3}, r"^probabilities must be text or a path"),
+    ]:
+        with pytest.raises(InvalidParameterError, match=message):
+            predict_raster(good, tmp_path / "o.tif", **{"model": ck, "device": "cpu", **kwargs})
+    with pytest.raises(InvalidParameterError, match=r"^src must be text or a path, got an array of shape \(2, 8, 8\)"):
+        predict_raster(np.zeros((2, 8, 8), np.float32), tmp_path / "o.tif", model=ck, device="cpu")
+    with pytest.raises(InvalidParameterError, match=r"^src must be text or a path, got b'.*' \(bytes\)$"):
+        predict_raster(str(good).encode(), tmp_path / "o.tif", model=ck, device="cpu")
+    from geoseg.evaluation import evaluate
+
+    with pytest.raises(InvalidParameterError, match=r"^ignore_index must be an integer"):
+        evaluate(good, good, ignore_index="255")
     lab = write_raster(tmp_path / "lab.tif", class_scene(64, 64, bands=2)[1])
     for kwargs, message in [
         ({"epochs": "ten"}, r"^epochs must be an integer \(or null to use the default\), got 'ten'"),
@@ -891,6 +924,22 @@ def test_warnings_of_third_party_libraries_do_not_reach_users(workdir):
     plain = write_raster(workdir / "plain.tif", class_scene(16, 16, bands=2)[0], crs=None, transform=None)
     res = _cli(["predict", plain, "o.tif", "-m", "m.safetensors", "--device", "cpu", "--progress", "none"])
     assert res.exit_code == 0 and "Warning: " in res.stderr and "no CRS" in res.stderr  # geoseg's own: shown
+    import geopandas as gpd
+    from shapely.geometry import Polygon, box
+
+    x0, y1 = 500000, 4600000
+    gpd.GeoDataFrame(
+        {"class_id": [0, 1, 2]}, geometry=[box(x0, y1 - 640, x0 + 300, y1), Polygon(), box(x0 + 300, y1 - 640, x0 + 640,
+        y1)], crs="EPSG:32633",
+    ).to_file(workdir / "with_empty.gpkg")  # fmt: skip
+    res = _cli(["evaluate", "lab.tif", "with_empty.gpkg", "--progress", "none"])
+    assert res.exit_code == 0 and res.stderr == "", res.stderr  # geopandas' notna() notice stays inside
+    nocrs = write_raster(workdir / "nocrs_map.tif", class_scene(32, 32, bands=1)[1], crs=None)
+    res = _cli(["vectorize", nocrs.name, "v_nocrs.gpkg", "--progress", "none"])
+    assert res.exit_code == 0 and res.stderr.splitlines() == [
+        "Warning: nocrs_map.tif has a geotransform but no CRS; the polygons are in its map coordinates and carry no "
+        "CRS (set the raster's CRS, e.g. gdal_edit.py -a_srs EPSG:32633, to place them)"
+    ], res.stderr  # geoseg's own warning, not pyogrio's
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):

@@ -151,6 +151,30 @@ def test_min_area_simplify_and_reproject(tmp_path: Path) -> None:
     assert geo.total_bounds[0] == pytest.approx(15.0, abs=0.1)
 
 
+def test_a_raster_across_the_antimeridian_is_not_torn_across_the_world(tmp_path: Path) -> None:
+    """Reprojected into a CRS cut at 180° longitude (Web Mercator, WGS 84), its polygons would span the globe:
+    refused, naming the fix; into a CRS that spans 180° (the UTM zone there) they are right."""
+    classes = np.kron(np.arange(16, dtype=np.uint8).reshape(4, 4) % 3, np.ones((32, 32), np.uint8))
+    geographic = write_raster(tmp_path / "geo.tif", classes, crs="EPSG:4326",
+                              transform=Affine(0.001, 0, 179.95, 0, -0.001, -16.0))  # runs to 180.078  # fmt: skip
+    with pytest.raises(InvalidParameterError, match=r"geo\.tif crosses the antimeridian \(180° longitude\) and "
+                       r"EPSG:3857 is cut there: .* omit crs to keep the raster's CRS"):  # fmt: skip
+        vectorize(geographic, tmp_path / "v.gpkg", crs="EPSG:3857")
+    assert not (tmp_path / "v.gpkg").exists()
+    utm = vectorize(geographic, crs="EPSG:32660")
+    minx, _, maxx, _ = utm.total_bounds
+    assert 0 < maxx - minx < 20_000  # 128 px of 0.001° (~107 m) is about 14 km wide
+    assert utm.geometry.is_valid.all()
+    at_180 = Affine(100, 0, 824_000, 0, -100, 1_000_000)  # 9°N: 180° is at x 830 km, inside the 12.8 km
+    projected = write_raster(tmp_path / "utm.tif", classes, crs="EPSG:32660", transform=at_180)
+    with pytest.raises(InvalidParameterError, match=r"crosses the antimeridian .* EPSG:4326 is cut there"):
+        vectorize(projected, crs="EPSG:4326")
+    assert len(vectorize(projected, crs="EPSG:32601")) == len(vectorize(projected))
+    away = write_raster(tmp_path / "away.tif", classes, crs="EPSG:32660",
+                        transform=Affine(100, 0, 400_000, 0, -100, 1_000_000))  # fmt: skip
+    assert vectorize(away, crs="EPSG:4326").total_bounds[2] < 180
+
+
 @pytest.mark.parametrize("ext", sorted(VECTOR_FORMATS))
 def test_output_formats(tmp_path: Path, ext: str) -> None:
     a = tricky_scene()

@@ -87,7 +87,7 @@ def read_polygons(
             raise
         except Exception as exc:
             raise InvalidParameterError(f"cannot read {what} {path} as polygons: {exc}") from exc
-    return gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    return gdf[~gdf.geometry.isna() & ~gdf.geometry.is_empty]
 
 
 def _choose_layer(path: Path, layer: str | None, *, what: str, option: str) -> str | None:
@@ -166,6 +166,15 @@ def class_ids(
         numeric = False
     if numeric:
         return as_float.astype(np.int64), names
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    if is_numeric_dtype(values.dtype) and not is_bool_dtype(values.dtype):
+        fractions = sorted({float(v) for v in values if not float(v).is_integer()})
+        shown = ", ".join(f"{v:g}" for v in fractions[:5]) + (", ..." if len(fractions) > 5 else "")
+        raise UnknownClassError(
+            f"attribute {field!r} of {what} holds numbers that are not whole ({shown}); class ids are integers 0, 1, "
+            f"2, ...: fix the values, or store class names as text"
+        )
     text = values.astype(str)
     if names is None:
         if not names_define_classes:

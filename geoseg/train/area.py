@@ -119,7 +119,7 @@ def _read_polygons(spec: AreaSpec, image: RasterSource, what: str) -> Any:
             f"{what} must be polygons (a file path, GeoDataFrame or shapely geometry) or a pixel window "
             f"(col_off, row_off, width, height); got {type(spec).__name__}"
         )
-    geoms = geoms[geoms.notna() & ~geoms.is_empty]
+    geoms = geoms[~geoms.isna() & ~geoms.is_empty]
     if not len(geoms) or not geoms.geom_type.isin(["Polygon", "MultiPolygon"]).any():
         raise InvalidParameterError(f"{what} {describe_area(spec)} holds no polygon")
     if geoms.crs is not None and image.crs is not None and geoms.crs != image.crs:

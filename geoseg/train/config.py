@@ -33,7 +33,14 @@ def load_train_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise InputNotFoundError(f"training config not found: {p}")
-    text = p.read_text()
+    if p.is_dir():
+        raise InvalidParameterError(f"training config {p} is a folder; give a .yaml, .yml or .toml file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidParameterError(
+            f"config {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 YAML or TOML"
+        ) from exc
     suffix = p.suffix.lower()
     try:
         if suffix == ".toml":

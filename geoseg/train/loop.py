@@ -132,6 +132,25 @@ class TrainResult:
     refit: dict[str, Any] | None = None
 
 
+def _check_band_names_distinct(src: RasterSource) -> None:
+    """Refuse an image whose (selected) bands share a description: the model contract names its input bands so that
+    prediction can find them by name, and two bands of one name could be swapped unnoticed.
+
+    Raises:
+        InvalidParameterError: naming the bands, the shared description and the fix.
+    """
+    seen: dict[str, int] = {}
+    for index, name in zip(src.band_indexes, src.band_names, strict=True):
+        key = name.strip().casefold()
+        if key in seen:
+            raise InvalidParameterError(
+                f"image {src.path}: bands {seen[key]} and {index} are both described {name!r}; a model finds its "
+                f"bands by name, so each needs its own: give the bands distinct descriptions (e.g. rasterio's "
+                f"set_band_description, or a VRT with <Description> per band) or clear them to name bands by number"
+            )
+        seen[key] = index
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -422,6 +441,7 @@ def train_model(
         gen = seed_everything(seed)
         dev = resolve_device(device)
         src = stack.enter_context(RasterSource(image, bands=bands))
+        _check_band_names_distinct(src)
         lab: Any = open_labels(
             labels, src, classes=classes, class_field=class_field, background=background, nodata=label_nodata,
             layer=layer, id_field=id_field,

@@ -3,14 +3,16 @@ write). No torch."""
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geoseg.errors import InvalidParameterError, NoValidDataError
+from geoseg.errors import InvalidParameterError, NotGeoreferencedWarning, NoValidDataError
 from geoseg.hints import option
 from geoseg.io.classes import check_class_ids, check_class_raster, check_nodata_is_no_class
 from geoseg.io.formats import NAMED_LAYER_DRIVERS, companion_files, vector_driver
@@ -136,6 +138,69 @@ def _target_crs(crs: Any) -> Any:
         ) from exc
 
 
+def _antimeridian_crossing_latitude(georef: Georeference, shape: tuple[int, int]) -> float | None:
+    """A latitude at which the raster's footprint crosses the antimeridian (180° longitude), or None when it does
+    not: its outline (densified, 64 points an edge) in longitude/latitude either leaves [-180, 180] (a geographic
+    grid that runs past 180°) or jumps by more than 180° between neighbouring points (a projected grid across it)."""
+    from pyproj import CRS, Transformer
+
+    h, w = shape
+    t = np.linspace(0.0, 1.0, 64)
+    cols = np.concatenate([t * w, np.full(64, w), (1 - t) * w, np.zeros(64)])
+    rows = np.concatenate([np.zeros(64), t * h, np.full(64, h), (1 - t) * h])
+    x, y = georef.pixel_to_map(cols, rows)
+    crs = georef.map_crs
+    if crs is None:
+        return None
+    if crs.is_geographic:
+        lon, lat = x, y
+        if crs != CRS.from_epsg(4326):
+            lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform(x, y)
+            lon = np.unwrap(np.asarray(lon), period=360.0)
+    else:
+        lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform(x, y)
+        lon = np.unwrap(np.asarray(lon, np.float64), period=360.0)  # a jump across 180° becomes a run past it
+    lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+    finite = np.isfinite(lon) & np.isfinite(lat)
+    if not finite.any():
+        return None
+    lon, lat = lon[finite], lat[finite]
+    beyond = (lon > 180.0) | (lon < -180.0)
+    if not beyond.any():
+        return None
+    return float(np.clip(np.mean(lat), -85.0, 85.0))
+
+
+def _seam_at_antimeridian(crs: Any, lat: float) -> bool:
+    """Whether ``crs`` cuts the world at 180° longitude near latitude ``lat`` (EPSG:4326, Web Mercator, global
+    equal-area grids): two points 0.002° apart across it land far apart."""
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(4326, crs, always_xy=True)
+    xa, ya = t.transform(179.999, lat)
+    xb, yb = t.transform(-179.999, lat)
+    xc, yc = t.transform(179.997, lat)
+    near = math.hypot(xc - xa, yc - ya)
+    far = math.hypot(xb - xa, yb - ya)
+    return bool(np.isfinite(far) and far > 100 * max(near, 1e-12))
+
+
+def _check_no_antimeridian_wrap(georef: Georeference, shape: tuple[int, int], out_crs: Any, path: Any) -> None:
+    """Refuse a reprojection that would tear the polygons of a raster crossing 180° longitude across the world.
+
+    Raises:
+        InvalidParameterError: the raster crosses the antimeridian and ``out_crs`` is cut there.
+    """
+    lat = _antimeridian_crossing_latitude(georef, shape)
+    if lat is None or not _seam_at_antimeridian(out_crs, lat):
+        return
+    raise InvalidParameterError(
+        f"{path} crosses the antimeridian (180° longitude) and {out_crs.to_string()} is cut there: its polygons "
+        f"would be torn across the whole world; omit {option('crs')} to keep the raster's CRS, or give a projected "
+        f"CRS that spans 180° (e.g. the UTM zone there, EPSG:32660 or EPSG:32601)"
+    )
+
+
 def _not_empty(stream: Iterator[list[Any]], path: Any) -> Iterator[list[Any]]:
     """``stream`` (polygon batches), raising NoValidDataError at its end when it held no polygon: a class raster
     without a valid pixel gives no file, rather than an empty one that looks like a result."""
@@ -227,6 +292,8 @@ def _vectorize(
                 f"cannot reproject to {crs}: {class_raster} has no CRS; omit {option('crs')} to write pixel/map "
                 f"coordinates"
             )
+        if out_crs is not None and src_crs is not None and out_crs != src_crs:
+            _check_no_antimeridian_wrap(Georeference.of(ds), (ds.height, ds.width), out_crs, class_raster)
         builder = FeatureBuilder(
             ds,
             names=names,
@@ -242,6 +309,16 @@ def _vectorize(
         )
         batches = _built(stream, builder, min_area=min_area, path=class_raster)
         final_crs = out_crs if out_crs is not None else src_crs
+        if final_crs is None:
+            georef = Georeference.of(ds)
+            what = "a geotransform but no CRS" if georef.has_transform else georef.describe()
+            warnings.warn(
+                f"{class_raster} has {what}; the polygons are in its {'map' if georef.has_transform else 'pixel'} "
+                f"coordinates and carry no CRS (set the raster's CRS, e.g. gdal_edit.py -a_srs EPSG:32633, to place "
+                f"them)",
+                NotGeoreferencedWarning,
+                stacklevel=3,
+            )
         with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in (ds, prob_ds) if d is not None)):
             if out_path is None or driver is None:
                 return to_geodataframe(batches, final_crs, prob_ds is not None)

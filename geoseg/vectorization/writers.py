@@ -5,6 +5,7 @@ incrementally and atomically, or a GeoDataFrame. No torch. Formats are chosen by
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,15 +126,17 @@ def write_features(
                 kwargs: dict[str, Any] = {"layer": layer or path.stem} if driver != "GeoJSON" else {}
                 if driver == "GPKG":
                     kwargs["dataset_options"] = GPKG_OPTIONS
-                pyogrio.write_arrow(
-                    reader,
-                    tmp,
-                    driver=driver,
-                    geometry_name="geometry",
-                    geometry_type=geometry_type,
-                    crs=_crs_string(crs),
-                    **kwargs,
-                )
+                with warnings.catch_warnings():  # geoseg says itself when polygons have no CRS (vectorize)
+                    warnings.filterwarnings("ignore", message=".*'crs' was not provided", category=UserWarning)
+                    pyogrio.write_arrow(
+                        reader,
+                        tmp,
+                        driver=driver,
+                        geometry_name="geometry",
+                        geometry_type=geometry_type,
+                        crs=_crs_string(crs),
+                        **kwargs,
+                    )
         except BaseException as exc:
             if failure:  # the polygon stream failed (e.g. cancelled): raise that, not GDAL's report of it
                 raise failure[0] from None
