@@ -75,6 +75,23 @@ def test_json_progress_lines(tmp_path):
     assert lines[0]["done"] == 0 and lines[-1]["progress"] == 1.0
 
 
+@pytest.mark.parametrize("ext", [".gpkg", ".geojson", ".shp", ".fgb", ".parquet"])
+def test_predict_vector_writes_every_polygon_format_with_its_own_layer_name(tmp_path, ext):
+    """predict --vector stages the polygon file under a temporary name: the layer is still named after the file."""
+    import pyogrio
+
+    data, _ = class_scene(64, 64, bands=2)
+    src = write_raster(tmp_path / "in.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
+    vec = tmp_path / f"polys{ext}"
+    res = CliRunner().invoke(cli, ["predict", str(src), str(tmp_path / "o.tif"), "-m", str(ck), "--device", "cpu",
+                                   "--vector", str(vec), "--progress", "none"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    if ext != ".parquet":
+        assert [str(n) for n, _ in pyogrio.list_layers(vec)] == ["polys"]
+    assert sorted(p.name for p in tmp_path.iterdir() if ".partial" in p.name) == []
+
+
 def test_json_progress_makes_every_stderr_line_json(tmp_path):
     """With --progress json a program reading stderr gets JSON only: warnings and errors as {"warning"|"error": ...},
     also for a usage error click finds before the command runs."""

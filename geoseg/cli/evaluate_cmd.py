@@ -191,7 +191,6 @@ class PostProcessing:
                     probabilities=probabilities,
                     overwrite=True,
                     progress=progress,
-                    layer=Path(self.vector).stem,  # named after the final file, not the staged one
                 )
             done["vector"] = vectorize_summary(res) | {"output": str(self.vector)}
             if not quiet:

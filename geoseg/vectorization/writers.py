@@ -16,7 +16,7 @@ import shapely
 
 from geoseg.errors import GeoSegError
 from geoseg.io.formats import COMPANION_SUFFIXES
-from geoseg.io.write import atomic_path, output_error
+from geoseg.io.write import atomic_path, output_error, parse_temporary
 from geoseg.vectorization.attributes import attribute_schema
 
 #: GeoPackage 1.2, which every GDAL since 2.2 reads without a warning: GDAL 3.7+ writes 1.4 by default, and QGIS
@@ -123,7 +123,10 @@ def write_features(
                 import pyogrio
 
                 reader = pa.RecordBatchReader.from_batches(schema, record_batches())
-                kwargs: dict[str, Any] = {"layer": layer or path.stem} if driver != "GeoJSON" else {}
+                # the layer is named after the output's final name, also when ``path`` is a staged temporary (predict
+                # --vector) and for GeoJSON, whose one layer's name GDAL would otherwise take from the file written
+                staged = parse_temporary(path.name)
+                kwargs: dict[str, Any] = {"layer": layer or Path(staged[0] if staged else path.name).stem}
                 if driver == "GPKG":
                     kwargs["dataset_options"] = GPKG_OPTIONS
                 with warnings.catch_warnings():  # geoseg says itself when polygons have no CRS (vectorize)
