@@ -18,7 +18,7 @@ _UNSET = object()
 # library parameter -> CLI flag, where the flag is not simply ``--`` + the name with ``-`` for ``_``
 FLAGS = {
     "truth_class_field": "--class-field",
-    "truth_layer": "--layer",
+    "truth_layer": "--truth-layer",
     "class_field": "--class-field",
     "checkpoint": "--model",
     "model": "--model",

@@ -508,8 +508,8 @@ BAD_COMMAND_LINES = [
                  r"raster", id="evaluate-background-raster-truth"),
     pytest.param(["evaluate", "lab.tif", "lab.tif", "--class-field", "c"], r"--class-field names the class attribute",
                  id="evaluate-class-field-raster-truth"),
-    pytest.param(["evaluate", "lab.tif", "lab.tif", "--layer", "fields"], r"--layer names the layer of label polygons",
-                 id="evaluate-layer-raster-truth"),
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--layer", "fields"],
+                 r"--truth-layer names the layer of label polygons", id="evaluate-layer-raster-truth"),
     pytest.param(["evaluate", "lab.tif", "truth.gpkg", "--aoi-layer", "fields"], r"--aoi-layer needs --aoi",
                  id="evaluate-aoi-layer-alone"),
     pytest.param([*TRAIN, "--class-field", "c"], r"--class-field names the class attribute of label polygons, but "
@@ -1724,8 +1724,19 @@ def test_chosen_layers_are_used(tmp_path):
     rep = evaluate(pred, two, truth_layer="fields", aoi=two, aoi_layer="roads")
     assert rep.pixels == 32 * 64
     res = CliRunner().invoke(cli, ["evaluate", str(pred), str(two), "--progress", "none"])
-    assert res.exit_code == 2 and "choose one with --layer NAME" in res.output
+    assert res.exit_code == 2 and "choose one with --truth-layer NAME" in res.output
     res = CliRunner().invoke(cli, ["evaluate", str(pred), str(two), "--layer", "fields", "--progress", "none"])
+    assert res.exit_code == 0, res.output  # --layer, the older spelling, stays
+    # predict --truth takes the same advice: the option it names exists there too
+    data = class_scene(64, 64, bands=2)[0]
+    img = write_raster(tmp_path / "img.tif", data)
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=32, overlap=8)
+    args = ["predict", str(img), str(tmp_path / "o.tif"), "-m", str(ck), "--device", "cpu", "--truth", str(two),
+            "--progress", "none"]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and "choose one with --truth-layer NAME" in res.output, res.output
+    assert not (tmp_path / "o.tif").exists()
+    res = CliRunner().invoke(cli, [*args, "--truth-layer", "fields"])
     assert res.exit_code == 0, res.output
 
 

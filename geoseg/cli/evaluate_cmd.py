@@ -34,7 +34,13 @@ from geoseg.io.outputs import OutputSet, check_input_files
     "--background", type=int, default=None, help="Class id for pixels no label polygon covers (default: not evaluated)."
 )
 @click.option("--aoi", type=click.Path(dir_okay=False), default=None, help="Polygons restricting the evaluation.")
-@click.option("--layer", "truth_layer", default=None, help="Layer of polygon truth in a file with several layers.")
+@click.option(
+    "--truth-layer",
+    "--layer",
+    "truth_layer",
+    default=None,
+    help="Layer of polygon truth in a file with several layers.",
+)
 @click.option("--aoi-layer", default=None, help="Layer of the --aoi file when it has several layers.")
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None, help="Write report files here.")
 @click.option(
@@ -133,6 +139,7 @@ class PostProcessing:
         report_dir: str | None,
         overwrite: bool,
         class_field: str | None = None,
+        truth_layer: str | None = None,
     ) -> PostProcessing:
         """Check the inputs of the later steps and declare every output (raises before any work, see OutputSet);
         ground truth is checked against the raster's grid (:func:`geoseg.evaluation.check_truth`: readable, with
@@ -163,7 +170,7 @@ class PostProcessing:
                 classes: list[str] | None = list(read_config(checkpoint).classes)
             except GeoSegError:  # a model it cannot read is refused by prediction, with its own words
                 classes = None
-            check_truth(truth, raster, classes=classes, truth_class_field=class_field)
+            check_truth(truth, raster, classes=classes, truth_class_field=class_field, truth_layer=truth_layer)
         return cls(outputs, path, vector, truth, report_dir)
 
     def run(
@@ -172,6 +179,7 @@ class PostProcessing:
         *,
         probabilities: str | os.PathLike[str] | None = None,
         class_field: str | None = None,
+        truth_layer: str | None = None,
         classes: list[str] | None = None,
         progress_kind: str = "bar",
         quiet: bool = False,
@@ -205,6 +213,7 @@ class PostProcessing:
                     self.truth,
                     classes=classes,
                     truth_class_field=class_field,
+                    truth_layer=truth_layer,
                     progress=progress,
                     model_classes=True,
                 )

@@ -58,6 +58,7 @@ from geoseg.models.device import DEVICES
 @click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Ground truth raster/vector to evaluate.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Report directory.")
 @click.option("--class-field", default=None, help="Class attribute of vector ground truth.")
+@click.option("--truth-layer", default=None, help="Layer of polygon truth in a file with several layers.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @progress_option
 @json_option
@@ -85,6 +86,7 @@ def predict_command(
     truth: str | None,
     report_dir: str | None,
     class_field: str | None,
+    truth_layer: str | None,
     overwrite: bool,
     progress_kind: str,
     as_json: bool,
@@ -101,6 +103,7 @@ def predict_command(
         requires={
             "report_dir": ("truth", "the report scores the class map against ground truth"),
             "class_field": ("truth", "it names the class attribute of polygon ground truth"),
+            "truth_layer": ("truth", "it names the layer of polygon ground truth"),
             "prob_dtype": ("probabilities", "it is the data type of the probability raster"),
         }
     )
@@ -114,6 +117,7 @@ def predict_command(
         report_dir=report_dir,
         overwrite=overwrite,
         class_field=class_field,
+        truth_layer=truth_layer,
     )
     tune_cpu_allocator(device)
     with plan.outputs:
@@ -150,6 +154,7 @@ def predict_command(
             result.output,
             probabilities=result.probabilities,
             class_field=class_field,
+            truth_layer=truth_layer,
             progress_kind=progress_kind,
             quiet=as_json,
         )
