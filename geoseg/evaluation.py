@@ -91,8 +91,9 @@ def _mean_pixel_area(georef: Georeference, height: int, width: int) -> tuple[flo
 
 
 def _resolve_classes(classes: Sequence[str] | int | None, pred: Any) -> list[str] | None:
+    stored = read_class_names(pred)
     if classes is None:
-        return read_class_names(pred)
+        return stored
     if isinstance(classes, int):
         if classes < 1:
             raise InvalidParameterError(f"classes must be >= 1 or a list of names, got {classes}")
@@ -100,6 +101,12 @@ def _resolve_classes(classes: Sequence[str] | int | None, pred: Any) -> list[str
     names = [str(c) for c in classes]
     if not names:
         raise InvalidParameterError("classes is empty; pass the class names (index = class id) or their number")
+    if stored is not None and names[: len(stored)] != stored:
+        raise InvalidParameterError(
+            f"{option('classes', CLASS_LIST)} {','.join(names)!r} contradicts the class names stored on the "
+            f"prediction {getattr(pred, 'name', '')} ({','.join(stored)}, index = class id): the map's ids mean those "
+            f"classes; drop {option('classes', CLASS_LIST)} to use them"
+        )
     return names
 
 
@@ -113,8 +120,10 @@ class _RasterTruth:
         )
         self.ds = self.on_grid.ds
         self.path = path
+        self.to_prediction_ids: np.ndarray | None = None
         try:
             check_class_raster(self.ds, path=path, what="truth", names=names)
+            self.to_prediction_ids = _id_map(read_class_names(self.ds), names, path)
         except BaseException:
             self.on_grid.close()
             raise
@@ -122,10 +131,37 @@ class _RasterTruth:
     def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
         t, valid = self.on_grid.read(win)
         check_integral(t, valid, path=self.path, what="truth")
+        lut = self.to_prediction_ids
+        if lut is not None:  # the truth numbers its classes otherwise: compare classes by name
+            known = valid & (t >= 0) & (t < len(lut))
+            t = np.array(t, copy=True)
+            t[known] = lut[t[known].astype(np.int64)]
         return t, valid
 
     def close(self) -> None:
         self.on_grid.close()
+
+
+def _id_map(truth_names: list[str] | None, names: list[str] | None, path: Any) -> np.ndarray | None:
+    """For truth that stores class names other than the prediction's: the prediction's id of each truth id (a
+    lookup table), so that both are compared by class name; None when both number the classes alike (or either
+    stores no names: ids are then compared as they are).
+
+    Raises:
+        InvalidParameterError: the truth names a class the prediction does not have.
+    """
+    if truth_names is None or names is None or truth_names == names[: len(truth_names)]:
+        return None
+    if all(n in (str(i), f"class_{i}") for i, n in enumerate(truth_names)):
+        return None  # placeholder names ("0", "class_0", ...): the truth only numbers its classes
+    missing = [n for n in truth_names if n not in names]
+    if missing:
+        raise InvalidParameterError(
+            f"truth {path} stores class names the prediction does not have ({','.join(missing)}; truth: "
+            f"{','.join(truth_names)}; prediction: {','.join(names)}), so the two cannot be compared class by class; "
+            f"use truth labelled with the prediction's classes"
+        )
+    return np.asarray([names.index(n) for n in truth_names], dtype=np.int64)
 
 
 class _VectorTruth:

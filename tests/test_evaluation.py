@@ -295,3 +295,36 @@ def test_predict_postprocess_helper(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "mIoU 1.000" in r.output and (tmp_path / "v.gpkg").exists() and (tmp_path / "r" / "report.html").exists()
     assert out.exists() and not [q for q in tmp_path.iterdir() if ".partial" in q.name]
+
+
+def _named(path: Path, ids: np.ndarray, names: list[str]) -> Path:
+    from geoseg.io.tags import write_class_names
+
+    write_raster(path, ids.astype(np.uint8))
+    with rasterio.open(path, "r+") as ds:
+        write_class_names(ds, names)
+    return path
+
+
+def test_truth_and_prediction_are_compared_by_their_stored_class_names(tmp_path: Path) -> None:
+    """A truth raster that numbers the same classes otherwise is compared class by class (by name), not id by id;
+    one that names other classes, or classes= that contradicts the map's stored names, is refused."""
+    from geoseg.errors import InvalidParameterError
+
+    _, ids = class_scene(48, 48, bands=1, classes=3, seed=2)
+    names = ["water", "forest", "crop"]
+    pred = _named(tmp_path / "pred.tif", ids, names)
+    order = [2, 0, 1]  # the truth's id of each class of the prediction: water is 2 there, forest 0, crop 1
+    truth = _named(tmp_path / "truth.tif", np.asarray(order)[ids], ["forest", "crop", "water"])
+    report = evaluate(pred, truth)
+    assert report.miou == 1.0 and [c.name for c in report.classes] == names
+    placeholder = _named(tmp_path / "ph.tif", ids, ["class_0", "class_1", "class_2"])
+    assert evaluate(pred, placeholder).miou == 1.0  # placeholder names only number the classes: ids compared
+    other = _named(tmp_path / "other.tif", ids, ["a", "b", "c"])
+    with pytest.raises(InvalidParameterError, match=r"truth .*other\.tif stores class names the prediction does not "
+                       r"have \(a,b,c; truth: a,b,c; prediction: water,forest,crop\)"):  # fmt: skip
+        evaluate(pred, other)
+    with pytest.raises(InvalidParameterError, match=r"classes=\[...\] .crop,water,forest. contradicts the class "
+                       r"names stored on the prediction .*pred\.tif \(water,forest,crop, index"):  # fmt: skip
+        evaluate(pred, pred, classes=["crop", "water", "forest"])
+    assert evaluate(pred, pred, classes=names).miou == 1.0
