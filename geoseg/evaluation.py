@@ -195,7 +195,17 @@ def _aoi(aoi: Any, pred: Any, layer: str | None) -> AreaOfInterest:
     georef = Georeference.of(pred)
     area = AreaOfInterest(aoi, georef, layer=layer, layer_option=option("aoi_layer", placeholder("NAME")))
     if area.bounds is None:
-        raise NoOverlapError(f"area of interest {aoi} holds no geometry")
+        raise NoOverlapError(
+            f"area of interest {aoi} holds no geometry (no polygon, or only empty ones); draw the area to score in it, "
+            f"or drop {option('aoi')} to score every pixel"
+        )
+    if not all(np.isfinite(v) for v in area.bounds):
+        declared = area.own_crs.to_string() if area.own_crs is not None else "none"
+        raise NoOverlapError(
+            f"area of interest {aoi} cannot be placed on the prediction's grid: its coordinates are not valid in the "
+            f"CRS it declares ({declared}; a GeoJSON file without a CRS is read as longitude/latitude); save it with "
+            f"the CRS it was drawn in (ogr2ogr -a_srs EPSG:XXXX fixed.gpkg {aoi})"
+        )
     # the grid's four corners (rotated and GCP grids included); pixels are counted exactly while evaluating
     xs, ys = georef.pixel_to_map(np.array([0, pred.width, pred.width, 0]), np.array([0, 0, pred.height, pred.height]))
     xmin, ymin, xmax, ymax = area.bounds

@@ -366,6 +366,10 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "refit3.yaml").write_text("refit: 3\n")
     (tmp_path / "classes3.yaml").write_text("classes: 3\n")
     (tmp_path / "negsteps.yaml").write_text("pixel_steps: -3\n")
+    (tmp_path / "utm.geojson").write_text(  # projected coordinates in a GeoJSON without a CRS (read as lon/lat)
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": {"type": '
+        '"Polygon", "coordinates": [[[500000, 4599000], [500600, 4599000], [500600, 4599600], [500000, 4599000]]]}}]}'
+    )
     (tmp_path / "latin1.yaml").write_bytes("classes: [eau, forêt]\n".encode("latin-1"))  # not UTF-8
     gpd.GeoDataFrame(
         {"class_id": [0.0, 1.5, 2.0]},
@@ -600,6 +604,15 @@ BAD_COMMAND_LINES = [
                  r"be in EPSG:32633: set the CRS it was drawn in", id="evaluate-aoi-without-crs-elsewhere"),
     pytest.param(["evaluate", "lab.tif", "empty.gpkg"], r"truth polygons empty\.gpkg hold no polygon",
                  id="evaluate-truth-polygons-empty"),
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--aoi", "empty.gpkg"],
+                 r"area of interest empty\.gpkg holds no geometry \(no polygon, or only empty ones\); draw the area "
+                 r"to score in it, or drop --aoi to score every pixel", id="evaluate-aoi-empty"),
+    pytest.param(["evaluate", "lab.tif", "lab.tif", "--aoi", "utm.geojson"],
+                 r"area of interest utm\.geojson cannot be placed on the prediction's grid: its coordinates are not "
+                 r"valid in the CRS it declares \(EPSG:4326; a GeoJSON file without a CRS is read as "
+                 r"longitude/latitude\)", id="evaluate-aoi-geojson-projected-coordinates"),
+    pytest.param(["info", "truth.gpkg"], r"truth\.gpkg is a vector file \(features, no raster bands\), not a raster",
+                 id="info-vector-file"),
     # --- the advice fits the command, and messages name the user's paths, never a staged temporary
     pytest.param([*PREDICT, "--truth", "lab9.tif"], r"truth lab9\.tif holds class ids \[9\] .* the model predicts; "
                  r"mark those pixels as nodata in the truth, or use a model trained with those classes$",

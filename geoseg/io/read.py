@@ -34,6 +34,16 @@ from geoseg.io.georef import Georeference
 NODATA_POLICIES = ("any", "all")
 
 
+def _is_vector_file(path: str) -> bool:
+    """Whether GDAL opens ``path`` as a vector dataset (a GeoPackage or shapefile of features)."""
+    try:
+        import pyogrio
+
+        return len(pyogrio.list_layers(path)) > 0
+    except Exception:
+        return False
+
+
 def open_dataset(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
     """Open ``path`` with rasterio, turning GDAL failures into errors that say what to do.
 
@@ -56,6 +66,11 @@ def open_dataset(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
             warnings.simplefilter("ignore", _RioNotGeoreferenced)
             ds = rasterio.open(p)
     except RasterioIOError as exc:
+        if not is_gdal_vsi and _is_vector_file(p):
+            raise NotARasterError(
+                f"{p} is a vector file (features, no raster bands), not a raster; give a raster here (polygons are "
+                f"read where labels, truth or an area of interest are asked for)"
+            ) from exc
         raise NotARasterError(
             f"{p} is not a raster GDAL can read ({exc}); geoseg reads GeoTIFF/COG, ENVI, VRT and any other GDAL "
             f"raster format: check the file is complete and not corrupt"
