@@ -357,13 +357,22 @@ def plain_value(value: Any) -> Any:
     return value
 
 
+def _list_like(value: Any) -> bool:
+    """A one-dimensional numpy array or a pandas Index/Series: what a list option is often given as."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1
+    return type(value).__module__.startswith("pandas") and getattr(value, "ndim", 0) == 1
+
+
 def plain_arguments(func: Callable[P, R]) -> Callable[P, R]:
     """Decorate a public function so that numpy scalars among its arguments count as the Python numbers they hold
     (:func:`plain_value`): ``tile=np.int64(256)`` or a value taken from an array then passes the same checks, and
     reaches the same code, as ``tile=256``; and so that an argument of a type its annotation does not allow (a
     number as a path, text as a number, an array as a file name) is refused before any work with
     :class:`~geoseg.errors.InvalidParameterError` naming it (:func:`check_types`), instead of failing later inside
-    a library with a TypeError. Annotations it cannot resolve or judge (classes, callables) accept anything."""
+    a library with a TypeError. A one-dimensional array or pandas Index/Series given where a list is expected
+    (``classes=np.array([...])``) counts as that list. Annotations it cannot resolve or judge (classes, callables)
+    accept anything."""
     signature = inspect.signature(func)
     types_of: dict[str, Any] = {}
 
@@ -372,14 +381,18 @@ def plain_arguments(func: Callable[P, R]) -> Callable[P, R]:
         args = tuple(plain_value(a) for a in args)  # type: ignore[assignment]
         kwargs = {k: plain_value(v) for k, v in kwargs.items()}  # type: ignore[assignment]
         try:
-            given = signature.bind(*args, **kwargs).arguments
+            bound = signature.bind(*args, **kwargs)
         except TypeError:  # a call of the wrong shape: Python's own message says which argument
             return func(*args, **kwargs)
         if not types_of:
             types_of.update(_parameter_types(func))
         variadic = {n for n, p in signature.parameters.items() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        check_types(func, {k: v for k, v in given.items() if k not in variadic}, types=types_of)
-        return func(*args, **kwargs)
+        for name, value in bound.arguments.items():  # a list option given as a 1-D array or a pandas Index/Series
+            tp = types_of.get(name, Any)
+            if name not in variadic and tp is not Any and _list_like(value) and matches([], tp):
+                bound.arguments[name] = plain_value(list(value))
+        check_types(func, {k: v for k, v in bound.arguments.items() if k not in variadic}, types=types_of)
+        return func(*bound.args, **bound.kwargs)
 
     return wrapper
 

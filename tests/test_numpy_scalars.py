@@ -79,3 +79,17 @@ def test_training_options_as_numpy_scalars_are_stored_as_json_numbers(tmp_path: 
     assert stored["arch_kwargs"]["width"] == 4
     model = geoseg.create_model("tiny", in_channels=np.int64(2), num_classes=np.int64(3), width=np.int64(4))
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_list_options_given_as_arrays_or_pandas_count_as_lists(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from geoseg.errors import InvalidParameterError
+
+    _, labels = class_scene(32, 32, bands=1, classes=3)
+    lab = write_raster(tmp_path / "lab.tif", labels[None])
+    names = ["a", "b", "c"]
+    for classes in (np.array(names), pd.Index(names), pd.Series(names)):
+        assert [c.name for c in geoseg.evaluate(lab, lab, classes=classes).classes] == names
+    with pytest.raises(InvalidParameterError, match=r"^prediction must be text or a path, got an array of shape"):
+        geoseg.evaluate(np.array(["lab.tif"]), lab)  # a path is not a list: the array is refused, not unpacked
