@@ -357,6 +357,12 @@ def test_crf_refinement_option(tmp_path):
         return int((a[1:] != a[:-1]).sum() + (a[:, 1:] != a[:, :-1]).sum())
 
     assert edges(refined) < edges(plain)  # smoother: fewer class boundaries
+    with pytest.warns(UserWarning, match=r"the CRF refines each tile over a 7-px window but tiles overlap by only 0 "
+                      r"px: .* give overlap 7 or more"):  # fmt: skip
+        predict_raster(src, tmp_path / "c.tif", model=ck, device="cpu", crf=True, overlap=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the model's 16-px overlap covers the window: no warning
+        predict_raster(src, tmp_path / "d.tif", model=ck, device="cpu", crf=True)
 
 
 def test_overlap_block_rows_are_kept_only_within_budget(tmp_path):

@@ -25,12 +25,16 @@ def _shift(x: torch.Tensor, dy: int, dx: int, r: int) -> torch.Tensor:
     return x[..., r + dy : r + dy + h, r + dx : r + dx + w]
 
 
+#: the default window of the CRF's messages, in pixels (odd): tiles should overlap by at least this much
+CRF_KERNEL = 7
+
+
 def crf_refine(
     probs: torch.Tensor,
     image: torch.Tensor,
     *,
     iterations: int = 5,
-    kernel: int = 7,
+    kernel: int = CRF_KERNEL,
     theta_alpha: float = 3.0,
     theta_beta: float = 0.5,
     theta_gamma: float = 1.0,

@@ -33,7 +33,9 @@ import torch
 from torch import nn
 
 from geoseg.errors import InvalidParameterError, ModelContractError, NotGeoreferencedWarning, NoValidDataError
+from geoseg.hints import option
 from geoseg.inference.bands import match_bands
+from geoseg.inference.crf import CRF_KERNEL
 from geoseg.inference.engine import BatchRunner, auto_batch_size, class_dtype
 from geoseg.inference.outputs import OutputPlan, open_outputs
 from geoseg.inference.reader import TileReader, default_cache_mb, default_workers, keep_overlap_rows
@@ -235,6 +237,16 @@ def predict_raster(
         stitcher.classes_dtype = class_dtype(n_classes)[1]
         need_probs = stitcher.needs_probs or plan.probabilities is not None
         crf_options = ({} if crf is True else dict(crf)) if crf else None
+        crf_kernel = int((crf_options or {}).get("kernel", CRF_KERNEL))
+        multi_tile = grid.tile_shape[0] < source.height or grid.tile_shape[1] < source.width
+        if crf_options is not None and multi_tile and grid.overlap < crf_kernel:
+            warnings.warn(
+                f"the CRF refines each tile over a {crf_kernel}-px window but tiles overlap by only {grid.overlap} px: "
+                f"pixels at tile seams are refined from a cut window and the seams may show; give "
+                f"{option('overlap')} {crf_kernel} or more",
+                UserWarning,
+                stacklevel=2,
+            )
         slots = 3 if cuda else 2
         batch = batch_size or auto_batch_size(
             net, source.count, grid.tile_shape, dev, amp=amp, num_classes=n_classes, need_probs=need_probs,
