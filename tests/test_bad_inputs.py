@@ -336,12 +336,8 @@ def workdir(tmp_path, monkeypatch):
     write_raster(tmp_path / "lab.tif", labels)
     write_raster(tmp_path / "dupdesc.tif", data, descriptions=["B2", "b2"])  # one name for two bands
     x0, y1 = 500000, 4600000
-    gpd.GeoDataFrame(
-        {"class_id": [0, 1, 2]},
-        geometry=[box(x0, y1 - 640, x0 + 200, y1), box(x0 + 200, y1 - 640, x0 + 400, y1), box(x0 + 400, y1 - 640,
-                  x0 + 640, y1)],
-        crs="EPSG:32633",
-    ).to_file(tmp_path / "truth.gpkg")  # fmt: skip
+    thirds = [box(x0 + a, y1 - 640, x0 + b, y1) for a, b in ((0, 200), (200, 400), (400, 640))]  # columns of the grid
+    gpd.GeoDataFrame({"class_id": [0, 1, 2]}, geometry=thirds, crs="EPSG:32633").to_file(tmp_path / "truth.gpkg")
     gpd.GeoDataFrame({"class_id": [0]}, geometry=[box(x0 + 9000, y1 - 640, x0 + 9640, y1)], crs="EPSG:32633").to_file(
         tmp_path / "far.gpkg"
     )
@@ -371,12 +367,9 @@ def workdir(tmp_path, monkeypatch):
         '"Polygon", "coordinates": [[[500000, 4599000], [500600, 4599000], [500600, 4599600], [500000, 4599000]]]}}]}'
     )
     (tmp_path / "latin1.yaml").write_bytes("classes: [eau, forêt]\n".encode("latin-1"))  # not UTF-8
-    gpd.GeoDataFrame(
-        {"class_id": [0.0, 1.5, 2.0]},
-        geometry=[box(x0, y1 - 640, x0 + 200, y1), box(x0 + 200, y1 - 640, x0 + 400, y1), box(x0 + 400, y1 - 640,
-                  x0 + 640, y1)],
-        crs="EPSG:32633",
-    ).to_file(tmp_path / "fractional.gpkg")  # fmt: skip
+    gpd.GeoDataFrame({"class_id": [0.0, 1.5, 2.0]}, geometry=thirds, crs="EPSG:32633").to_file(
+        tmp_path / "fractional.gpkg"
+    )
     (tmp_path / "rep").mkdir()
     (tmp_path / "rep" / "report.json").write_text("{}")
     (tmp_path / "d").mkdir()
