@@ -92,6 +92,16 @@ def test_predict_vector_writes_every_polygon_format_with_its_own_layer_name(tmp_
     assert sorted(p.name for p in tmp_path.iterdir() if ".partial" in p.name) == []
 
 
+def test_a_closed_stdout_ends_the_command_quietly(tmp_path):
+    """`geoseg info x.tif | head -1`: the reader closes the pipe before geoseg writes; no 'Error: Broken pipe'."""
+    src = write_raster(tmp_path / "in.tif", class_scene(16, 16, bands=2)[0])
+    proc = subprocess.Popen([sys.executable, "-m", "geoseg", "info", str(src)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc.stdout.close()  # no reader left: the command's first write fails with EPIPE
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+
+
 def test_json_progress_makes_every_stderr_line_json(tmp_path):
     """With --progress json a program reading stderr gets JSON only: warnings and errors as {"warning"|"error": ...},
     also for a usage error click finds before the command runs."""

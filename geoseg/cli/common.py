@@ -28,7 +28,8 @@ def handle_errors(func: F) -> F:
     * an operating-system error (permission denied, a vanished file): ``Error: <what>: <path>``, exit 2;
     * anything else (a bug, or an input no check foresaw): one line naming the command, its input paths and the
       exception, exit status 1;
-    * Ctrl-C, SIGTERM and SIGHUP: exit status 130 after the outputs' temporary files are removed.
+    * Ctrl-C, SIGTERM and SIGHUP: exit status 130 after the outputs' temporary files are removed;
+    * stdout closed by its reader (``| head``): exit status 141 without a message, as a shell's SIGPIPE.
 
     ``geoseg --debug`` (or ``GEOSEG_DEBUG=1``) shows the traceback as well, and third-party warnings. Messages spell
     options as flags (``--overwrite``, not ``overwrite=True``; see :mod:`geoseg.hints`).
@@ -59,6 +60,10 @@ def handle_errors(func: F) -> F:
             sys.exit(130)
         except MemoryError as exc:
             _fail(_out_of_memory(), 1, debug, exc)
+        except BrokenPipeError:  # the reader of stdout went away (`geoseg info x.tif | head -3`): nothing to report
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+            sys.exit(141)  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
         except OSError as exc:
             what = exc.strerror or str(exc)
             where = f": {exc.filename}" if exc.filename else ""
