@@ -163,6 +163,7 @@ def test_xarray_view_is_lazy_and_masked(tmp_path):
     p = write_raster(tmp_path / "x.tif", data, nodata=-1, descriptions=["red", "nir"])
     da = open_dataarray(p, bands="nir", chunks=8)
     assert list(da.band.values) == ["nir"]
+    assert da.attrs["long_name"] == ("nir",)  # the selected band's description, not the file's two
     assert da.chunks is not None
     arr = da.compute().values
     assert np.isnan(arr[0, 0, 0]) and arr[0, 1, 1] == data[1, 1, 1]

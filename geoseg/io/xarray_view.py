@@ -32,5 +32,7 @@ def open_dataarray(
         indexes, names = src.band_indexes, src.band_names
     spec: Any = {"band": -1, "y": chunks, "x": chunks} if isinstance(chunks, int) else chunks
     da: Any = open_rasterio(path, chunks=spec, masked=True, lock=False)  # one DataArray for a one-subdataset file
-    da = da.sel(band=indexes)
-    return da.assign_coords(band=names)
+    da = da.sel(band=indexes).assign_coords(band=names)
+    if "long_name" in da.attrs:  # rioxarray's band descriptions are the file's: keep those of the selected bands
+        da.attrs["long_name"] = tuple(names)
+    return da
