@@ -365,6 +365,20 @@ def test_crf_refinement_option(tmp_path):
         predict_raster(src, tmp_path / "d.tif", model=ck, device="cpu", crf=True)
 
 
+def test_an_overlap_that_leaves_tiles_a_small_core_is_warned_about(tmp_path):
+    """A 256-px tile with a 208-px overlap (a deep model's default) computes every pixel ~28 times: said, with the
+    tile to give; a tile holding the whole raster, or a modest overlap, is not warned about."""
+    src = write_raster(tmp_path / "in.tif", class_scene(320, 320, bands=2)[0])
+    ck = tiny_checkpoint(tmp_path / "m.safetensors", ["1", "2"], tile=256, overlap=208)
+    with pytest.warns(UserWarning, match=r"tiles of 256x256 px with a 208-px overlap keep a core of only 48x48 px: the "
+                      r"model computes every pixel about 28 times; a larger tile \(e\.g\. 832\)"):  # fmt: skip
+        predict_raster(src, tmp_path / "a.tif", model=ck, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        predict_raster(src, tmp_path / "b.tif", model=ck, device="cpu", tile=1024)
+        predict_raster(src, tmp_path / "c.tif", model=ck, device="cpu", overlap=32)
+
+
 def test_overlap_block_rows_are_kept_only_within_budget(tmp_path):
     """The blocks two tile rows share are held across the width only while they fit the budget (``cache_mb``):
     64 MiB by default on the CPU. A 4-band uint16 file with 512-px blocks needs 2 block rows x width x 8 B: 32 MiB

@@ -225,6 +225,7 @@ def predict_raster(
         if source.count != config.in_channels:
             raise ModelContractError(f"model expects {config.in_channels} bands, selection gives {source.count}")
         grid = _tile_grid(source, config, align=model_stride(net, config.arch), tile=tile, overlap=overlap)
+        _warn_if_mostly_overlap(grid, source.shape)
         if tiles is not None:
             if stitch != "center":
                 raise InvalidParameterError(
@@ -311,6 +312,29 @@ def _tile_grid(
         align=align,
         transform=source.transform,
     )
+
+
+#: tiles whose padded area is more than this many times their core make prediction that much slower: warned about
+OVERLAP_COST_WARNING = 4.0
+
+
+def _warn_if_mostly_overlap(grid: TileGrid, shape: tuple[int, int]) -> None:
+    """Warn when the overlap leaves each tile a small core (e.g. a 256-px tile with a model's 208-px overlap): the
+    model then computes every pixel several times over, where a larger tile would be as seam-free and faster."""
+    (th, tw), (hy, hx) = grid.tile_shape, grid.halo
+    rows, cols = min(th, shape[0]), min(tw, shape[1])
+    if th >= shape[0] and tw >= shape[1]:
+        return  # one tile holds the whole raster
+    core = max(1, th - 2 * hy) * max(1, tw - 2 * hx)
+    cost = th * tw / core
+    if cost > OVERLAP_COST_WARNING and rows * cols > core:
+        warnings.warn(
+            f"tiles of {th}x{tw} px with a {grid.overlap}-px overlap keep a core of only {th - 2 * hy}x{tw - 2 * hx} "
+            f"px: the model computes every pixel about {cost:.0f} times; a larger {option('tile')} (e.g. "
+            f"{4 * max(grid.overlap, 64)}) is as seam-free and faster",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _prepare_model(net: nn.Module, device: torch.device, *, compile: bool) -> nn.Module:
