@@ -35,13 +35,11 @@ NODATA_POLICIES = ("any", "all")
 
 
 def _is_vector_file(path: str) -> bool:
-    """Whether GDAL opens ``path`` as a vector dataset (a GeoPackage or shapefile of features)."""
-    try:
-        import pyogrio
+    """Whether ``path`` is named as a vector dataset (a GeoPackage, GeoJSON, shapefile, ... of features), for a file
+    GDAL would not open as a raster."""
+    from geoseg.io.formats import VECTOR_INPUT_SUFFIXES
 
-        return len(pyogrio.list_layers(path)) > 0
-    except Exception:
-        return False
+    return Path(path).suffix.lower() in VECTOR_INPUT_SUFFIXES
 
 
 def open_dataset(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
