@@ -320,20 +320,21 @@ OVERLAP_COST_WARNING = 4.0
 
 def _warn_if_mostly_overlap(grid: TileGrid, shape: tuple[int, int]) -> None:
     """Warn when the overlap leaves each tile a small core (e.g. a 256-px tile with a model's 208-px overlap): the
-    model then computes every pixel several times over, where a larger tile would be as seam-free and faster."""
+    model then computes every pixel several times over, where a larger tile would be as seam-free and faster. An
+    axis the raster fits in one tile along costs nothing."""
     (th, tw), (hy, hx) = grid.tile_shape, grid.halo
-    rows, cols = min(th, shape[0]), min(tw, shape[1])
-    if th >= shape[0] and tw >= shape[1]:
-        return  # one tile holds the whole raster
-    core = max(1, th - 2 * hy) * max(1, tw - 2 * hx)
-    cost = th * tw / core
-    if cost > OVERLAP_COST_WARNING and rows * cols > core:
+
+    def factor(tile: int, halo: int, extent: int) -> float:
+        return 1.0 if tile >= extent else tile / max(tile - 2 * halo, 1)
+
+    cost = factor(th, hy, shape[0]) * factor(tw, hx, shape[1])
+    if cost > OVERLAP_COST_WARNING:
         warnings.warn(
-            f"tiles of {th}x{tw} px with a {grid.overlap}-px overlap keep a core of only {th - 2 * hy}x{tw - 2 * hx} "
-            f"px: the model computes every pixel about {cost:.0f} times; a larger {option('tile')} (e.g. "
-            f"{4 * max(grid.overlap, 64)}) is as seam-free and faster",
+            f"tiles of {th}x{tw} px with a {grid.overlap}-px overlap keep a core of only {max(th - 2 * hy, 0)}x"
+            f"{max(tw - 2 * hx, 0)} px: the model computes every pixel about {cost:.0f} times; a larger "
+            f"{option('tile')} (e.g. {4 * max(grid.overlap, 64)}) is as seam-free and faster",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of predict_raster (behind geoseg.options.plain_arguments)
         )
 
 
