@@ -372,7 +372,8 @@ def plain_arguments(func: Callable[P, R]) -> Callable[P, R]:
     :class:`~geoseg.errors.InvalidParameterError` naming it (:func:`check_types`), instead of failing later inside
     a library with a TypeError. A one-dimensional array or pandas Index/Series given where a list is expected
     (``classes=np.array([...])``) counts as that list. Annotations it cannot resolve or judge (classes, callables)
-    accept anything."""
+    accept anything. The wrapper is one more frame: a warning issued in the decorated function's body takes
+    ``stacklevel=3`` to name its caller's line."""
     signature = inspect.signature(func)
     types_of: dict[str, Any] = {}
 

@@ -93,3 +93,20 @@ def test_list_options_given_as_arrays_or_pandas_count_as_lists(tmp_path: Path) -
         assert [c.name for c in geoseg.evaluate(lab, lab, classes=classes).classes] == names
     with pytest.raises(InvalidParameterError, match=r"^prediction must be text or a path, got an array of shape"):
         geoseg.evaluate(np.array(["lab.tif"]), lab)  # a path is not a list: the array is refused, not unpacked
+
+
+def test_warnings_of_the_public_functions_name_the_caller_s_line(tmp_path: Path) -> None:
+    """The argument-checking wrapper is one more frame: warnings still point at the line that called geoseg."""
+    from geoseg.errors import ClassNotTrainedWarning, NotGeoreferencedWarning
+
+    img, lab = class_scene(48, 48, bands=2)
+    image = write_raster(tmp_path / "img.tif", img)
+    labels = write_raster(tmp_path / "lab.tif", lab[None])
+    with pytest.warns(ClassNotTrainedWarning) as caught:
+        geoseg.train_model(image, labels, tmp_path / "m.safetensors", arch="tiny", epochs=1, chip=32,
+                           classes=["a", "b", "c", "never"], device="cpu", progress=None)  # fmt: skip
+    assert {Path(w.filename).name for w in caught if w.category is ClassNotTrainedWarning} == {Path(__file__).name}
+    plain = write_raster(tmp_path / "plain.tif", img, crs=None, transform=None)
+    with pytest.warns(NotGeoreferencedWarning) as caught:
+        geoseg.predict_raster(plain, tmp_path / "o.tif", model=tmp_path / "m.safetensors", device="cpu")
+    assert {Path(w.filename).name for w in caught if w.category is NotGeoreferencedWarning} == {Path(__file__).name}

@@ -220,7 +220,7 @@ def predict_raster(
             warnings.warn(
                 f"{source.path} has {source.georef.describe()}; the class map will be in pixel coordinates",
                 NotGeoreferencedWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         if source.count != config.in_channels:
             raise ModelContractError(f"model expects {config.in_channels} bands, selection gives {source.count}")
@@ -246,7 +246,7 @@ def predict_raster(
                 f"pixels at tile seams are refined from a cut window and the seams may show; give "
                 f"{option('overlap')} {crf_kernel} or more",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         slots = 3 if cuda else 2
         batch = batch_size or auto_batch_size(

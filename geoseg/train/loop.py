@@ -461,7 +461,7 @@ def train_model(
                 f"{option('pseudo_threshold')} {pseudo_threshold:g} has no effect without self-training rounds; "
                 f"drop it or add rounds with {option('self_training')}",
                 SelfTrainingWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         pseudo_threshold = PSEUDO_THRESHOLD if pseudo_threshold is None else pseudo_threshold
         if self_training and pseudo_threshold <= 1 / n_classes:
@@ -558,14 +558,14 @@ def train_model(
                 f"class {names[k]!r} (id {k}) has class weight 0: the model does not learn it and will not predict it "
                 f"(give it a weight > 0 to learn it)",
                 ClassNotTrainedWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         for i in np.flatnonzero(counts == 0):
             warnings.warn(
                 f"class {names[i]!r} (id {i}) has no training pixel{' in the training area' if train_area else ''}; "
                 f"the model will not predict it (add labels for it or drop it from the classes)",
                 ClassNotTrainedWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         rf = getattr(net, "receptive_field", None)
         auto_overlap = _round_up(rf, stride) if rf else 64
@@ -703,7 +703,7 @@ def train_model(
                         )
                         + ": the model already trained on every training label, so there is nothing to add",
                         UserWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                 if not refit or refit_info is not None or not validated():
                     if refit and history:  # the planned refit does not run: progress ends at the last epoch
@@ -715,7 +715,7 @@ def train_model(
                         f"the saved model is self-training round {kept}'s, whose pseudo-labels were lost with the "
                         f"interruption; it is kept as validated, without training again on every label",
                         UserWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                     break
                 reader, hists = round_data[kept]
@@ -766,7 +766,7 @@ def train_model(
                             else f", so the saved model is the best of rounds 0-{rnd - 1}"
                         ),
                         SelfTrainingWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                     rounds_over = True
                     continue  # to the refit
@@ -886,7 +886,7 @@ def train_model(
                         f"{blk}-px blocks), so validation scores nothing and the last epoch is kept; label more "
                         f"pixels, spread over several blocks (validation takes whole blocks)",
                         UserWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                 history.append(
                     {
@@ -933,7 +933,7 @@ def train_model(
                         f"the model trained again on every label learnt them and predicts them, although the "
                         f"validation report could not score them",
                         UserWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                 saved.trained_classes = learnt
                 refit_info = {
@@ -953,7 +953,7 @@ def train_model(
                     + (f" of self-training round {rnd}" if rnd else "")
                     + "; the best epoch so far is kept (raise the time limit to train the whole schedule)",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
             if stopped:
                 if refitting:
@@ -961,14 +961,14 @@ def train_model(
                         f"training reached {option('max_seconds')} {max_seconds:g} s while training again on every "
                         f"label; the validated model is kept (raise the time limit, or {no_refit})",
                         UserWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                 elif refit and validated():
                     warnings.warn(
                         f"training reached {option('max_seconds')} {max_seconds:g} s before training again on every "
                         f"label; the validated model is kept (raise the time limit to run it)",
                         UserWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                 if rnd < rounds:
                     warnings.warn(
@@ -977,7 +977,7 @@ def train_model(
                         + f"; self-training round(s) {rnd + 1}..{rounds} did not run (raise the time limit to "
                         "run them)",
                         SelfTrainingWarning,
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                 break
         forest_report = None

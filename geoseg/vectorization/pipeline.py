@@ -317,7 +317,7 @@ def _vectorize(
                 f"coordinates and carry no CRS (set the raster's CRS, e.g. gdal_edit.py -a_srs EPSG:32633, to place "
                 f"them)",
                 NotGeoreferencedWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         with bounded_gdal_cache(*(WindowedReads.of(d, (window, window)) for d in (ds, prob_ds) if d is not None)):
             if out_path is None or driver is None:
