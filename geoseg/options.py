@@ -375,6 +375,7 @@ def plain_arguments(func: Callable[P, R]) -> Callable[P, R]:
     accept anything. The wrapper is one more frame: a warning issued in the decorated function's body takes
     ``stacklevel=3`` to name its caller's line."""
     signature = inspect.signature(func)
+    variadic = {n for n, p in signature.parameters.items() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     types_of: dict[str, Any] = {}
 
     @functools.wraps(func)
@@ -387,7 +388,6 @@ def plain_arguments(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         if not types_of:
             types_of.update(_parameter_types(func))
-        variadic = {n for n, p in signature.parameters.items() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
         for name, value in bound.arguments.items():  # a list option given as a 1-D array or a pandas Index/Series
             tp = types_of.get(name, Any)
             if name not in variadic and tp is not Any and _list_like(value) and matches([], tp):

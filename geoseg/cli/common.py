@@ -251,8 +251,7 @@ def echo_status(line: str, *, kind: str | None = None, argv: list[str] | None = 
     if not json_status_lines(argv):
         click.echo(line, err=True)
         return
-    text = line.removeprefix(STATUS_PREFIXES.get(kind, "")) if STATUS_PREFIXES.get(kind) else line
-    click.echo(json.dumps({kind: text}), err=True)
+    click.echo(json.dumps({kind: line.removeprefix(STATUS_PREFIXES.get(kind, ""))}), err=True)
 
 
 @contextlib.contextmanager
